@@ -1,0 +1,141 @@
+//! Who gets the push: the recipient devices of a talk, read page by page from the configured
+//! audience query in ascending device id order (keyset paging).
+//!
+//! A page is bounded by `database.page_size`, so memory does not grow with the audience; the
+//! fan-out fetches the next page while the current one is being sent. Each device comes once:
+//! a device that the query returns twice (say, through a join) is dropped here.
+
+use crate::database::{Database, DatabaseError, FromRecord, PreparedQuery, Record};
+
+/// The push provider that reaches a device (`devices.provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Fcm,
+    Apns,
+}
+
+impl Provider {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "fcm" => Some(Provider::Fcm),
+            "apns" => Some(Provider::Apns),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Fcm => "fcm",
+            Provider::Apns => "apns",
+        }
+    }
+}
+
+/// A recipient device, as the audience query returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub id: i64,
+    pub user_id: Option<i64>,
+    /// `None` when the row names a provider the notifier does not know; such a device is skipped.
+    pub provider: Option<Provider>,
+    pub platform: Option<String>,
+    pub token: String,
+    pub locale: Option<String>,
+}
+
+impl FromRecord for Device {
+    fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
+        Ok(Self {
+            id: r.required_int("device_id")?,
+            user_id: r.optional_int("user_id")?,
+            provider: Provider::parse(&r.required_text("provider")?),
+            platform: r.optional_text("platform")?,
+            token: r.required_text("token")?,
+            locale: r.optional_text("locale")?,
+        })
+    }
+}
+
+/// The recipients of one talk, read one page at a time.
+pub struct Audience {
+    db: Database,
+    query: PreparedQuery,
+    talk_id: i64,
+    program_id: i64,
+    author_id: Option<i64>,
+    page_size: u32,
+    /// The keyset cursor: the highest device id read so far.
+    after_id: i64,
+    exhausted: bool,
+}
+
+impl Audience {
+    pub fn new(
+        db: Database,
+        query: PreparedQuery,
+        talk_id: i64,
+        program_id: i64,
+        author_id: Option<i64>,
+        page_size: u32,
+    ) -> Self {
+        Self {
+            db,
+            query,
+            talk_id,
+            program_id,
+            author_id,
+            page_size,
+            after_id: 0,
+            exhausted: false,
+        }
+    }
+
+    /// Starts after this device id instead of the beginning (for resuming an event).
+    pub fn resume_after(mut self, device_id: i64) -> Self {
+        self.after_id = device_id;
+        self
+    }
+
+    /// The next page of devices, or `None` when the audience is exhausted. A failed read leaves
+    /// the cursor where it was, so the call can simply be retried.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Device>>, DatabaseError> {
+        if self.exhausted {
+            return Ok(None);
+        }
+        let rows: Vec<Device> = self
+            .db
+            .fetch_all(
+                &self.query,
+                &[
+                    ("talk_id", Some(self.talk_id)),
+                    ("program_id", Some(self.program_id)),
+                    ("author_id", self.author_id),
+                    ("after_id", Some(self.after_id)),
+                    ("limit", Some(i64::from(self.page_size))),
+                ],
+            )
+            .await?;
+        // A short page is the last; a full page may be followed by more.
+        self.exhausted = rows.len() < self.page_size as usize;
+        let mut page = Vec::with_capacity(rows.len());
+        for device in rows {
+            if device.id < self.after_id {
+                return Err(DatabaseError::Column {
+                    column: "device_id".into(),
+                    reason: "rows must come in ascending device_id order (ORDER BY device_id)"
+                        .into(),
+                });
+            }
+            if device.id == self.after_id {
+                continue; // the same device again (a duplicate row, or an inclusive cursor)
+            }
+            self.after_id = device.id;
+            page.push(device);
+        }
+        if page.is_empty() {
+            self.exhausted = true;
+            return Ok(None);
+        }
+        Ok(Some(page))
+    }
+}

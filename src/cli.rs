@@ -1,0 +1,202 @@
+//! The command line: `run` (the default), `migrate`, `publish` and `demo`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::database::Database;
+use crate::event::TalkPosted;
+use crate::push::dry_run::DryRunPusher;
+use crate::settings::{SendMode, Settings, redact_url};
+use crate::worker::{Pushers, Worker};
+
+/// Turns talk-posted events on a Redis channel into push notifications (FCM, APNs).
+///
+/// Settings come from the environment (and `.env`) and the TOML file named by NOTIFIER_CONFIG
+/// (default config/notifier.toml). Outside APP_ENV=production every push is a dry run.
+#[derive(Debug, Parser)]
+#[command(name = "notifier", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Subscribe to the channel and send a push for every event (the default command).
+    Run {
+        /// Apply the database migrations before subscribing.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply the reference schema's migrations to DATABASE_URL.
+    Migrate,
+    /// Publish a talk_posted event, exactly as the PHP app would.
+    Publish {
+        /// The talk that was posted.
+        talk_id: i64,
+        /// The talk's program (looked up from the talk when omitted).
+        #[arg(long)]
+        program_id: Option<i64>,
+        /// Idempotency key (default talk_posted:TALK_ID).
+        #[arg(long)]
+        event_id: Option<String>,
+        /// Ask for a dry run of this event, whatever the send mode.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Migrate the configured database, seed a small demo data set and show how to trigger it.
+    Demo,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    crate::telemetry::init(settings.log_format);
+    match cli.command.unwrap_or(Command::Run { migrate: false }) {
+        Command::Run { migrate } => run_worker(settings, migrate).await,
+        Command::Migrate => {
+            let db = connect(&settings).await?;
+            db.migrate().await?;
+            println!("Migrated {}.", redact_url(&settings.database.url));
+            Ok(())
+        }
+        Command::Publish {
+            talk_id,
+            program_id,
+            event_id,
+            dry_run,
+        } => publish(&settings, talk_id, program_id, event_id, dry_run).await,
+        Command::Demo => demo(&settings).await,
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Database> {
+    Ok(Database::connect(&settings.database).await?)
+}
+
+async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
+    let db = connect(&settings).await?;
+    if migrate {
+        db.migrate().await?;
+    }
+    // Real delivery is not part of this build yet: live and validate refuse to start rather
+    // than pretend to send.
+    let pushers = Pushers {
+        live: None,
+        dry_run: Arc::new(DryRunPusher),
+    };
+    info!(
+        send_mode = settings.send_mode.as_str(),
+        channel = %settings.service.channel,
+        database = db.backend().name(),
+        concurrency = settings.service.concurrency,
+        "Starting notifier."
+    );
+    if settings.send_mode == SendMode::DryRun {
+        info!(
+            "Dry run: pushes are logged, no provider is contacted (set APP_ENV=production to send)."
+        );
+    }
+    let worker = Arc::new(Worker::new(settings, db, pushers)?);
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let result = Arc::clone(&worker).run(stop).await;
+    worker.database().close().await;
+    result
+}
+
+/// Completes on SIGTERM (what containers send) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+async fn publish(
+    settings: &Settings,
+    talk_id: i64,
+    program_id: Option<i64>,
+    event_id: Option<String>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let event = TalkPosted {
+        talk_id,
+        program_id,
+        event_id: event_id.unwrap_or_else(|| format!("talk_posted:{talk_id}")),
+        dry_run: dry_run.then_some(true),
+        published_at: Some(chrono::Utc::now()),
+    };
+    // Check it as the worker will, so a bad id fails here rather than in the worker's log.
+    let json = event.to_json();
+    TalkPosted::parse(json.as_bytes()).context("the event would be rejected")?;
+    let client = redis::Client::open(settings.redis.url.as_str())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to Redis at {}",
+                redact_url(&settings.redis.url)
+            )
+        })?;
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg(&settings.service.channel)
+        .arg(&json)
+        .query_async(&mut conn)
+        .await?;
+    println!(
+        "Published {json} on {}: {receivers} subscriber(s) received it.",
+        settings.service.channel
+    );
+    Ok(())
+}
+
+async fn demo(settings: &Settings) -> anyhow::Result<()> {
+    let db = connect(settings).await?;
+    db.migrate().await?;
+    let seeded = crate::demo::seed(&db).await?;
+    db.close().await;
+    let channel = &settings.service.channel;
+    println!(
+        "{} {}.",
+        if seeded {
+            "Seeded the demo data into"
+        } else {
+            "The demo data is already in"
+        },
+        redact_url(&settings.database.url)
+    );
+    println!(
+        "\nStart the worker (dry run):   notifier run\n\
+         Then trigger talk 1 (4 devices) from a shell:\n\
+         \n    redis-cli PUBLISH {channel} '{{\"talk_id\": 1}}'\n\
+         \nor from PHP (phpredis):\n\
+         \n    php -r '$r = new Redis(); $r->connect(\"127.0.0.1\"); $r->publish(\"{channel}\", json_encode([\"talk_id\" => 1]));'\n\
+         \nor with the notifier itself:   notifier publish 1"
+    );
+    Ok(())
+}

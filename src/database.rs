@@ -1,0 +1,556 @@
+//! The database behind the audience and content queries: PostgreSQL, MySQL/MariaDB or SQLite,
+//! chosen by the `DATABASE_URL` scheme, with the reference schema's migrations for each.
+//!
+//! Queries come from the configuration, written with named parameters (`:talk_id`). They are
+//! translated once at start-up into the backend's placeholders, and every value is bound: event
+//! data never becomes SQL text. Rows are read by column name through [`Record`], which accepts
+//! the integer widths real schemas use (INT, BIGINT, unsigned), so an app's own tables work
+//! without casts.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::settings::{DatabaseSettings, QuerySettings, SettingsError, redact_url};
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Parameters the content query may use.
+pub const CONTENT_PARAMS: &[&str] = &["talk_id", "program_id"];
+/// Parameters the audience query may use.
+pub const AUDIENCE_PARAMS: &[&str] = &["talk_id", "program_id", "author_id", "after_id", "limit"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            "mysql" | "mariadb" => Some(Backend::MySql),
+            "sqlite" => Some(Backend::Sqlite),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("query result is missing column {column} or it has the wrong type: {reason}")]
+    Column { column: String, reason: String },
+}
+
+/// A connection pool to one of the supported backends.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same code against whichever pool this is; each arm is type-checked for its backend.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::MySql($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+impl Database {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
+        let url = settings.url.as_str();
+        let connect_err = |source| DatabaseError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        // Fail fast at start-up and mid-event alike; the callers own the retry policy.
+        let acquire = Duration::from_secs(10);
+        let max = settings.max_connections;
+        let db = match Backend::from_url(url) {
+            Some(Backend::Postgres) => Database::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect(url)
+                    .await
+                    .map_err(connect_err)?,
+            ),
+            Some(Backend::MySql) => {
+                let url = url.replacen("mariadb:", "mysql:", 1);
+                Database::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(acquire)
+                        .connect(&url)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
+            Some(Backend::Sqlite) => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(connect_err)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // SQLite has one writer; pruning waits for it instead of failing.
+                    .busy_timeout(Duration::from_secs(5));
+                Database::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(acquire)
+                        .connect_with(options)
+                        .await
+                        .map_err(connect_err)?,
+                )
+            }
+            None => {
+                return Err(connect_err(sqlx::Error::Configuration(
+                    "unsupported DATABASE_URL scheme".into(),
+                )));
+            }
+        };
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Postgres(_) => Backend::Postgres,
+            Database::MySql(_) => Backend::MySql,
+            Database::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the reference schema's migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), DatabaseError> {
+        match self {
+            Database::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Database::MySql(pool) => MYSQL_MIGRATIONS.run(pool).await?,
+            Database::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), DatabaseError> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Runs a prepared query and decodes every row.
+    pub async fn fetch_all<T: FromRecord>(
+        &self,
+        query: &PreparedQuery,
+        values: &[(&str, Option<i64>)],
+    ) -> Result<Vec<T>, DatabaseError> {
+        let binds = query.binds(values);
+        with_pool!(self, pool => {
+            let mut q = sqlx::query(AssertSqlSafe(Arc::clone(&query.sql)));
+            for value in binds {
+                q = q.bind(value);
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter().map(|row| T::from_record(row)).collect()
+        })
+    }
+
+    /// Runs a prepared query and decodes the first row, if any.
+    pub async fn fetch_optional<T: FromRecord>(
+        &self,
+        query: &PreparedQuery,
+        values: &[(&str, Option<i64>)],
+    ) -> Result<Option<T>, DatabaseError> {
+        let binds = query.binds(values);
+        with_pool!(self, pool => {
+            let mut q = sqlx::query(AssertSqlSafe(Arc::clone(&query.sql)));
+            for value in binds {
+                q = q.bind(value);
+            }
+            let row = q.fetch_optional(pool).await?;
+            row.as_ref().map(|row| T::from_record(row)).transpose()
+        })
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// A configured query, translated for one backend.
+#[derive(Debug, Clone)]
+pub struct PreparedQuery {
+    sql: Arc<str>,
+    /// Parameter names in placeholder order (a name used twice appears twice).
+    params: Vec<&'static str>,
+}
+
+/// Why a configured query cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    #[error("unknown parameter :{0} (allowed: {1})")]
+    UnknownParam(String, String),
+    #[error("must use parameter :{0}")]
+    MissingParam(&'static str),
+    #[error("use named parameters (:name), not positional ones ({0})")]
+    Positional(String),
+}
+
+impl PreparedQuery {
+    /// Translates `:name` parameters into `backend`'s placeholders. String literals, quoted
+    /// identifiers, comments and PostgreSQL `::` casts are left alone.
+    pub fn new(
+        sql: &str,
+        backend: Backend,
+        allowed: &[&'static str],
+        required: &[&'static str],
+    ) -> Result<Self, QueryError> {
+        let chars: Vec<char> = sql.chars().collect();
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut params = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            let next = chars.get(i + 1).copied();
+            match c {
+                '\'' | '"' | '`' => {
+                    let end = quoted_end(&chars, i, backend);
+                    out.extend(&chars[i..end]);
+                    i = end;
+                }
+                '-' if next == Some('-') => {
+                    let end = chars[i..]
+                        .iter()
+                        .position(|&c| c == '\n')
+                        .map_or(chars.len(), |p| i + p);
+                    out.extend(&chars[i..end]);
+                    i = end;
+                }
+                '/' if next == Some('*') => {
+                    let end = (i + 2..chars.len().saturating_sub(1))
+                        .find(|&j| chars[j] == '*' && chars[j + 1] == '/')
+                        .map_or(chars.len(), |j| j + 2);
+                    out.extend(&chars[i..end]);
+                    i = end;
+                }
+                ':' if next == Some(':') => {
+                    out.push_str("::");
+                    i += 2;
+                }
+                ':' if next.is_some_and(|n| n.is_ascii_alphabetic() || n == '_') => {
+                    let start = i + 1;
+                    let mut end = start;
+                    while end < chars.len()
+                        && (chars[end].is_ascii_alphanumeric() || chars[end] == '_')
+                    {
+                        end += 1;
+                    }
+                    let name: String = chars[start..end].iter().collect();
+                    let Some(&known) = allowed.iter().find(|&&a| a == name) else {
+                        return Err(QueryError::UnknownParam(name, allowed.join(", ")));
+                    };
+                    params.push(known);
+                    match backend {
+                        Backend::Postgres => out.push_str(&format!("${}", params.len())),
+                        Backend::MySql | Backend::Sqlite => out.push('?'),
+                    }
+                    i = end;
+                }
+                '?' => return Err(QueryError::Positional("?".into())),
+                '$' if next.is_some_and(|n| n.is_ascii_digit()) => {
+                    return Err(QueryError::Positional(format!("${}", next.unwrap_or('1'))));
+                }
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        if let Some(missing) = required.iter().find(|r| !params.contains(r)) {
+            return Err(QueryError::MissingParam(missing));
+        }
+        Ok(Self {
+            sql: out.into(),
+            params,
+        })
+    }
+
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    fn binds(&self, values: &[(&str, Option<i64>)]) -> Vec<Option<i64>> {
+        self.params
+            .iter()
+            .map(|name| values.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v))
+            .collect()
+    }
+}
+
+/// Where a quoted string or identifier that opens at `start` ends (one past the closing quote).
+fn quoted_end(chars: &[char], start: usize, backend: Backend) -> usize {
+    let quote = chars[start];
+    let mut j = start + 1;
+    while j < chars.len() {
+        if chars[j] == '\\' && quote == '\'' && backend == Backend::MySql {
+            j += 2;
+            continue;
+        }
+        if chars[j] == quote {
+            // A doubled quote is an escaped quote inside the literal.
+            if chars.get(j + 1) == Some(&quote) {
+                j += 2;
+                continue;
+            }
+            return j + 1;
+        }
+        j += 1;
+    }
+    chars.len()
+}
+
+/// The configured queries, prepared for the database in use.
+#[derive(Debug, Clone)]
+pub struct Queries {
+    pub content: PreparedQuery,
+    pub audience: PreparedQuery,
+}
+
+impl Queries {
+    pub fn prepare(settings: &QuerySettings, backend: Backend) -> Result<Self, SettingsError> {
+        let named = |key: &'static str| {
+            move |e: QueryError| SettingsError {
+                setting: format!("queries.{key}"),
+                reason: e.to_string(),
+            }
+        };
+        Ok(Self {
+            content: PreparedQuery::new(&settings.content, backend, CONTENT_PARAMS, &["talk_id"])
+                .map_err(named("content"))?,
+            audience: PreparedQuery::new(
+                &settings.audience,
+                backend,
+                AUDIENCE_PARAMS,
+                // Without these two the audience cannot be paged by keyset.
+                &["after_id", "limit"],
+            )
+            .map_err(named("audience"))?,
+        })
+    }
+}
+
+/// Checks the configured queries at start-up, before any database is reached.
+pub fn check_queries(settings: &QuerySettings) -> Result<(), SettingsError> {
+    Queries::prepare(settings, Backend::Postgres).map(|_| ())
+}
+
+/// One result row, read by column name whatever the backend.
+pub trait Record {
+    /// An integer column of any width; `None` for SQL NULL.
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError>;
+    /// A text column; `None` for SQL NULL.
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError>;
+    fn has_column(&self, column: &str) -> bool;
+
+    fn required_int(&self, column: &str) -> Result<i64, DatabaseError> {
+        self.int(column)?.ok_or_else(|| null_column(column))
+    }
+    fn required_text(&self, column: &str) -> Result<String, DatabaseError> {
+        self.text(column)?.ok_or_else(|| null_column(column))
+    }
+    fn optional_int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        if self.has_column(column) {
+            self.int(column)
+        } else {
+            Ok(None)
+        }
+    }
+    fn optional_text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        if self.has_column(column) {
+            self.text(column)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn null_column(column: &str) -> DatabaseError {
+    DatabaseError::Column {
+        column: column.into(),
+        reason: "it is NULL".into(),
+    }
+}
+
+fn column_error(column: &str, e: sqlx::Error) -> DatabaseError {
+    DatabaseError::Column {
+        column: column.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// A row type decoded from a [`Record`].
+pub trait FromRecord: Sized {
+    fn from_record(record: &dyn Record) -> Result<Self, DatabaseError>;
+}
+
+/// Tries i64, then each narrower or unsigned type in turn: the first that decodes the column wins.
+macro_rules! first_decoding {
+    ($row:expr, $col:expr; $($t:ty),*) => {{
+        match $row.try_get::<Option<i64>, _>($col) {
+            Ok(v) => Ok(v),
+            Err(first_err) => {
+                $( if let Ok(v) = $row.try_get::<Option<$t>, _>($col) {
+                    return Ok(v.and_then(|v| i64::try_from(v).ok()));
+                } )*
+                Err(column_error($col, first_err))
+            }
+        }
+    }};
+}
+
+impl Record for PgRow {
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        first_decoding!(self, column; i32, i16)
+    }
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        self.try_get(column).map_err(|e| column_error(column, e))
+    }
+    fn has_column(&self, column: &str) -> bool {
+        self.try_column(column).is_ok()
+    }
+}
+
+impl Record for MySqlRow {
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        first_decoding!(self, column; u64, i32, u32, i16, u16)
+    }
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        match self.try_get::<Option<String>, _>(column) {
+            Ok(v) => Ok(v),
+            // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
+            Err(e) => match self.try_get::<Option<Vec<u8>>, _>(column) {
+                Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
+                Err(_) => Err(column_error(column, e)),
+            },
+        }
+    }
+    fn has_column(&self, column: &str) -> bool {
+        self.try_column(column).is_ok()
+    }
+}
+
+impl Record for SqliteRow {
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        first_decoding!(self, column; )
+    }
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        self.try_get(column).map_err(|e| column_error(column, e))
+    }
+    fn has_column(&self, column: &str) -> bool {
+        self.try_column(column).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &[&str] = &["talk_id", "program_id", "after_id"];
+
+    #[test]
+    fn named_parameters_become_each_backends_placeholders() {
+        let sql = "SELECT * FROM t WHERE a = :talk_id AND b > :after_id OR a = :talk_id";
+        let pg = PreparedQuery::new(sql, Backend::Postgres, ALL, &[]).unwrap();
+        assert_eq!(
+            pg.sql(),
+            "SELECT * FROM t WHERE a = $1 AND b > $2 OR a = $3"
+        );
+        let my = PreparedQuery::new(sql, Backend::MySql, ALL, &[]).unwrap();
+        assert_eq!(my.sql(), "SELECT * FROM t WHERE a = ? AND b > ? OR a = ?");
+        assert_eq!(
+            my.binds(&[("after_id", Some(9)), ("talk_id", Some(4))]),
+            vec![Some(4), Some(9), Some(4)]
+        );
+    }
+
+    #[test]
+    fn literals_comments_and_casts_are_not_parameters() {
+        let sql =
+            "SELECT ':talk_id', \"a:b\", x::text -- :nope\n /* :nope */ FROM t WHERE id = :talk_id";
+        let q = PreparedQuery::new(sql, Backend::Postgres, ALL, &[]).unwrap();
+        assert_eq!(
+            q.sql(),
+            "SELECT ':talk_id', \"a:b\", x::text -- :nope\n /* :nope */ FROM t WHERE id = $1"
+        );
+        let doubled = PreparedQuery::new(
+            "SELECT 'it''s :x' WHERE a = :talk_id",
+            Backend::Sqlite,
+            ALL,
+            &[],
+        );
+        assert_eq!(doubled.unwrap().sql(), "SELECT 'it''s :x' WHERE a = ?");
+    }
+
+    #[test]
+    fn unknown_missing_and_positional_parameters_are_refused() {
+        let unknown = PreparedQuery::new("WHERE a = :user", Backend::Sqlite, ALL, &[]);
+        assert!(matches!(unknown, Err(QueryError::UnknownParam(n, _)) if n == "user"));
+        let missing = PreparedQuery::new("WHERE a = :talk_id", Backend::Sqlite, ALL, &["after_id"]);
+        assert_eq!(missing.unwrap_err(), QueryError::MissingParam("after_id"));
+        assert!(PreparedQuery::new("WHERE a = ?", Backend::MySql, ALL, &[]).is_err());
+        assert!(PreparedQuery::new("WHERE a = $1", Backend::Postgres, ALL, &[]).is_err());
+    }
+
+    #[test]
+    fn backends_are_chosen_by_url_scheme() {
+        assert_eq!(Backend::from_url("postgres://x/y"), Some(Backend::Postgres));
+        assert_eq!(
+            Backend::from_url("postgresql://x/y"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("mysql://root@h/test"),
+            Some(Backend::MySql)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite://notifier.db"),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("redis://x"), None);
+    }
+}

@@ -1,0 +1,29 @@
+//! The dry-run pusher: it logs each push it would send and opens no connection to any provider.
+//! It is what runs outside production, and for any event published with `"dry_run": true`.
+
+use tracing::info;
+
+use super::{MaskedToken, Push, PushOutcome, Pusher};
+
+#[derive(Debug, Default, Clone)]
+pub struct DryRunPusher;
+
+#[async_trait::async_trait]
+impl Pusher for DryRunPusher {
+    async fn push(&self, push: &Push) -> PushOutcome {
+        let Some(provider) = push.device.provider else {
+            return PushOutcome::Skipped {
+                reason: "unknown provider".into(),
+            };
+        };
+        info!(
+            event_id = %push.event_id,
+            provider = provider.as_str(),
+            token = %MaskedToken(&push.device.token),
+            title = %push.notification.title,
+            body = %push.notification.body,
+            "Dry run: would push."
+        );
+        PushOutcome::Sent
+    }
+}

@@ -1,0 +1,519 @@
+//! Settings: the TOML file (`config/notifier.toml`, also compiled in as the defaults) overridden by
+//! the environment variables of the contract. Everything is read and checked once at start-up, so
+//! a wrong value stops the process with one line that names the setting instead of failing later
+//! in the middle of a fan-out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The shipped configuration file; its values are the defaults for every key.
+const DEFAULTS: &str = include_str!("../config/notifier.toml");
+const DEFAULT_CONFIG_PATH: &str = "config/notifier.toml";
+
+/// Every environment variable the notifier reads. Tests check that deployment files only set these.
+pub const ENV_VARS: &[&str] = &[
+    "APP_ENV",
+    "NOTIFIER_SEND_MODE",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "NOTIFIER_CONFIG",
+    "NOTIFIER_CHANNEL",
+    "NOTIFIER_CONCURRENCY",
+    "NOTIFIER_HTTP_ADDR",
+    "LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// A setting that cannot be used, named the way the operator would set it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct SettingsError {
+    pub setting: String,
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(setting: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Self {
+            setting: setting.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// How pushes leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    /// Log what would be sent; open no connection to any provider.
+    DryRun,
+    /// Ask FCM to validate without delivering (`validate_only`); APNs pushes are dry-run.
+    Validate,
+    /// Deliver to FCM and APNs.
+    Live,
+}
+
+impl SendMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendMode::DryRun => "dry-run",
+            SendMode::Validate => "validate",
+            SendMode::Live => "live",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub service: ServiceSettings,
+    pub redis: RedisSettings,
+    pub database: DatabaseSettings,
+    pub queries: QuerySettings,
+    pub content: ContentSettings,
+    /// Derived from `APP_ENV` and `NOTIFIER_SEND_MODE`; not a file key.
+    #[serde(skip, default = "default_send_mode")]
+    pub send_mode: SendMode,
+    #[serde(skip)]
+    pub app_env: Option<String>,
+    #[serde(skip, default = "default_log_format")]
+    pub log_format: LogFormat,
+    /// The file the settings came from, if any.
+    #[serde(skip)]
+    pub config_path: Option<PathBuf>,
+}
+
+fn default_send_mode() -> SendMode {
+    SendMode::DryRun
+}
+
+fn default_log_format() -> LogFormat {
+    LogFormat::Pretty
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    pub channel: String,
+    pub concurrency: usize,
+    pub max_concurrent_events: usize,
+    pub http_addr: SocketAddr,
+    pub drain_timeout_secs: u64,
+}
+
+impl ServiceSettings {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub ping_interval_secs: u64,
+    pub timeout_secs: u64,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl RedisSettings {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub page_size: u32,
+    pub retry_for_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySettings {
+    pub content: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentSettings {
+    pub default_locale: String,
+    pub templates: BTreeMap<String, TemplateSettings>,
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub title: String,
+    pub body: String,
+}
+
+impl Settings {
+    /// Loads the settings from the process environment (after `.env` was read).
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::load(|name| std::env::var(name).ok())
+    }
+
+    /// Loads the settings with `env` as the environment, so tests need not touch the process's.
+    pub fn load(env: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut table: toml::Table = DEFAULTS
+            .parse()
+            .map_err(|e| SettingsError::new("built-in defaults", e))?;
+
+        let (path, explicit) = match env("NOTIFIER_CONFIG") {
+            Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let config_path = match read_file(&path, explicit)? {
+            Some(file) => {
+                merge(&mut table, file);
+                Some(path)
+            }
+            None => None,
+        };
+
+        let mut settings: Settings =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    SettingsError::new(config_name(&config_path), e.message())
+                })?;
+        settings.config_path = config_path;
+        settings.apply_env(&env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = set("REDIS_URL") {
+            self.redis.url = v;
+        }
+        if let Some(v) = set("DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = set("NOTIFIER_CHANNEL") {
+            self.service.channel = v;
+        }
+        if let Some(v) = set("NOTIFIER_CONCURRENCY") {
+            self.service.concurrency = v.trim().parse().map_err(|_| {
+                SettingsError::new("NOTIFIER_CONCURRENCY", "must be a whole number")
+            })?;
+        }
+        if let Some(v) = set("NOTIFIER_HTTP_ADDR") {
+            self.service.http_addr = v.trim().parse().map_err(|_| {
+                SettingsError::new(
+                    "NOTIFIER_HTTP_ADDR",
+                    "must be an address like 127.0.0.1:9464",
+                )
+            })?;
+        }
+        self.log_format = match set("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(SettingsError::new(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not one of pretty, json"),
+                ));
+            }
+        };
+        self.app_env = set("APP_ENV");
+        let production = self.app_env.as_deref() == Some("production");
+        self.send_mode = match set("NOTIFIER_SEND_MODE").as_deref().map(str::trim) {
+            None => {
+                if production {
+                    SendMode::Live
+                } else {
+                    SendMode::DryRun
+                }
+            }
+            Some("dry-run") => SendMode::DryRun,
+            Some("validate") => SendMode::Validate,
+            // Explicit `live` is how staging opts in to real sends outside production.
+            Some("live") => SendMode::Live,
+            Some(other) => {
+                return Err(SettingsError::new(
+                    "NOTIFIER_SEND_MODE",
+                    format!("{other:?} is not one of dry-run, validate, live"),
+                ));
+            }
+        };
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let s = &self.service;
+        if s.channel.trim().is_empty() {
+            return Err(SettingsError::new("NOTIFIER_CHANNEL", "must not be empty"));
+        }
+        if !(1..=100_000).contains(&s.concurrency) {
+            return Err(SettingsError::new(
+                "NOTIFIER_CONCURRENCY",
+                "must be from 1 to 100000",
+            ));
+        }
+        if !(1..=64).contains(&s.max_concurrent_events) {
+            return Err(SettingsError::new(
+                "service.max_concurrent_events",
+                "must be from 1 to 64",
+            ));
+        }
+        let redis_scheme = self.redis.url.split("://").next().unwrap_or_default();
+        if !matches!(redis_scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(SettingsError::new(
+                "REDIS_URL",
+                format!("{} is not a redis:// URL", redact_url(&self.redis.url)),
+            ));
+        }
+        if self.redis.ping_interval_secs == 0 || self.redis.timeout_secs == 0 {
+            return Err(SettingsError::new(
+                "redis.ping_interval_secs / redis.timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if crate::database::Backend::from_url(&self.database.url).is_none() {
+            return Err(SettingsError::new(
+                "DATABASE_URL",
+                format!(
+                    "{} does not start with postgres://, mysql:// or sqlite://",
+                    redact_url(&self.database.url)
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&self.database.page_size) {
+            return Err(SettingsError::new(
+                "database.page_size",
+                "must be from 1 to 100000",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(SettingsError::new(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        crate::content::Templates::check(&self.content)?;
+        crate::database::check_queries(&self.queries)?;
+        Ok(())
+    }
+
+    /// The effective settings, one `key = value` a line, with secrets masked; for `notifier check`.
+    pub fn describe(&self) -> String {
+        let lines = [
+            ("config file", config_name(&self.config_path)),
+            (
+                "APP_ENV",
+                self.app_env.clone().unwrap_or_else(|| "(unset)".into()),
+            ),
+            ("NOTIFIER_SEND_MODE", self.send_mode.as_str().into()),
+            ("REDIS_URL", redact_url(&self.redis.url)),
+            ("DATABASE_URL", redact_url(&self.database.url)),
+            ("NOTIFIER_CHANNEL", self.service.channel.clone()),
+            ("NOTIFIER_CONCURRENCY", self.service.concurrency.to_string()),
+            ("NOTIFIER_HTTP_ADDR", self.service.http_addr.to_string()),
+            ("database.page_size", self.database.page_size.to_string()),
+        ];
+        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+    }
+}
+
+fn config_name(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => p.display().to_string(),
+        None => "built-in defaults".into(),
+    }
+}
+
+fn read_file(path: &Path, explicit: bool) -> Result<Option<toml::Table>, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        // Without NOTIFIER_CONFIG, running from any directory works on the compiled-in defaults.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
+        Err(e) => {
+            return Err(SettingsError::new(
+                "NOTIFIER_CONFIG",
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    text.parse().map(Some).map_err(|e: toml::de::Error| {
+        SettingsError::new(
+            "NOTIFIER_CONFIG",
+            format!("{} is not valid TOML: {}", path.display(), e.message()),
+        )
+    })
+}
+
+/// Overlays `top` on `base`, table by table, so a file may set one key of a section.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Hides the password of a URL like `postgres://user:secret@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else if scheme.starts_with("redis") && !user.is_empty() {
+                // redis://secret@host: for Redis a lone userinfo is the password.
+                format!("{scheme}://***@{host}{tail}")
+            } else {
+                url.to_string()
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_come_from_the_shipped_file_and_mean_dry_run() {
+        let s = load(&[("NOTIFIER_CONFIG", "config/notifier.toml")]).unwrap();
+        assert_eq!(s.service.channel, "talk_posted");
+        assert_eq!(s.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(s.database.url, "sqlite://notifier.db");
+        assert_eq!(s.send_mode, SendMode::DryRun);
+        assert_eq!(s.log_format, LogFormat::Pretty);
+        assert!(s.content.templates.contains_key("ja"));
+    }
+
+    #[test]
+    fn only_production_or_an_explicit_mode_sends_live() {
+        assert_eq!(
+            load(&[("APP_ENV", "staging")]).unwrap().send_mode,
+            SendMode::DryRun
+        );
+        assert_eq!(
+            load(&[("APP_ENV", "production")]).unwrap().send_mode,
+            SendMode::Live
+        );
+        let forced = load(&[("APP_ENV", "production"), ("NOTIFIER_SEND_MODE", "dry-run")]);
+        assert_eq!(forced.unwrap().send_mode, SendMode::DryRun);
+        let staging_live = load(&[("NOTIFIER_SEND_MODE", "live")]).unwrap();
+        assert_eq!(staging_live.send_mode, SendMode::Live);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = load(&[
+            ("NOTIFIER_CHANNEL", "talks"),
+            ("NOTIFIER_CONCURRENCY", "12"),
+            ("DATABASE_URL", "postgres://u:p@db/x"),
+            ("LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.service.channel, "talks");
+        assert_eq!(s.service.concurrency, 12);
+        assert_eq!(s.database.url, "postgres://u:p@db/x");
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_wrong_value_names_the_setting() {
+        let cases = [
+            ("NOTIFIER_CONCURRENCY", "lots", "NOTIFIER_CONCURRENCY"),
+            ("NOTIFIER_CONCURRENCY", "0", "NOTIFIER_CONCURRENCY"),
+            ("NOTIFIER_SEND_MODE", "loud", "NOTIFIER_SEND_MODE"),
+            ("DATABASE_URL", "oracle://x", "DATABASE_URL"),
+            ("REDIS_URL", "http://x", "REDIS_URL"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+            ("NOTIFIER_HTTP_ADDR", "nowhere", "NOTIFIER_HTTP_ADDR"),
+            (
+                "NOTIFIER_CONFIG",
+                "/nonexistent/notifier.toml",
+                "NOTIFIER_CONFIG",
+            ),
+        ];
+        for (var, value, named) in cases {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert_eq!(err.setting, named, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(
+            &path,
+            "[service]\nconcurrency = 7\n[content.templates.fr]\ntitle = \"t\"\nbody = \"b\"\n",
+        )
+        .unwrap();
+        let s = load(&[("NOTIFIER_CONFIG", path.to_str().unwrap())]).unwrap();
+        assert_eq!(s.service.concurrency, 7);
+        assert_eq!(s.service.channel, "talk_posted");
+        assert!(s.content.templates.contains_key("fr") && s.content.templates.contains_key("en"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "[service]\nconcurency = 7\n").unwrap();
+        let err = load(&[("NOTIFIER_CONFIG", path.to_str().unwrap())]).unwrap_err();
+        assert!(err.reason.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(redact_url("redis://pw@cache"), "redis://***@cache");
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/test"),
+            "mysql://root@127.0.0.1/test"
+        );
+        assert_eq!(redact_url("sqlite://notifier.db"), "sqlite://notifier.db");
+    }
+}

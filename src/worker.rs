@@ -1,0 +1,287 @@
+//! The worker: takes each message from the subscriber through the whole pipeline — parse the
+//! event, load the talk, render the content, read the audience, fan out — and reports it in one
+//! summary line.
+//!
+//! Events run concurrently up to `service.max_concurrent_events`, all sharing one push
+//! concurrency limit. On stop, no new message is taken, running fan-outs stop spawning pushes,
+//! and in-flight pushes get the drain timeout to finish.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::audience::Audience;
+use crate::content::{Talk, TalkRow, Templates};
+use crate::database::{Database, DatabaseError, Queries};
+use crate::event::{Preview, Rejection, TalkPosted};
+use crate::fanout::{FanoutError, FanoutLimits, FanoutReport, fan_out};
+use crate::push::Pusher;
+use crate::settings::{SendMode, Settings, SettingsError};
+use crate::subscriber::Subscriber;
+
+/// The pushers an event can go through.
+#[derive(Clone)]
+pub struct Pushers {
+    /// Real delivery; `None` when the send mode is dry-run.
+    pub live: Option<Arc<dyn Pusher>>,
+    /// Used in dry-run mode and for events that ask for a dry run.
+    pub dry_run: Arc<dyn Pusher>,
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum EventOutcome {
+    Processed(Summary),
+    Rejected(Rejection),
+    /// The talk is not in the database (or the event's program is not the talk's).
+    UnknownTalk,
+    Failed(String),
+}
+
+/// The per-event summary of the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub event_id: String,
+    pub talk_id: i64,
+    pub dry_run: bool,
+    pub report: FanoutReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("reading the talk failed: {0}")]
+    Content(#[source] DatabaseError),
+    #[error("talk {talk_id} not found")]
+    UnknownTalk { talk_id: i64 },
+    #[error("event says program {given} but talk {talk_id} belongs to program {actual}")]
+    ProgramMismatch {
+        talk_id: i64,
+        given: i64,
+        actual: i64,
+    },
+    #[error(transparent)]
+    Render(#[from] crate::content::ContentError),
+    #[error(transparent)]
+    Fanout(#[from] FanoutError),
+}
+
+pub struct Worker {
+    settings: Arc<Settings>,
+    db: Database,
+    queries: Queries,
+    templates: Templates,
+    pushers: Pushers,
+    limits: FanoutLimits,
+}
+
+impl Worker {
+    pub fn new(settings: Settings, db: Database, pushers: Pushers) -> Result<Self, SettingsError> {
+        let queries = Queries::prepare(&settings.queries, db.backend())?;
+        let templates = Templates::new(&settings.content)?;
+        if settings.send_mode != SendMode::DryRun && pushers.live.is_none() {
+            return Err(SettingsError {
+                setting: "NOTIFIER_SEND_MODE".into(),
+                reason: format!(
+                    "{} needs a live pusher, and none is configured",
+                    settings.send_mode.as_str()
+                ),
+            });
+        }
+        let limits = FanoutLimits {
+            permits: Arc::new(Semaphore::new(settings.service.concurrency)),
+            retry_pages_for: std::time::Duration::from_secs(settings.database.retry_for_secs),
+            drain_timeout: settings.service.drain_timeout(),
+        };
+        Ok(Self {
+            settings: Arc::new(settings),
+            db,
+            queries,
+            templates,
+            pushers,
+            limits,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Subscribes and processes events until `stop` is cancelled, then drains.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+        let subscriber = Subscriber::new(&self.settings.redis, &self.settings.service.channel)?;
+        let (tx, mut messages) = mpsc::channel::<Vec<u8>>(64);
+        let subscription = tokio::spawn(subscriber.run(tx, stop.clone()));
+
+        let events = Arc::new(Semaphore::new(self.settings.service.max_concurrent_events));
+        let running = TaskTracker::new();
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                message = messages.recv() => message,
+            };
+            let Some(message) = message else { break };
+            let permit = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                permit = Arc::clone(&events).acquire_owned() => permit?,
+            };
+            let worker = Arc::clone(&self);
+            let stop = stop.clone();
+            running.spawn(async move {
+                worker.handle_message(&message, &stop).await;
+                drop(permit);
+            });
+        }
+        info!(
+            running_events = running.len(),
+            "Stopping: no new events are taken."
+        );
+        running.close();
+        // Each fan-out bounds its own drain by the drain timeout.
+        running.wait().await;
+        subscription.abort();
+        info!("Stopped.");
+        Ok(())
+    }
+
+    /// Processes one raw message and logs what became of it. Never fails: a bad message or a
+    /// failed event is logged, and the worker goes on.
+    pub async fn handle_message(&self, message: &[u8], stop: &CancellationToken) -> EventOutcome {
+        let event = match TalkPosted::parse(message) {
+            Ok(event) => event,
+            Err(rejection) => {
+                warn!(
+                    reason = %rejection,
+                    preview = %Preview(message),
+                    "Rejected a message that is not a valid talk_posted event."
+                );
+                return EventOutcome::Rejected(rejection);
+            }
+        };
+        self.handle_event(event, stop).await
+    }
+
+    pub async fn handle_event(&self, event: TalkPosted, stop: &CancellationToken) -> EventOutcome {
+        let started = Instant::now();
+        let dry_run = event.dry_run == Some(true) || self.settings.send_mode == SendMode::DryRun;
+        match self.process(&event, dry_run, stop).await {
+            Ok(report) => {
+                let summary = Summary {
+                    event_id: event.event_id.clone(),
+                    talk_id: event.talk_id,
+                    dry_run,
+                    report,
+                };
+                log_summary(&summary, started);
+                EventOutcome::Processed(summary)
+            }
+            Err(e @ (EventError::UnknownTalk { .. } | EventError::ProgramMismatch { .. })) => {
+                warn!(event_id = %event.event_id, talk_id = event.talk_id, reason = %e, "Skipped an event for an unknown talk.");
+                EventOutcome::UnknownTalk
+            }
+            Err(e) => {
+                error!(event_id = %event.event_id, talk_id = event.talk_id, error = %e, "Event failed.");
+                if let EventError::Fanout(FanoutError::Audience { report, .. }) = &e {
+                    let summary = Summary {
+                        event_id: event.event_id.clone(),
+                        talk_id: event.talk_id,
+                        dry_run,
+                        report: report.clone(),
+                    };
+                    log_summary(&summary, started);
+                }
+                EventOutcome::Failed(e.to_string())
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        event: &TalkPosted,
+        dry_run: bool,
+        stop: &CancellationToken,
+    ) -> Result<FanoutReport, EventError> {
+        let talk = self.load_talk(event).await?;
+        let content = self.templates.render(&talk, &event.event_id)?;
+        let audience = Audience::new(
+            self.db.clone(),
+            self.queries.audience.clone(),
+            talk.talk_id,
+            talk.program_id,
+            talk.author_id,
+            self.settings.database.page_size,
+        );
+        let pusher = match (&self.pushers.live, dry_run) {
+            (Some(live), false) => Arc::clone(live),
+            _ => Arc::clone(&self.pushers.dry_run),
+        };
+        let report = fan_out(
+            audience,
+            Arc::from(event.event_id.as_str()),
+            Arc::new(content),
+            pusher,
+            &self.limits,
+            stop,
+        )
+        .await?;
+        Ok(report)
+    }
+
+    async fn load_talk(&self, event: &TalkPosted) -> Result<Talk, EventError> {
+        let row: Option<TalkRow> = self
+            .db
+            .fetch_optional(
+                &self.queries.content,
+                &[
+                    ("talk_id", Some(event.talk_id)),
+                    ("program_id", event.program_id),
+                ],
+            )
+            .await
+            .map_err(EventError::Content)?;
+        let row = row.ok_or(EventError::UnknownTalk {
+            talk_id: event.talk_id,
+        })?;
+        // Notifying the wrong program's audience is worse than not notifying: refuse.
+        if let Some(given) = event.program_id.filter(|p| *p != row.program_id) {
+            return Err(EventError::ProgramMismatch {
+                talk_id: event.talk_id,
+                given,
+                actual: row.program_id,
+            });
+        }
+        Ok(Talk {
+            talk_id: event.talk_id,
+            program_id: row.program_id,
+            author_id: row.author_id,
+            talk_title: row.talk_title,
+            program_title: row.program_title,
+        })
+    }
+}
+
+fn log_summary(summary: &Summary, started: Instant) {
+    let r = &summary.report;
+    info!(
+        event_id = %summary.event_id,
+        talk_id = summary.talk_id,
+        recipients = r.recipients,
+        sent = r.sent,
+        failed = r.failed,
+        pruned = r.pruned,
+        skipped = r.skipped,
+        dry_run = summary.dry_run,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        interrupted = r.interrupted,
+        "Event processed."
+    );
+}
