@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -33,7 +33,7 @@ pub struct Pushers {
 }
 
 /// What became of one message.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum EventOutcome {
     Processed(Summary),
     Rejected(Rejection),
@@ -76,6 +76,8 @@ pub struct Worker {
     templates: Templates,
     pushers: Pushers,
     limits: FanoutLimits,
+    /// Every event's outcome, for whoever follows them (tests, status endpoints).
+    outcomes: broadcast::Sender<EventOutcome>,
 }
 
 impl Worker {
@@ -103,7 +105,14 @@ impl Worker {
             templates,
             pushers,
             limits,
+            outcomes: broadcast::Sender::new(64),
         })
+    }
+
+    /// Follows the outcome of every event from now on. A receiver that falls behind misses the
+    /// oldest outcomes rather than slowing the worker.
+    pub fn outcomes(&self) -> broadcast::Receiver<EventOutcome> {
+        self.outcomes.subscribe()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -156,6 +165,13 @@ impl Worker {
     /// Processes one raw message and logs what became of it. Never fails: a bad message or a
     /// failed event is logged, and the worker goes on.
     pub async fn handle_message(&self, message: &[u8], stop: &CancellationToken) -> EventOutcome {
+        let outcome = self.handle_raw(message, stop).await;
+        // Nobody listening is the normal case in production.
+        let _ = self.outcomes.send(outcome.clone());
+        outcome
+    }
+
+    async fn handle_raw(&self, message: &[u8], stop: &CancellationToken) -> EventOutcome {
         let event = match TalkPosted::parse(message) {
             Ok(event) => event,
             Err(rejection) => {

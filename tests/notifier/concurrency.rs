@@ -1,0 +1,123 @@
+//! The fan-out keeps to its concurrency limit and streams large audiences in bounded pages.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use notifier::database::Backend;
+use notifier::worker::EventOutcome;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::*;
+
+const ONE_TALK: &[&str] = &[
+    "INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en')",
+    "INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show')",
+    "INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens')",
+    "INSERT INTO clips (user_id, program_id) VALUES (2, 1)",
+];
+
+#[tokio::test]
+async fn in_flight_pushes_never_exceed_the_concurrency_limit() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    test_db.execute(ONE_TALK).await;
+    sqlite_devices(&test_db, 2000).await;
+    let mut settings = settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("NOTIFIER_CONCURRENCY", "16"),
+    ]);
+    settings.database.page_size = 100;
+    let recorder = RecordingPusher::slow(Duration::from_millis(2));
+    let worker = recording_worker(settings, &test_db, &recorder);
+
+    let outcome = worker
+        .handle_message(br#"{"talk_id": 1}"#, &CancellationToken::new())
+        .await;
+
+    let EventOutcome::Processed(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(summary.report.sent, 2000);
+    assert_eq!(
+        recorder.max_in_flight.load(Ordering::SeqCst),
+        16,
+        "the limit is reached, never exceeded"
+    );
+    assert_eq!(recorder.device_ids(), (1..=2000).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn an_audience_of_100_000_devices_is_streamed_in_pages_without_holding_them_all() {
+    let test_db = TestDb::new(Backend::Postgres).await;
+    test_db.execute(ONE_TALK).await;
+    test_db
+        .execute(&[
+            "INSERT INTO devices (id, user_id, provider, platform, token)
+            SELECT i, 2, CASE WHEN i % 3 = 0 THEN 'apns' ELSE 'fcm' END, 'android', 'token-' || i
+            FROM generate_series(1, 100000) AS i",
+        ])
+        .await;
+    let mut settings = settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("NOTIFIER_CONCURRENCY", "256"),
+    ]);
+    settings.database.page_size = 1000;
+    let recorder = RecordingPusher::counting();
+    let worker = recording_worker(settings, &test_db, &recorder);
+
+    let outcome = worker
+        .handle_message(br#"{"talk_id": 1}"#, &CancellationToken::new())
+        .await;
+
+    let EventOutcome::Processed(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let r = &summary.report;
+    assert_eq!((r.recipients, r.sent), (100_000, 100_000));
+    assert_eq!(recorder.count.load(Ordering::Relaxed), 100_000);
+    assert_eq!(r.pages, 100);
+    // One page being sent, one waiting, one read ahead: never the whole audience.
+    assert!(
+        r.peak_buffered >= 1000 && r.peak_buffered <= 3000,
+        "peak {} devices held",
+        r.peak_buffered
+    );
+    assert!(recorder.max_in_flight.load(Ordering::SeqCst) <= 256);
+}
+
+#[tokio::test]
+async fn a_stop_mid_fan_out_lets_in_flight_pushes_finish_and_spawns_no_more() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    test_db.execute(ONE_TALK).await;
+    sqlite_devices(&test_db, 500).await;
+    let settings = settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("NOTIFIER_CONCURRENCY", "10"),
+    ]);
+    let recorder = RecordingPusher::slow(Duration::from_millis(50));
+    let worker = recording_worker(settings, &test_db, &recorder);
+    let stop = CancellationToken::new();
+
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(180)).await;
+            stop.cancel();
+        })
+    };
+    let outcome = worker.handle_message(br#"{"talk_id": 1}"#, &stop).await;
+    stopper.await.unwrap();
+
+    let EventOutcome::Processed(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let r = &summary.report;
+    assert!(r.interrupted);
+    // Every push that was started finished and was counted; none was started after the stop.
+    assert_eq!(r.sent as usize, recorder.taken().len());
+    assert_eq!(r.recipients, r.sent);
+    assert!(
+        r.sent >= 10 && r.sent < 100,
+        "{} pushes in ~180 ms at 10 × 50 ms",
+        r.sent
+    );
+}

@@ -1,0 +1,494 @@
+//! Shared test fixtures: a fresh database per test on each backend, a Redis channel per test, a
+//! redis-server the test owns (for killing and restarting), and a pusher that records.
+//!
+//! Every service is real. When one does not answer, the test fails and names it.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use notifier::database::{Backend, Database};
+use notifier::push::{Push, PushOutcome, Pusher};
+use notifier::settings::Settings;
+use notifier::worker::{EventOutcome, Pushers, Worker};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const MYSQL_ADMIN_URL: &str = "mysql://root@127.0.0.1:3306/test";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    // Logs only when asked for: TEST_LOG=1 cargo test.
+    if std::env::var_os("TEST_LOG").is_some() {
+        notifier::telemetry::init(notifier::settings::LogFormat::Pretty);
+    }
+});
+
+pub fn init_tracing() {
+    LazyLock::force(&TRACING);
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}_{:04x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        fastrand::u16(..)
+    )
+}
+
+pub fn config_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/notifier.toml")
+}
+
+/// Settings as the process would load them, with these variables as its environment.
+pub fn settings_with(vars: &[(&str, &str)]) -> Settings {
+    let mut vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.entry("NOTIFIER_CONFIG".into())
+        .or_insert_with(|| config_path().display().to_string());
+    vars.entry("REDIS_URL".into())
+        .or_insert_with(|| REDIS_URL.into());
+    Settings::load(|name| vars.get(name).cloned()).expect("test settings load")
+}
+
+/// A database of its own for one test, migrated; dropped when the value is.
+pub struct TestDb {
+    pub url: String,
+    pub db: Database,
+    name: String,
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let test_db = Self::empty(backend).await;
+        test_db
+            .db
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrating the {} test database: {e}", backend.name()));
+        test_db
+    }
+
+    /// A fresh database without the reference schema (for tests with tables of their own).
+    pub async fn empty(backend: Backend) -> Self {
+        init_tracing();
+        let name = unique("notifier_t");
+        let (url, dir) = match backend {
+            Backend::Postgres => {
+                admin_execute(
+                    POSTGRES_ADMIN_URL,
+                    &format!("CREATE DATABASE {name}"),
+                    "PostgreSQL at 127.0.0.1:5432",
+                )
+                .await;
+                (format!("postgres://postgres@127.0.0.1:5432/{name}"), None)
+            }
+            Backend::MySql => {
+                admin_execute(
+                    MYSQL_ADMIN_URL,
+                    &format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"),
+                    "MariaDB at 127.0.0.1:3306",
+                )
+                .await;
+                (format!("mysql://root@127.0.0.1:3306/{name}"), None)
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                (url, Some(dir))
+            }
+        };
+        let settings = settings_with(&[("DATABASE_URL", &url)]);
+        let db = Database::connect(&settings.database)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the {} test database: {e}", backend.name()));
+        Self {
+            url,
+            db,
+            name,
+            backend,
+            _dir: dir,
+        }
+    }
+
+    /// Runs statements that all backends accept.
+    pub async fn execute(&self, statements: &[&str]) {
+        for statement in statements {
+            let s = sqlx::AssertSqlSafe(statement.to_string());
+            let result = match &self.db {
+                Database::Postgres(p) => sqlx::query(s).execute(p).await.map(drop),
+                Database::MySql(p) => sqlx::query(s).execute(p).await.map(drop),
+                Database::Sqlite(p) => sqlx::query(s).execute(p).await.map(drop),
+            };
+            result.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let s = sqlx::AssertSqlSafe(sql.to_string());
+        let result = match &self.db {
+            Database::Postgres(p) => sqlx::query_scalar::<_, i64>(s).fetch_one(p).await,
+            Database::MySql(p) => sqlx::query_scalar::<_, i64>(s).fetch_one(p).await,
+            Database::Sqlite(p) => sqlx::query_scalar::<_, i64>(s).fetch_one(p).await,
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop is synchronous; the servers' own clients do the clean-up.
+        let drop_sql = format!("DROP DATABASE IF EXISTS {}", self.name);
+        let _ = match self.backend {
+            Backend::Postgres => Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-q",
+                    "-c",
+                ])
+                .arg(format!("{drop_sql} WITH (FORCE)"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status(),
+            Backend::MySql => Command::new("mariadb")
+                .args(["-h", "127.0.0.1", "-u", "root", "-e"])
+                .arg(drop_sql)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status(),
+            Backend::Sqlite => return,
+        };
+    }
+}
+
+async fn admin_execute(url: &str, sql: &str, service: &str) {
+    use sqlx::Connection;
+    let s = sqlx::AssertSqlSafe(sql.to_string());
+    let result = if url.starts_with("postgres") {
+        match sqlx::PgConnection::connect(url).await {
+            Ok(mut c) => sqlx::query(s).execute(&mut c).await.map(drop),
+            Err(e) => Err(e),
+        }
+    } else {
+        match sqlx::MySqlConnection::connect(url).await {
+            Ok(mut c) => sqlx::query(s).execute(&mut c).await.map(drop),
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = result {
+        panic!("{service} is needed by this test and did not work ({sql}): {e}");
+    }
+}
+
+/// The scenario most tests use. Talk 100 of program 10 (by user 1) must reach devices
+/// 2, 3, 4, 6 and 8: device 1 is the author's, 5 is disabled, 7's user clipped only program 11.
+pub const SCENARIO: &[&str] = &[
+    "INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'ben', 'en'), (3, 'chie', 'ja'), (4, 'dan', NULL), (5, 'emi', 'en'), (6, 'fumi', 'ja-JP')",
+    "INSERT INTO programs (id, user_id, title) VALUES (10, 1, '深夜ラジオ'), (11, 2, 'Other show')",
+    "INSERT INTO talks (id, program_id, user_id, title) VALUES (100, 10, 1, '第1回 Hello'), (101, 11, 2, 'Other talk')",
+    "INSERT INTO clips (user_id, program_id) VALUES (1, 10), (2, 10), (3, 10), (4, 10), (5, 11), (6, 10), (6, 11)",
+    "INSERT INTO devices (id, user_id, provider, platform, token) VALUES
+        (1, 1, 'fcm', 'android', 'token-author-000001'),
+        (2, 2, 'fcm', 'android', 'token-ben-android-02'),
+        (3, 2, 'apns', 'ios', 'token-ben-iphone-0003'),
+        (4, 3, 'apns', 'ios', 'token-chie-iphone-004'),
+        (6, 4, 'fcm', 'web', 'token-dan-browser-006'),
+        (7, 5, 'fcm', 'android', 'token-emi-android-007'),
+        (8, 6, 'apns', 'ios', 'token-fumi-iphone-008')",
+    "INSERT INTO devices (id, user_id, provider, platform, token, disabled_at, disabled_reason) VALUES
+        (5, 3, 'fcm', 'android', 'token-chie-disabled-5', CURRENT_TIMESTAMP, 'fcm:UNREGISTERED')",
+];
+
+pub const SCENARIO_RECIPIENTS: &[i64] = &[2, 3, 4, 6, 8];
+
+/// What a recording pusher saw of one push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub event_id: String,
+    pub device_id: i64,
+    pub provider: String,
+    pub token: String,
+    pub title: String,
+    pub body: String,
+    pub data: Vec<(String, String)>,
+}
+
+/// A pusher that records every push, optionally takes its time, and measures concurrency.
+#[derive(Default)]
+pub struct RecordingPusher {
+    pub pushes: Mutex<Vec<Recorded>>,
+    pub delay: Duration,
+    in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    /// Counts instead of recording, for audiences too large to keep.
+    pub count_only: bool,
+    pub count: AtomicUsize,
+}
+
+impl RecordingPusher {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn counting() -> Arc<Self> {
+        Arc::new(Self {
+            count_only: true,
+            ..Self::default()
+        })
+    }
+
+    pub fn slow(delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            delay,
+            ..Self::default()
+        })
+    }
+
+    pub fn taken(&self) -> Vec<Recorded> {
+        let mut v = self.pushes.lock().unwrap().clone();
+        v.sort_by_key(|r| (r.event_id.clone(), r.device_id));
+        v
+    }
+
+    pub fn device_ids(&self) -> Vec<i64> {
+        self.taken().iter().map(|r| r.device_id).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Pusher for RecordingPusher {
+    async fn push(&self, push: &Push) -> PushOutcome {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.count_only {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.pushes.lock().unwrap().push(Recorded {
+                event_id: push.event_id.to_string(),
+                device_id: push.device.id,
+                provider: push
+                    .device
+                    .provider
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default(),
+                token: push.device.token.clone(),
+                title: push.notification.title.clone(),
+                body: push.notification.body.clone(),
+                data: push.notification.data.clone(),
+            });
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        PushOutcome::Sent
+    }
+}
+
+/// A database with [`SCENARIO`] in it.
+pub async fn scenario_db(backend: Backend) -> TestDb {
+    let test_db = TestDb::new(backend).await;
+    test_db.execute(SCENARIO).await;
+    test_db
+}
+
+/// Devices 1..=n of user 2 on SQLite, all reached through FCM.
+pub async fn sqlite_devices(test_db: &TestDb, n: u32) {
+    let sql = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+         INSERT INTO devices (id, user_id, provider, platform, token)
+         SELECT i, 2, 'fcm', 'android', 'token-' || i FROM n"
+    );
+    test_db.execute(&[&sql]).await;
+}
+
+/// A worker (not subscribed) whose dry-run pushes go to the returned recorder.
+pub fn recording_worker(
+    settings: Settings,
+    test_db: &TestDb,
+    recorder: &Arc<RecordingPusher>,
+) -> Worker {
+    Worker::new(settings, test_db.db.clone(), dry_run_pushers(recorder)).expect("worker settings")
+}
+
+pub fn dry_run_pushers(recorder: &Arc<RecordingPusher>) -> Pushers {
+    Pushers {
+        live: None,
+        dry_run: Arc::clone(recorder) as Arc<dyn Pusher>,
+    }
+}
+
+/// A worker running in the background, as `notifier run` runs it.
+pub struct RunningWorker {
+    pub worker: Arc<Worker>,
+    pub outcomes: broadcast::Receiver<EventOutcome>,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    pub async fn start(settings: Settings, db: Database, pushers: Pushers) -> Self {
+        let worker = Arc::new(Worker::new(settings, db, pushers).expect("worker settings"));
+        let outcomes = worker.outcomes();
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(Arc::clone(&worker).run(stop.clone()));
+        let running = Self {
+            worker,
+            outcomes,
+            stop,
+            handle,
+        };
+        let s = running.worker.settings();
+        wait_for_subscriber(&s.redis.url, &s.service.channel).await;
+        running
+    }
+
+    /// The next event outcome, or a panic if none comes in time.
+    pub async fn next_outcome(&mut self) -> EventOutcome {
+        tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv())
+            .await
+            .expect("an event outcome within 30 s")
+            .expect("the outcome channel is open")
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("the worker stops within 30 s")
+            .expect("the worker task does not panic")
+            .expect("the worker stops without error");
+    }
+}
+
+pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).expect("a valid Redis URL");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} is needed by this test and did not answer: {e}"))
+}
+
+pub async fn publish(url: &str, channel: &str, message: impl AsRef<[u8]>) -> i64 {
+    let mut conn = redis_connection(url).await;
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(message.as_ref())
+        .query_async(&mut conn)
+        .await
+        .expect("PUBLISH")
+}
+
+/// Waits until someone is subscribed to `channel`, so a publish is not lost.
+pub async fn wait_for_subscriber(url: &str, channel: &str) {
+    let mut conn = redis_connection(url).await;
+    for _ in 0..300 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nobody subscribed to {channel} within 15 s");
+}
+
+/// A redis-server of the test's own, on a free port, for killing and restarting.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let child = spawn_redis(port, dir.path());
+        let server = Self { port, dir, child };
+        server.wait_ready().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and starts a new one on the same port.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_redis(self.port, self.dir.path());
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let client = redis::Client::open(self.url()).expect("url");
+        for _ in 0..100 {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the test's own redis-server on port {} did not answer PING",
+            self.port
+        );
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (Debian package redis-server)")
+}

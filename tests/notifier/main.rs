@@ -1,0 +1,9 @@
+//! One integration-test binary (faster to link than one per file), with shared helpers.
+
+mod cli;
+mod concurrency;
+mod end_to_end;
+mod helpers;
+mod malformed;
+mod queries;
+mod subscriber;
