@@ -115,25 +115,29 @@ impl Audience {
                 ],
             )
             .await?;
-        // A short page is the last; a full page may be followed by more.
-        self.exhausted = rows.len() < self.page_size as usize;
+        // Work on a copy of the cursor: a page that fails validation must leave it untouched, so
+        // a retry reads the same page again.
+        let mut cursor = self.after_id;
         let mut page = Vec::with_capacity(rows.len());
+        let full = rows.len() >= self.page_size as usize;
         for device in rows {
-            if device.id < self.after_id {
+            if device.id < cursor {
                 return Err(DatabaseError::Column {
                     column: "device_id".into(),
                     reason: "rows must come in ascending device_id order (ORDER BY device_id)"
                         .into(),
                 });
             }
-            if device.id == self.after_id {
+            if device.id == cursor {
                 continue; // the same device again (a duplicate row, or an inclusive cursor)
             }
-            self.after_id = device.id;
+            cursor = device.id;
             page.push(device);
         }
+        self.after_id = cursor;
+        // A short page is the last; a full page may be followed by more.
+        self.exhausted = !full || page.is_empty();
         if page.is_empty() {
-            self.exhausted = true;
             return Ok(None);
         }
         Ok(Some(page))

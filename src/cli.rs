@@ -78,10 +78,29 @@ async fn connect(settings: &Settings) -> anyhow::Result<Database> {
 }
 
 async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
-    let db = connect(&settings).await?;
-    if migrate {
-        db.migrate().await?;
-    }
+    // Listen for SIGTERM from the first moment: a stop during start-up is still a graceful one.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let start = async {
+        let db = connect(&settings).await?;
+        if migrate {
+            db.migrate().await?;
+        }
+        anyhow::Ok(db)
+    };
+    let db = tokio::select! {
+        db = start => db?,
+        _ = stop.cancelled() => {
+            info!("Stopped during start-up.");
+            return Ok(());
+        }
+    };
     // Real delivery is not part of this build yet: live and validate refuse to start rather
     // than pretend to send.
     let pushers = Pushers {
@@ -101,14 +120,6 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         );
     }
     let worker = Arc::new(Worker::new(settings, db, pushers)?);
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown_signal().await;
-            stop.cancel();
-        }
-    });
     let result = Arc::clone(&worker).run(stop).await;
     worker.database().close().await;
     result

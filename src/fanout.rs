@@ -154,13 +154,19 @@ pub async fn fan_out(
     }
     pager.abort();
 
-    if report.interrupted {
-        drain_within(&mut tasks, &mut report, limits.drain_timeout).await;
-    } else {
-        while let Some(done) = tasks.join_next().await {
-            record(&mut report, done);
+    if !report.interrupted {
+        // The whole audience is handed out; wait for the pushes, unless a stop comes first.
+        tokio::select! {
+            _ = async {
+                while let Some(done) = tasks.join_next().await {
+                    record(&mut report, done);
+                }
+            } => {}
+            _ = stop.cancelled() => {}
         }
     }
+    // After a stop, in-flight pushes get the drain timeout; without one, nothing is left.
+    drain_within(&mut tasks, &mut report, limits.drain_timeout).await;
     report.peak_buffered = peak.load(Ordering::Relaxed);
     match failure {
         Some(source) => Err(FanoutError::Audience { source, report }),

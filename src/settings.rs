@@ -15,7 +15,7 @@ use serde::Deserialize;
 const DEFAULTS: &str = include_str!("../config/notifier.toml");
 const DEFAULT_CONFIG_PATH: &str = "config/notifier.toml";
 
-/// Every environment variable the notifier reads. Tests check that deployment files only set these.
+/// Every environment variable the notifier reads.
 pub const ENV_VARS: &[&str] = &[
     "APP_ENV",
     "NOTIFIER_SEND_MODE",
@@ -278,16 +278,27 @@ impl Settings {
                 "must be from 1 to 64",
             ));
         }
-        let redis_scheme = self.redis.url.split("://").next().unwrap_or_default();
-        if !matches!(redis_scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+        if self.redis.url.starts_with("rediss:") {
             return Err(SettingsError::new(
                 "REDIS_URL",
-                format!("{} is not a redis:// URL", redact_url(&self.redis.url)),
+                "rediss:// (TLS) is not supported by this build; use redis://",
             ));
         }
-        if self.redis.ping_interval_secs == 0 || self.redis.timeout_secs == 0 {
+        if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
             return Err(SettingsError::new(
-                "redis.ping_interval_secs / redis.timeout_secs",
+                "REDIS_URL",
+                format!(
+                    "{} is not a usable Redis URL: {e}",
+                    redact_url(&self.redis.url)
+                ),
+            ));
+        }
+        if self.redis.ping_interval_secs == 0
+            || self.redis.timeout_secs == 0
+            || self.redis.reconnect_initial_ms == 0
+        {
+            return Err(SettingsError::new(
+                "redis.ping_interval_secs / timeout_secs / reconnect_initial_ms",
                 "must be at least 1",
             ));
         }
@@ -337,6 +348,22 @@ impl Settings {
     }
 }
 
+/// Where the userinfo of `rest` (a URL after `scheme://`) ends: its last '@' before the path, or,
+/// when a password holds '/', '?' or '#' itself, the last '@' of all. In doubt it reports more as
+/// userinfo, which only hides more.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let at = rest.rfind('@')?;
+    let prefix = &rest[..at];
+    let Some(special) = prefix.find(['/', '?', '#']) else {
+        return Some(at);
+    };
+    match prefix[..special].rfind('@') {
+        Some(before_path) => Some(before_path),
+        None if prefix[..special].contains(':') => Some(at),
+        None => None,
+    }
+}
+
 fn config_name(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => p.display().to_string(),
@@ -376,27 +403,40 @@ fn merge(base: &mut toml::Table, top: toml::Table) {
     }
 }
 
-/// Hides the password of a URL like `postgres://user:secret@host/db`.
+/// Hides the password of a URL like `postgres://user:secret@host/db`, including one given as a
+/// `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else if scheme.starts_with("redis") && !user.is_empty() {
-                // redis://secret@host: for Redis a lone userinfo is the password.
-                format!("{scheme}://***@{host}{tail}")
-            } else {
-                url.to_string()
-            }
+    let (userinfo, after) = match userinfo_end(rest) {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:***@")),
+            // redis://secret@host: for Redis a lone userinfo is the password.
+            None if scheme.starts_with("redis") && !userinfo.is_empty() => out.push_str("***@"),
+            None if userinfo.is_empty() => {}
+            None => out.push_str(&format!("{userinfo}@")),
         }
-        None => url.to_string(),
     }
+    match after.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", query.join("&")));
+        }
+        None => out.push_str(after),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -461,6 +501,7 @@ mod tests {
             ("NOTIFIER_SEND_MODE", "loud", "NOTIFIER_SEND_MODE"),
             ("DATABASE_URL", "oracle://x", "DATABASE_URL"),
             ("REDIS_URL", "http://x", "REDIS_URL"),
+            ("REDIS_URL", "rediss://cache:6380", "REDIS_URL"),
             ("LOG_FORMAT", "xml", "LOG_FORMAT"),
             ("NOTIFIER_HTTP_ADDR", "nowhere", "NOTIFIER_HTTP_ADDR"),
             (
@@ -515,5 +556,18 @@ mod tests {
             "mysql://root@127.0.0.1/test"
         );
         assert_eq!(redact_url("sqlite://notifier.db"), "sqlite://notifier.db");
+        assert_eq!(
+            redact_url("postgres://app@db/x?sslmode=require&password=s3cret"),
+            "postgres://app@db/x?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://app:p/a?s#s@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("mysql://db/x"), "mysql://db/x");
+        assert_eq!(
+            redact_url("postgres://app:pw@db/x?email=a@b"),
+            "postgres://app:***@db/x?email=a@b"
+        );
     }
 }

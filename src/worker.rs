@@ -140,7 +140,10 @@ impl Worker {
             let Some(message) = message else { break };
             let permit = tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => {
+                    warn!(preview = %Preview(&message), "Stopping: a received event waiting for a slot is not processed.");
+                    break;
+                }
                 permit = Arc::clone(&events).acquire_owned() => permit?,
             };
             let worker = Arc::clone(&self);
@@ -150,14 +153,31 @@ impl Worker {
                 drop(permit);
             });
         }
+        subscription.abort();
+        // Pub/sub messages received but not yet started are lost with the process: say so.
+        let mut dropped = 0;
+        while messages.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "Stopping: received events that had not started are not processed."
+            );
+        }
         info!(
             running_events = running.len(),
             "Stopping: no new events are taken."
         );
         running.close();
-        // Each fan-out bounds its own drain by the drain timeout.
-        running.wait().await;
-        subscription.abort();
+        // Each fan-out bounds its own drain; this bounds the rest (reading a talk, say).
+        let deadline = self.settings.service.drain_timeout() + std::time::Duration::from_secs(5);
+        if tokio::time::timeout(deadline, running.wait())
+            .await
+            .is_err()
+        {
+            warn!("Stopping: events still running at the drain deadline were abandoned.");
+        }
         info!("Stopped.");
         Ok(())
     }

@@ -102,22 +102,62 @@ async fn a_stop_mid_fan_out_lets_in_flight_pushes_finish_and_spawns_no_more() {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(180)).await;
             stop.cancel();
+            std::time::Instant::now()
         })
     };
     let outcome = worker.handle_message(br#"{"talk_id": 1}"#, &stop).await;
-    stopper.await.unwrap();
+    let cancelled_at = stopper.await.unwrap();
 
     let EventOutcome::Processed(summary) = outcome else {
         panic!("{outcome:?}")
     };
     let r = &summary.report;
     assert!(r.interrupted);
-    // Every push that was started finished and was counted; none was started after the stop.
-    assert_eq!(r.sent as usize, recorder.taken().len());
+    let pushes = recorder.taken();
+    // Every push that was started finished and was counted…
+    assert_eq!(r.sent as usize, pushes.len());
     assert_eq!(r.recipients, r.sent);
+    assert!(r.sent >= 10 && r.sent < 500);
+    // …and none started after the stop. A push spawned just before it may start a moment later,
+    // but a loop that kept spawning would start new ones only as permits free up, 50 ms on.
+    let late: Vec<_> = pushes
+        .iter()
+        .filter(|p| p.started_at > cancelled_at + Duration::from_millis(25))
+        .map(|p| p.device_id)
+        .collect();
+    assert!(late.is_empty(), "pushes started after the stop: {late:?}");
+}
+
+#[tokio::test]
+async fn pushes_still_running_at_the_drain_deadline_are_abandoned_and_counted_as_failed() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    test_db.execute(ONE_TALK).await;
+    sqlite_devices(&test_db, 10).await;
+    let mut settings = settings_with(&[("DATABASE_URL", &test_db.url)]);
+    settings.service.drain_timeout_secs = 1;
+    // Every device is handed out at once; the stop comes while all ten hang in the provider.
+    let recorder = RecordingPusher::slow(Duration::from_secs(60));
+    let worker = recording_worker(settings, &test_db, &recorder);
+    let stop = CancellationToken::new();
+    let canceller = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.cancel();
+        })
+    };
+
+    let started = std::time::Instant::now();
+    let outcome = worker.handle_message(br#"{"talk_id": 1}"#, &stop).await;
+    canceller.await.unwrap();
+
+    let EventOutcome::Processed(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((summary.report.recipients, summary.report.failed), (10, 10));
     assert!(
-        r.sent >= 10 && r.sent < 100,
-        "{} pushes in ~180 ms at 10 × 50 ms",
-        r.sent
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
     );
 }

@@ -135,16 +135,6 @@ impl TestDb {
             result.unwrap_or_else(|e| panic!("{statement}: {e}"));
         }
     }
-
-    pub async fn scalar(&self, sql: &str) -> i64 {
-        let s = sqlx::AssertSqlSafe(sql.to_string());
-        let result = match &self.db {
-            Database::Postgres(p) => sqlx::query_scalar::<_, i64>(s).fetch_one(p).await,
-            Database::MySql(p) => sqlx::query_scalar::<_, i64>(s).fetch_one(p).await,
-            Database::Sqlite(p) => sqlx::query_scalar::<_, i64>(s).fetch_one(p).await,
-        };
-        result.unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
 }
 
 impl Drop for TestDb {
@@ -219,7 +209,7 @@ pub const SCENARIO: &[&str] = &[
 pub const SCENARIO_RECIPIENTS: &[i64] = &[2, 3, 4, 6, 8];
 
 /// What a recording pusher saw of one push.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Recorded {
     pub event_id: String,
     pub device_id: i64,
@@ -228,6 +218,7 @@ pub struct Recorded {
     pub title: String,
     pub body: String,
     pub data: Vec<(String, String)>,
+    pub started_at: std::time::Instant,
 }
 
 /// A pusher that records every push, optionally takes its time, and measures concurrency.
@@ -275,6 +266,7 @@ impl RecordingPusher {
 #[async_trait::async_trait]
 impl Pusher for RecordingPusher {
     async fn push(&self, push: &Push) -> PushOutcome {
+        let started_at = std::time::Instant::now();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         if !self.delay.is_zero() {
@@ -295,6 +287,7 @@ impl Pusher for RecordingPusher {
                 title: push.notification.title.clone(),
                 body: push.notification.body.clone(),
                 data: push.notification.data.clone(),
+                started_at,
             });
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
