@@ -5,7 +5,9 @@
 //! fan-out fetches the next page while the current one is being sent. Each device comes once:
 //! a device that the query returns twice (say, through a join) is dropped here.
 
-use crate::database::{Database, DatabaseError, FromRecord, PreparedQuery, Record};
+use chrono::{DateTime, Utc};
+
+use crate::database::{Database, DatabaseError, FromRecord, Param, PreparedQuery, Record};
 
 /// The push provider that reaches a device (`devices.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +43,8 @@ pub struct Device {
     pub platform: Option<String>,
     pub token: String,
     pub locale: Option<String>,
+    /// When the token was last registered, if the query says.
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl FromRecord for Device {
@@ -52,6 +56,7 @@ impl FromRecord for Device {
             platform: r.optional_text("platform")?,
             token: r.required_text("token")?,
             locale: r.optional_text("locale")?,
+            updated_at: r.optional_timestamp("updated_at")?,
         })
     }
 }
@@ -90,6 +95,10 @@ impl Audience {
         }
     }
 
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
     /// Starts after this device id instead of the beginning (for resuming an event).
     pub fn resume_after(mut self, device_id: i64) -> Self {
         self.after_id = device_id;
@@ -107,11 +116,11 @@ impl Audience {
             .fetch_all(
                 &self.query,
                 &[
-                    ("talk_id", Some(self.talk_id)),
-                    ("program_id", Some(self.program_id)),
-                    ("author_id", self.author_id),
-                    ("after_id", Some(self.after_id)),
-                    ("limit", Some(i64::from(self.page_size))),
+                    ("talk_id", Param::Int(Some(self.talk_id))),
+                    ("program_id", Param::Int(Some(self.program_id))),
+                    ("author_id", Param::Int(self.author_id)),
+                    ("after_id", Param::Int(Some(self.after_id))),
+                    ("limit", Param::Int(Some(i64::from(self.page_size)))),
                 ],
             )
             .await?;

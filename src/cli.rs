@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `migrate`, `publish` and `demo`.
+//! The command line: `run` (the default), `migrate`, `publish`, `demo`, `send` and `check`.
 
 use std::sync::Arc;
 
@@ -7,9 +7,17 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use std::sync::atomic::AtomicBool;
+
+use crate::audience::{Device, Provider};
+use crate::content::Notification;
 use crate::database::Database;
 use crate::event::TalkPosted;
+use crate::push::apns::A2Transport;
 use crate::push::dry_run::DryRunPusher;
+use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
+use crate::push::retry::{RetryPolicy, deliver};
+use crate::push::{MaskedToken, Push, PushOutcome};
 use crate::settings::{SendMode, Settings, redact_url};
 use crate::worker::{Pushers, Worker};
 
@@ -50,6 +58,24 @@ pub enum Command {
     },
     /// Migrate the configured database, seed a small demo data set and show how to trigger it.
     Demo,
+    /// Send one push in the current send mode: the way to try credentials on one phone.
+    Send {
+        #[arg(long, value_parser = ["fcm", "apns"])]
+        provider: String,
+        /// The device token.
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        body: String,
+        /// The device's platform (an iPhone reached through FCM gets the APNs block).
+        #[arg(long, default_value = "android", value_parser = ["android", "ios", "web"])]
+        platform: String,
+    },
+    /// Load and check everything (database, Redis, FCM token, APNs key) and print the effective
+    /// settings with secrets masked.
+    Check,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -70,6 +96,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
         } => publish(&settings, talk_id, program_id, event_id, dry_run).await,
         Command::Demo => demo(&settings).await,
+        Command::Send {
+            provider,
+            token,
+            title,
+            body,
+            platform,
+        } => send(&settings, &provider, token, title, body, platform).await,
+        Command::Check => check(&settings).await,
     }
 }
 
@@ -101,10 +135,10 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    // Real delivery is not part of this build yet: live and validate refuse to start rather
-    // than pretend to send.
+    let providers = crate::push::providers(&settings)?;
     let pushers = Pushers {
-        live: None,
+        fcm: providers.fcm,
+        apns: providers.apns,
         dry_run: Arc::new(DryRunPusher),
     };
     info!(
@@ -183,6 +217,157 @@ async fn publish(
         "Published {json} on {}: {receivers} subscriber(s) received it.",
         settings.service.channel
     );
+    Ok(())
+}
+
+async fn send(
+    settings: &Settings,
+    provider: &str,
+    token: String,
+    title: String,
+    body: String,
+    platform: String,
+) -> anyhow::Result<()> {
+    let provider = Provider::parse(provider).context("--provider is fcm or apns")?;
+    let event_id: Arc<str> = Arc::from(format!("send:{}", chrono::Utc::now().timestamp_millis()));
+    let push = Push {
+        event_id: Arc::clone(&event_id),
+        device: Device {
+            id: 0,
+            user_id: None,
+            provider: Some(provider),
+            platform: Some(platform),
+            token,
+            locale: None,
+            updated_at: None,
+        },
+        notification: Arc::new(Notification {
+            title,
+            body,
+            data: vec![("type".into(), "test".into())],
+            collapse_id: event_id.to_string(),
+            thread_id: "notifier-send".into(),
+        }),
+    };
+    let providers = crate::push::providers(settings)?;
+    let pusher: Arc<dyn crate::push::Pusher> = match (provider, settings.send_mode) {
+        (_, SendMode::DryRun) | (Provider::Apns, SendMode::Validate) => Arc::new(DryRunPusher),
+        (Provider::Fcm, _) => providers
+            .fcm
+            .context("FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS")?,
+        (Provider::Apns, _) => providers
+            .apns
+            .context("APNs is not configured: set APNS_KEY_PATH")?,
+    };
+    let policy = RetryPolicy::from(&settings.retry);
+    let done = deliver(&*pusher, &push, &policy, &AtomicBool::new(false)).await;
+    let detail = match &done.outcome {
+        PushOutcome::Delivered => String::new(),
+        PushOutcome::Unregistered { reason, .. }
+        | PushOutcome::Retryable { reason, .. }
+        | PushOutcome::Rejected { reason }
+        | PushOutcome::Skipped { reason } => format!(": {reason}"),
+        PushOutcome::CredentialsRejected { reason, setting } => {
+            format!(": {reason} (check {setting})")
+        }
+    };
+    println!(
+        "{} push to {} ({} mode, {} attempt(s)): {}{detail}",
+        provider.as_str(),
+        MaskedToken(&push.device.token),
+        settings.send_mode.as_str(),
+        done.attempts,
+        done.outcome.label(),
+    );
+    anyhow::ensure!(
+        done.outcome == PushOutcome::Delivered,
+        "the push was not delivered"
+    );
+    Ok(())
+}
+
+async fn check(settings: &Settings) -> anyhow::Result<()> {
+    println!(
+        "Effective settings (secrets masked):\n{}",
+        settings.describe()
+    );
+    let mut failures = Vec::new();
+    let mut report = |what: &str, result: anyhow::Result<String>| match result {
+        Ok(detail) => println!("ok      {what}: {detail}"),
+        Err(e) => {
+            println!("FAILED  {what}: {e:#}");
+            failures.push(what.to_string());
+        }
+    };
+
+    let db = async {
+        let db = connect(settings).await?;
+        db.ping().await?;
+        crate::database::Queries::prepare(&settings.queries, db.backend())?;
+        let backend = db.backend().name();
+        db.close().await;
+        anyhow::Ok(format!("{backend} reachable, queries prepared"))
+    };
+    report("database (DATABASE_URL)", db.await);
+
+    let redis = async {
+        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let ping = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        let pong = tokio::time::timeout(settings.redis.timeout(), ping)
+            .await
+            .context("no answer in time")??;
+        anyhow::Ok(format!("{pong} from {}", redact_url(&settings.redis.url)))
+    };
+    report("Redis (REDIS_URL)", redis.await);
+
+    if settings.fcm.is_configured() {
+        let fcm = async {
+            let timeout = std::time::Duration::from_secs(settings.fcm.request_timeout_secs);
+            let tokens = ServiceAccountTokens::from_file(
+                std::path::Path::new(&settings.fcm.credentials),
+                timeout,
+            )?;
+            let project = match settings.fcm.project_id.trim() {
+                "" => tokens
+                    .project_id()
+                    .map(str::to_string)
+                    .context("no project_id: set FCM_PROJECT_ID")?,
+                id => id.to_string(),
+            };
+            tokens.bearer().await?;
+            crate::push::http_client(settings)?;
+            anyhow::Ok(format!(
+                "access token issued for project {project}, endpoint {}",
+                settings.fcm.endpoint
+            ))
+        };
+        report("FCM (GOOGLE_APPLICATION_CREDENTIALS)", fcm.await);
+    } else {
+        println!("-       FCM: not configured (GOOGLE_APPLICATION_CREDENTIALS unset)");
+    }
+    if settings.apns.is_configured() {
+        let apns = A2Transport::new(&settings.apns).map(|_| {
+            format!(
+                "key {} of team {} loaded, topic {}, {}",
+                settings.apns.key_id,
+                settings.apns.team_id,
+                settings.apns.topic,
+                if settings.apns.sandbox {
+                    "sandbox"
+                } else {
+                    "production"
+                }
+            )
+        });
+        report("APNs (APNS_KEY_PATH)", apns.map_err(anyhow::Error::from));
+    } else {
+        println!("-       APNs: not configured (APNS_KEY_PATH unset)");
+    }
+    anyhow::ensure!(failures.is_empty(), "check failed: {}", failures.join(", "));
+    println!("All checks passed ({} mode).", settings.send_mode.as_str());
     Ok(())
 }
 

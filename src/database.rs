@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
@@ -24,6 +25,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Parameters the prune statement may use.
+pub const PRUNE_PARAMS: &[&str] = &["device_ids", "reason"];
 /// Parameters the content query may use.
 pub const CONTENT_PARAMS: &[&str] = &["talk_id", "program_id"];
 /// Parameters the audience query may use.
@@ -176,15 +179,11 @@ impl Database {
     pub async fn fetch_all<T: FromRecord>(
         &self,
         query: &PreparedQuery,
-        values: &[(&str, Option<i64>)],
+        values: &[(&str, Param)],
     ) -> Result<Vec<T>, DatabaseError> {
-        let binds = query.binds(values);
+        let (sql, binds) = query.render(values);
         with_pool!(self, pool => {
-            let mut q = sqlx::query(AssertSqlSafe(Arc::clone(&query.sql)));
-            for value in binds {
-                q = q.bind(value);
-            }
-            let rows = q.fetch_all(pool).await?;
+            let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(pool).await?;
             rows.iter().map(|row| T::from_record(row)).collect()
         })
     }
@@ -193,16 +192,25 @@ impl Database {
     pub async fn fetch_optional<T: FromRecord>(
         &self,
         query: &PreparedQuery,
-        values: &[(&str, Option<i64>)],
+        values: &[(&str, Param)],
     ) -> Result<Option<T>, DatabaseError> {
-        let binds = query.binds(values);
+        let (sql, binds) = query.render(values);
         with_pool!(self, pool => {
-            let mut q = sqlx::query(AssertSqlSafe(Arc::clone(&query.sql)));
-            for value in binds {
-                q = q.bind(value);
-            }
-            let row = q.fetch_optional(pool).await?;
+            let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_optional(pool).await?;
             row.as_ref().map(|row| T::from_record(row)).transpose()
+        })
+    }
+
+    /// Runs a prepared statement; returns the number of rows it changed.
+    pub async fn execute(
+        &self,
+        query: &PreparedQuery,
+        values: &[(&str, Param)],
+    ) -> Result<u64, DatabaseError> {
+        let (sql, binds) = query.render(values);
+        with_pool!(self, pool => {
+            let done = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(pool).await?;
+            Ok(done.rows_affected())
         })
     }
 
@@ -211,12 +219,53 @@ impl Database {
     }
 }
 
+/// A value bound to a named parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(Option<i64>),
+    Text(Option<String>),
+    /// A list, written inside `IN (...)`: it becomes one placeholder per element.
+    Ints(Vec<i64>),
+}
+
+/// One scalar to bind, after lists are expanded.
+enum Bind {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// Binds each value in order; generic over the backend's query type.
+fn bind_all<'q, DB>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for bind in binds {
+        q = match bind {
+            Bind::Int(v) => q.bind(v),
+            Bind::Text(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Sql(String),
+    Param(&'static str),
+}
+
 /// A configured query, translated for one backend.
 #[derive(Debug, Clone)]
 pub struct PreparedQuery {
+    backend: Backend,
+    segments: Vec<Segment>,
+    /// The SQL when no list parameter changes its shape; built once.
     sql: Arc<str>,
-    /// Parameter names in placeholder order (a name used twice appears twice).
-    params: Vec<&'static str>,
 }
 
 /// Why a configured query cannot be used.
@@ -241,7 +290,8 @@ impl PreparedQuery {
     ) -> Result<Self, QueryError> {
         let chars: Vec<char> = sql.chars().collect();
         let mut out = String::with_capacity(sql.len() + 16);
-        let mut params = Vec::new();
+        let mut params: Vec<&'static str> = Vec::new();
+        let mut segments = Vec::new();
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
@@ -284,10 +334,8 @@ impl PreparedQuery {
                         return Err(QueryError::UnknownParam(name, allowed.join(", ")));
                     };
                     params.push(known);
-                    match backend {
-                        Backend::Postgres => out.push_str(&format!("${}", params.len())),
-                        Backend::MySql | Backend::Sqlite => out.push('?'),
-                    }
+                    segments.push(Segment::Sql(std::mem::take(&mut out)));
+                    segments.push(Segment::Param(known));
                     i = end;
                 }
                 '?' => return Err(QueryError::Positional("?".into())),
@@ -303,21 +351,69 @@ impl PreparedQuery {
         if let Some(missing) = required.iter().find(|r| !params.contains(r)) {
             return Err(QueryError::MissingParam(missing));
         }
-        Ok(Self {
-            sql: out.into(),
-            params,
-        })
+        segments.push(Segment::Sql(out));
+        let mut query = Self {
+            backend,
+            segments,
+            sql: Arc::from(""),
+        };
+        query.sql = query.render(&[]).0;
+        Ok(query)
     }
 
+    /// The SQL as sent when no parameter is a list.
     pub fn sql(&self) -> &str {
         &self.sql
     }
 
-    fn binds(&self, values: &[(&str, Option<i64>)]) -> Vec<Option<i64>> {
-        self.params
-            .iter()
-            .map(|name| values.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v))
-            .collect()
+    /// The SQL for these values (lists expanded) and the scalars to bind, in order. A parameter
+    /// without a value is bound as NULL.
+    fn render(&self, values: &[(&str, Param)]) -> (Arc<str>, Vec<Bind>) {
+        let has_list = values.iter().any(|(_, v)| matches!(v, Param::Ints(_)));
+        let mut sql = String::new();
+        let mut binds = Vec::new();
+        let backend = self.backend;
+        let placeholder = |sql: &mut String, n: usize| match backend {
+            Backend::Postgres => sql.push_str(&format!("${n}")),
+            Backend::MySql | Backend::Sqlite => sql.push('?'),
+        };
+        for segment in &self.segments {
+            let name = match segment {
+                Segment::Sql(text) => {
+                    sql.push_str(text);
+                    continue;
+                }
+                Segment::Param(name) => name,
+            };
+            match values.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
+                Some(Param::Ints(list)) => {
+                    for (i, v) in list.iter().enumerate() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        binds.push(Bind::Int(Some(*v)));
+                        placeholder(&mut sql, binds.len());
+                    }
+                }
+                Some(Param::Text(v)) => {
+                    binds.push(Bind::Text(v.clone()));
+                    placeholder(&mut sql, binds.len());
+                }
+                Some(Param::Int(v)) => {
+                    binds.push(Bind::Int(*v));
+                    placeholder(&mut sql, binds.len());
+                }
+                None => {
+                    binds.push(Bind::Int(None));
+                    placeholder(&mut sql, binds.len());
+                }
+            }
+        }
+        // Without lists the text never changes: reuse it (and the server's statement cache).
+        if !has_list && !self.sql.is_empty() {
+            return (Arc::clone(&self.sql), binds);
+        }
+        (sql.into(), binds)
     }
 }
 
@@ -348,6 +444,7 @@ fn quoted_end(chars: &[char], start: usize, backend: Backend) -> usize {
 pub struct Queries {
     pub content: PreparedQuery,
     pub audience: PreparedQuery,
+    pub prune: PreparedQuery,
 }
 
 impl Queries {
@@ -369,6 +466,8 @@ impl Queries {
                 &["after_id", "limit"],
             )
             .map_err(named("audience"))?,
+            prune: PreparedQuery::new(&settings.prune, backend, PRUNE_PARAMS, &["device_ids"])
+                .map_err(named("prune"))?,
         })
     }
 }
@@ -384,7 +483,17 @@ pub trait Record {
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError>;
     /// A text column; `None` for SQL NULL.
     fn text(&self, column: &str) -> Result<Option<String>, DatabaseError>;
+    /// A timestamp column (with or without a time zone; naive ones are taken as UTC).
+    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError>;
     fn has_column(&self, column: &str) -> bool;
+
+    fn optional_timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        if self.has_column(column) {
+            self.timestamp(column)
+        } else {
+            Ok(None)
+        }
+    }
 
     fn required_int(&self, column: &str) -> Result<i64, DatabaseError> {
         self.int(column)?.ok_or_else(|| null_column(column))
@@ -443,6 +552,15 @@ macro_rules! first_decoding {
 }
 
 impl Record for PgRow {
+    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        match self.try_get::<Option<DateTime<Utc>>, _>(column) {
+            Ok(v) => Ok(v),
+            Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
+                Ok(v) => Ok(v.map(|n| n.and_utc())),
+                Err(_) => Err(column_error(column, e)),
+            },
+        }
+    }
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; i32, i16)
     }
@@ -455,6 +573,15 @@ impl Record for PgRow {
 }
 
 impl Record for MySqlRow {
+    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        match self.try_get::<Option<DateTime<Utc>>, _>(column) {
+            Ok(v) => Ok(v),
+            Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
+                Ok(v) => Ok(v.map(|n| n.and_utc())),
+                Err(_) => Err(column_error(column, e)),
+            },
+        }
+    }
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; u64, i32, u32, i16, u16)
     }
@@ -474,6 +601,15 @@ impl Record for MySqlRow {
 }
 
 impl Record for SqliteRow {
+    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        match self.try_get::<Option<DateTime<Utc>>, _>(column) {
+            Ok(v) => Ok(v),
+            Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
+                Ok(v) => Ok(v.map(|n| n.and_utc())),
+                Err(_) => Err(column_error(column, e)),
+            },
+        }
+    }
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; )
     }
@@ -501,9 +637,38 @@ mod tests {
         );
         let my = PreparedQuery::new(sql, Backend::MySql, ALL, &[]).unwrap();
         assert_eq!(my.sql(), "SELECT * FROM t WHERE a = ? AND b > ? OR a = ?");
+        let (_, binds) = my.render(&[
+            ("after_id", Param::Int(Some(9))),
+            ("talk_id", Param::Int(Some(4))),
+        ]);
+        let ints: Vec<_> = binds
+            .iter()
+            .map(|b| match b {
+                Bind::Int(v) => *v,
+                Bind::Text(_) => None,
+            })
+            .collect();
+        assert_eq!(ints, vec![Some(4), Some(9), Some(4)]);
+    }
+
+    #[test]
+    fn a_list_parameter_becomes_one_placeholder_per_element() {
+        let sql = "UPDATE d SET r = :reason WHERE id IN (:device_ids) AND x = :reason";
+        let q = PreparedQuery::new(sql, Backend::Postgres, PRUNE_PARAMS, &["device_ids"]).unwrap();
+        let values = [
+            ("device_ids", Param::Ints(vec![7, 8, 9])),
+            ("reason", Param::Text(Some("r".into()))),
+        ];
+        let (rendered, binds) = q.render(&values);
         assert_eq!(
-            my.binds(&[("after_id", Some(9)), ("talk_id", Some(4))]),
-            vec![Some(4), Some(9), Some(4)]
+            &*rendered,
+            "UPDATE d SET r = $1 WHERE id IN ($2, $3, $4) AND x = $5"
+        );
+        assert_eq!(binds.len(), 5);
+        let my = PreparedQuery::new(sql, Backend::MySql, PRUNE_PARAMS, &[]).unwrap();
+        assert_eq!(
+            &*my.render(&values).0,
+            "UPDATE d SET r = ? WHERE id IN (?, ?, ?) AND x = ?"
         );
     }
 

@@ -1,13 +1,15 @@
-//! The fan-out of one event: devices stream in from the audience, page by page, and each becomes
-//! a push task under a shared concurrency limit.
+//! The fan-out of one event: devices stream in from the audience, page by page, are routed to
+//! their provider's lane, and each becomes a push task.
 //!
-//! A permit is taken *before* a task is spawned, so the number of live push tasks never exceeds
-//! the limit however large the audience, and finished tasks are reaped as the loop goes, so memory
-//! stays flat. The next page is read by a separate task while the current one is sent, and at
-//! most a few pages are held at once. One failing push never stops the others.
+//! Each lane takes a permit from its provider's semaphore and then one from the global semaphore
+//! *before* spawning, so live push tasks never exceed either limit however large the audience,
+//! and a slow provider holds at most its own share of the global slots. Finished tasks are reaped
+//! as the lanes go, so memory stays flat. The next page is read while the current one is sent;
+//! one failing push never stops the others.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -15,50 +17,79 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::audience::Audience;
+use crate::audience::{Audience, Device, Provider};
 use crate::backoff::Backoff;
 use crate::content::Rendered;
 use crate::database::DatabaseError;
-use crate::push::{Push, PushOutcome, Pusher};
+use crate::prune::Dead;
+use crate::push::retry::{RetryPolicy, deliver};
+use crate::push::{MaskedToken, Push, PushOutcome, Pusher};
 
-/// Limits that apply to one fan-out.
+const PROVIDERS: [Provider; 2] = [Provider::Fcm, Provider::Apns];
+
+/// Limits shared by every event.
 #[derive(Debug, Clone)]
 pub struct FanoutLimits {
-    /// Shared by every event: pushes in flight at once across the process.
+    /// Pushes in flight at once across the process.
     pub permits: Arc<Semaphore>,
+    /// Pushes in flight at once per provider, each at most the global limit.
+    pub fcm_permits: Arc<Semaphore>,
+    pub apns_permits: Arc<Semaphore>,
     /// How long a failing page read is retried before the event fails.
     pub retry_pages_for: Duration,
     /// After a stop, how long in-flight pushes may take before they are abandoned.
     pub drain_timeout: Duration,
 }
 
+impl FanoutLimits {
+    fn provider_permits(&self, provider: Provider) -> &Arc<Semaphore> {
+        match provider {
+            Provider::Fcm => &self.fcm_permits,
+            Provider::Apns => &self.apns_permits,
+        }
+    }
+}
+
+/// How one event's pushes are sent.
+#[derive(Clone)]
+pub struct Delivery {
+    /// The pusher for each provider; `None` where the provider is not configured.
+    pub fcm: Option<Arc<dyn Pusher>>,
+    pub apns: Option<Arc<dyn Pusher>>,
+    pub retry: RetryPolicy,
+    /// Where dead tokens go to be pruned; `None` in dry and validate runs.
+    pub prune: Option<mpsc::Sender<Dead>>,
+}
+
+impl Delivery {
+    fn pusher(&self, provider: Provider) -> Option<&Arc<dyn Pusher>> {
+        match provider {
+            Provider::Fcm => self.fcm.as_ref(),
+            Provider::Apns => self.apns.as_ref(),
+        }
+    }
+}
+
 /// What a fan-out did, for the event summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FanoutReport {
-    /// Devices handed to the pusher or skipped.
+    /// Devices that got an outcome: sent, failed, pruned or skipped.
     pub recipients: u64,
     pub sent: u64,
     pub failed: u64,
-    /// Devices whose token the provider declared dead.
+    /// Devices whose token the provider declared dead (disabled, outside dry runs).
     pub pruned: u64,
     pub skipped: u64,
+    /// Attempts beyond the first.
+    pub retries: u64,
+    /// Providers paused because they rejected our credentials.
+    pub paused: Vec<&'static str>,
     /// Audience pages read.
     pub pages: u64,
     /// Most devices held in memory at once, read but not yet handed to a push task.
     pub peak_buffered: usize,
     /// The fan-out was stopped (shutdown) before the whole audience was reached.
     pub interrupted: bool,
-}
-
-impl FanoutReport {
-    fn record(&mut self, outcome: PushOutcome) {
-        match outcome {
-            PushOutcome::Sent => self.sent += 1,
-            PushOutcome::Unregistered { .. } => self.pruned += 1,
-            PushOutcome::Failed { .. } => self.failed += 1,
-            PushOutcome::Skipped { .. } => self.skipped += 1,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,35 +103,185 @@ pub enum FanoutError {
     },
 }
 
+/// What the tasks of one event share.
+struct EventState {
+    event_id: Arc<str>,
+    content: Arc<Rendered>,
+    delivery: Delivery,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    pruned: AtomicU64,
+    skipped: AtomicU64,
+    retries: AtomicU64,
+    /// One flag per provider (FCM, APNs), set when it rejects our credentials.
+    paused: [AtomicBool; 2],
+    /// Failure reasons already logged for this event: each is logged once, then only counted.
+    logged: Mutex<HashSet<String>>,
+    buffered: AtomicUsize,
+    interrupted: AtomicBool,
+}
+
+fn slot(provider: Provider) -> usize {
+    match provider {
+        Provider::Fcm => 0,
+        Provider::Apns => 1,
+    }
+}
+
+impl EventState {
+    fn paused(&self, provider: Provider) -> &AtomicBool {
+        &self.paused[slot(provider)]
+    }
+
+    /// Logs a reason the first time this event meets it.
+    fn first_time(&self, reason: &str) -> bool {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        logged.len() < 1000 && logged.insert(reason.to_string())
+    }
+
+    /// Counts a push's final outcome and acts on it.
+    async fn settle(
+        &self,
+        provider: Provider,
+        device: &Device,
+        outcome: PushOutcome,
+        attempts: u32,
+    ) {
+        self.retries
+            .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
+        match outcome {
+            PushOutcome::Delivered => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            PushOutcome::Unregistered { reason, since } => {
+                // APNs: a token registered again after Apple saw it invalid is alive.
+                if let (Some(since), Some(updated)) = (since, device.updated_at)
+                    && updated >= since
+                {
+                    if self.first_time("re-registered") {
+                        warn!(event_id = %self.event_id, token = %MaskedToken(&device.token), %reason,
+                            "The provider calls a token unregistered that was registered again since; keeping it.");
+                    }
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.pruned.fetch_add(1, Ordering::Relaxed);
+                if let Some(prune) = &self.delivery.prune {
+                    let _ = prune.send((device.id, reason)).await;
+                }
+            }
+            PushOutcome::Retryable { reason, .. } => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if self.first_time(&reason) {
+                    warn!(event_id = %self.event_id, provider = provider.as_str(), %reason, attempts,
+                        "A push failed after its retries (further pushes failing for this reason are counted, not logged).");
+                }
+            }
+            PushOutcome::Rejected { reason } => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if self.first_time(&reason) {
+                    warn!(event_id = %self.event_id, provider = provider.as_str(), %reason, token = %MaskedToken(&device.token),
+                        "The provider rejected a push; the token is kept (further pushes failing for this reason are counted, not logged).");
+                }
+            }
+            PushOutcome::CredentialsRejected { reason, setting } => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if !self.paused(provider).swap(true, Ordering::Relaxed) {
+                    error!(event_id = %self.event_id, provider = provider.as_str(), %reason, setting,
+                        "The provider rejected our credentials; it is paused for the rest of this event. Check {setting}.");
+                }
+            }
+            PushOutcome::Skipped { .. } => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn report(&self, pages: u64, peak_buffered: usize) -> FanoutReport {
+        let (sent, failed, pruned, skipped) = (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.pruned.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+        );
+        FanoutReport {
+            recipients: sent + failed + pruned + skipped,
+            sent,
+            failed,
+            pruned,
+            skipped,
+            retries: self.retries.load(Ordering::Relaxed),
+            paused: PROVIDERS
+                .into_iter()
+                .filter(|p| self.paused(*p).load(Ordering::Relaxed))
+                .map(Provider::as_str)
+                .collect(),
+            pages,
+            peak_buffered,
+            interrupted: self.interrupted.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Sends the event's notification to every device of the audience.
 pub async fn fan_out(
     audience: Audience,
     event_id: Arc<str>,
     content: Arc<Rendered>,
-    pusher: Arc<dyn Pusher>,
+    delivery: Delivery,
     limits: &FanoutLimits,
     stop: &CancellationToken,
 ) -> Result<FanoutReport, FanoutError> {
-    let buffered = Arc::new(AtomicUsize::new(0));
+    let page_size = audience.page_size().max(1) as usize;
+    let state = Arc::new(EventState {
+        event_id,
+        content,
+        delivery,
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        pruned: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        paused: [AtomicBool::new(false), AtomicBool::new(false)],
+        logged: Mutex::new(HashSet::new()),
+        buffered: AtomicUsize::new(0),
+        interrupted: AtomicBool::new(false),
+    });
     let peak = Arc::new(AtomicUsize::new(0));
-    // Capacity 1: one page waits while another is sent, and the pager may hold a third.
+
+    // Capacity 1: one page waits while another is routed, and the reader may hold a third.
     let (pages_tx, mut pages) = mpsc::channel(1);
-    let pager = tokio::spawn(read_pages(
+    let reader = tokio::spawn(read_pages(
         audience,
         pages_tx,
         limits.retry_pages_for,
         stop.clone(),
-        Arc::clone(&buffered),
+        Arc::clone(&state),
         Arc::clone(&peak),
     ));
 
-    let mut report = FanoutReport::default();
-    let mut tasks = JoinSet::new();
+    // One lane per provider, each buffering up to a page, so one provider's slowness reaches
+    // the other only once its lane is full.
+    let mut lanes = Vec::new();
+    let mut lane_txs = Vec::new();
+    for provider in PROVIDERS {
+        let (tx, rx) = mpsc::channel::<Device>(page_size);
+        lane_txs.push(tx);
+        lanes.push(tokio::spawn(run_lane(
+            provider,
+            rx,
+            Arc::clone(&state),
+            limits.clone(),
+            stop.clone(),
+        )));
+    }
+
+    let mut page_count = 0;
     let mut failure = None;
     'pages: loop {
         let page = tokio::select! {
             biased;
-            _ = stop.cancelled() => { report.interrupted = true; break 'pages; }
+            _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break 'pages; }
             page = pages.recv() => page,
         };
         let page = match page {
@@ -111,108 +292,157 @@ pub async fn fan_out(
             }
             None => break 'pages,
         };
-        report.pages += 1;
-        let mut devices = page.into_iter();
-        while let Some(device) = devices.next() {
-            buffered.fetch_sub(1, Ordering::Relaxed);
-            report.recipients += 1;
-            if device.provider.is_none() || device.token.is_empty() {
-                report.skipped += 1;
+        page_count += 1;
+        for device in page {
+            let Some(provider) = device.provider.filter(|_| !device.token.is_empty()) else {
+                state.buffered.fetch_sub(1, Ordering::Relaxed);
+                state.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
-            }
-            let permit = tokio::select! {
+            };
+            let sent = tokio::select! {
                 biased;
-                _ = stop.cancelled() => {
-                    report.recipients -= 1;
-                    buffered.fetch_sub(devices.len(), Ordering::Relaxed);
-                    report.interrupted = true;
-                    break 'pages;
-                }
-                permit = Arc::clone(&limits.permits).acquire_owned() => permit,
+                _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break 'pages; }
+                sent = lane_txs[slot(provider)].send(device) => sent,
             };
-            let Ok(permit) = permit else {
-                // The semaphore is never closed; if it were, nothing more could be sent.
-                report.interrupted = true;
-                break 'pages;
-            };
-            let push = Push {
-                event_id: Arc::clone(&event_id),
-                notification: Arc::clone(content.for_locale(device.locale.as_deref())),
-                device,
-            };
-            let pusher = Arc::clone(&pusher);
-            tasks.spawn(async move {
-                let outcome = pusher.push(&push).await;
-                drop(permit);
-                outcome
-            });
-            // Reap what has finished, so the set holds only live tasks.
-            while let Some(done) = tasks.try_join_next() {
-                record(&mut report, done);
+            if sent.is_err() {
+                break 'pages; // the lane stopped
             }
         }
     }
-    pager.abort();
-
-    if !report.interrupted {
-        // The whole audience is handed out; wait for the pushes, unless a stop comes first.
-        tokio::select! {
-            _ = async {
-                while let Some(done) = tasks.join_next().await {
-                    record(&mut report, done);
-                }
-            } => {}
-            _ = stop.cancelled() => {}
+    reader.abort();
+    drop(lane_txs);
+    for lane in lanes {
+        if let Err(e) = lane.await {
+            error!(error = %e, "A fan-out lane failed.");
         }
     }
-    // After a stop, in-flight pushes get the drain timeout; without one, nothing is left.
-    drain_within(&mut tasks, &mut report, limits.drain_timeout).await;
-    report.peak_buffered = peak.load(Ordering::Relaxed);
+    let report = state.report(page_count, peak.load(Ordering::Relaxed));
     match failure {
         Some(source) => Err(FanoutError::Audience { source, report }),
         None => Ok(report),
     }
 }
 
-async fn drain_within(
-    tasks: &mut JoinSet<PushOutcome>,
-    report: &mut FanoutReport,
-    within: Duration,
+/// Sends one provider's devices: permits first, then a task per push.
+async fn run_lane(
+    provider: Provider,
+    mut devices: mpsc::Receiver<Device>,
+    state: Arc<EventState>,
+    limits: FanoutLimits,
+    stop: CancellationToken,
 ) {
-    let drained = tokio::time::timeout(within, async {
+    let mut tasks = JoinSet::new();
+    let provider_permits = Arc::clone(limits.provider_permits(provider));
+    let mut warmed = false;
+    loop {
+        let device = tokio::select! {
+            biased;
+            _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break; }
+            device = devices.recv() => device,
+        };
+        let Some(device) = device else { break };
+        state.buffered.fetch_sub(1, Ordering::Relaxed);
+        let Some(pusher) = state.delivery.pusher(provider).cloned() else {
+            state
+                .settle(provider, &device, skipped(provider, "not configured"), 0)
+                .await;
+            continue;
+        };
+        if state.paused(provider).load(Ordering::Relaxed) {
+            state
+                .settle(provider, &device, skipped(provider, "paused"), 0)
+                .await;
+            continue;
+        }
+        if !warmed {
+            warmed = true;
+            pusher.warm().await;
+        }
+        let permits = tokio::select! {
+            biased;
+            _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break; }
+            permits = async {
+                let own = Arc::clone(&provider_permits).acquire_owned().await?;
+                let global = Arc::clone(&limits.permits).acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((own, global))
+            } => permits,
+        };
+        let Ok(permits) = permits else {
+            break; // the semaphores are never closed
+        };
+        let push = Push {
+            event_id: Arc::clone(&state.event_id),
+            notification: Arc::clone(state.content.for_locale(device.locale.as_deref())),
+            device,
+        };
+        let task_state = Arc::clone(&state);
+        tasks.spawn(async move {
+            let state = task_state;
+            let done = deliver(
+                &*pusher,
+                &push,
+                &state.delivery.retry,
+                state.paused(provider),
+            )
+            .await;
+            state
+                .settle(provider, &push.device, done.outcome, done.attempts)
+                .await;
+            drop(permits);
+        });
+        // Reap what has finished, so the set holds only live tasks.
+        while let Some(done) = tasks.try_join_next() {
+            task_ended(&state, done);
+        }
+    }
+    if !state.interrupted.load(Ordering::Relaxed) {
+        // The lane is empty; wait for its pushes, unless a stop comes first.
+        tokio::select! {
+            _ = async {
+                while let Some(done) = tasks.join_next().await {
+                    task_ended(&state, done);
+                }
+            } => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+    // After a stop, in-flight pushes get the drain timeout; without one, nothing is left.
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
         while let Some(done) = tasks.join_next().await {
-            record(report, done);
+            task_ended(&state, done);
         }
     })
     .await;
     if drained.is_err() {
-        warn!(
-            abandoned = tasks.len(),
-            "Pushes still in flight at the drain deadline were abandoned."
-        );
+        let abandoned = tasks.len() as u64;
+        warn!(event_id = %state.event_id, provider = provider.as_str(), abandoned,
+            "Pushes still in flight at the drain deadline were abandoned.");
         tasks.abort_all();
-        report.failed += tasks.len() as u64;
+        state.failed.fetch_add(abandoned, Ordering::Relaxed);
         tasks.detach_all();
     }
 }
 
-fn record(report: &mut FanoutReport, done: Result<PushOutcome, tokio::task::JoinError>) {
-    match done {
-        Ok(outcome) => report.record(outcome),
-        Err(e) => {
-            error!(error = %e, "A push task panicked.");
-            report.failed += 1;
-        }
+fn skipped(provider: Provider, why: &str) -> PushOutcome {
+    PushOutcome::Skipped {
+        reason: format!("{} {why}", provider.as_str()),
+    }
+}
+
+fn task_ended(state: &EventState, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        error!(event_id = %state.event_id, error = %e, "A push task panicked.");
+        state.failed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Reads the audience page by page into `pages`, retrying a failed read with backoff.
 async fn read_pages(
     mut audience: Audience,
-    pages: mpsc::Sender<Result<Vec<crate::audience::Device>, DatabaseError>>,
+    pages: mpsc::Sender<Result<Vec<Device>, DatabaseError>>,
     retry_for: Duration,
     stop: CancellationToken,
-    buffered: Arc<AtomicUsize>,
+    state: Arc<EventState>,
     peak: Arc<AtomicUsize>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -237,7 +467,7 @@ async fn read_pages(
         failing_since = None;
         backoff.reset();
         let Some(page) = page else { return };
-        let now = buffered.fetch_add(page.len(), Ordering::Relaxed) + page.len();
+        let now = state.buffered.fetch_add(page.len(), Ordering::Relaxed) + page.len();
         peak.fetch_max(now, Ordering::Relaxed);
         if pages.send(Ok(page)).await.is_err() {
             return;

@@ -5,9 +5,10 @@
 //!
 //! ```text
 //! subscriber ─► event ─► audience ─┐
-//!  (Redis)     (parse)   (database)├─► fanout ─► push::{dry_run, …}
-//!                        content ──┘  (bounded)  (one Pusher per provider)
-//!                       (templates)
+//!  (Redis)     (parse)   (database)├─► fanout ─► push::{fcm, apns, dry_run}
+//!                        content ──┘  (lanes,    (one Pusher per provider,
+//!                       (templates)    bounded)   push::retry by their rules)
+//!                                        └──► prune (dead tokens, batched)
 //! ```
 //!
 //! [`worker`] ties the steps together for each event; [`settings`], [`database`] and
@@ -21,8 +22,15 @@ pub mod database;
 pub mod demo;
 pub mod event;
 pub mod fanout;
+pub mod prune;
 pub mod push;
 pub mod settings;
+pub mod stand_in;
 pub mod subscriber;
 pub mod telemetry;
 pub mod worker;
+
+/// Makes ring the process's TLS crypto provider. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

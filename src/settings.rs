@@ -25,6 +25,15 @@ pub const ENV_VARS: &[&str] = &[
     "NOTIFIER_CHANNEL",
     "NOTIFIER_CONCURRENCY",
     "NOTIFIER_HTTP_ADDR",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "FCM_PROJECT_ID",
+    "FCM_ENDPOINT",
+    "NOTIFIER_EXTRA_CA_FILE",
+    "APNS_KEY_PATH",
+    "APNS_KEY_ID",
+    "APNS_TEAM_ID",
+    "APNS_TOPIC",
+    "APNS_SANDBOX",
     "LOG_FORMAT",
     "RUST_LOG",
 ];
@@ -79,8 +88,14 @@ pub struct Settings {
     pub service: ServiceSettings,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
+    pub fcm: FcmSettings,
+    pub apns: ApnsSettings,
+    pub retry: RetrySettings,
     pub queries: QuerySettings,
     pub content: ContentSettings,
+    /// PEM roots trusted in addition to the system's (`NOTIFIER_EXTRA_CA_FILE`).
+    #[serde(skip)]
+    pub extra_ca_file: Option<PathBuf>,
     /// Derived from `APP_ENV` and `NOTIFIER_SEND_MODE`; not a file key.
     #[serde(skip, default = "default_send_mode")]
     pub send_mode: SendMode,
@@ -147,9 +162,61 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct FcmSettings {
+    pub endpoint: String,
+    /// Path of the service-account JSON; empty when FCM is not configured.
+    pub credentials: String,
+    pub project_id: String,
+    pub concurrency: usize,
+    pub ttl_secs: u64,
+    pub android_channel_id: String,
+    pub request_timeout_secs: u64,
+}
+
+impl FcmSettings {
+    pub fn is_configured(&self) -> bool {
+        !self.credentials.trim().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsSettings {
+    /// Path of the .p8 signing key; empty when APNs is not configured.
+    pub key_path: String,
+    pub key_id: String,
+    pub team_id: String,
+    pub topic: String,
+    pub sandbox: bool,
+    pub concurrency: usize,
+    pub ttl_secs: u64,
+    pub sound: String,
+    pub request_timeout_secs: u64,
+    pub pool_idle_timeout_secs: u64,
+}
+
+impl ApnsSettings {
+    pub fn is_configured(&self) -> bool {
+        !self.key_path.trim().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub push_deadline_secs: u64,
+    pub quota_min_delay_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuerySettings {
     pub content: String,
     pub audience: String,
+    pub prune: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +293,40 @@ impl Settings {
                     "must be an address like 127.0.0.1:9464",
                 )
             })?;
+        }
+        if let Some(v) = set("GOOGLE_APPLICATION_CREDENTIALS") {
+            self.fcm.credentials = v;
+        }
+        if let Some(v) = set("FCM_PROJECT_ID") {
+            self.fcm.project_id = v;
+        }
+        if let Some(v) = set("FCM_ENDPOINT") {
+            self.fcm.endpoint = v;
+        }
+        self.extra_ca_file = set("NOTIFIER_EXTRA_CA_FILE").map(PathBuf::from);
+        if let Some(v) = set("APNS_KEY_PATH") {
+            self.apns.key_path = v;
+        }
+        if let Some(v) = set("APNS_KEY_ID") {
+            self.apns.key_id = v;
+        }
+        if let Some(v) = set("APNS_TEAM_ID") {
+            self.apns.team_id = v;
+        }
+        if let Some(v) = set("APNS_TOPIC") {
+            self.apns.topic = v;
+        }
+        if let Some(v) = set("APNS_SANDBOX") {
+            self.apns.sandbox = match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    return Err(SettingsError::new(
+                        "APNS_SANDBOX",
+                        format!("{other:?} is not true or false"),
+                    ));
+                }
+            };
         }
         self.log_format = match set("LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
@@ -323,8 +424,67 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        self.validate_providers()?;
         crate::content::Templates::check(&self.content)?;
         crate::database::check_queries(&self.queries)?;
+        Ok(())
+    }
+
+    fn validate_providers(&self) -> Result<(), SettingsError> {
+        for (name, limit) in [
+            ("fcm.concurrency", self.fcm.concurrency),
+            ("apns.concurrency", self.apns.concurrency),
+        ] {
+            if limit == 0 {
+                return Err(SettingsError::new(name, "must be at least 1"));
+            }
+        }
+        if !self.fcm.endpoint.starts_with("https://") && !self.fcm.endpoint.starts_with("http://") {
+            return Err(SettingsError::new(
+                "FCM_ENDPOINT",
+                "must be an http(s):// URL",
+            ));
+        }
+        if self.apns.is_configured() {
+            for (name, value) in [
+                ("APNS_KEY_ID", &self.apns.key_id),
+                ("APNS_TEAM_ID", &self.apns.team_id),
+                ("APNS_TOPIC", &self.apns.topic),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(SettingsError::new(
+                        name,
+                        "must be set when APNS_KEY_PATH is",
+                    ));
+                }
+            }
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(SettingsError::new(
+                "retry.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if let Some(path) = &self.extra_ca_file
+            && !path.is_file()
+        {
+            return Err(SettingsError::new(
+                "NOTIFIER_EXTRA_CA_FILE",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        if self.send_mode != SendMode::DryRun
+            && !self.fcm.is_configured()
+            && !self.apns.is_configured()
+        {
+            return Err(SettingsError::new(
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                format!(
+                    "send mode {} needs FCM credentials or an APNs key (APNS_KEY_PATH)",
+                    self.send_mode.as_str()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -343,6 +503,23 @@ impl Settings {
             ("NOTIFIER_CONCURRENCY", self.service.concurrency.to_string()),
             ("NOTIFIER_HTTP_ADDR", self.service.http_addr.to_string()),
             ("database.page_size", self.database.page_size.to_string()),
+            ("FCM_ENDPOINT", self.fcm.endpoint.clone()),
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                or_unset(&self.fcm.credentials),
+            ),
+            ("FCM_PROJECT_ID", or_unset(&self.fcm.project_id)),
+            (
+                "NOTIFIER_EXTRA_CA_FILE",
+                self.extra_ca_file
+                    .as_ref()
+                    .map_or_else(|| "(unset)".into(), |p| p.display().to_string()),
+            ),
+            ("APNS_KEY_PATH", or_unset(&self.apns.key_path)),
+            ("APNS_KEY_ID", or_unset(&self.apns.key_id)),
+            ("APNS_TEAM_ID", or_unset(&self.apns.team_id)),
+            ("APNS_TOPIC", or_unset(&self.apns.topic)),
+            ("APNS_SANDBOX", self.apns.sandbox.to_string()),
         ];
         lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
     }
@@ -361,6 +538,14 @@ fn userinfo_end(rest: &str) -> Option<usize> {
         Some(before_path) => Some(before_path),
         None if prefix[..special].contains(':') => Some(at),
         None => None,
+    }
+}
+
+fn or_unset(value: &str) -> String {
+    if value.trim().is_empty() {
+        "(unset)".into()
+    } else {
+        value.to_string()
     }
 }
 
@@ -464,17 +649,14 @@ mod tests {
 
     #[test]
     fn only_production_or_an_explicit_mode_sends_live() {
-        assert_eq!(
-            load(&[("APP_ENV", "staging")]).unwrap().send_mode,
-            SendMode::DryRun
-        );
-        assert_eq!(
-            load(&[("APP_ENV", "production")]).unwrap().send_mode,
-            SendMode::Live
-        );
+        let staging = load(&[("APP_ENV", "staging")]).unwrap();
+        assert_eq!(staging.send_mode, SendMode::DryRun);
+        let creds = ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/sa.json");
+        let production = load(&[("APP_ENV", "production"), creds]).unwrap();
+        assert_eq!(production.send_mode, SendMode::Live);
         let forced = load(&[("APP_ENV", "production"), ("NOTIFIER_SEND_MODE", "dry-run")]);
         assert_eq!(forced.unwrap().send_mode, SendMode::DryRun);
-        let staging_live = load(&[("NOTIFIER_SEND_MODE", "live")]).unwrap();
+        let staging_live = load(&[("NOTIFIER_SEND_MODE", "live"), creds]).unwrap();
         assert_eq!(staging_live.send_mode, SendMode::Live);
     }
 

@@ -16,20 +16,36 @@ use tracing::{error, info, warn};
 
 use crate::audience::Audience;
 use crate::content::{Talk, TalkRow, Templates};
-use crate::database::{Database, DatabaseError, Queries};
+use crate::database::{Database, DatabaseError, Param, Queries};
 use crate::event::{Preview, Rejection, TalkPosted};
-use crate::fanout::{FanoutError, FanoutLimits, FanoutReport, fan_out};
+use crate::fanout::{Delivery, FanoutError, FanoutLimits, FanoutReport, fan_out};
+use crate::prune::Pruner;
 use crate::push::Pusher;
+use crate::push::retry::RetryPolicy;
 use crate::settings::{SendMode, Settings, SettingsError};
 use crate::subscriber::Subscriber;
 
 /// The pushers an event can go through.
 #[derive(Clone)]
 pub struct Pushers {
-    /// Real delivery; `None` when the send mode is dry-run.
-    pub live: Option<Arc<dyn Pusher>>,
+    /// FCM in the configured mode (live, or validate-only); `None` when FCM is not configured.
+    pub fcm: Option<Arc<dyn Pusher>>,
+    /// APNs, live; `None` when not configured. (APNs has no validate mode: validate runs use the
+    /// dry-run pusher for it.)
+    pub apns: Option<Arc<dyn Pusher>>,
     /// Used in dry-run mode and for events that ask for a dry run.
     pub dry_run: Arc<dyn Pusher>,
+}
+
+impl Pushers {
+    /// Dry run only: what runs outside production.
+    pub fn dry_run(pusher: Arc<dyn Pusher>) -> Self {
+        Self {
+            fcm: None,
+            apns: None,
+            dry_run: pusher,
+        }
+    }
 }
 
 /// What became of one message.
@@ -84,17 +100,25 @@ impl Worker {
     pub fn new(settings: Settings, db: Database, pushers: Pushers) -> Result<Self, SettingsError> {
         let queries = Queries::prepare(&settings.queries, db.backend())?;
         let templates = Templates::new(&settings.content)?;
-        if settings.send_mode != SendMode::DryRun && pushers.live.is_none() {
+        if settings.send_mode != SendMode::DryRun && pushers.fcm.is_none() && pushers.apns.is_none()
+        {
             return Err(SettingsError {
                 setting: "NOTIFIER_SEND_MODE".into(),
                 reason: format!(
-                    "{} needs a live pusher, and none is configured",
+                    "{} needs FCM or APNs, and neither is configured",
                     settings.send_mode.as_str()
                 ),
             });
         }
         let limits = FanoutLimits {
             permits: Arc::new(Semaphore::new(settings.service.concurrency)),
+            // A provider's share never exceeds the whole.
+            fcm_permits: Arc::new(Semaphore::new(
+                settings.fcm.concurrency.min(settings.service.concurrency),
+            )),
+            apns_permits: Arc::new(Semaphore::new(
+                settings.apns.concurrency.min(settings.service.concurrency),
+            )),
             retry_pages_for: std::time::Duration::from_secs(settings.database.retry_for_secs),
             drain_timeout: settings.service.drain_timeout(),
         };
@@ -256,20 +280,40 @@ impl Worker {
             talk.author_id,
             self.settings.database.page_size,
         );
-        let pusher = match (&self.pushers.live, dry_run) {
-            (Some(live), false) => Arc::clone(live),
-            _ => Arc::clone(&self.pushers.dry_run),
+        let mode = if dry_run {
+            SendMode::DryRun
+        } else {
+            self.settings.send_mode
         };
-        let report = fan_out(
+        let dry = Some(Arc::clone(&self.pushers.dry_run));
+        let pruner = (mode == SendMode::Live)
+            .then(|| Pruner::start(self.db.clone(), self.queries.prune.clone()));
+        let delivery = Delivery {
+            fcm: match mode {
+                SendMode::DryRun => dry.clone(),
+                SendMode::Validate | SendMode::Live => self.pushers.fcm.clone(),
+            },
+            apns: match mode {
+                SendMode::DryRun | SendMode::Validate => dry,
+                SendMode::Live => self.pushers.apns.clone(),
+            },
+            retry: RetryPolicy::from(&self.settings.retry),
+            prune: pruner.as_ref().map(Pruner::sender),
+        };
+        let result = fan_out(
             audience,
             Arc::from(event.event_id.as_str()),
             Arc::new(content),
-            pusher,
+            delivery,
             &self.limits,
             stop,
         )
-        .await?;
-        Ok(report)
+        .await;
+        // Flush the dead tokens whatever became of the event: they are dead either way.
+        if let Some(pruner) = pruner {
+            pruner.finish().await;
+        }
+        Ok(result?)
     }
 
     async fn load_talk(&self, event: &TalkPosted) -> Result<Talk, EventError> {
@@ -278,8 +322,8 @@ impl Worker {
             .fetch_optional(
                 &self.queries.content,
                 &[
-                    ("talk_id", Some(event.talk_id)),
-                    ("program_id", event.program_id),
+                    ("talk_id", Param::Int(Some(event.talk_id))),
+                    ("program_id", Param::Int(event.program_id)),
                 ],
             )
             .await
@@ -315,6 +359,8 @@ fn log_summary(summary: &Summary, started: Instant) {
         failed = r.failed,
         pruned = r.pruned,
         skipped = r.skipped,
+        retries = r.retries,
+        paused = %r.paused.join(","),
         dry_run = summary.dry_run,
         elapsed_ms = started.elapsed().as_millis() as u64,
         interrupted = r.interrupted,

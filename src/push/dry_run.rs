@@ -24,6 +24,6 @@ impl Pusher for DryRunPusher {
             body = %push.notification.body,
             "Dry run: would push."
         );
-        PushOutcome::Sent
+        PushOutcome::Delivered
     }
 }

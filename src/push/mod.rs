@@ -1,16 +1,24 @@
 //! Sending one push: the [`Pusher`] trait that every provider implements, what a push carries,
-//! and the outcomes, shaped by what the fan-out does next (count, prune, or report).
+//! and the outcome of one attempt, shaped by what the fan-out does next: count it, prune the
+//! token, retry, report, or pause the provider.
 //!
-//! Providers never touch the database; an unregistered token is an outcome that the fan-out acts
-//! on, so pruning is batched and dry runs never prune.
+//! Providers never touch the database and never sleep: an unregistered token is an outcome the
+//! fan-out batches into a prune, and a retryable failure is an outcome that [`retry`] schedules.
 
+pub mod apns;
 pub mod dry_run;
+pub mod fcm;
+pub mod retry;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::audience::Device;
 use crate::content::Notification;
+use crate::settings::{SendMode, Settings};
 
 /// One push: a device and the notification for its locale.
 #[derive(Debug, Clone)]
@@ -20,23 +28,58 @@ pub struct Push {
     pub notification: Arc<Notification>,
 }
 
-/// What became of a push.
+/// What became of one attempt to send a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
     /// The provider accepted it (or, in a dry run, would have been asked to).
-    Sent,
-    /// The token is dead; the device should stop receiving pushes.
-    Unregistered { reason: String },
-    /// It was not delivered, and retrying would not help or has not helped.
-    Failed { reason: String },
-    /// It was never attempted (unknown provider, provider paused).
+    Delivered,
+    /// The token is dead: disable the device. `since` is when the provider last saw it invalid
+    /// (APNs 410); a device registered after that keeps its token.
+    Unregistered {
+        reason: String,
+        since: Option<DateTime<Utc>>,
+    },
+    /// Worth another try later: 5xx, 429, timeouts, resets, GOAWAY.
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+        /// A quota was exceeded: wait at least the quota delay (FCM asks for a minute).
+        quota: bool,
+    },
+    /// The request itself is wrong (payload, topic…); retrying cannot help, the token stays.
+    Rejected { reason: String },
+    /// The provider refused our credentials: every further push would fail the same way.
+    CredentialsRejected {
+        reason: String,
+        /// The setting the operator has to fix.
+        setting: &'static str,
+    },
+    /// Not attempted (provider not configured or paused, unknown provider).
     Skipped { reason: String },
 }
 
-/// A way to deliver pushes. Implementations must be cheap to share across tasks.
+impl PushOutcome {
+    /// A low-cardinality label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PushOutcome::Delivered => "delivered",
+            PushOutcome::Unregistered { .. } => "unregistered",
+            PushOutcome::Retryable { .. } => "retryable",
+            PushOutcome::Rejected { .. } => "rejected",
+            PushOutcome::CredentialsRejected { .. } => "credentials_rejected",
+            PushOutcome::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+/// A way to deliver pushes: one attempt per call. Implementations are shared across tasks.
 #[async_trait::async_trait]
 pub trait Pusher: Send + Sync + 'static {
     async fn push(&self, push: &Push) -> PushOutcome;
+
+    /// Gets the connection up before a burst of pushes, so the burst shares it instead of each
+    /// push opening its own. Called once per event and provider; failures are ignored.
+    async fn warm(&self) {}
 }
 
 /// A device token as it may appear in logs: the first 8 characters, then `…`.
@@ -47,6 +90,104 @@ impl fmt::Display for MaskedToken<'_> {
         let head: String = self.0.chars().take(8).collect();
         write!(f, "{head}…")
     }
+}
+
+/// The live pushers, as the settings configure them.
+pub struct Providers {
+    pub fcm: Option<Arc<dyn Pusher>>,
+    pub apns: Option<Arc<dyn Pusher>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Fcm(#[from] fcm::FcmError),
+    #[error("APNs: {0}")]
+    Apns(#[from] apns::TransportError),
+}
+
+/// Builds the pushers the send mode needs: none for a dry run (no key is read, no connection
+/// made), FCM validate-only for `validate`, FCM and APNs for `live`, each only if configured.
+pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
+    let mode = settings.send_mode;
+    let fcm = if mode != SendMode::DryRun && settings.fcm.is_configured() {
+        Some(Arc::new(fcm_pusher(settings, mode == SendMode::Validate)?) as Arc<dyn Pusher>)
+    } else {
+        None
+    };
+    let apns = if mode == SendMode::Live && settings.apns.is_configured() {
+        let transport = apns::A2Transport::new(&settings.apns)?;
+        Some(
+            Arc::new(apns::ApnsPusher::new(Arc::new(transport), &settings.apns)) as Arc<dyn Pusher>,
+        )
+    } else {
+        None
+    };
+    Ok(Providers { fcm, apns })
+}
+
+/// The FCM pusher from the service account named in the settings.
+pub fn fcm_pusher(
+    settings: &Settings,
+    validate_only: bool,
+) -> Result<fcm::FcmPusher, fcm::FcmError> {
+    let s = &settings.fcm;
+    let timeout = Duration::from_secs(s.request_timeout_secs);
+    let tokens =
+        fcm::ServiceAccountTokens::from_file(std::path::Path::new(&s.credentials), timeout)?;
+    let project = match s.project_id.trim() {
+        "" => tokens
+            .project_id()
+            .map(str::to_string)
+            .ok_or(fcm::FcmError::NoProject)?,
+        id => id.to_string(),
+    };
+    let client = http_client(settings)?;
+    Ok(fcm::FcmPusher::new(
+        client,
+        &s.endpoint,
+        &project,
+        Arc::new(tokens),
+        s,
+        validate_only,
+    ))
+}
+
+/// The HTTP client shared by every FCM push: HTTP/2 (over TLS by ALPN; with prior knowledge on a
+/// plain `http://` stand-in), the system's roots plus `NOTIFIER_EXTRA_CA_FILE`.
+pub fn http_client(settings: &Settings) -> Result<reqwest::Client, fcm::FcmError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(settings.fcm.request_timeout_secs))
+        .tcp_nodelay(true)
+        // Keep-alive PINGs find a connection a NAT dropped before a push does.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_while_idle(true)
+        .pool_idle_timeout(Duration::from_secs(240));
+    if settings.fcm.endpoint.starts_with("http://") {
+        builder = builder.http2_prior_knowledge();
+    }
+    if let Some(path) = &settings.extra_ca_file {
+        let extra = |reason: String| fcm::FcmError::ExtraCa {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| extra(e.to_string()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| extra(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(extra("no certificate in the file".into()));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder.build()?)
+}
+
+/// Reads a `Retry-After` header given in seconds (providers do not send HTTP dates).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -61,5 +202,18 @@ mod tests {
             MaskedToken("トークントークン長い").to_string(),
             "トークントークン…"
         );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(http::header::RETRY_AFTER, "30".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 }

@@ -171,7 +171,7 @@ async fn a_wrong_setting_stops_start_up_with_one_line_naming_it() {
 }
 
 #[tokio::test]
-async fn live_mode_refuses_to_start_while_no_live_pusher_exists() {
+async fn production_without_provider_credentials_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = notifier(
         dir.path(),
@@ -182,13 +182,21 @@ async fn live_mode_refuses_to_start_while_no_live_pusher_exists() {
     .await
     .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NOTIFIER_SEND_MODE"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GOOGLE_APPLICATION_CREDENTIALS"));
 }
 
 #[tokio::test]
 async fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for command in [&[][..], &["run"], &["migrate"], &["publish"], &["demo"]] {
+    for command in [
+        &[][..],
+        &["run"],
+        &["migrate"],
+        &["publish"],
+        &["demo"],
+        &["send"],
+        &["check"],
+    ] {
         let out = notifier(dir.path(), &[])
             .args(command)
             .arg("--help")

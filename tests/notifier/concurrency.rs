@@ -75,9 +75,10 @@ async fn an_audience_of_100_000_devices_is_streamed_in_pages_without_holding_the
     assert_eq!((r.recipients, r.sent), (100_000, 100_000));
     assert_eq!(recorder.count.load(Ordering::Relaxed), 100_000);
     assert_eq!(r.pages, 100);
-    // One page being sent, one waiting, one read ahead: never the whole audience.
+    // At most a page being routed, one waiting, one read ahead and a page in each provider's
+    // lane: never the whole audience.
     assert!(
-        r.peak_buffered >= 1000 && r.peak_buffered <= 3000,
+        r.peak_buffered >= 1000 && r.peak_buffered <= 5000,
         "peak {} devices held",
         r.peak_buffered
     );

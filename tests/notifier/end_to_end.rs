@@ -82,10 +82,15 @@ async fn a_dry_run_event_never_reaches_the_live_pusher() {
     let settings = settings_with(&[
         ("DATABASE_URL", &test_db.url),
         ("NOTIFIER_SEND_MODE", "live"),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "/unused/by/this/test.json",
+        ),
     ]);
     let (live, dry) = (RecordingPusher::new(), RecordingPusher::new());
     let pushers = notifier::worker::Pushers {
-        live: Some(live.clone()),
+        fcm: Some(live.clone()),
+        apns: Some(live.clone()),
         dry_run: dry.clone(),
     };
     let worker = notifier::worker::Worker::new(settings, test_db.db.clone(), pushers).unwrap();
@@ -138,7 +143,14 @@ async fn an_unknown_talk_or_a_mismatched_program_is_skipped() {
 #[tokio::test]
 async fn a_live_send_mode_without_a_live_pusher_refuses_to_start() {
     let test_db = TestDb::new(Backend::Sqlite).await;
-    let settings = settings_with(&[("DATABASE_URL", &test_db.url), ("APP_ENV", "production")]);
+    let settings = settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("APP_ENV", "production"),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "/unused/by/this/test.json",
+        ),
+    ]);
     let recorder = RecordingPusher::new();
     let err =
         notifier::worker::Worker::new(settings, test_db.db.clone(), dry_run_pushers(&recorder))

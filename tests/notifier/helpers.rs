@@ -291,7 +291,7 @@ impl Pusher for RecordingPusher {
             });
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        PushOutcome::Sent
+        PushOutcome::Delivered
     }
 }
 
@@ -322,10 +322,7 @@ pub fn recording_worker(
 }
 
 pub fn dry_run_pushers(recorder: &Arc<RecordingPusher>) -> Pushers {
-    Pushers {
-        live: None,
-        dry_run: Arc::clone(recorder) as Arc<dyn Pusher>,
-    }
+    Pushers::dry_run(Arc::clone(recorder) as Arc<dyn Pusher>)
 }
 
 /// A worker running in the background, as `notifier run` runs it.

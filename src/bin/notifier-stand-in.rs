@@ -1,0 +1,67 @@
+//! `notifier-stand-in`: an FCM HTTP v1 + OAuth2 stand-in on loopback (see `notifier::stand_in`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use notifier::stand_in::{StandIn, StandInConfig};
+
+/// A stand-in for FCM HTTP v1 and Google's token endpoint, for staging load tests and the
+/// benchmark. Tokens containing unregistered, mismatch, invalid, thirdpartyauth, flaky, quota or
+/// down get the matching FCM error; GET /stats counts what arrived.
+#[derive(Debug, Parser)]
+#[command(name = "notifier-stand-in", version, about, long_about)]
+struct Args {
+    /// HTTP/2 over TLS (point FCM_ENDPOINT here, with NOTIFIER_EXTRA_CA_FILE = DIR/ca.pem).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    tls_addr: SocketAddr,
+    /// HTTP/1.1 and h2c; also serves the token endpoint named in the service account.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    plain_addr: SocketAddr,
+    /// Where to write ca.pem and service-account.json (token_uri pointing here).
+    #[arg(long, default_value = "stand-in")]
+    dir: PathBuf,
+    #[arg(long, default_value = "stand-in-project")]
+    project: String,
+    /// Delay before each FCM answer, in milliseconds (FCM from a data centre: 20–200).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    max_streams: u32,
+    /// Host name in the URLs printed (the certificate is valid for localhost and 127.0.0.1).
+    #[arg(long, default_value = "localhost")]
+    public_host: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let stand_in = StandIn::start(StandInConfig {
+            tls_addr: args.tls_addr,
+            plain_addr: args.plain_addr,
+            project: args.project,
+            latency: Duration::from_millis(args.latency_ms),
+            max_streams: args.max_streams,
+            record: false,
+        })
+        .await?;
+        let (ca, account) = stand_in.write_files(&args.dir)?;
+        println!("FCM stand-in ready.");
+        println!(
+            "  FCM_ENDPOINT=https://{}:{}",
+            args.public_host,
+            stand_in.tls_addr.port()
+        );
+        println!("  NOTIFIER_EXTRA_CA_FILE={}", ca.display());
+        println!("  GOOGLE_APPLICATION_CREDENTIALS={}", account.display());
+        println!("  stats: curl http://{}/stats", stand_in.plain_addr);
+        notifier::cli::shutdown_signal().await;
+        stand_in.stop();
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,588 @@
+//! FCM HTTP v1: `POST {FCM_ENDPOINT}/v1/projects/{project}/messages:send`, one message per
+//! request, multiplexed over HTTP/2 by one shared client, authorised by an OAuth2 access token
+//! minted from the service account.
+//!
+//! Responses are classified by HTTP status first and FCM's `errorCode` second, by Firebase's
+//! rules: `UNREGISTERED` and `SENDER_ID_MISMATCH` prune the token, `INVALID_ARGUMENT` never does
+//! (payload errors share it), 429 waits at least a minute, 5xx retry, and 401/403 mean our
+//! credentials are wrong for every device alike.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use gcp_auth::TokenProvider;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use tokio::time::Instant;
+
+use super::{Push, PushOutcome, Pusher, retry_after};
+use crate::settings::FcmSettings;
+
+/// The OAuth2 scope for sending with FCM.
+pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+const CREDENTIALS_SETTING: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+/// A token is renewed this long before it expires, so no request carries one about to lapse.
+const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// How long a failed token fetch answers for every caller before the next try.
+const FAILURE_SHARED_FOR: Duration = Duration::from_secs(5);
+/// Error bodies are short; anything longer is cut before parsing.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FcmError {
+    #[error("cannot read the service account {path}: {source}")]
+    ServiceAccount {
+        path: String,
+        #[source]
+        source: gcp_auth::Error,
+    },
+    #[error("no FCM project: set FCM_PROJECT_ID or use a service account with a project_id")]
+    NoProject,
+    #[error("cannot read NOTIFIER_EXTRA_CA_FILE {path}: {reason}")]
+    ExtraCa { path: String, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Why no access token could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// The token endpoint refused the service account (bad key, revoked, wrong token_uri).
+    #[error("the token endpoint refused the service account: {0}")]
+    Refused(String),
+    /// It did not answer in time; worth another try.
+    #[error("no access token within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where bearer tokens come from.
+#[async_trait::async_trait]
+pub trait AccessTokens: Send + Sync {
+    /// An `Authorization` header value, `Bearer …`.
+    async fn bearer(&self) -> Result<http::HeaderValue, TokenError>;
+}
+
+/// Access tokens minted by gcp_auth from a service-account JSON (whose `token_uri` it honours),
+/// cached until shortly before they expire. One task renews; the others keep the old token
+/// meanwhile or wait for the new one.
+pub struct ServiceAccountTokens {
+    account: gcp_auth::CustomServiceAccount,
+    timeout: Duration,
+    cached: RwLock<Option<(http::HeaderValue, Instant)>>,
+    /// The last failed fetch, shared for a moment: while the endpoint refuses us, tasks waiting
+    /// for a token get the same answer at once instead of each asking again.
+    renewing: tokio::sync::Mutex<Option<(TokenError, Instant)>>,
+}
+
+impl ServiceAccountTokens {
+    pub fn from_file(path: &Path, timeout: Duration) -> Result<Self, FcmError> {
+        let account = gcp_auth::CustomServiceAccount::from_file(path).map_err(|source| {
+            FcmError::ServiceAccount {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            account,
+            timeout,
+            cached: RwLock::new(None),
+            renewing: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn project_id(&self) -> Option<&str> {
+        self.account.project_id()
+    }
+
+    fn fresh(&self) -> Option<http::HeaderValue> {
+        let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((value, renew_at)) if Instant::now() < *renew_at => Some(value.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AccessTokens for ServiceAccountTokens {
+    async fn bearer(&self) -> Result<http::HeaderValue, TokenError> {
+        if let Some(value) = self.fresh() {
+            return Ok(value);
+        }
+        let mut last_failure = self.renewing.lock().await;
+        if let Some(value) = self.fresh() {
+            return Ok(value); // another task renewed it while this one waited
+        }
+        if let Some((error, at)) = &*last_failure
+            && at.elapsed() < FAILURE_SHARED_FOR
+        {
+            return Err(error.clone());
+        }
+        // gcp_auth has no timeout of its own.
+        let fetched = match tokio::time::timeout(self.timeout, self.account.token(&[SCOPE])).await {
+            Err(_) => Err(TokenError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(TokenError::Refused(e.to_string())),
+            Ok(Ok(token)) => Ok(token),
+        };
+        let token = match fetched {
+            Ok(token) => token,
+            Err(e) => {
+                *last_failure = Some((e.clone(), Instant::now()));
+                return Err(e);
+            }
+        };
+        *last_failure = None;
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+            .map_err(|_| TokenError::Refused("the access token is not a valid header".into()))?;
+        value.set_sensitive(true);
+        let lifetime = (token.expires_at() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some((value.clone(), renew_at));
+        Ok(value)
+    }
+}
+
+/// A fixed token, for tests and for stand-ins that accept anything.
+pub struct StaticToken(pub http::HeaderValue);
+
+#[async_trait::async_trait]
+impl AccessTokens for StaticToken {
+    async fn bearer(&self) -> Result<http::HeaderValue, TokenError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Sends pushes to FCM.
+pub struct FcmPusher {
+    client: reqwest::Client,
+    /// The endpoint's root, for warming the connection.
+    base: String,
+    url: String,
+    tokens: Arc<dyn AccessTokens>,
+    validate_only: bool,
+    ttl: String,
+    channel_id: Option<String>,
+}
+
+impl FcmPusher {
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: &str,
+        project: &str,
+        tokens: Arc<dyn AccessTokens>,
+        settings: &FcmSettings,
+        validate_only: bool,
+    ) -> Self {
+        Self {
+            client,
+            base: format!("{}/", endpoint.trim_end_matches('/')),
+            url: format!(
+                "{}/v1/projects/{project}/messages:send",
+                endpoint.trim_end_matches('/')
+            ),
+            tokens,
+            validate_only,
+            ttl: format!("{}s", settings.ttl_secs),
+            channel_id: Some(settings.android_channel_id.clone()).filter(|c| !c.is_empty()),
+        }
+    }
+
+    /// The request body for one push.
+    pub fn body(&self, push: &Push) -> Vec<u8> {
+        let n = &push.notification;
+        let ios = push.device.platform.as_deref() == Some("ios");
+        let request = SendRequest {
+            validate_only: self.validate_only,
+            message: Message {
+                token: &push.device.token,
+                notification: Text {
+                    title: &n.title,
+                    body: &n.body,
+                },
+                data: Data(&n.data),
+                android: Android {
+                    priority: "high",
+                    ttl: &self.ttl,
+                    collapse_key: &n.collapse_id,
+                    notification: AndroidNotification {
+                        tag: &n.collapse_id,
+                        channel_id: self.channel_id.as_deref(),
+                    },
+                },
+                // An iPhone reached through FCM gets the same grouping as one reached directly.
+                apns: ios.then(|| ApnsOverride {
+                    headers: ApnsHeaders {
+                        priority: "10",
+                        push_type: "alert",
+                        collapse_id: super::apns::collapse_id(&n.collapse_id),
+                    },
+                    payload: ApnsOverridePayload {
+                        aps: ApnsOverrideAps {
+                            thread_id: &n.thread_id,
+                            sound: "default",
+                        },
+                    },
+                }),
+            },
+        };
+        // Serialising plain strings and maps cannot fail.
+        serde_json::to_vec(&request).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Pusher for FcmPusher {
+    async fn push(&self, push: &Push) -> PushOutcome {
+        let bearer = match self.tokens.bearer().await {
+            Ok(bearer) => bearer,
+            Err(TokenError::Timeout(t)) => {
+                return PushOutcome::Retryable {
+                    reason: format!("fcm:token timeout after {t:?}"),
+                    retry_after: None,
+                    quota: false,
+                };
+            }
+            Err(TokenError::Refused(reason)) => {
+                return PushOutcome::CredentialsRejected {
+                    reason: format!("fcm: {reason}"),
+                    setting: CREDENTIALS_SETTING,
+                };
+            }
+        };
+        let sent = self
+            .client
+            .post(&self.url)
+            .header(http::header::AUTHORIZATION, bearer)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(self.body(push))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return PushOutcome::Delivered;
+        }
+        let after = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return transport_failure(&e),
+        };
+        classify(status, &body[..body.len().min(MAX_ERROR_BODY)], after)
+    }
+
+    async fn warm(&self) {
+        // Over TLS the client learns it may multiplex only once ALPN says h2; until then every
+        // concurrent request dials its own connection. One small request first avoids that.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), self.client.get(&self.base).send()).await;
+        // The token too: a burst would otherwise queue behind its first fetch anyway.
+        let _ = self.tokens.bearer().await;
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> PushOutcome {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    // Resets and GOAWAY land here too: the request may not have reached FCM.
+    PushOutcome::Retryable {
+        reason: format!("fcm:{kind}: {}", error_chain(e)),
+        retry_after: None,
+        quota: false,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What FCM said about a failed request, from its JSON error body.
+#[derive(Debug, Default, PartialEq)]
+struct FcmErrorBody {
+    /// The google.rpc status, e.g. `NOT_FOUND`.
+    status: Option<String>,
+    /// The FCM error code from `details`, e.g. `UNREGISTERED`.
+    error_code: Option<String>,
+    message: Option<String>,
+}
+
+fn parse_error(body: &[u8]) -> FcmErrorBody {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return FcmErrorBody::default();
+    };
+    let error = &value["error"];
+    let error_code = error["details"].as_array().and_then(|details| {
+        details
+            .iter()
+            .find_map(|d| d["errorCode"].as_str().map(str::to_string))
+    });
+    FcmErrorBody {
+        status: error["status"].as_str().map(str::to_string),
+        error_code,
+        message: error["message"].as_str().map(str::to_string),
+    }
+}
+
+/// Maps a failed FCM response to what the fan-out does next.
+pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> PushOutcome {
+    let error = parse_error(body);
+    let code = error
+        .error_code
+        .clone()
+        .or_else(|| error.status.clone())
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let reason = format!("fcm:{code}");
+    let detail = match &error.message {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.clone(),
+    };
+    let retryable = |quota| PushOutcome::Retryable {
+        reason: reason.clone(),
+        retry_after,
+        quota,
+    };
+    match (status, code.as_str()) {
+        (_, "UNREGISTERED") | (404, _) => PushOutcome::Unregistered {
+            reason: "fcm:UNREGISTERED".into(),
+            since: None,
+        },
+        (403, "SENDER_ID_MISMATCH") => PushOutcome::Unregistered {
+            reason: "fcm:SENDER_ID_MISMATCH".into(),
+            since: None,
+        },
+        // The APNs key or certificate uploaded to the Firebase project is wrong or missing.
+        (_, "THIRD_PARTY_AUTH_ERROR") => PushOutcome::CredentialsRejected {
+            reason: detail,
+            setting: "the APNs key in the Firebase project settings",
+        },
+        (401, _) | (403, _) => PushOutcome::CredentialsRejected {
+            reason: detail,
+            setting: CREDENTIALS_SETTING,
+        },
+        (429, _) => retryable(true),
+        (500..=599, _) => retryable(false),
+        // INVALID_ARGUMENT included: the payload is as likely at fault as the token.
+        _ => PushOutcome::Rejected { reason: detail },
+    }
+}
+
+#[derive(Serialize)]
+struct SendRequest<'a> {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    validate_only: bool,
+    message: Message<'a>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    token: &'a str,
+    notification: Text<'a>,
+    data: Data<'a>,
+    android: Android<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apns: Option<ApnsOverride<'a>>,
+}
+
+#[derive(Serialize)]
+struct Text<'a> {
+    title: &'a str,
+    body: &'a str,
+}
+
+/// The data pairs as a JSON object of strings.
+struct Data<'a>(&'a [(String, String)]);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Android<'a> {
+    priority: &'a str,
+    ttl: &'a str,
+    collapse_key: &'a str,
+    notification: AndroidNotification<'a>,
+}
+
+#[derive(Serialize)]
+struct AndroidNotification<'a> {
+    tag: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ApnsOverride<'a> {
+    headers: ApnsHeaders<'a>,
+    payload: ApnsOverridePayload<'a>,
+}
+
+#[derive(Serialize)]
+struct ApnsHeaders<'a> {
+    #[serde(rename = "apns-priority")]
+    priority: &'a str,
+    #[serde(rename = "apns-push-type")]
+    push_type: &'a str,
+    #[serde(rename = "apns-collapse-id")]
+    collapse_id: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct ApnsOverridePayload<'a> {
+    aps: ApnsOverrideAps<'a>,
+}
+
+#[derive(Serialize)]
+struct ApnsOverrideAps<'a> {
+    #[serde(rename = "thread-id")]
+    thread_id: &'a str,
+    sound: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_body(status: &str, code: Option<&str>) -> Vec<u8> {
+        let details = match code {
+            Some(c) => serde_json::json!([{
+                "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                "errorCode": c
+            }]),
+            None => serde_json::json!([]),
+        };
+        serde_json::json!({"error": {"code": 0, "message": "m", "status": status, "details": details}})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Every row of the FCM v1 error table, as FCM sends it.
+    #[test]
+    fn each_fcm_error_maps_to_what_the_fan_out_does_next() {
+        let s = Some(Duration::from_secs(30));
+        let rows: &[(u16, &str, Option<&str>, &str, &str)] = &[
+            (
+                404,
+                "NOT_FOUND",
+                Some("UNREGISTERED"),
+                "unregistered",
+                "fcm:UNREGISTERED",
+            ),
+            (
+                403,
+                "PERMISSION_DENIED",
+                Some("SENDER_ID_MISMATCH"),
+                "unregistered",
+                "fcm:SENDER_ID_MISMATCH",
+            ),
+            (
+                400,
+                "INVALID_ARGUMENT",
+                Some("INVALID_ARGUMENT"),
+                "rejected",
+                "fcm:INVALID_ARGUMENT: m",
+            ),
+            (
+                429,
+                "RESOURCE_EXHAUSTED",
+                Some("QUOTA_EXCEEDED"),
+                "retryable",
+                "fcm:QUOTA_EXCEEDED",
+            ),
+            (
+                503,
+                "UNAVAILABLE",
+                Some("UNAVAILABLE"),
+                "retryable",
+                "fcm:UNAVAILABLE",
+            ),
+            (
+                500,
+                "INTERNAL",
+                Some("INTERNAL"),
+                "retryable",
+                "fcm:INTERNAL",
+            ),
+            (
+                401,
+                "UNAUTHENTICATED",
+                Some("THIRD_PARTY_AUTH_ERROR"),
+                "credentials_rejected",
+                "fcm:THIRD_PARTY_AUTH_ERROR: m",
+            ),
+            (
+                401,
+                "UNAUTHENTICATED",
+                None,
+                "credentials_rejected",
+                "fcm:UNAUTHENTICATED: m",
+            ),
+            (
+                403,
+                "PERMISSION_DENIED",
+                None,
+                "credentials_rejected",
+                "fcm:PERMISSION_DENIED: m",
+            ),
+            (502, "", None, "retryable", "fcm:"),
+        ];
+        for (status, grpc, code, label, reason) in rows {
+            let outcome = classify(*status, &error_body(grpc, *code), s);
+            assert_eq!(outcome.label(), *label, "{status} {code:?}");
+            let got = match &outcome {
+                PushOutcome::Unregistered { reason, .. }
+                | PushOutcome::Retryable { reason, .. }
+                | PushOutcome::Rejected { reason }
+                | PushOutcome::CredentialsRejected { reason, .. } => reason.clone(),
+                other => format!("{other:?}"),
+            };
+            assert!(got.starts_with(reason), "{status} {code:?}: {got}");
+        }
+        assert!(matches!(
+            classify(429, &error_body("RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED")), s),
+            PushOutcome::Retryable { quota: true, retry_after: Some(d), .. } if d == Duration::from_secs(30)
+        ));
+        assert!(matches!(
+            classify(503, &error_body("UNAVAILABLE", Some("UNAVAILABLE")), None),
+            PushOutcome::Retryable { quota: false, .. }
+        ));
+        let third_party = classify(
+            401,
+            &error_body("UNAUTHENTICATED", Some("THIRD_PARTY_AUTH_ERROR")),
+            None,
+        );
+        assert!(
+            matches!(third_party, PushOutcome::CredentialsRejected { setting, .. } if setting.contains("APNs key"))
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_classified_by_status_alone() {
+        assert_eq!(classify(404, b"<html>", None).label(), "unregistered");
+        assert_eq!(classify(503, b"", None).label(), "retryable");
+        assert_eq!(classify(400, b"oops", None).label(), "rejected");
+    }
+}

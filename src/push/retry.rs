@@ -1,0 +1,268 @@
+//! Retrying a push by the providers' rules: capped exponential backoff with full jitter, at least
+//! the `Retry-After` the provider asked for, at least a minute after an FCM quota error, within a
+//! maximum number of attempts and a per-push deadline.
+//!
+//! A push waiting for its retry keeps its concurrency slot, on purpose: when a provider is
+//! overloaded or over quota, sending less is the point. It holds only its own provider's slots,
+//! so the other provider carries on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Push, PushOutcome, Pusher};
+use crate::backoff::Backoff;
+use crate::settings::RetrySettings;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub deadline: Duration,
+    pub quota_min_delay: Duration,
+}
+
+impl From<&RetrySettings> for RetryPolicy {
+    fn from(s: &RetrySettings) -> Self {
+        Self {
+            max_attempts: s.max_attempts,
+            initial_backoff: Duration::from_millis(s.initial_backoff_ms),
+            max_backoff: Duration::from_millis(s.max_backoff_ms),
+            deadline: Duration::from_secs(s.push_deadline_secs),
+            quota_min_delay: Duration::from_secs(s.quota_min_delay_secs),
+        }
+    }
+}
+
+/// What [`deliver`] ended with, and after how many attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub outcome: PushOutcome,
+    pub attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The wait before the next attempt after a retryable outcome.
+    fn delay(&self, backoff: &mut Backoff, retry_after: Option<Duration>, quota: bool) -> Duration {
+        let mut delay = backoff.next_delay();
+        if let Some(asked) = retry_after {
+            delay = delay.max(asked);
+        }
+        if quota {
+            delay = delay.max(self.quota_min_delay);
+        }
+        delay
+    }
+}
+
+/// Sends `push`, retrying retryable failures while the policy allows. A retryable outcome comes
+/// back only once the attempts or the deadline are used up. `paused` stops further attempts when
+/// the provider's credentials were rejected meanwhile.
+pub async fn deliver(
+    pusher: &dyn Pusher,
+    push: &Push,
+    policy: &RetryPolicy,
+    paused: &AtomicBool,
+) -> Delivered {
+    let first = Instant::now();
+    let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
+    let mut attempts = 0;
+    loop {
+        if paused.load(Ordering::Relaxed) {
+            return Delivered {
+                outcome: PushOutcome::Skipped {
+                    reason: "provider paused: credentials rejected".into(),
+                },
+                attempts,
+            };
+        }
+        attempts += 1;
+        let outcome = pusher.push(push).await;
+        let PushOutcome::Retryable {
+            retry_after, quota, ..
+        } = &outcome
+        else {
+            return Delivered { outcome, attempts };
+        };
+        let delay = policy.delay(&mut backoff, *retry_after, *quota);
+        if attempts >= policy.max_attempts || first.elapsed() + delay > policy.deadline {
+            return Delivered { outcome, attempts };
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::audience::{Device, Provider};
+    use crate::content::Notification;
+
+    /// Answers from a script, and notes when each attempt came.
+    struct Scripted {
+        answers: Mutex<VecDeque<PushOutcome>>,
+        calls: Mutex<Vec<Instant>>,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<PushOutcome>) -> Self {
+            Self {
+                answers: Mutex::new(answers.into()),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+        fn gaps(&self) -> Vec<Duration> {
+            let calls = self.calls.lock().unwrap();
+            calls.windows(2).map(|w| w[1] - w[0]).collect()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Pusher for Scripted {
+        async fn push(&self, _: &Push) -> PushOutcome {
+            self.calls.lock().unwrap().push(Instant::now());
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(PushOutcome::Delivered)
+        }
+    }
+
+    fn push() -> Push {
+        Push {
+            event_id: "e".into(),
+            device: Device {
+                id: 1,
+                user_id: None,
+                provider: Some(Provider::Fcm),
+                platform: None,
+                token: "t".into(),
+                locale: None,
+                updated_at: None,
+            },
+            notification: Arc::new(Notification {
+                title: String::new(),
+                body: String::new(),
+                data: vec![],
+                collapse_id: "e".into(),
+                thread_id: "p".into(),
+            }),
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            deadline: Duration::from_secs(600),
+            quota_min_delay: Duration::from_secs(60),
+        }
+    }
+
+    fn unavailable(after: Option<u64>) -> PushOutcome {
+        PushOutcome::Retryable {
+            reason: "fcm:UNAVAILABLE".into(),
+            retry_after: after.map(Duration::from_secs),
+            quota: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_failure_is_retried_until_it_succeeds() {
+        let p = Scripted::new(vec![unavailable(None), unavailable(None)]);
+        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        assert_eq!(
+            done,
+            Delivered {
+                outcome: PushOutcome::Delivered,
+                attempts: 3
+            }
+        );
+        // Full jitter: each wait is at most the doubling ceiling.
+        let gaps = p.gaps();
+        assert!(
+            gaps[0] <= Duration::from_millis(500) && gaps[1] <= Duration::from_millis(1000),
+            "{gaps:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_when_longer_than_the_backoff() {
+        let p = Scripted::new(vec![unavailable(Some(7))]);
+        deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        assert!(p.gaps()[0] >= Duration::from_secs(7), "{:?}", p.gaps());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_error_waits_at_least_a_minute() {
+        let quota = PushOutcome::Retryable {
+            reason: "fcm:QUOTA_EXCEEDED".into(),
+            retry_after: Some(Duration::from_secs(5)),
+            quota: true,
+        };
+        let p = Scripted::new(vec![quota]);
+        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        assert_eq!(done.outcome, PushOutcome::Delivered);
+        assert!(p.gaps()[0] >= Duration::from_secs(60), "{:?}", p.gaps());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_and_the_deadline_bound_the_retries() {
+        let p = Scripted::new(vec![unavailable(None); 10]);
+        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        assert_eq!(done.attempts, 4);
+        assert_eq!(done.outcome.label(), "retryable");
+
+        let short = RetryPolicy {
+            deadline: Duration::from_secs(10),
+            ..policy()
+        };
+        let p = Scripted::new(vec![unavailable(Some(30)); 10]);
+        let done = deliver(&p, &push(), &short, &AtomicBool::new(false)).await;
+        assert_eq!(
+            done.attempts, 1,
+            "a 30 s Retry-After does not fit a 10 s deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_outcomes_are_not_retried() {
+        for outcome in [
+            PushOutcome::Rejected {
+                reason: "fcm:INVALID_ARGUMENT".into(),
+            },
+            PushOutcome::Unregistered {
+                reason: "fcm:UNREGISTERED".into(),
+                since: None,
+            },
+            PushOutcome::CredentialsRejected {
+                reason: "x".into(),
+                setting: "S",
+            },
+        ] {
+            let p = Scripted::new(vec![outcome.clone()]);
+            let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+            assert_eq!(
+                done,
+                Delivered {
+                    outcome,
+                    attempts: 1
+                }
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_provider_gets_no_further_attempt() {
+        let p = Scripted::new(vec![]);
+        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(true)).await;
+        assert_eq!((done.outcome.label(), done.attempts), ("skipped", 0));
+    }
+}
