@@ -165,9 +165,19 @@ impl EventState {
                     self.failed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                self.pruned.fetch_add(1, Ordering::Relaxed);
-                if let Some(prune) = &self.delivery.prune {
-                    let _ = prune.send((device.id, reason)).await;
+                match &self.delivery.prune {
+                    Some(prune) => {
+                        self.pruned.fetch_add(1, Ordering::Relaxed);
+                        let _ = prune.send((device.id, reason)).await;
+                    }
+                    // Validate runs write nothing: "pruned" would promise a change that is not made.
+                    None => {
+                        self.failed.fetch_add(1, Ordering::Relaxed);
+                        if self.first_time(&reason) {
+                            warn!(event_id = %self.event_id, %reason,
+                                "The provider reports a dead token; not pruned in this send mode (further ones are counted, not logged).");
+                        }
+                    }
                 }
             }
             PushOutcome::Retryable { reason, .. } => {

@@ -210,3 +210,300 @@ async fn every_command_has_help() {
         );
     }
 }
+
+/// A stand-in in this process, and the variables that point the binary at it.
+async fn stand_in(dir: &Path) -> (notifier::stand_in::StandIn, Vec<(&'static str, String)>) {
+    let stand_in = notifier::stand_in::StandIn::start(Default::default())
+        .await
+        .unwrap();
+    let (ca, account) = stand_in.write_files(&dir.join("stand-in")).unwrap();
+    let vars = vec![
+        ("FCM_ENDPOINT", stand_in.tls_endpoint()),
+        ("NOTIFIER_EXTRA_CA_FILE", ca.display().to_string()),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            account.display().to_string(),
+        ),
+    ];
+    (stand_in, vars)
+}
+
+fn refs<'a>(
+    vars: &'a [(&'static str, String)],
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend(more.iter().copied());
+    all
+}
+
+/// Strings that must never appear in any output: the key, a password, the bearer token.
+fn assert_no_secret(output: &str) {
+    let key_line = notifier::stand_in::SERVICE_ACCOUNT_KEY
+        .lines()
+        .nth(3)
+        .unwrap();
+    for secret in ["PRIVATE KEY", key_line, "hunter2-secret", "ya29.stand-in"] {
+        assert!(
+            !output.contains(secret),
+            "{secret:?} reached the output:\n{output}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_passes_against_the_stand_in_and_prints_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stand_in, vars) = stand_in(dir.path()).await;
+    let db = TestDb::new(notifier::database::Backend::Postgres).await;
+    let url = db.url.replace("postgres@", "postgres:hunter2-secret@");
+    let out = notifier(
+        dir.path(),
+        &refs(&vars, &[("DATABASE_URL", &url), ("APP_ENV", "production")]),
+    )
+    .arg("check")
+    .output()
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok      FCM"), "{text}");
+    assert!(text.contains("ok      database"), "{text}");
+    assert!(
+        text.contains("postgres:***@"),
+        "the password is masked: {text}"
+    );
+    assert_no_secret(&text);
+
+    // A broken service account fails the check, naming the setting.
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{}").unwrap();
+    let out = notifier(
+        dir.path(),
+        &refs(
+            &vars,
+            &[
+                ("DATABASE_URL", &url),
+                ("GOOGLE_APPLICATION_CREDENTIALS", broken.to_str().unwrap()),
+            ],
+        ),
+    )
+    .arg("check")
+    .output()
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAILED  FCM (GOOGLE_APPLICATION_CREDENTIALS)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn send_delivers_one_push_and_shows_only_a_masked_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stand_in, vars) = stand_in(dir.path()).await;
+    let token = "tok-abcdefghijklmnopqrstuvwxyz";
+    let out = notifier(dir.path(), &refs(&vars, &[("APP_ENV", "production")]))
+        .args([
+            "send",
+            "--provider",
+            "fcm",
+            "--token",
+            token,
+            "--title",
+            "Hello",
+            "--body",
+            "From the notifier",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("tok-abcd…") && text.contains("delivered"),
+        "{text}"
+    );
+    assert!(!text.contains(token), "{text}");
+    assert_eq!(stand_in.counters.snapshot()["delivered"], 1);
+
+    // Outside production the same command is a dry run: nothing reaches the stand-in.
+    let out = notifier(dir.path(), &refs(&vars, &[]))
+        .args([
+            "send",
+            "--provider",
+            "fcm",
+            "--token",
+            token,
+            "--title",
+            "t",
+            "--body",
+            "b",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stand_in.counters.snapshot()["requests"], 1);
+}
+
+#[tokio::test]
+async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stand_in, vars) = stand_in(dir.path()).await;
+    let db = scenario_db(notifier::database::Backend::Postgres).await;
+    db.execute(&["INSERT INTO devices (id, user_id, provider, platform, token) VALUES
+        (21, 2, 'fcm', 'android', 'tok-unregistered-device-21'), (22, 2, 'fcm', 'android', 'tok-flaky-device-22')"])
+        .await;
+    let url = db.url.replace("postgres@", "postgres:hunter2-secret@");
+    let channel = unique("talk_posted");
+    let all = refs(
+        &vars,
+        &[
+            ("DATABASE_URL", &url),
+            ("APP_ENV", "production"),
+            ("NOTIFIER_CHANNEL", &channel),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+
+    let mut child = notifier(dir.path(), &all)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    wait_for_subscriber(REDIS_URL, &channel).await;
+    publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
+
+    let mut everything = String::new();
+    let summary = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            everything.push_str(&line);
+            everything.push('\n');
+            let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if json["message"] == "Event processed." {
+                return json;
+            }
+        }
+        panic!("the worker ended before the summary:\n{everything}");
+    })
+    .await
+    .expect("a summary within 30 s");
+    terminate(&child);
+    let status = child.wait().await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    everything.push_str(&stderr);
+
+    // FCM devices 2, 6 and the flaky 22 delivered, 21 pruned; the APNs ones skipped.
+    let stats = stand_in.counters.snapshot();
+    assert_eq!(summary["sent"], 3, "{summary}");
+    assert_eq!(summary["sent"], stats["delivered"], "{stats}");
+    assert_eq!(summary["pruned"], 1);
+    assert_eq!(summary["dry_run"], false);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        db.disabled().await,
+        ["5:fcm:UNREGISTERED", "21:fcm:UNREGISTERED"]
+    );
+    assert_no_secret(&everything);
+    for token in [
+        "token-ben-android-02",
+        "token-dan-browser-006",
+        "tok-unregistered-device-21",
+        "tok-flaky-device-22",
+        "token-ben-iphone-0003",
+    ] {
+        assert!(
+            !everything.contains(token),
+            "{token} reached the log:\n{everything}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_stand_in_binary_serves_fcm_and_writes_its_ca_and_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stand_in = Command::new(env!("CARGO_BIN_EXE_notifier-stand-in"))
+        .args([
+            "--tls-addr",
+            "127.0.0.1:0",
+            "--plain-addr",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path().join("sd"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(stand_in.stdout.take().unwrap()).lines();
+    let mut printed = std::collections::HashMap::new();
+    while printed.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the stand-in prints its settings")
+            .unwrap()
+            .expect("a line");
+        if let Some((k, v)) = line.trim().split_once('=') {
+            printed.insert(k.to_string(), v.to_string());
+        } else if let Some(url) = line.trim().strip_prefix("stats: curl ") {
+            printed.insert("stats".into(), url.to_string());
+        }
+    }
+    let vars: Vec<(&str, &str)> = [
+        "FCM_ENDPOINT",
+        "NOTIFIER_EXTRA_CA_FILE",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ]
+    .iter()
+    .map(|k| (*k, printed[*k].as_str()))
+    .chain([("APP_ENV", "production")])
+    .collect();
+    let out = notifier(dir.path(), &vars)
+        .args([
+            "send",
+            "--provider",
+            "fcm",
+            "--token",
+            "tok-from-a-test-0001",
+            "--title",
+            "t",
+            "--body",
+            "b",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = reqwest::get(&printed["stats"])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["delivered"], 1, "{stats}");
+    assert_eq!(stats["token_requests"], 1);
+}

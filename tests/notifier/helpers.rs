@@ -137,6 +137,23 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Devices disabled, as `id:reason`, in id order.
+    pub async fn disabled(&self) -> Vec<String> {
+        let sql =
+            "SELECT id, disabled_reason FROM devices WHERE disabled_at IS NOT NULL ORDER BY id";
+        let rows: Vec<(i64, Option<String>)> = match &self.db {
+            Database::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await,
+            Database::MySql(p) => sqlx::query_as(sql).fetch_all(p).await,
+            Database::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.into_iter()
+            .map(|(id, reason)| format!("{id}:{}", reason.unwrap_or_default()))
+            .collect()
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Drop is synchronous; the servers' own clients do the clean-up.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod concurrency;
+mod delivery;
 mod end_to_end;
 mod helpers;
 mod malformed;
