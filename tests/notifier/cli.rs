@@ -26,6 +26,32 @@ fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Reads JSON log lines into `everything` until one has `message`; returns that line.
+async fn read_until(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    message: &str,
+    everything: &mut String,
+    mut also: impl FnMut(&Value),
+) -> Value {
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            everything.push_str(&line);
+            everything.push('\n');
+            let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if json["message"] == message {
+                return Some(json);
+            }
+            also(&json);
+        }
+        None
+    };
+    match tokio::time::timeout(Duration::from_secs(30), read).await {
+        Ok(Some(json)) => json,
+        Ok(None) => panic!("the process ended before {message:?}:\n{everything}"),
+        Err(_) => panic!("no {message:?} within 30 s:\n{everything}"),
+    }
+}
+
 fn terminate(child: &Child) {
     let pid = child.id().expect("the child is running");
     let status = std::process::Command::new("kill")
@@ -88,21 +114,12 @@ async fn the_demo_then_a_publish_prints_dry_run_pushes_and_a_summary_and_sigterm
 
     let mut pushes = Vec::new();
     let mut everything = String::new();
-    let summary = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            everything.push_str(&line);
-            everything.push('\n');
-            let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            match json["message"].as_str() {
-                Some("Dry run: would push.") => pushes.push(json),
-                Some("Event processed.") => return json,
-                _ => {}
-            }
+    let summary = read_until(&mut lines, "Event processed.", &mut everything, |json| {
+        if json["message"] == "Dry run: would push." {
+            pushes.push(json.clone());
         }
-        panic!("the worker ended before the summary:\n{everything}");
     })
-    .await
-    .expect("a summary within 20 s");
+    .await;
 
     assert_eq!(pushes.len(), 4);
     for push in &pushes {
@@ -392,19 +409,7 @@ async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token()
     publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
 
     let mut everything = String::new();
-    let summary = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            everything.push_str(&line);
-            everything.push('\n');
-            let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            if json["message"] == "Event processed." {
-                return json;
-            }
-        }
-        panic!("the worker ended before the summary:\n{everything}");
-    })
-    .await
-    .expect("a summary within 30 s");
+    let summary = read_until(&mut lines, "Event processed.", &mut everything, |_| {}).await;
     terminate(&child);
     let status = child.wait().await.unwrap();
     let mut stderr = String::new();

@@ -86,6 +86,24 @@ fn live_worker(settings: notifier::settings::Settings, test_db: &TestDb) -> Work
     Worker::new(settings, test_db.db.clone(), pushers).expect("worker")
 }
 
+/// One event through a worker on SQLite with the scenario and the FCM cases, the stand-in as FCM.
+async fn one_live_event(extra: &[(&'static str, &str)], message: &[u8]) -> (Live, TestDb, Summary) {
+    let live = Live::start().await;
+    let test_db = scenario_db(Backend::Sqlite).await;
+    test_db.execute(FCM_CASES).await;
+    let vars = live.vars();
+    let mut more = vec![("DATABASE_URL", test_db.url.as_str())];
+    more.extend_from_slice(extra);
+    let settings = settings_with(&with(&vars, &more));
+    let worker = live_worker(settings, &test_db);
+    let summary = processed(
+        worker
+            .handle_message(message, &CancellationToken::new())
+            .await,
+    );
+    (live, test_db, summary)
+}
+
 fn processed(outcome: EventOutcome) -> Summary {
     match outcome {
         EventOutcome::Processed(summary) => summary,
@@ -208,24 +226,11 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries_on_sqlite() {
 
 #[tokio::test]
 async fn validate_asks_fcm_to_check_without_delivering_and_never_prunes() {
-    let live = Live::start().await;
-    let test_db = scenario_db(Backend::Sqlite).await;
-    test_db.execute(FCM_CASES).await;
-    let vars = live.vars();
-    let settings = settings_with(&with(
-        &vars,
-        &[
-            ("DATABASE_URL", &test_db.url),
-            ("NOTIFIER_SEND_MODE", "validate"),
-        ],
-    ));
-    let worker = live_worker(settings, &test_db);
-
-    let summary = processed(
-        worker
-            .handle_message(br#"{"talk_id": 100}"#, &CancellationToken::new())
-            .await,
-    );
+    let (live, test_db, summary) = one_live_event(
+        &[("NOTIFIER_SEND_MODE", "validate")],
+        br#"{"talk_id": 100}"#,
+    )
+    .await;
 
     let stats = live.stats();
     assert_eq!(stats["delivered"], 0, "{stats}");
@@ -240,22 +245,9 @@ async fn validate_asks_fcm_to_check_without_delivering_and_never_prunes() {
 
 #[tokio::test]
 async fn a_dry_run_contacts_no_provider_and_never_prunes() {
-    let live = Live::start().await;
-    let test_db = scenario_db(Backend::Sqlite).await;
-    test_db.execute(FCM_CASES).await;
-    let vars = live.vars();
     // Production, but the event asks for a dry run.
-    let settings = settings_with(&with(&vars, &[("DATABASE_URL", &test_db.url)]));
-    let worker = live_worker(settings, &test_db);
-
-    let summary = processed(
-        worker
-            .handle_message(
-                br#"{"talk_id": 100, "dry_run": true}"#,
-                &CancellationToken::new(),
-            )
-            .await,
-    );
+    let (live, test_db, summary) =
+        one_live_event(&[], br#"{"talk_id": 100, "dry_run": true}"#).await;
 
     assert!(summary.dry_run);
     assert_eq!(summary.report.sent, 10);
@@ -270,26 +262,15 @@ async fn a_dry_run_contacts_no_provider_and_never_prunes() {
 
 #[tokio::test]
 async fn rejected_credentials_pause_the_provider_for_the_rest_of_the_event() {
-    let live = Live::start().await;
-    let test_db = scenario_db(Backend::Sqlite).await;
-    test_db.execute(FCM_CASES).await;
-    let vars = live.vars();
     // A project the service account may not send for: 403 PERMISSION_DENIED for every push.
-    let settings = settings_with(&with(
-        &vars,
+    let (live, test_db, summary) = one_live_event(
         &[
-            ("DATABASE_URL", &test_db.url),
             ("FCM_PROJECT_ID", "someone-elses-project"),
             ("NOTIFIER_CONCURRENCY", "1"),
         ],
-    ));
-    let worker = live_worker(settings, &test_db);
-
-    let summary = processed(
-        worker
-            .handle_message(br#"{"talk_id": 100}"#, &CancellationToken::new())
-            .await,
-    );
+        br#"{"talk_id": 100}"#,
+    )
+    .await;
 
     let r = &summary.report;
     assert_eq!(r.paused, ["fcm"]);
