@@ -69,6 +69,8 @@ pub struct Audience {
     program_id: i64,
     author_id: Option<i64>,
     page_size: u32,
+    /// Only this provider's devices, when set.
+    provider: Option<Provider>,
     /// The keyset cursor: the highest device id read so far.
     after_id: i64,
     exhausted: bool,
@@ -90,9 +92,17 @@ impl Audience {
             program_id,
             author_id,
             page_size,
+            provider: None,
             after_id: 0,
             exhausted: false,
         }
+    }
+
+    /// Only this provider's devices: bound as `:provider` when the query uses it, and checked
+    /// on every row either way.
+    pub fn only(mut self, provider: Provider) -> Self {
+        self.provider = Some(provider);
+        self
     }
 
     pub fn page_size(&self) -> u32 {
@@ -108,9 +118,17 @@ impl Audience {
     /// The next page of devices, or `None` when the audience is exhausted. A failed read leaves
     /// the cursor where it was, so the call can simply be retried.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Device>>, DatabaseError> {
-        if self.exhausted {
-            return Ok(None);
+        // Rows of another provider may fill whole pages; read on until one has devices for us.
+        while !self.exhausted {
+            let page = self.read_page().await?;
+            if !page.is_empty() {
+                return Ok(Some(page));
+            }
         }
+        Ok(None)
+    }
+
+    async fn read_page(&mut self) -> Result<Vec<Device>, DatabaseError> {
         let rows: Vec<Device> = self
             .db
             .fetch_all(
@@ -121,6 +139,10 @@ impl Audience {
                     ("author_id", Param::Int(self.author_id)),
                     ("after_id", Param::Int(Some(self.after_id))),
                     ("limit", Param::Int(Some(i64::from(self.page_size)))),
+                    (
+                        "provider",
+                        Param::Text(self.provider.map(|p| p.as_str().to_string())),
+                    ),
                 ],
             )
             .await?;
@@ -129,6 +151,7 @@ impl Audience {
         let mut cursor = self.after_id;
         let mut page = Vec::with_capacity(rows.len());
         let full = rows.len() >= self.page_size as usize;
+        let any = !rows.is_empty();
         for device in rows {
             if device.id < cursor {
                 return Err(DatabaseError::Column {
@@ -141,14 +164,14 @@ impl Audience {
                 continue; // the same device again (a duplicate row, or an inclusive cursor)
             }
             cursor = device.id;
-            page.push(device);
+            if self.provider.is_none() || device.provider == self.provider {
+                page.push(device);
+            }
         }
+        // A short page is the last; a full page may be followed by more. A full page that did not
+        // move the cursor would be read forever.
+        self.exhausted = !full || !any || cursor == self.after_id;
         self.after_id = cursor;
-        // A short page is the last; a full page may be followed by more.
-        self.exhausted = !full || page.is_empty();
-        if page.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(page))
+        Ok(page)
     }
 }

@@ -7,8 +7,6 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use std::sync::atomic::AtomicBool;
-
 use crate::audience::{Device, Provider};
 use crate::content::Notification;
 use crate::database::Database;
@@ -260,7 +258,7 @@ async fn send(
             .context("APNs is not configured: set APNS_KEY_PATH")?,
     };
     let policy = RetryPolicy::from(&settings.retry);
-    let done = deliver(&*pusher, &push, &policy, &AtomicBool::new(false)).await;
+    let done = deliver(&*pusher, &push, &policy, &|| false).await;
     let detail = match &done.outcome {
         PushOutcome::Delivered => String::new(),
         PushOutcome::Unregistered { reason, .. }

@@ -26,11 +26,18 @@ static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/my
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Parameters the prune statement may use.
-pub const PRUNE_PARAMS: &[&str] = &["device_ids", "reason"];
+pub const PRUNE_PARAMS: &[&str] = &["device_ids", "tokens", "reason"];
 /// Parameters the content query may use.
 pub const CONTENT_PARAMS: &[&str] = &["talk_id", "program_id"];
 /// Parameters the audience query may use.
-pub const AUDIENCE_PARAMS: &[&str] = &["talk_id", "program_id", "author_id", "after_id", "limit"];
+pub const AUDIENCE_PARAMS: &[&str] = &[
+    "talk_id",
+    "program_id",
+    "author_id",
+    "after_id",
+    "limit",
+    "provider",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -226,6 +233,7 @@ pub enum Param {
     Text(Option<String>),
     /// A list, written inside `IN (...)`: it becomes one placeholder per element.
     Ints(Vec<i64>),
+    Texts(Vec<String>),
 }
 
 /// One scalar to bind, after lists are expanded.
@@ -369,7 +377,9 @@ impl PreparedQuery {
     /// The SQL for these values (lists expanded) and the scalars to bind, in order. A parameter
     /// without a value is bound as NULL.
     fn render(&self, values: &[(&str, Param)]) -> (Arc<str>, Vec<Bind>) {
-        let has_list = values.iter().any(|(_, v)| matches!(v, Param::Ints(_)));
+        let has_list = values
+            .iter()
+            .any(|(_, v)| matches!(v, Param::Ints(_) | Param::Texts(_)));
         let mut sql = String::new();
         let mut binds = Vec::new();
         let backend = self.backend;
@@ -392,6 +402,15 @@ impl PreparedQuery {
                             sql.push_str(", ");
                         }
                         binds.push(Bind::Int(Some(*v)));
+                        placeholder(&mut sql, binds.len());
+                    }
+                }
+                Some(Param::Texts(list)) => {
+                    for (i, v) in list.iter().enumerate() {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        binds.push(Bind::Text(Some(v.clone())));
                         placeholder(&mut sql, binds.len());
                     }
                 }

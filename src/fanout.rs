@@ -1,11 +1,12 @@
-//! The fan-out of one event: devices stream in from the audience, page by page, are routed to
-//! their provider's lane, and each becomes a push task.
+//! The fan-out of one event: one lane per provider, each reading its own devices from the audience
+//! page by page and turning each into a push task.
 //!
-//! Each lane takes a permit from its provider's semaphore and then one from the global semaphore
+//! A lane takes a permit from its provider's semaphore and then one from the global semaphore
 //! *before* spawning, so live push tasks never exceed either limit however large the audience,
-//! and a slow provider holds at most its own share of the global slots. Finished tasks are reaped
-//! as the lanes go, so memory stays flat. The next page is read while the current one is sent;
-//! one failing push never stops the others.
+//! and a provider holds at most its own share of the global slots. The lanes share nothing that
+//! can block, so a slow or failing provider never holds up the other. Finished tasks are reaped
+//! as a lane goes and each lane holds at most three pages, so memory stays flat; the next page is
+//! read while the current one is sent. One failing push never stops the others.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,17 +23,16 @@ use crate::backoff::Backoff;
 use crate::content::Rendered;
 use crate::database::DatabaseError;
 use crate::prune::Dead;
+use crate::push::fcm::THIRD_PARTY_SETTING;
 use crate::push::retry::{RetryPolicy, deliver};
 use crate::push::{MaskedToken, Push, PushOutcome, Pusher};
-
-const PROVIDERS: [Provider; 2] = [Provider::Fcm, Provider::Apns];
 
 /// Limits shared by every event.
 #[derive(Debug, Clone)]
 pub struct FanoutLimits {
     /// Pushes in flight at once across the process.
     pub permits: Arc<Semaphore>,
-    /// Pushes in flight at once per provider, each at most the global limit.
+    /// Pushes in flight at once per provider, each less than the global limit.
     pub fcm_permits: Arc<Semaphore>,
     pub apns_permits: Arc<Semaphore>,
     /// How long a failing page read is retried before the event fails.
@@ -77,14 +77,14 @@ pub struct FanoutReport {
     pub recipients: u64,
     pub sent: u64,
     pub failed: u64,
-    /// Devices whose token the provider declared dead (disabled, outside dry runs).
+    /// Devices whose token the provider declared dead, queued for disabling.
     pub pruned: u64,
     pub skipped: u64,
     /// Attempts beyond the first.
     pub retries: u64,
-    /// Providers paused because they rejected our credentials.
+    /// What was paused because a provider rejected our credentials: `fcm`, `fcm:ios+web`, `apns`.
     pub paused: Vec<&'static str>,
-    /// Audience pages read.
+    /// Audience pages read, all lanes together.
     pub pages: u64,
     /// Most devices held in memory at once, read but not yet handed to a push task.
     pub peak_buffered: usize,
@@ -103,6 +103,27 @@ pub enum FanoutError {
     },
 }
 
+/// What can be paused: a whole provider, or FCM for Apple and web devices only (their APNs key or
+/// web push credentials in Firebase are wrong; Android is unaffected).
+#[derive(Clone, Copy)]
+enum Pause {
+    Fcm,
+    FcmThirdParty,
+    Apns,
+}
+
+impl Pause {
+    const ALL: [Pause; 3] = [Pause::Fcm, Pause::FcmThirdParty, Pause::Apns];
+
+    fn label(self) -> &'static str {
+        match self {
+            Pause::Fcm => "fcm",
+            Pause::FcmThirdParty => "fcm:ios+web",
+            Pause::Apns => "apns",
+        }
+    }
+}
+
 /// What the tasks of one event share.
 struct EventState {
     event_id: Arc<str>,
@@ -113,24 +134,30 @@ struct EventState {
     pruned: AtomicU64,
     skipped: AtomicU64,
     retries: AtomicU64,
-    /// One flag per provider (FCM, APNs), set when it rejects our credentials.
-    paused: [AtomicBool; 2],
+    pages: AtomicU64,
+    paused: [AtomicBool; 3],
     /// Failure reasons already logged for this event: each is logged once, then only counted.
     logged: Mutex<HashSet<String>>,
     buffered: AtomicUsize,
+    peak_buffered: AtomicUsize,
     interrupted: AtomicBool,
 }
 
-fn slot(provider: Provider) -> usize {
-    match provider {
-        Provider::Fcm => 0,
-        Provider::Apns => 1,
-    }
-}
-
 impl EventState {
-    fn paused(&self, provider: Provider) -> &AtomicBool {
-        &self.paused[slot(provider)]
+    fn flag(&self, pause: Pause) -> &AtomicBool {
+        &self.paused[pause as usize]
+    }
+
+    /// Whether pushes to this device are paused for the rest of the event.
+    fn is_paused(&self, provider: Provider, device: &Device) -> bool {
+        match provider {
+            Provider::Apns => self.flag(Pause::Apns).load(Ordering::Relaxed),
+            Provider::Fcm => {
+                self.flag(Pause::Fcm).load(Ordering::Relaxed)
+                    || (device.platform.as_deref() != Some("android")
+                        && self.flag(Pause::FcmThirdParty).load(Ordering::Relaxed))
+            }
+        }
     }
 
     /// Logs a reason the first time this event meets it.
@@ -167,8 +194,13 @@ impl EventState {
                 }
                 match &self.delivery.prune {
                     Some(prune) => {
+                        let dead = Dead {
+                            device_id: device.id,
+                            token: device.token.clone(),
+                            reason,
+                        };
+                        let _ = prune.send(dead).await;
                         self.pruned.fetch_add(1, Ordering::Relaxed);
-                        let _ = prune.send((device.id, reason)).await;
                     }
                     // Validate runs write nothing: "pruned" would promise a change that is not made.
                     None => {
@@ -196,9 +228,14 @@ impl EventState {
             }
             PushOutcome::CredentialsRejected { reason, setting } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                if !self.paused(provider).swap(true, Ordering::Relaxed) {
-                    error!(event_id = %self.event_id, provider = provider.as_str(), %reason, setting,
-                        "The provider rejected our credentials; it is paused for the rest of this event. Check {setting}.");
+                let pause = match provider {
+                    Provider::Apns => Pause::Apns,
+                    Provider::Fcm if setting == THIRD_PARTY_SETTING => Pause::FcmThirdParty,
+                    Provider::Fcm => Pause::Fcm,
+                };
+                if !self.flag(pause).swap(true, Ordering::Relaxed) {
+                    error!(event_id = %self.event_id, paused = pause.label(), %reason, setting,
+                        "The provider rejected our credentials; these pushes are paused for the rest of this event. Check {setting}.");
                 }
             }
             PushOutcome::Skipped { .. } => {
@@ -207,7 +244,7 @@ impl EventState {
         }
     }
 
-    fn report(&self, pages: u64, peak_buffered: usize) -> FanoutReport {
+    fn report(&self) -> FanoutReport {
         let (sent, failed, pruned, skipped) = (
             self.sent.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -221,28 +258,28 @@ impl EventState {
             pruned,
             skipped,
             retries: self.retries.load(Ordering::Relaxed),
-            paused: PROVIDERS
+            paused: Pause::ALL
                 .into_iter()
-                .filter(|p| self.paused(*p).load(Ordering::Relaxed))
-                .map(Provider::as_str)
+                .filter(|p| self.flag(*p).load(Ordering::Relaxed))
+                .map(Pause::label)
                 .collect(),
-            pages,
-            peak_buffered,
+            pages: self.pages.load(Ordering::Relaxed),
+            peak_buffered: self.peak_buffered.load(Ordering::Relaxed),
             interrupted: self.interrupted.load(Ordering::Relaxed),
         }
     }
 }
 
-/// Sends the event's notification to every device of the audience.
+/// Sends the event's notification to every device of the audience: `audiences` holds one reader
+/// per provider.
 pub async fn fan_out(
-    audience: Audience,
+    audiences: Vec<(Provider, Audience)>,
     event_id: Arc<str>,
     content: Arc<Rendered>,
     delivery: Delivery,
     limits: &FanoutLimits,
     stop: &CancellationToken,
 ) -> Result<FanoutReport, FanoutError> {
-    let page_size = audience.page_size().max(1) as usize;
     let state = Arc::new(EventState {
         event_id,
         content,
@@ -252,14 +289,53 @@ pub async fn fan_out(
         pruned: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
         retries: AtomicU64::new(0),
-        paused: [AtomicBool::new(false), AtomicBool::new(false)],
+        pages: AtomicU64::new(0),
+        paused: [
+            AtomicBool::new(false),
+            AtomicBool::new(false),
+            AtomicBool::new(false),
+        ],
         logged: Mutex::new(HashSet::new()),
         buffered: AtomicUsize::new(0),
+        peak_buffered: AtomicUsize::new(0),
         interrupted: AtomicBool::new(false),
     });
-    let peak = Arc::new(AtomicUsize::new(0));
+    let lanes: Vec<_> = audiences
+        .into_iter()
+        .map(|(provider, audience)| {
+            tokio::spawn(run_lane(
+                provider,
+                audience,
+                Arc::clone(&state),
+                limits.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let mut failure = None;
+    for lane in lanes {
+        match lane.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => error!(error = %e, "A fan-out lane failed."),
+        }
+    }
+    let report = state.report();
+    match failure {
+        Some(source) => Err(FanoutError::Audience { source, report }),
+        None => Ok(report),
+    }
+}
 
-    // Capacity 1: one page waits while another is routed, and the reader may hold a third.
+/// Sends one provider's devices: read a page, then permits first and a task per push.
+async fn run_lane(
+    provider: Provider,
+    audience: Audience,
+    state: Arc<EventState>,
+    limits: FanoutLimits,
+    stop: CancellationToken,
+) -> Result<(), DatabaseError> {
+    // Capacity 1: one page waits while another is sent, and the reader may hold a third.
     let (pages_tx, mut pages) = mpsc::channel(1);
     let reader = tokio::spawn(read_pages(
         audience,
@@ -267,26 +343,11 @@ pub async fn fan_out(
         limits.retry_pages_for,
         stop.clone(),
         Arc::clone(&state),
-        Arc::clone(&peak),
     ));
-
-    // One lane per provider, each buffering up to a page, so one provider's slowness reaches
-    // the other only once its lane is full.
-    let mut lanes = Vec::new();
-    let mut lane_txs = Vec::new();
-    for provider in PROVIDERS {
-        let (tx, rx) = mpsc::channel::<Device>(page_size);
-        lane_txs.push(tx);
-        lanes.push(tokio::spawn(run_lane(
-            provider,
-            rx,
-            Arc::clone(&state),
-            limits.clone(),
-            stop.clone(),
-        )));
-    }
-
-    let mut page_count = 0;
+    let pusher = state.delivery.pusher(provider).cloned();
+    let provider_permits = Arc::clone(limits.provider_permits(provider));
+    let mut tasks = JoinSet::new();
+    let mut warmed = false;
     let mut failure = None;
     'pages: loop {
         let page = tokio::select! {
@@ -302,111 +363,72 @@ pub async fn fan_out(
             }
             None => break 'pages,
         };
-        page_count += 1;
-        for device in page {
-            let Some(provider) = device.provider.filter(|_| !device.token.is_empty()) else {
-                state.buffered.fetch_sub(1, Ordering::Relaxed);
-                state.skipped.fetch_add(1, Ordering::Relaxed);
+        state.pages.fetch_add(1, Ordering::Relaxed);
+        let mut devices = page.into_iter();
+        while let Some(device) = devices.next() {
+            state.buffered.fetch_sub(1, Ordering::Relaxed);
+            let Some(pusher) = pusher.clone().filter(|_| !device.token.is_empty()) else {
+                let why = if device.token.is_empty() {
+                    "empty token"
+                } else {
+                    "not configured"
+                };
+                state
+                    .settle(provider, &device, skipped(provider, why), 0)
+                    .await;
                 continue;
             };
-            let sent = tokio::select! {
+            if state.is_paused(provider, &device) {
+                state
+                    .settle(provider, &device, skipped(provider, "paused"), 0)
+                    .await;
+                continue;
+            }
+            if !warmed {
+                warmed = true;
+                pusher.warm().await;
+            }
+            let permits = tokio::select! {
                 biased;
-                _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break 'pages; }
-                sent = lane_txs[slot(provider)].send(device) => sent,
+                _ = stop.cancelled() => {
+                    state.buffered.fetch_sub(devices.len(), Ordering::Relaxed);
+                    state.interrupted.store(true, Ordering::Relaxed);
+                    break 'pages;
+                }
+                permits = async {
+                    let own = Arc::clone(&provider_permits).acquire_owned().await?;
+                    let global = Arc::clone(&limits.permits).acquire_owned().await?;
+                    Ok::<_, tokio::sync::AcquireError>((own, global))
+                } => permits,
             };
-            if sent.is_err() {
-                break 'pages; // the lane stopped
+            let Ok(permits) = permits else {
+                break 'pages; // the semaphores are never closed
+            };
+            let push = Push {
+                event_id: Arc::clone(&state.event_id),
+                notification: Arc::clone(state.content.for_locale(device.locale.as_deref())),
+                device,
+            };
+            let task_state = Arc::clone(&state);
+            tasks.spawn(async move {
+                let state = task_state;
+                let paused = || state.is_paused(provider, &push.device);
+                let done = deliver(&*pusher, &push, &state.delivery.retry, &paused).await;
+                // The slots go back before the bookkeeping: a slow prune queue must not hold them.
+                drop(permits);
+                state
+                    .settle(provider, &push.device, done.outcome, done.attempts)
+                    .await;
+            });
+            // Reap what has finished, so the set holds only live tasks.
+            while let Some(done) = tasks.try_join_next() {
+                task_ended(&state, done);
             }
         }
     }
     reader.abort();
-    drop(lane_txs);
-    for lane in lanes {
-        if let Err(e) = lane.await {
-            error!(error = %e, "A fan-out lane failed.");
-        }
-    }
-    let report = state.report(page_count, peak.load(Ordering::Relaxed));
-    match failure {
-        Some(source) => Err(FanoutError::Audience { source, report }),
-        None => Ok(report),
-    }
-}
-
-/// Sends one provider's devices: permits first, then a task per push.
-async fn run_lane(
-    provider: Provider,
-    mut devices: mpsc::Receiver<Device>,
-    state: Arc<EventState>,
-    limits: FanoutLimits,
-    stop: CancellationToken,
-) {
-    let mut tasks = JoinSet::new();
-    let provider_permits = Arc::clone(limits.provider_permits(provider));
-    let mut warmed = false;
-    loop {
-        let device = tokio::select! {
-            biased;
-            _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break; }
-            device = devices.recv() => device,
-        };
-        let Some(device) = device else { break };
-        state.buffered.fetch_sub(1, Ordering::Relaxed);
-        let Some(pusher) = state.delivery.pusher(provider).cloned() else {
-            state
-                .settle(provider, &device, skipped(provider, "not configured"), 0)
-                .await;
-            continue;
-        };
-        if state.paused(provider).load(Ordering::Relaxed) {
-            state
-                .settle(provider, &device, skipped(provider, "paused"), 0)
-                .await;
-            continue;
-        }
-        if !warmed {
-            warmed = true;
-            pusher.warm().await;
-        }
-        let permits = tokio::select! {
-            biased;
-            _ = stop.cancelled() => { state.interrupted.store(true, Ordering::Relaxed); break; }
-            permits = async {
-                let own = Arc::clone(&provider_permits).acquire_owned().await?;
-                let global = Arc::clone(&limits.permits).acquire_owned().await?;
-                Ok::<_, tokio::sync::AcquireError>((own, global))
-            } => permits,
-        };
-        let Ok(permits) = permits else {
-            break; // the semaphores are never closed
-        };
-        let push = Push {
-            event_id: Arc::clone(&state.event_id),
-            notification: Arc::clone(state.content.for_locale(device.locale.as_deref())),
-            device,
-        };
-        let task_state = Arc::clone(&state);
-        tasks.spawn(async move {
-            let state = task_state;
-            let done = deliver(
-                &*pusher,
-                &push,
-                &state.delivery.retry,
-                state.paused(provider),
-            )
-            .await;
-            state
-                .settle(provider, &push.device, done.outcome, done.attempts)
-                .await;
-            drop(permits);
-        });
-        // Reap what has finished, so the set holds only live tasks.
-        while let Some(done) = tasks.try_join_next() {
-            task_ended(&state, done);
-        }
-    }
     if !state.interrupted.load(Ordering::Relaxed) {
-        // The lane is empty; wait for its pushes, unless a stop comes first.
+        // Everything is handed out; wait for the pushes, unless a stop comes first.
         tokio::select! {
             _ = async {
                 while let Some(done) = tasks.join_next().await {
@@ -424,12 +446,23 @@ async fn run_lane(
     })
     .await;
     if drained.is_err() {
-        let abandoned = tasks.len() as u64;
+        tasks.abort_all();
+        let mut abandoned = 0;
+        while let Some(done) = tasks.join_next().await {
+            // A task may have finished (and counted itself) just before the abort.
+            if matches!(&done, Err(e) if e.is_cancelled()) {
+                abandoned += 1;
+            } else {
+                task_ended(&state, done);
+            }
+        }
         warn!(event_id = %state.event_id, provider = provider.as_str(), abandoned,
             "Pushes still in flight at the drain deadline were abandoned.");
-        tasks.abort_all();
         state.failed.fetch_add(abandoned, Ordering::Relaxed);
-        tasks.detach_all();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
@@ -453,7 +486,6 @@ async fn read_pages(
     retry_for: Duration,
     stop: CancellationToken,
     state: Arc<EventState>,
-    peak: Arc<AtomicUsize>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failing_since = None;
@@ -478,7 +510,7 @@ async fn read_pages(
         backoff.reset();
         let Some(page) = page else { return };
         let now = state.buffered.fetch_add(page.len(), Ordering::Relaxed) + page.len();
-        peak.fetch_max(now, Ordering::Relaxed);
+        state.peak_buffered.fetch_max(now, Ordering::Relaxed);
         if pages.send(Ok(page)).await.is_err() {
             return;
         }

@@ -1,15 +1,17 @@
 //! Pruning: devices whose token a provider declared dead are disabled (`disabled_at`,
 //! `disabled_reason`) in batches through the configured prune statement — one statement per
-//! batch and reason, never one per token.
+//! batch and reason, never one per token. A row is matched on its id *and* its token, so a device
+//! whose app registered a new token meanwhile keeps it.
 //!
 //! Pushes report dead tokens over a channel; a task per event batches them and flushes when a
-//! batch is full, every second, and when the event ends. Dry runs and validate runs start none.
+//! batch is full, every second, and when the event ends. Flushes run beside the receiving loop,
+//! so a slow database delays the pruning, never the pushes. Dry and validate runs start none.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, warn};
 
 use crate::database::{Database, Param, PreparedQuery};
@@ -17,9 +19,17 @@ use crate::database::{Database, Param, PreparedQuery};
 /// Devices per prune statement.
 pub const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Statements running at once; more batches wait in memory (ids and tokens only).
+const FLUSHES_AT_ONCE: usize = 2;
 
-/// A dead token to disable: the device and why (`fcm:UNREGISTERED`).
-pub type Dead = (i64, String);
+/// A dead token to disable.
+#[derive(Debug, Clone)]
+pub struct Dead {
+    pub device_id: i64,
+    pub token: String,
+    /// Why, as stored in `disabled_reason` (`fcm:UNREGISTERED`).
+    pub reason: String,
+}
 
 pub struct Pruner {
     tx: mpsc::Sender<Dead>,
@@ -48,45 +58,64 @@ impl Pruner {
     }
 }
 
+type Batch = (String, Vec<i64>, Vec<String>);
+
 async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuery) -> u64 {
-    let mut pending: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut pending: BTreeMap<String, (Vec<i64>, Vec<String>)> = BTreeMap::new();
+    let mut ready: Vec<Batch> = Vec::new();
+    let mut flushing = JoinSet::new();
     let mut disabled = 0;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
-    loop {
+    let mut open = true;
+    while open || !ready.is_empty() || !pending.is_empty() || !flushing.is_empty() {
+        while flushing.len() < FLUSHES_AT_ONCE
+            && let Some((reason, ids, tokens)) = ready.pop()
+        {
+            let (db, statement) = (db.clone(), statement.clone());
+            flushing.spawn(async move { flush(&db, &statement, &reason, ids, tokens).await });
+        }
         tokio::select! {
-            dead = rx.recv() => match dead {
-                Some((device_id, reason)) => {
-                    let ids = pending.entry(reason.clone()).or_default();
-                    ids.push(device_id);
-                    if ids.len() >= BATCH {
-                        let ids = std::mem::take(ids);
-                        disabled += flush(&db, &statement, &reason, ids).await;
+            dead = rx.recv(), if open => match dead {
+                Some(dead) => {
+                    let batch = pending.entry(dead.reason.clone()).or_default();
+                    batch.0.push(dead.device_id);
+                    batch.1.push(dead.token);
+                    if batch.0.len() >= BATCH {
+                        let (ids, tokens) = std::mem::take(batch);
+                        ready.push((dead.reason, ids, tokens));
                     }
                 }
-                None => break,
-            },
-            _ = tick.tick() => {
-                for (reason, ids) in std::mem::take(&mut pending) {
-                    disabled += flush(&db, &statement, &reason, ids).await;
+                None => {
+                    open = false;
+                    ready.extend(std::mem::take(&mut pending).into_iter().map(|(r, (i, t))| (r, i, t)));
                 }
+            },
+            _ = tick.tick(), if open => {
+                ready.extend(std::mem::take(&mut pending).into_iter().map(|(r, (i, t))| (r, i, t)));
             }
+            Some(done) = flushing.join_next(), if !flushing.is_empty() => {
+                disabled += done.unwrap_or(0);
+            }
+            else => {}
         }
-    }
-    for (reason, ids) in pending {
-        disabled += flush(&db, &statement, &reason, ids).await;
+        pending.retain(|_, (ids, _)| !ids.is_empty());
     }
     disabled
 }
 
 /// Runs one batch, retrying a failing database a few times; a batch that still fails is only
 /// logged: those devices stay enabled and are pruned when the next event finds them dead.
-async fn flush(db: &Database, statement: &PreparedQuery, reason: &str, ids: Vec<i64>) -> u64 {
-    if ids.is_empty() {
-        return 0;
-    }
+async fn flush(
+    db: &Database,
+    statement: &PreparedQuery,
+    reason: &str,
+    ids: Vec<i64>,
+    tokens: Vec<String>,
+) -> u64 {
     let count = ids.len();
     let values = [
         ("device_ids", Param::Ints(ids)),
+        ("tokens", Param::Texts(tokens)),
         ("reason", Param::Text(Some(reason.to_string()))),
     ];
     let mut delay = Duration::from_millis(200);

@@ -173,6 +173,17 @@ pub struct FcmSettings {
     pub request_timeout_secs: u64,
 }
 
+impl ServiceSettings {
+    /// A provider's effective limit: its own, but never the whole global limit, so the other
+    /// provider always keeps at least a quarter of the slots.
+    pub fn provider_limit(&self, configured: usize) -> usize {
+        let keep_for_the_other = (self.concurrency / 4).max(1);
+        configured
+            .min(self.concurrency.saturating_sub(keep_for_the_other))
+            .max(1)
+    }
+}
+
 impl FcmSettings {
     pub fn is_configured(&self) -> bool {
         !self.credentials.trim().is_empty()
@@ -691,6 +702,20 @@ mod tests {
                 "/nonexistent/notifier.toml",
                 "NOTIFIER_CONFIG",
             ),
+            ("APP_ENV", "production", "GOOGLE_APPLICATION_CREDENTIALS"),
+            (
+                "NOTIFIER_SEND_MODE",
+                "validate",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+            ),
+            ("APNS_KEY_PATH", "/k.p8", "APNS_KEY_ID"),
+            ("APNS_SANDBOX", "maybe", "APNS_SANDBOX"),
+            (
+                "NOTIFIER_EXTRA_CA_FILE",
+                "/nonexistent/ca.pem",
+                "NOTIFIER_EXTRA_CA_FILE",
+            ),
+            ("FCM_ENDPOINT", "fcm.example", "FCM_ENDPOINT"),
         ];
         for (var, value, named) in cases {
             let err = load(&[(var, value)]).unwrap_err();
@@ -711,6 +736,18 @@ mod tests {
         assert_eq!(s.service.concurrency, 7);
         assert_eq!(s.service.channel, "talk_posted");
         assert!(s.content.templates.contains_key("fr") && s.content.templates.contains_key("en"));
+    }
+
+    #[test]
+    fn a_provider_never_gets_every_slot() {
+        let mut s = load(&[]).unwrap().service;
+        assert_eq!(s.provider_limit(192), 192); // of 256
+        s.concurrency = 16;
+        assert_eq!(s.provider_limit(192), 12);
+        s.concurrency = 2;
+        assert_eq!(s.provider_limit(192), 1);
+        s.concurrency = 1;
+        assert_eq!(s.provider_limit(192), 1, "one slot cannot be split");
     }
 
     #[test]

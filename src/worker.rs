@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::audience::Audience;
+use crate::audience::{Audience, Provider};
 use crate::content::{Talk, TalkRow, Templates};
 use crate::database::{Database, DatabaseError, Param, Queries};
 use crate::event::{Preview, Rejection, TalkPosted};
@@ -112,12 +112,11 @@ impl Worker {
         }
         let limits = FanoutLimits {
             permits: Arc::new(Semaphore::new(settings.service.concurrency)),
-            // A provider's share never exceeds the whole.
             fcm_permits: Arc::new(Semaphore::new(
-                settings.fcm.concurrency.min(settings.service.concurrency),
+                settings.service.provider_limit(settings.fcm.concurrency),
             )),
             apns_permits: Arc::new(Semaphore::new(
-                settings.apns.concurrency.min(settings.service.concurrency),
+                settings.service.provider_limit(settings.apns.concurrency),
             )),
             retry_pages_for: std::time::Duration::from_secs(settings.database.retry_for_secs),
             drain_timeout: settings.service.drain_timeout(),
@@ -272,14 +271,21 @@ impl Worker {
     ) -> Result<FanoutReport, EventError> {
         let talk = self.load_talk(event).await?;
         let content = self.templates.render(&talk, &event.event_id)?;
-        let audience = Audience::new(
-            self.db.clone(),
-            self.queries.audience.clone(),
-            talk.talk_id,
-            talk.program_id,
-            talk.author_id,
-            self.settings.database.page_size,
-        );
+        // One reader per provider: each lane goes at its own provider's pace.
+        let audiences = [Provider::Fcm, Provider::Apns]
+            .into_iter()
+            .map(|provider| {
+                let audience = Audience::new(
+                    self.db.clone(),
+                    self.queries.audience.clone(),
+                    talk.talk_id,
+                    talk.program_id,
+                    talk.author_id,
+                    self.settings.database.page_size,
+                );
+                (provider, audience.only(provider))
+            })
+            .collect();
         let mode = if dry_run {
             SendMode::DryRun
         } else {
@@ -301,7 +307,7 @@ impl Worker {
             prune: pruner.as_ref().map(Pruner::sender),
         };
         let result = fan_out(
-            audience,
+            audiences,
             Arc::from(event.event_id.as_str()),
             Arc::new(content),
             delivery,
@@ -310,10 +316,21 @@ impl Worker {
         )
         .await;
         // Flush the dead tokens whatever became of the event: they are dead either way.
-        if let Some(pruner) = pruner {
-            pruner.finish().await;
+        let disabled = match pruner {
+            Some(pruner) => Some(pruner.finish().await),
+            None => None,
+        };
+        let mut report = result?;
+        if let Some(disabled) = disabled
+            && disabled < report.pruned
+        {
+            // Already disabled by someone else, re-registered meanwhile, or a failed batch.
+            let kept = report.pruned - disabled;
+            warn!(event_id = %event.event_id, kept, "Some dead tokens were not disabled.");
+            report.pruned = disabled;
+            report.failed += kept;
         }
-        Ok(result?)
+        Ok(report)
     }
 
     async fn load_talk(&self, event: &TalkPosted) -> Result<Talk, EventError> {

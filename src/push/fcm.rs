@@ -22,8 +22,16 @@ use crate::settings::FcmSettings;
 /// The OAuth2 scope for sending with FCM.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const CREDENTIALS_SETTING: &str = "GOOGLE_APPLICATION_CREDENTIALS";
-/// A token is renewed this long before it expires, so no request carries one about to lapse.
-const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// What to fix after THIRD_PARTY_AUTH_ERROR; the fan-out recognises it to pause only the devices
+/// it concerns.
+pub const THIRD_PARTY_SETTING: &str =
+    "the APNs key (or web push credentials) in the Firebase project settings";
+/// A token is renewed this long before it expires. gcp_auth hands back its cached token until 20 s
+/// before expiry, so asking earlier would only get the same token again.
+const RENEW_BEFORE: Duration = Duration::from_secs(15);
+/// A token endpoint that keeps refusing for this long means the credentials are wrong; shorter
+/// refusals (Google's 5xx look the same through gcp_auth) are retried.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
 /// How long a failed token fetch answers for every caller before the next try.
 const FAILURE_SHARED_FOR: Duration = Duration::from_secs(5);
 /// Error bodies are short; anything longer is cut before parsing.
@@ -48,12 +56,13 @@ pub enum FcmError {
 /// Why no access token could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
-    /// The token endpoint refused the service account (bad key, revoked, wrong token_uri).
+    /// The key is unusable, or the token endpoint has refused the service account for a while
+    /// (revoked key, wrong token_uri): every push would fail alike.
     #[error("the token endpoint refused the service account: {0}")]
     Refused(String),
-    /// It did not answer in time; worth another try.
-    #[error("no access token within {0:?}")]
-    Timeout(Duration),
+    /// No token this time (timeout, network, a refusal not yet persistent); worth another try.
+    #[error("no access token: {0}")]
+    Unavailable(String),
 }
 
 /// Where bearer tokens come from.
@@ -70,9 +79,16 @@ pub struct ServiceAccountTokens {
     account: gcp_auth::CustomServiceAccount,
     timeout: Duration,
     cached: RwLock<Option<(http::HeaderValue, Instant)>>,
-    /// The last failed fetch, shared for a moment: while the endpoint refuses us, tasks waiting
-    /// for a token get the same answer at once instead of each asking again.
-    renewing: tokio::sync::Mutex<Option<(TokenError, Instant)>>,
+    renewing: tokio::sync::Mutex<Failures>,
+}
+
+/// Recent failed fetches, shared: while the endpoint fails, tasks waiting for a token get the
+/// same answer at once instead of each asking again.
+#[derive(Default)]
+struct Failures {
+    last: Option<(TokenError, Instant)>,
+    /// When the current run of refusals began.
+    refused_since: Option<Instant>,
 }
 
 impl ServiceAccountTokens {
@@ -87,7 +103,7 @@ impl ServiceAccountTokens {
             account,
             timeout,
             cached: RwLock::new(None),
-            renewing: tokio::sync::Mutex::new(None),
+            renewing: tokio::sync::Mutex::new(Failures::default()),
         })
     }
 
@@ -110,29 +126,34 @@ impl AccessTokens for ServiceAccountTokens {
         if let Some(value) = self.fresh() {
             return Ok(value);
         }
-        let mut last_failure = self.renewing.lock().await;
+        let mut failures = self.renewing.lock().await;
         if let Some(value) = self.fresh() {
             return Ok(value); // another task renewed it while this one waited
         }
-        if let Some((error, at)) = &*last_failure
+        if let Some((error, at)) = &failures.last
             && at.elapsed() < FAILURE_SHARED_FOR
         {
             return Err(error.clone());
         }
         // gcp_auth has no timeout of its own.
-        let fetched = match tokio::time::timeout(self.timeout, self.account.token(&[SCOPE])).await {
-            Err(_) => Err(TokenError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(TokenError::Refused(e.to_string())),
-            Ok(Ok(token)) => Ok(token),
-        };
-        let token = match fetched {
-            Ok(token) => token,
-            Err(e) => {
-                *last_failure = Some((e.clone(), Instant::now()));
+        let fetched = tokio::time::timeout(self.timeout, self.account.token(&[SCOPE])).await;
+        let error = match fetched {
+            Ok(Ok(token)) => {
+                *failures = Failures::default();
+                token
+            }
+            Err(_) => {
+                let e = TokenError::Unavailable(format!("no answer within {:?}", self.timeout));
+                failures.last = Some((e.clone(), Instant::now()));
+                return Err(e);
+            }
+            Ok(Err(e)) => {
+                let e = classify_token_error(&e, &mut failures.refused_since);
+                failures.last = Some((e.clone(), Instant::now()));
                 return Err(e);
             }
         };
-        *last_failure = None;
+        let token = error;
         let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
             .map_err(|_| TokenError::Refused("the access token is not a valid header".into()))?;
         value.set_sensitive(true);
@@ -142,6 +163,23 @@ impl AccessTokens for ServiceAccountTokens {
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
         *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some((value.clone(), renew_at));
         Ok(value)
+    }
+}
+
+/// Sorts a gcp_auth failure: network trouble is retryable, an unusable key is not, and a refusal
+/// by the token endpoint (gcp_auth cannot tell a 4xx from a 5xx) becomes final once it persists.
+fn classify_token_error(e: &gcp_auth::Error, refused_since: &mut Option<Instant>) -> TokenError {
+    match e {
+        gcp_auth::Error::Str("token request failed") => {
+            let since = *refused_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= REFUSED_FOR {
+                TokenError::Refused(format!("{e}, for {:?}", since.elapsed()))
+            } else {
+                TokenError::Unavailable(e.to_string())
+            }
+        }
+        gcp_auth::Error::Str(_) => TokenError::Refused(e.to_string()),
+        _ => TokenError::Unavailable(error_chain(e)),
     }
 }
 
@@ -238,9 +276,9 @@ impl Pusher for FcmPusher {
     async fn push(&self, push: &Push) -> PushOutcome {
         let bearer = match self.tokens.bearer().await {
             Ok(bearer) => bearer,
-            Err(TokenError::Timeout(t)) => {
+            Err(TokenError::Unavailable(why)) => {
                 return PushOutcome::Retryable {
-                    reason: format!("fcm:token timeout after {t:?}"),
+                    reason: format!("fcm:token unavailable: {why}"),
                     retry_after: None,
                     quota: false,
                 };
@@ -269,11 +307,19 @@ impl Pusher for FcmPusher {
             return PushOutcome::Delivered;
         }
         let after = retry_after(response.headers());
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => return transport_failure(&e),
-        };
-        classify(status, &body[..body.len().min(MAX_ERROR_BODY)], after)
+        // Read at most MAX_ERROR_BODY: a proxy's error page need not sit in memory per push.
+        let mut response = response;
+        let mut body = Vec::new();
+        while body.len() < MAX_ERROR_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())])
+                }
+                Ok(None) => break,
+                Err(e) => return transport_failure(&e),
+            }
+        }
+        classify(status, &body, after)
     }
 
     async fn warm(&self) {
@@ -359,7 +405,8 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Push
         quota,
     };
     match (status, code.as_str()) {
-        (_, "UNREGISTERED") | (404, _) => PushOutcome::Unregistered {
+        // Only FCM's own code prunes: a bare 404 is as likely a wrong FCM_ENDPOINT.
+        (_, "UNREGISTERED") => PushOutcome::Unregistered {
             reason: "fcm:UNREGISTERED".into(),
             since: None,
         },
@@ -367,10 +414,11 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Push
             reason: "fcm:SENDER_ID_MISMATCH".into(),
             since: None,
         },
-        // The APNs key or certificate uploaded to the Firebase project is wrong or missing.
+        // The APNs key or web push credentials in the Firebase project are wrong: Apple and web
+        // devices reached through FCM fail, Android ones do not (the fan-out pauses only those).
         (_, "THIRD_PARTY_AUTH_ERROR") => PushOutcome::CredentialsRejected {
             reason: detail,
-            setting: "the APNs key in the Firebase project settings",
+            setting: THIRD_PARTY_SETTING,
         },
         (401, _) | (403, _) => PushOutcome::CredentialsRejected {
             reason: detail,
@@ -467,6 +515,9 @@ mod tests {
     use super::*;
 
     fn error_body(status: &str, code: Option<&str>) -> Vec<u8> {
+        if status.is_empty() {
+            return b"<html>Bad Gateway</html>".to_vec();
+        }
         let details = match code {
             Some(c) => serde_json::json!([{
                 "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
@@ -547,7 +598,8 @@ mod tests {
                 "credentials_rejected",
                 "fcm:PERMISSION_DENIED: m",
             ),
-            (502, "", None, "retryable", "fcm:"),
+            (502, "", None, "retryable", "fcm:HTTP 502"),
+            (404, "NOT_FOUND", None, "rejected", "fcm:NOT_FOUND: m"),
         ];
         for (status, grpc, code, label, reason) in rows {
             let outcome = classify(*status, &error_body(grpc, *code), s);
@@ -559,7 +611,7 @@ mod tests {
                 | PushOutcome::CredentialsRejected { reason, .. } => reason.clone(),
                 other => format!("{other:?}"),
             };
-            assert!(got.starts_with(reason), "{status} {code:?}: {got}");
+            assert_eq!(&got, reason, "{status} {code:?}");
         }
         assert!(matches!(
             classify(429, &error_body("RESOURCE_EXHAUSTED", Some("QUOTA_EXCEEDED")), s),
@@ -580,8 +632,34 @@ mod tests {
     }
 
     #[test]
+    fn a_refusing_token_endpoint_is_retried_until_the_refusals_persist() {
+        let refused = gcp_auth::Error::Str("token request failed");
+        let mut since = None;
+        assert!(matches!(
+            classify_token_error(&refused, &mut since),
+            TokenError::Unavailable(_)
+        ));
+        since = Some(Instant::now() - REFUSED_FOR);
+        assert!(matches!(
+            classify_token_error(&refused, &mut since),
+            TokenError::Refused(_)
+        ));
+        let bad_key = gcp_auth::Error::Str("invalid private key in credentials");
+        assert!(matches!(
+            classify_token_error(&bad_key, &mut None),
+            TokenError::Refused(_)
+        ));
+        let io = gcp_auth::Error::Io("read", std::io::Error::other("reset"));
+        assert!(matches!(
+            classify_token_error(&io, &mut None),
+            TokenError::Unavailable(_)
+        ));
+    }
+
+    #[test]
     fn a_body_that_is_not_json_is_classified_by_status_alone() {
-        assert_eq!(classify(404, b"<html>", None).label(), "unregistered");
+        // A 404 page from a wrong FCM_ENDPOINT must not prune every token.
+        assert_eq!(classify(404, b"<html>", None).label(), "rejected");
         assert_eq!(classify(503, b"", None).label(), "retryable");
         assert_eq!(classify(400, b"oops", None).label(), "rejected");
     }

@@ -6,7 +6,6 @@
 //! overloaded or over quota, sending less is the point. It holds only its own provider's slots,
 //! so the other provider carries on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -45,15 +44,14 @@ pub struct Delivered {
 
 impl RetryPolicy {
     /// The wait before the next attempt after a retryable outcome.
+    /// The jitter is added on top of any floor (`Retry-After`, the quota minute), so that pushes
+    /// told to wait the same time do not all come back in the same instant.
     fn delay(&self, backoff: &mut Backoff, retry_after: Option<Duration>, quota: bool) -> Duration {
-        let mut delay = backoff.next_delay();
-        if let Some(asked) = retry_after {
-            delay = delay.max(asked);
-        }
+        let mut floor = retry_after.unwrap_or_default();
         if quota {
-            delay = delay.max(self.quota_min_delay);
+            floor = floor.max(self.quota_min_delay);
         }
-        delay
+        floor + backoff.next_delay()
     }
 }
 
@@ -64,13 +62,13 @@ pub async fn deliver(
     pusher: &dyn Pusher,
     push: &Push,
     policy: &RetryPolicy,
-    paused: &AtomicBool,
+    paused: &(dyn Fn() -> bool + Send + Sync),
 ) -> Delivered {
     let first = Instant::now();
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut attempts = 0;
     loop {
-        if paused.load(Ordering::Relaxed) {
+        if paused() {
             return Delivered {
                 outcome: PushOutcome::Skipped {
                     reason: "provider paused: credentials rejected".into(),
@@ -177,7 +175,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retryable_failure_is_retried_until_it_succeeds() {
         let p = Scripted::new(vec![unavailable(None), unavailable(None)]);
-        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        let done = deliver(&p, &push(), &policy(), &|| false).await;
         assert_eq!(
             done,
             Delivered {
@@ -196,8 +194,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_when_longer_than_the_backoff() {
         let p = Scripted::new(vec![unavailable(Some(7))]);
-        deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        deliver(&p, &push(), &policy(), &|| false).await;
         assert!(p.gaps()[0] >= Duration::from_secs(7), "{:?}", p.gaps());
+    }
+
+    #[test]
+    fn pushes_told_to_wait_the_same_time_come_back_spread_out() {
+        let p = policy();
+        let delays: Vec<Duration> = (0..50)
+            .map(|_| {
+                p.delay(
+                    &mut Backoff::new(p.initial_backoff, p.max_backoff),
+                    None,
+                    true,
+                )
+            })
+            .collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_secs(60)));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 40, "jittered above the floor");
     }
 
     #[tokio::test(start_paused = true)]
@@ -208,7 +223,7 @@ mod tests {
             quota: true,
         };
         let p = Scripted::new(vec![quota]);
-        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        let done = deliver(&p, &push(), &policy(), &|| false).await;
         assert_eq!(done.outcome, PushOutcome::Delivered);
         assert!(p.gaps()[0] >= Duration::from_secs(60), "{:?}", p.gaps());
     }
@@ -216,7 +231,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn attempts_and_the_deadline_bound_the_retries() {
         let p = Scripted::new(vec![unavailable(None); 10]);
-        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+        let done = deliver(&p, &push(), &policy(), &|| false).await;
         assert_eq!(done.attempts, 4);
         assert_eq!(done.outcome.label(), "retryable");
 
@@ -225,7 +240,7 @@ mod tests {
             ..policy()
         };
         let p = Scripted::new(vec![unavailable(Some(30)); 10]);
-        let done = deliver(&p, &push(), &short, &AtomicBool::new(false)).await;
+        let done = deliver(&p, &push(), &short, &|| false).await;
         assert_eq!(
             done.attempts, 1,
             "a 30 s Retry-After does not fit a 10 s deadline"
@@ -248,7 +263,7 @@ mod tests {
             },
         ] {
             let p = Scripted::new(vec![outcome.clone()]);
-            let done = deliver(&p, &push(), &policy(), &AtomicBool::new(false)).await;
+            let done = deliver(&p, &push(), &policy(), &|| false).await;
             assert_eq!(
                 done,
                 Delivered {
@@ -262,7 +277,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_paused_provider_gets_no_further_attempt() {
         let p = Scripted::new(vec![]);
-        let done = deliver(&p, &push(), &policy(), &AtomicBool::new(true)).await;
+        let done = deliver(&p, &push(), &policy(), &|| true).await;
         assert_eq!((done.outcome.label(), done.attempts), ("skipped", 0));
     }
 }

@@ -1,6 +1,6 @@
 //! The fan-out keeps to its concurrency limit and streams large audiences in bounded pages.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use notifier::database::Backend;
@@ -37,10 +37,17 @@ async fn in_flight_pushes_never_exceed_the_concurrency_limit() {
         panic!("{outcome:?}")
     };
     assert_eq!(summary.report.sent, 2000);
+    let max = |i: usize| recorder.max_by_provider[i].load(Ordering::SeqCst);
     assert_eq!(
         recorder.max_in_flight.load(Ordering::SeqCst),
         16,
-        "the limit is reached, never exceeded"
+        "the global limit is reached, never exceeded"
+    );
+    // Each provider may hold at most three quarters of the slots: 12 of 16.
+    assert_eq!(
+        (max(0), max(1)),
+        (12, 12),
+        "each provider's share is reached, never exceeded"
     );
     assert_eq!(recorder.device_ids(), (1..=2000).collect::<Vec<i64>>());
 }
@@ -74,11 +81,12 @@ async fn an_audience_of_100_000_devices_is_streamed_in_pages_without_holding_the
     let r = &summary.report;
     assert_eq!((r.recipients, r.sent), (100_000, 100_000));
     assert_eq!(recorder.count.load(Ordering::Relaxed), 100_000);
-    assert_eq!(r.pages, 100);
-    // At most a page being routed, one waiting, one read ahead and a page in each provider's
-    // lane: never the whole audience.
+    // Each provider reads its own devices: 66,667 FCM ones in 67 pages, 33,333 APNs ones in 34.
+    assert_eq!(r.pages, 67 + 34);
+    // Per provider at most a page being sent, one waiting and one read ahead: never the whole
+    // audience.
     assert!(
-        r.peak_buffered >= 1000 && r.peak_buffered <= 5000,
+        r.peak_buffered >= 1000 && r.peak_buffered <= 6000,
         "peak {} devices held",
         r.peak_buffered
     );
@@ -161,4 +169,81 @@ async fn pushes_still_running_at_the_drain_deadline_are_abandoned_and_counted_as
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Hangs every FCM push until released; APNs pushes go through at once.
+struct StalledFcm {
+    release: tokio::sync::Notify,
+    apns_done: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl notifier::push::Pusher for StalledFcm {
+    async fn push(&self, push: &notifier::push::Push) -> notifier::push::PushOutcome {
+        if push.device.provider == Some(notifier::audience::Provider::Fcm) {
+            self.release.notified().await;
+        } else {
+            self.apns_done.fetch_add(1, Ordering::SeqCst);
+        }
+        notifier::push::PushOutcome::Delivered
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_provider_does_not_hold_up_the_other() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    test_db.execute(ONE_TALK).await;
+    sqlite_devices(&test_db, 3000).await; // 1,500 for each provider
+    let mut settings = settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("NOTIFIER_CONCURRENCY", "16"),
+    ]);
+    settings.database.page_size = 100;
+    let pusher = std::sync::Arc::new(StalledFcm {
+        release: tokio::sync::Notify::new(),
+        apns_done: AtomicUsize::new(0),
+    });
+    let worker = std::sync::Arc::new(
+        notifier::worker::Worker::new(
+            settings,
+            test_db.db.clone(),
+            notifier::worker::Pushers::dry_run(pusher.clone()),
+        )
+        .unwrap(),
+    );
+
+    let event = {
+        let worker = std::sync::Arc::clone(&worker);
+        tokio::spawn(async move {
+            worker
+                .handle_message(br#"{"talk_id": 1}"#, &CancellationToken::new())
+                .await
+        })
+    };
+    // Every APNs device is delivered while every FCM push hangs.
+    let all_apns = async {
+        while pusher.apns_done.load(Ordering::SeqCst) < 1500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), all_apns)
+        .await
+        .expect("APNs finished while FCM was stalled");
+    assert!(!event.is_finished());
+
+    // Released, FCM finishes too.
+    let release = async {
+        loop {
+            pusher.release.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = event => outcome.unwrap(),
+        _ = release => unreachable!(),
+    };
+    let EventOutcome::Processed(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(summary.report.sent, 3000);
 }

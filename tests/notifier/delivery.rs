@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use notifier::database::Backend;
 use notifier::push::apns::{ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, TransportError};
 use notifier::stand_in::{StandIn, StandInConfig};
@@ -371,13 +371,13 @@ async fn apns_410_prunes_only_tokens_not_registered_again_since(backend: Backend
         seen.iter()
             .all(|r| r.topic == "com.example.talks" && r.collapse_id == "talk_posted:100")
     );
-    assert!(seen.iter().all(|r| {
-        r.expiration
-            > Utc
-                .timestamp_opt(UNREGISTERED_AT_MS / 1000, 0)
-                .unwrap()
-                .timestamp() as u64
-    }));
+    // apns-expiration is now + the TTL (a day), as unix seconds.
+    let due = Utc::now().timestamp() as u64 + 86_400;
+    assert!(
+        seen.iter().all(|r| r.expiration.abs_diff(due) < 120),
+        "{}",
+        seen[0].expiration
+    );
 }
 
 #[tokio::test]
@@ -393,4 +393,50 @@ async fn apns_410_prunes_only_tokens_not_registered_again_since_on_mysql() {
 #[tokio::test]
 async fn apns_410_prunes_only_tokens_not_registered_again_since_on_sqlite() {
     apns_410_prunes_only_tokens_not_registered_again_since(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_bad_apns_key_in_firebase_pauses_apple_and_web_devices_but_not_android() {
+    let live = Live::start().await;
+    let test_db = scenario_db(Backend::Sqlite).await;
+    test_db
+        .execute(&[
+            "INSERT INTO devices (id, user_id, provider, platform, token) VALUES
+            (41, 2, 'fcm', 'ios', 'tok-thirdpartyauth-41'),
+            (42, 2, 'fcm', 'ios', 'tok-iphone-42'),
+            (43, 2, 'fcm', 'android', 'tok-android-43')",
+        ])
+        .await;
+    let vars = live.vars();
+    // One push at a time, so the order is known: 2 (android), 6 (web), 41, 42, 43.
+    let settings = settings_with(&with(
+        &vars,
+        &[
+            ("DATABASE_URL", &test_db.url),
+            ("NOTIFIER_CONCURRENCY", "1"),
+        ],
+    ));
+    let worker = live_worker(settings, &test_db);
+
+    let summary = processed(
+        worker
+            .handle_message(br#"{"talk_id": 100}"#, &CancellationToken::new())
+            .await,
+    );
+
+    let r = &summary.report;
+    assert_eq!(r.paused, ["fcm:ios+web"]);
+    // Sent: 2, 6 (before the error) and 43 (Android, after it). Failed: 41. Skipped: 42 and the
+    // three APNs devices (APNs is not configured here).
+    assert_eq!((r.sent, r.failed, r.skipped), (3, 1, 4), "{r:?}");
+    let delivered: Vec<String> = live
+        .messages()
+        .iter()
+        .map(|m| m["token"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        delivered.contains(&"tok-android-43".to_string()),
+        "{delivered:?}"
+    );
+    assert!(!delivered.contains(&"tok-iphone-42".to_string()));
 }

@@ -245,6 +245,9 @@ pub struct RecordingPusher {
     pub delay: Duration,
     in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
+    /// In flight per provider (FCM, APNs), and the most seen at once.
+    by_provider: [AtomicUsize; 2],
+    pub max_by_provider: [AtomicUsize; 2],
     /// Counts instead of recording, for audiences too large to keep.
     pub count_only: bool,
     pub count: AtomicUsize,
@@ -286,6 +289,9 @@ impl Pusher for RecordingPusher {
         let started_at = std::time::Instant::now();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let lane = usize::from(push.device.provider == Some(notifier::audience::Provider::Apns));
+        let mine = self.by_provider[lane].fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_by_provider[lane].fetch_max(mine, Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -308,6 +314,7 @@ impl Pusher for RecordingPusher {
             });
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.by_provider[lane].fetch_sub(1, Ordering::SeqCst);
         PushOutcome::Delivered
     }
 }
@@ -319,12 +326,12 @@ pub async fn scenario_db(backend: Backend) -> TestDb {
     test_db
 }
 
-/// Devices 1..=n of user 2 on SQLite, all reached through FCM.
+/// Devices 1..=n of user 2 on SQLite: odd ids through FCM, even ids through APNs.
 pub async fn sqlite_devices(test_db: &TestDb, n: u32) {
     let sql = format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
          INSERT INTO devices (id, user_id, provider, platform, token)
-         SELECT i, 2, 'fcm', 'android', 'token-' || i FROM n"
+         SELECT i, 2, CASE WHEN i % 2 = 0 THEN 'apns' ELSE 'fcm' END, 'android', 'token-' || i FROM n"
     );
     test_db.execute(&[&sql]).await;
 }
