@@ -124,10 +124,16 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         if migrate {
             db.migrate().await?;
         }
-        anyhow::Ok(db)
+        let claims = Worker::connect_claims(&settings).await.with_context(|| {
+            format!(
+                "cannot reach Redis at {} (REDIS_URL) for event claims",
+                redact_url(&settings.redis.url)
+            )
+        })?;
+        anyhow::Ok((db, claims))
     };
-    let db = tokio::select! {
-        db = start => db?,
+    let (db, claims) = tokio::select! {
+        started = start => started?,
         _ = stop.cancelled() => {
             info!("Stopped during start-up.");
             return Ok(());
@@ -151,7 +157,7 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
             "Dry run: pushes are logged, no provider is contacted (set APP_ENV=production to send)."
         );
     }
-    let worker = Arc::new(Worker::new(settings, db, pushers)?);
+    let worker = Arc::new(Worker::new(settings, db, pushers)?.with_claims(claims));
     let result = Arc::clone(&worker).run(stop).await;
     worker.database().close().await;
     result

@@ -8,12 +8,13 @@
 //! as a lane goes and each lane holds at most three pages, so memory stays flat; the next page is
 //! read while the current one is sent. One failing push never stops the others.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -103,6 +104,136 @@ pub enum FanoutError {
     },
 }
 
+/// Where one provider's lane stood when a checkpoint was written: every device with an id up to
+/// `upto` was handed out and has finished, except the `holes` (handed out, not finished).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneCheckpoint {
+    pub upto: i64,
+    pub holes: Vec<i64>,
+}
+
+impl LaneCheckpoint {
+    /// Where the audience is read from on resume: the first hole, or just after `upto`.
+    pub fn read_after(&self) -> i64 {
+        self.holes.iter().min().map_or(self.upto, |first| first - 1)
+    }
+
+    /// Whether a device finished before the checkpoint (and must not be sent again).
+    pub fn finished(&self, device_id: i64) -> bool {
+        device_id <= self.upto && !self.holes.contains(&device_id)
+    }
+}
+
+/// The fan-out's progress as stored with the event claim, one lane per provider.
+///
+/// Any push that finishes after a checkpoint was written was either a hole then or handed out
+/// since, so a crash repeats only the pushes finished since the last write. Writing every
+/// `min(page size, concurrency / 2)` finished pushes keeps that under the concurrency limit with no
+/// per-push round trip to Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub fcm: LaneCheckpoint,
+    pub apns: LaneCheckpoint,
+}
+
+impl Checkpoint {
+    pub fn lane(&self, provider: Provider) -> &LaneCheckpoint {
+        match provider {
+            Provider::Fcm => &self.fcm,
+            Provider::Apns => &self.apns,
+        }
+    }
+}
+
+#[derive(Default)]
+struct LaneProgress {
+    upto: i64,
+    in_flight: BTreeSet<i64>,
+}
+
+/// Live progress of one fan-out: what the checkpoint is made from.
+pub struct Progress {
+    resume: Checkpoint,
+    lanes: [Mutex<LaneProgress>; 2],
+    finished_since_write: AtomicUsize,
+    write_every: usize,
+    /// Signalled when enough pushes finished since the last checkpoint.
+    pub due: Notify,
+    /// While true, no new push is handed out (the claim cannot be renewed, say Redis is down).
+    hold: watch::Sender<bool>,
+}
+
+impl Progress {
+    pub fn new(resume: Option<Checkpoint>, write_every: usize) -> Arc<Self> {
+        let resume = resume.unwrap_or_default();
+        let lane = |c: &LaneCheckpoint| {
+            Mutex::new(LaneProgress {
+                upto: c.read_after(),
+                in_flight: BTreeSet::new(),
+            })
+        };
+        Arc::new(Self {
+            lanes: [lane(&resume.fcm), lane(&resume.apns)],
+            resume,
+            finished_since_write: AtomicUsize::new(0),
+            write_every: write_every.max(1),
+            due: Notify::new(),
+            hold: watch::Sender::new(false),
+        })
+    }
+
+    fn lane(&self, provider: Provider) -> std::sync::MutexGuard<'_, LaneProgress> {
+        self.lanes[usize::from(provider == Provider::Apns)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The checkpoint as of now.
+    pub fn snapshot(&self) -> Checkpoint {
+        let lane = |p| {
+            let lane = self.lane(p);
+            LaneCheckpoint {
+                upto: lane.upto,
+                holes: lane.in_flight.iter().copied().collect(),
+            }
+        };
+        Checkpoint {
+            fcm: lane(Provider::Fcm),
+            apns: lane(Provider::Apns),
+        }
+    }
+
+    pub fn set_hold(&self, hold: bool) {
+        self.hold
+            .send_if_modified(|h| std::mem::replace(h, hold) != hold);
+    }
+
+    /// Where this lane's audience starts.
+    pub fn read_after(&self, provider: Provider) -> i64 {
+        self.resume.lane(provider).read_after()
+    }
+
+    fn handed_out(&self, provider: Provider, device_id: i64) {
+        let mut lane = self.lane(provider);
+        lane.in_flight.insert(device_id);
+        lane.upto = lane.upto.max(device_id);
+    }
+
+    /// A device settled without being handed out (skipped, or finished in an earlier run).
+    fn passed(&self, provider: Provider, device_id: i64) {
+        let mut lane = self.lane(provider);
+        lane.upto = lane.upto.max(device_id);
+    }
+
+    fn finished(&self, provider: Provider, device_id: i64) {
+        self.lane(provider).in_flight.remove(&device_id);
+        if self.finished_since_write.fetch_add(1, Ordering::Relaxed) + 1 >= self.write_every {
+            self.finished_since_write.store(0, Ordering::Relaxed);
+            self.due.notify_one();
+        }
+    }
+}
+
 /// What can be paused: a whole provider, or FCM for Apple and web devices only (their APNs key or
 /// web push credentials in Firebase are wrong; Android is unaffected).
 #[derive(Clone, Copy)]
@@ -141,6 +272,7 @@ struct EventState {
     buffered: AtomicUsize,
     peak_buffered: AtomicUsize,
     interrupted: AtomicBool,
+    progress: Arc<Progress>,
 }
 
 impl EventState {
@@ -277,6 +409,7 @@ pub async fn fan_out(
     event_id: Arc<str>,
     content: Arc<Rendered>,
     delivery: Delivery,
+    progress: Arc<Progress>,
     limits: &FanoutLimits,
     stop: &CancellationToken,
 ) -> Result<FanoutReport, FanoutError> {
@@ -299,10 +432,12 @@ pub async fn fan_out(
         buffered: AtomicUsize::new(0),
         peak_buffered: AtomicUsize::new(0),
         interrupted: AtomicBool::new(false),
+        progress,
     });
     let lanes: Vec<_> = audiences
         .into_iter()
         .map(|(provider, audience)| {
+            let audience = audience.resume_after(state.progress.read_after(provider));
             tokio::spawn(run_lane(
                 provider,
                 audience,
@@ -346,6 +481,8 @@ async fn run_lane(
     ));
     let pusher = state.delivery.pusher(provider).cloned();
     let provider_permits = Arc::clone(limits.provider_permits(provider));
+    let resume = state.progress.resume.lane(provider).clone();
+    let mut hold = state.progress.hold.subscribe();
     let mut tasks = JoinSet::new();
     let mut warmed = false;
     let mut failure = None;
@@ -367,6 +504,10 @@ async fn run_lane(
         let mut devices = page.into_iter();
         while let Some(device) = devices.next() {
             state.buffered.fetch_sub(1, Ordering::Relaxed);
+            if resume.finished(device.id) {
+                state.progress.passed(provider, device.id);
+                continue; // sent before the checkpoint this run resumes from
+            }
             let Some(pusher) = pusher.clone().filter(|_| !device.token.is_empty()) else {
                 let why = if device.token.is_empty() {
                     "empty token"
@@ -376,13 +517,26 @@ async fn run_lane(
                 state
                     .settle(provider, &device, skipped(provider, why), 0)
                     .await;
+                state.progress.passed(provider, device.id);
                 continue;
             };
             if state.is_paused(provider, &device) {
                 state
                     .settle(provider, &device, skipped(provider, "paused"), 0)
                     .await;
+                state.progress.passed(provider, device.id);
                 continue;
+            }
+            if *hold.borrow() {
+                // The claim cannot be renewed: sending on could race a replica that takes over.
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        state.buffered.fetch_sub(devices.len(), Ordering::Relaxed);
+                        state.interrupted.store(true, Ordering::Relaxed);
+                        break 'pages;
+                    }
+                    _ = hold.wait_for(|held| !*held) => {}
+                }
             }
             if !warmed {
                 warmed = true;
@@ -404,6 +558,7 @@ async fn run_lane(
             let Ok(permits) = permits else {
                 break 'pages; // the semaphores are never closed
             };
+            state.progress.handed_out(provider, device.id);
             let push = Push {
                 event_id: Arc::clone(&state.event_id),
                 notification: Arc::clone(state.content.for_locale(device.locale.as_deref())),
@@ -419,6 +574,7 @@ async fn run_lane(
                 state
                     .settle(provider, &push.device, done.outcome, done.attempts)
                     .await;
+                state.progress.finished(provider, push.device.id);
             });
             // Reap what has finished, so the set holds only live tasks.
             while let Some(done) = tasks.try_join_next() {

@@ -16,6 +16,7 @@
 
 pub mod audience;
 pub mod backoff;
+pub mod claims;
 pub mod cli;
 pub mod content;
 pub mod database;
@@ -26,6 +27,7 @@ pub mod prune;
 pub mod push;
 pub mod settings;
 pub mod stand_in;
+pub mod stream;
 pub mod subscriber;
 pub mod telemetry;
 pub mod worker;

@@ -25,6 +25,8 @@ pub const ENV_VARS: &[&str] = &[
     "NOTIFIER_CHANNEL",
     "NOTIFIER_CONCURRENCY",
     "NOTIFIER_HTTP_ADDR",
+    "NOTIFIER_INPUT",
+    "NOTIFIER_STREAM",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "FCM_PROJECT_ID",
     "FCM_ENDPOINT",
@@ -88,6 +90,8 @@ pub struct Settings {
     pub service: ServiceSettings,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
+    pub input: InputSettings,
+    pub claims: ClaimSettings,
     pub fcm: FcmSettings,
     pub apns: ApnsSettings,
     pub retry: RetrySettings,
@@ -124,6 +128,40 @@ pub struct ServiceSettings {
     pub max_concurrent_events: usize,
     pub http_addr: SocketAddr,
     pub drain_timeout_secs: u64,
+    pub max_event_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputMode {
+    Pubsub,
+    Stream,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSettings {
+    pub mode: InputMode,
+    pub stream: String,
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSettings {
+    pub key_prefix: String,
+    pub lease_secs: u64,
+    pub dedup_window_secs: u64,
+    pub max_attempts: u32,
+}
+
+impl ClaimSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.dedup_window_secs)
+    }
 }
 
 impl ServiceSettings {
@@ -305,6 +343,21 @@ impl Settings {
                 )
             })?;
         }
+        if let Some(v) = set("NOTIFIER_INPUT") {
+            self.input.mode = match v.trim() {
+                "pubsub" => InputMode::Pubsub,
+                "stream" => InputMode::Stream,
+                other => {
+                    return Err(SettingsError::new(
+                        "NOTIFIER_INPUT",
+                        format!("{other:?} is not one of pubsub, stream"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = set("NOTIFIER_STREAM") {
+            self.input.stream = v;
+        }
         if let Some(v) = set("GOOGLE_APPLICATION_CREDENTIALS") {
             self.fcm.credentials = v;
         }
@@ -435,6 +488,15 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.claims.lease_secs == 0 || self.claims.dedup_window_secs < self.claims.lease_secs {
+            return Err(SettingsError::new(
+                "claims.lease_secs / claims.dedup_window_secs",
+                "the lease must be at least 1 s and the dedup window at least the lease",
+            ));
+        }
+        if self.input.stream.trim().is_empty() || self.input.group.trim().is_empty() {
+            return Err(SettingsError::new("NOTIFIER_STREAM", "must not be empty"));
+        }
         self.validate_providers()?;
         crate::content::Templates::check(&self.content)?;
         crate::database::check_queries(&self.queries)?;
@@ -511,6 +573,15 @@ impl Settings {
             ("REDIS_URL", redact_url(&self.redis.url)),
             ("DATABASE_URL", redact_url(&self.database.url)),
             ("NOTIFIER_CHANNEL", self.service.channel.clone()),
+            (
+                "NOTIFIER_INPUT",
+                match self.input.mode {
+                    InputMode::Pubsub => "pubsub".into(),
+                    InputMode::Stream => {
+                        format!("stream {} (group {})", self.input.stream, self.input.group)
+                    }
+                },
+            ),
             ("NOTIFIER_CONCURRENCY", self.service.concurrency.to_string()),
             ("NOTIFIER_HTTP_ADDR", self.service.http_addr.to_string()),
             ("database.page_size", self.database.page_size.to_string()),
@@ -716,6 +787,7 @@ mod tests {
                 "NOTIFIER_EXTRA_CA_FILE",
             ),
             ("FCM_ENDPOINT", "fcm.example", "FCM_ENDPOINT"),
+            ("NOTIFIER_INPUT", "kafka", "NOTIFIER_INPUT"),
         ];
         for (var, value, named) in cases {
             let err = load(&[(var, value)]).unwrap_err();

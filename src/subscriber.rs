@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::settings::{RedisSettings, redact_url};
+use crate::stream::Incoming;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -56,7 +57,7 @@ impl Subscriber {
 
     /// Delivers every message of the channel to `messages` until `stop` is cancelled or the
     /// receiver is dropped, reconnecting as often as needed.
-    pub async fn run(self, messages: mpsc::Sender<Vec<u8>>, stop: CancellationToken) {
+    pub async fn run(self, messages: mpsc::Sender<Incoming>, stop: CancellationToken) {
         let mut backoff = Backoff::new(
             Duration::from_millis(self.settings.reconnect_initial_ms),
             Duration::from_millis(self.settings.reconnect_max_ms),
@@ -110,7 +111,7 @@ impl Subscriber {
         &self,
         mut sink: PubSubSink,
         mut stream: PubSubStream,
-        messages: &mpsc::Sender<Vec<u8>>,
+        messages: &mpsc::Sender<Incoming>,
         stop: &CancellationToken,
     ) -> Ended {
         let mut ping = tokio::time::interval(self.settings.ping_interval());
@@ -127,7 +128,7 @@ impl Subscriber {
                     // worker takes them.
                     let sent = tokio::select! {
                         _ = stop.cancelled() => return Ended::Stopped,
-                        sent = messages.send(message.get_payload_bytes().to_vec()) => sent,
+                        sent = messages.send(Incoming { payload: message.get_payload_bytes().to_vec(), entry: None }) => sent,
                     };
                     if sent.is_err() {
                         return Ended::Stopped;

@@ -1,28 +1,37 @@
-//! The worker: takes each message from the subscriber through the whole pipeline — parse the
-//! event, load the talk, render the content, read the audience, fan out — and reports it in one
-//! summary line.
+//! The worker: takes each message from the input (pub/sub or stream) through the whole pipeline —
+//! parse the event, claim it, load the talk, render the content, read the audience, fan out — and
+//! reports it in one summary line.
 //!
-//! Events run concurrently up to `service.max_concurrent_events`, all sharing one push
-//! concurrency limit. On stop, no new message is taken, running fan-outs stop spawning pushes,
-//! and in-flight pushes get the drain timeout to finish.
+//! Each event is claimed in Redis first ([`crate::claims`]): a duplicate is skipped, and while the
+//! fan-out runs a keeper renews the lease and stores checkpoints, so that if this process dies
+//! another replica resumes the event where it stood. Events run concurrently up to
+//! `service.max_concurrent_events`, sharing one push concurrency limit. On stop, no new message is
+//! taken, fan-outs stop handing out pushes, in-flight pushes get the drain timeout, and the claim
+//! is released with its checkpoint for whoever runs next.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::audience::{Audience, Provider};
+use crate::claims::{Claim, Claims, Renewal};
 use crate::content::{Talk, TalkRow, Templates};
 use crate::database::{Database, DatabaseError, Param, Queries};
 use crate::event::{Preview, Rejection, TalkPosted};
-use crate::fanout::{Delivery, FanoutError, FanoutLimits, FanoutReport, fan_out};
+use crate::fanout::{
+    Checkpoint, Delivery, FanoutError, FanoutLimits, FanoutReport, Progress, fan_out,
+};
 use crate::prune::Pruner;
 use crate::push::Pusher;
 use crate::push::retry::RetryPolicy;
-use crate::settings::{SendMode, Settings, SettingsError};
+use crate::settings::{InputMode, SendMode, Settings, SettingsError};
+use crate::stream::{Acker, Incoming, StreamInput};
 use crate::subscriber::Subscriber;
 
 /// The pushers an event can go through.
@@ -55,7 +64,29 @@ pub enum EventOutcome {
     Rejected(Rejection),
     /// The talk is not in the database (or the event's program is not the talk's).
     UnknownTalk,
+    /// Published longer ago than `service.max_event_age_secs`.
+    Stale,
+    /// Claimed already: `done` when it was finished, else another replica is on it.
+    Duplicate {
+        done: bool,
+    },
+    /// Another replica took the event over while this one was sending.
+    Lost,
     Failed(String),
+}
+
+impl EventOutcome {
+    /// Whether the message that carried the event is finished with, so a stream entry may be
+    /// acknowledged. An event that another replica is still running is not: its entry comes back
+    /// and is acknowledged once the event is done.
+    fn settled(&self) -> bool {
+        match self {
+            EventOutcome::Processed(s) => !s.report.interrupted,
+            EventOutcome::Rejected(_) | EventOutcome::UnknownTalk | EventOutcome::Stale => true,
+            EventOutcome::Duplicate { done } => *done,
+            EventOutcome::Lost | EventOutcome::Failed(_) => false,
+        }
+    }
 }
 
 /// The per-event summary of the contract.
@@ -64,6 +95,8 @@ pub struct Summary {
     pub event_id: String,
     pub talk_id: i64,
     pub dry_run: bool,
+    /// This run picked the event up from a checkpoint left by an earlier one.
+    pub resumed: bool,
     pub report: FanoutReport,
 }
 
@@ -92,6 +125,8 @@ pub struct Worker {
     templates: Templates,
     pushers: Pushers,
     limits: FanoutLimits,
+    /// `None` only in tests that drive events directly: then nothing is deduplicated.
+    claims: Option<Claims>,
     /// Every event's outcome, for whoever follows them (tests, status endpoints).
     outcomes: broadcast::Sender<EventOutcome>,
 }
@@ -118,7 +153,7 @@ impl Worker {
             apns_permits: Arc::new(Semaphore::new(
                 settings.service.provider_limit(settings.apns.concurrency),
             )),
-            retry_pages_for: std::time::Duration::from_secs(settings.database.retry_for_secs),
+            retry_pages_for: Duration::from_secs(settings.database.retry_for_secs),
             drain_timeout: settings.service.drain_timeout(),
         };
         Ok(Self {
@@ -128,8 +163,27 @@ impl Worker {
             templates,
             pushers,
             limits,
+            claims: None,
             outcomes: broadcast::Sender::new(64),
         })
+    }
+
+    /// Claims every event in Redis before sending it (what `notifier run` does).
+    pub fn with_claims(mut self, claims: Claims) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// Connects the claim store the settings describe, under a name unique to this process.
+    pub async fn connect_claims(settings: &Settings) -> Result<Claims, crate::claims::ClaimError> {
+        Claims::connect(
+            &settings.redis.url,
+            &settings.claims.key_prefix,
+            crate::claims::owner_name(),
+            settings.claims.lease(),
+            settings.claims.window(),
+        )
+        .await
     }
 
     /// Follows the outcome of every event from now on. A receiver that falls behind misses the
@@ -146,38 +200,100 @@ impl Worker {
         &self.db
     }
 
-    /// Subscribes and processes events until `stop` is cancelled, then drains.
+    /// Reads the input and processes events until `stop` is cancelled, then drains.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
-        let subscriber = Subscriber::new(&self.settings.redis, &self.settings.service.channel)?;
-        let (tx, mut messages) = mpsc::channel::<Vec<u8>>(64);
-        let subscription = tokio::spawn(subscriber.run(tx, stop.clone()));
+        let (tx, mut messages) = mpsc::channel::<Incoming>(64);
+        let settings = &self.settings;
+        let input = match settings.input.mode {
+            InputMode::Pubsub => {
+                let subscriber = Subscriber::new(&settings.redis, &settings.service.channel)?;
+                tokio::spawn(subscriber.run(tx, stop.clone()))
+            }
+            InputMode::Stream => {
+                let consumer = self
+                    .claims
+                    .as_ref()
+                    .map_or_else(crate::claims::owner_name, |c| c.owner().to_string());
+                let reader = StreamInput::new(
+                    &settings.redis,
+                    &settings.input,
+                    &consumer,
+                    settings.claims.lease(),
+                )?;
+                tokio::spawn(reader.run(tx, stop.clone()))
+            }
+        };
+        let acker = match (&self.claims, settings.input.mode) {
+            (Some(claims), InputMode::Stream) => {
+                Some(Acker::new(claims.connection(), &settings.input))
+            }
+            _ => None,
+        };
 
-        let events = Arc::new(Semaphore::new(self.settings.service.max_concurrent_events));
+        let events = Arc::new(Semaphore::new(settings.service.max_concurrent_events));
         let running = TaskTracker::new();
+        // Events that a dead replica left are found at start and every half lease.
+        let mut scan =
+            tokio::time::interval((settings.claims.lease() / 2).max(Duration::from_secs(1)));
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let message = tokio::select! {
+            let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                message = messages.recv() => message,
+                message = messages.recv() => match message {
+                    Some(message) => Next::Message(message),
+                    None => break,
+                },
+                _ = scan.tick(), if self.claims.is_some() => Next::Scan,
             };
-            let Some(message) = message else { break };
-            let permit = tokio::select! {
-                biased;
-                _ = stop.cancelled() => {
-                    warn!(preview = %Preview(&message), "Stopping: a received event waiting for a slot is not processed.");
-                    break;
+            match next {
+                Next::Message(message) => {
+                    let permit = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => {
+                            warn!(preview = %Preview(&message.payload), "Stopping: a received event waiting for a slot is not processed.");
+                            break;
+                        }
+                        permit = Arc::clone(&events).acquire_owned() => permit?,
+                    };
+                    let (worker, stop, acker) = (Arc::clone(&self), stop.clone(), acker.clone());
+                    running.spawn(async move {
+                        let outcome = worker.handle_incoming(&message, &stop).await;
+                        if let (Some(acker), Some(entry)) = (&acker, &message.entry)
+                            && outcome.settled()
+                        {
+                            acker.ack(entry).await;
+                        }
+                        drop(permit);
+                    });
                 }
-                permit = Arc::clone(&events).acquire_owned() => permit?,
-            };
-            let worker = Arc::clone(&self);
-            let stop = stop.clone();
-            running.spawn(async move {
-                worker.handle_message(&message, &stop).await;
-                drop(permit);
-            });
+                Next::Scan => {
+                    let Some(claims) = &self.claims else { continue };
+                    let abandoned = match claims.take_over_abandoned().await {
+                        Ok(abandoned) => abandoned,
+                        Err(e) => {
+                            warn!(error = %e, "Looking for abandoned events failed.");
+                            continue;
+                        }
+                    };
+                    for taken in abandoned {
+                        let permit = tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => break,
+                            permit = Arc::clone(&events).acquire_owned() => permit?,
+                        };
+                        let (worker, stop) = (Arc::clone(&self), stop.clone());
+                        running.spawn(async move {
+                            worker.resume_abandoned(taken, &stop).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
         }
-        subscription.abort();
+        input.abort();
         // Pub/sub messages received but not yet started are lost with the process: say so.
+        // (Stream entries are not: they stay pending and come back.)
         let mut dropped = 0;
         while messages.try_recv().is_ok() {
             dropped += 1;
@@ -194,7 +310,7 @@ impl Worker {
         );
         running.close();
         // Each fan-out bounds its own drain; this bounds the rest (reading a talk, say).
-        let deadline = self.settings.service.drain_timeout() + std::time::Duration::from_secs(5);
+        let deadline = self.settings.service.drain_timeout() + Duration::from_secs(5);
         if tokio::time::timeout(deadline, running.wait())
             .await
             .is_err()
@@ -208,58 +324,198 @@ impl Worker {
     /// Processes one raw message and logs what became of it. Never fails: a bad message or a
     /// failed event is logged, and the worker goes on.
     pub async fn handle_message(&self, message: &[u8], stop: &CancellationToken) -> EventOutcome {
-        let outcome = self.handle_raw(message, stop).await;
+        let incoming = Incoming {
+            payload: message.to_vec(),
+            entry: None,
+        };
+        self.handle_incoming(&incoming, stop).await
+    }
+
+    async fn handle_incoming(&self, incoming: &Incoming, stop: &CancellationToken) -> EventOutcome {
+        let outcome = match TalkPosted::parse(&incoming.payload) {
+            Ok(mut event) => {
+                if event.published_at.is_none() {
+                    event.published_at = incoming.entry.as_deref().and_then(entry_time);
+                }
+                self.handle_event(event, stop).await
+            }
+            Err(rejection) => {
+                warn!(
+                    reason = %rejection,
+                    preview = %Preview(&incoming.payload),
+                    "Rejected a message that is not a valid talk_posted event."
+                );
+                EventOutcome::Rejected(rejection)
+            }
+        };
         // Nobody listening is the normal case in production.
         let _ = self.outcomes.send(outcome.clone());
         outcome
     }
 
-    async fn handle_raw(&self, message: &[u8], stop: &CancellationToken) -> EventOutcome {
-        let event = match TalkPosted::parse(message) {
-            Ok(event) => event,
-            Err(rejection) => {
-                warn!(
-                    reason = %rejection,
-                    preview = %Preview(message),
-                    "Rejected a message that is not a valid talk_posted event."
-                );
-                return EventOutcome::Rejected(rejection);
+    pub async fn handle_event(&self, event: TalkPosted, stop: &CancellationToken) -> EventOutcome {
+        let max_age = Duration::from_secs(self.settings.service.max_event_age_secs);
+        if let Some(published) = event.published_at {
+            let age = (Utc::now() - published).to_std().unwrap_or_default();
+            if age > max_age {
+                warn!(event_id = %event.event_id, talk_id = event.talk_id, age_secs = age.as_secs(),
+                    "Dropped a stale event: it was published too long ago to be news.");
+                return EventOutcome::Stale;
+            }
+        }
+        let Some(claims) = &self.claims else {
+            return self.run_event(event, None, 1, stop).await;
+        };
+        let payload = event.to_json();
+        let claim = match retry_redis(|| claims.claim(&event.event_id, &payload), stop).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                error!(event_id = %event.event_id, error = %e, "Could not claim the event; it was not sent.");
+                return EventOutcome::Failed(e.to_string());
             }
         };
-        self.handle_event(event, stop).await
+        match claim {
+            Claim::Claimed => self.run_event(event, None, 1, stop).await,
+            Claim::Resumed {
+                checkpoint,
+                attempts,
+            } => {
+                self.run_event(event, parse_checkpoint(&checkpoint), attempts, stop)
+                    .await
+            }
+            Claim::Busy | Claim::Done => {
+                let done = claim == Claim::Done;
+                info!(event_id = %event.event_id, talk_id = event.talk_id,
+                    status = if done { "already processed" } else { "being processed by another replica" },
+                    "Skipped a duplicate event.");
+                EventOutcome::Duplicate { done }
+            }
+        }
     }
 
-    pub async fn handle_event(&self, event: TalkPosted, stop: &CancellationToken) -> EventOutcome {
+    async fn resume_abandoned(&self, taken: crate::claims::TakenOver, stop: &CancellationToken) {
+        let outcome = match TalkPosted::parse(taken.payload.as_bytes()) {
+            Ok(event) => {
+                info!(event_id = %taken.event_id, attempt = taken.attempts, "Resuming an event another run left unfinished.");
+                self.run_event(
+                    event,
+                    parse_checkpoint(&taken.checkpoint),
+                    taken.attempts,
+                    stop,
+                )
+                .await
+            }
+            Err(rejection) => {
+                // Cannot happen for payloads the worker stored itself; finish it rather than loop.
+                error!(event_id = %taken.event_id, reason = %rejection, "An abandoned event cannot be read; giving it up.");
+                if let Some(claims) = &self.claims {
+                    let _ = claims.finish(&taken.event_id, true).await;
+                }
+                EventOutcome::Rejected(rejection)
+            }
+        };
+        let _ = self.outcomes.send(outcome);
+    }
+
+    /// Runs a claimed event (or, without claims, any event) and settles its claim.
+    async fn run_event(
+        &self,
+        event: TalkPosted,
+        resume: Option<Checkpoint>,
+        attempts: u32,
+        stop: &CancellationToken,
+    ) -> EventOutcome {
         let started = Instant::now();
         let dry_run = event.dry_run == Some(true) || self.settings.send_mode == SendMode::DryRun;
-        match self.process(&event, dry_run, stop).await {
+        let resumed = resume.is_some();
+        let write_every = (self.settings.database.page_size as usize)
+            .min(self.settings.service.concurrency / 2)
+            .max(1);
+        let progress = Progress::new(resume, write_every);
+        // The event stops when the process stops, or when another replica took it over.
+        let event_stop = stop.child_token();
+        let lost = Arc::new(AtomicBool::new(false));
+        let keeper = self.claims.clone().map(|claims| {
+            tokio::spawn(keep_claim(
+                claims,
+                event.event_id.clone(),
+                event.to_json(),
+                Arc::clone(&progress),
+                event_stop.clone(),
+                Arc::clone(&lost),
+            ))
+        });
+
+        let result = self
+            .process(&event, dry_run, Arc::clone(&progress), &event_stop)
+            .await;
+
+        let keeper_ended = event_stop.clone();
+        keeper_ended.cancel();
+        if let Some(keeper) = keeper {
+            let _ = keeper.await;
+        }
+        if lost.load(Ordering::Relaxed) {
+            warn!(event_id = %event.event_id, "Another replica took this event over; stopped sending it.");
+            return EventOutcome::Lost;
+        }
+        let summary = |report: FanoutReport| Summary {
+            event_id: event.event_id.clone(),
+            talk_id: event.talk_id,
+            dry_run,
+            resumed,
+            report,
+        };
+        match result {
             Ok(report) => {
-                let summary = Summary {
-                    event_id: event.event_id.clone(),
-                    talk_id: event.talk_id,
-                    dry_run,
-                    report,
-                };
+                self.settle_claim(&event.event_id, &progress, report.interrupted, false)
+                    .await;
+                let summary = summary(report);
                 log_summary(&summary, started);
                 EventOutcome::Processed(summary)
             }
             Err(e @ (EventError::UnknownTalk { .. } | EventError::ProgramMismatch { .. })) => {
                 warn!(event_id = %event.event_id, talk_id = event.talk_id, reason = %e, "Skipped an event for an unknown talk.");
+                self.settle_claim(&event.event_id, &progress, false, false)
+                    .await;
                 EventOutcome::UnknownTalk
             }
             Err(e) => {
-                error!(event_id = %event.event_id, talk_id = event.talk_id, error = %e, "Event failed.");
+                let give_up = attempts >= self.settings.claims.max_attempts;
+                error!(event_id = %event.event_id, talk_id = event.talk_id, error = %e, attempt = attempts,
+                    will_retry = !give_up && self.claims.is_some(), "Event failed.");
                 if let EventError::Fanout(FanoutError::Audience { report, .. }) = &e {
-                    let summary = Summary {
-                        event_id: event.event_id.clone(),
-                        talk_id: event.talk_id,
-                        dry_run,
-                        report: report.clone(),
-                    };
-                    log_summary(&summary, started);
+                    log_summary(&summary(report.clone()), started);
                 }
+                self.settle_claim(&event.event_id, &progress, !give_up, give_up)
+                    .await;
                 EventOutcome::Failed(e.to_string())
             }
+        }
+    }
+
+    /// Marks the claim done (or failed), or — for an event to be continued — stores the last
+    /// checkpoint and releases the lease so that another run resumes at once.
+    async fn settle_claim(
+        &self,
+        event_id: &str,
+        progress: &Progress,
+        unfinished: bool,
+        failed: bool,
+    ) {
+        let Some(claims) = &self.claims else { return };
+        let never = CancellationToken::new();
+        if unfinished {
+            let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
+            let saved = retry_redis(|| claims.checkpoint(event_id, &checkpoint), &never).await;
+            let released = retry_redis(|| claims.release(event_id), &never).await;
+            if let Err(e) = saved.and(released) {
+                warn!(event_id, error = %e, "Could not release the event; another replica resumes it when its lease runs out.");
+            }
+        } else if let Err(e) = retry_redis(|| claims.finish(event_id, failed), &never).await {
+            // The lease runs out and a scan resumes the event from its checkpoint: at worst the
+            // pushes since the last checkpoint are repeated, under the same collapse id.
+            error!(event_id, error = %e, "Could not mark the event done.");
         }
     }
 
@@ -267,6 +523,7 @@ impl Worker {
         &self,
         event: &TalkPosted,
         dry_run: bool,
+        progress: Arc<Progress>,
         stop: &CancellationToken,
     ) -> Result<FanoutReport, EventError> {
         let talk = self.load_talk(event).await?;
@@ -311,6 +568,7 @@ impl Worker {
             Arc::from(event.event_id.as_str()),
             Arc::new(content),
             delivery,
+            progress,
             &self.limits,
             stop,
         )
@@ -377,10 +635,119 @@ fn log_summary(summary: &Summary, started: Instant) {
         pruned = r.pruned,
         skipped = r.skipped,
         retries = r.retries,
+        resumed = summary.resumed,
         paused = %r.paused.join(","),
         dry_run = summary.dry_run,
         elapsed_ms = started.elapsed().as_millis() as u64,
         interrupted = r.interrupted,
         "Event processed."
     );
+}
+
+enum Next {
+    Message(Incoming),
+    Scan,
+}
+
+/// The time a stream entry was added, from its id (`<milliseconds>-<sequence>`).
+fn entry_time(entry: &str) -> Option<DateTime<Utc>> {
+    let ms = entry.split('-').next()?.parse::<i64>().ok()?;
+    DateTime::from_timestamp_millis(ms)
+}
+
+fn parse_checkpoint(text: &str) -> Option<Checkpoint> {
+    if text.is_empty() {
+        return Some(Checkpoint::default());
+    }
+    match serde_json::from_str(text) {
+        Ok(checkpoint) => Some(checkpoint),
+        Err(e) => {
+            warn!(error = %e, "An event's checkpoint cannot be read; resuming it from the start.");
+            Some(Checkpoint::default())
+        }
+    }
+}
+
+/// Retries a Redis call with backoff for up to 30 s (Redis restarting, failing over).
+async fn retry_redis<T, F, Fut>(
+    mut call: F,
+    stop: &CancellationToken,
+) -> Result<T, crate::claims::ClaimError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::claims::ClaimError>>,
+{
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let started = tokio::time::Instant::now();
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) if started.elapsed() > Duration::from_secs(30) || stop.is_cancelled() => {
+                return Err(e);
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis is unavailable; retrying.");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Keeps an event's claim while it runs: renews the lease every third of it, stores a checkpoint
+/// whenever the fan-out says one is due, and holds the fan-out while Redis cannot be reached for
+/// half a lease (sending on could race a replica that takes the event over).
+async fn keep_claim(
+    claims: Claims,
+    event_id: String,
+    payload: String,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    let lease = claims.lease();
+    let mut renew = tokio::time::interval(lease / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await; // the claim was just made
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        let renewing = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = renew.tick() => true,
+            _ = progress.due.notified() => false,
+        };
+        let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
+        let result = if renewing {
+            claims
+                .renew(&event_id, &payload, &checkpoint)
+                .await
+                .map(|r| r == Renewal::Renewed)
+        } else {
+            claims.checkpoint(&event_id, &checkpoint).await
+        };
+        match result {
+            Ok(true) => {
+                last_ok = tokio::time::Instant::now();
+                progress.set_hold(false);
+            }
+            Ok(false) => {
+                lost.store(true, Ordering::Relaxed);
+                stop.cancel();
+                return;
+            }
+            Err(e) => {
+                warn!(event_id, error = %e, "Could not renew the event's claim.");
+                if last_ok.elapsed() > lease / 2 {
+                    progress.set_hold(true);
+                }
+                // Try again soon rather than at the next third of a lease.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                renew.reset_immediately();
+            }
+        }
+    }
 }

@@ -14,10 +14,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_notifier");
 
 /// The binary with a clean environment: only what the test sets (and PATH).
 fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
+    // Event claims live in the shared Redis: a key prefix of this test's own keeps runs apart.
+    let config = dir.join("notifier.toml");
+    if !config.exists() {
+        std::fs::write(
+            &config,
+            format!("[claims]\nkey_prefix = \"{}:\"\n", unique("cli")),
+        )
+        .unwrap();
+    }
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NOTIFIER_CONFIG", config_path())
+        .env("NOTIFIER_CONFIG", &config)
         .current_dir(dir)
         .kill_on_drop(true);
     for (k, v) in vars {

@@ -358,8 +358,20 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
-    pub async fn start(settings: Settings, db: Database, pushers: Pushers) -> Self {
-        let worker = Arc::new(Worker::new(settings, db, pushers).expect("worker settings"));
+    /// Starts a worker as `notifier run` does, claims included (under a key prefix of its own,
+    /// unless the settings already name one shared with other workers).
+    pub async fn start(mut settings: Settings, db: Database, pushers: Pushers) -> Self {
+        if settings.claims.key_prefix == "notifier:" {
+            settings.claims.key_prefix = format!("{}:", unique("claims"));
+        }
+        let claims = Worker::connect_claims(&settings).await.unwrap_or_else(|e| {
+            panic!("Redis at {} is needed for claims: {e}", settings.redis.url)
+        });
+        let worker = Arc::new(
+            Worker::new(settings, db, pushers)
+                .expect("worker settings")
+                .with_claims(claims),
+        );
         let outcomes = worker.outcomes();
         let stop = CancellationToken::new();
         let handle = tokio::spawn(Arc::clone(&worker).run(stop.clone()));
