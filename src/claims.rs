@@ -115,9 +115,12 @@ redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
 return 1
 "#;
 
-/// `checkpoint(key; owner, checkpoint)`
+/// `checkpoint(key; owner, checkpoint)`: 1 written, 0 owned by another, -1 no claim at all
+/// (Redis lost it: the caller renews, which writes it again).
 const CHECKPOINT: &str = r#"
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return -1 end
+if owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
 return 1
 "#;
@@ -226,14 +229,25 @@ impl Claims {
         })
     }
 
-    pub async fn checkpoint(&self, event_id: &str, checkpoint: &str) -> Result<bool, ClaimError> {
+    /// Stores the checkpoint. A claim Redis lost (restarted without persistence) is written
+    /// again, owned by us: we are still the ones sending.
+    pub async fn checkpoint(
+        &self,
+        event_id: &str,
+        payload: &str,
+        checkpoint: &str,
+    ) -> Result<Renewal, ClaimError> {
         let written: i64 = Script::new(CHECKPOINT)
             .key(self.key(event_id))
             .arg(&self.owner)
             .arg(checkpoint)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(written == 1)
+        match written {
+            1 => Ok(Renewal::Renewed),
+            -1 => self.renew(event_id, payload, checkpoint).await,
+            _ => Ok(Renewal::Lost),
+        }
     }
 
     /// Marks the event done (or failed), kept for the dedup window.

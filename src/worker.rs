@@ -435,11 +435,12 @@ impl Worker {
         // The event stops when the process stops, or when another replica took it over.
         let event_stop = stop.child_token();
         let lost = Arc::new(AtomicBool::new(false));
+        let payload = event.to_json();
         let keeper = self.claims.clone().map(|claims| {
             tokio::spawn(keep_claim(
                 claims,
                 event.event_id.clone(),
-                event.to_json(),
+                payload.clone(),
                 Arc::clone(&progress),
                 event_stop.clone(),
                 Arc::clone(&lost),
@@ -468,15 +469,21 @@ impl Worker {
         };
         match result {
             Ok(report) => {
-                self.settle_claim(&event.event_id, &progress, report.interrupted, false)
-                    .await;
+                self.settle_claim(
+                    &event.event_id,
+                    &payload,
+                    &progress,
+                    report.interrupted,
+                    false,
+                )
+                .await;
                 let summary = summary(report);
                 log_summary(&summary, started);
                 EventOutcome::Processed(summary)
             }
             Err(e @ (EventError::UnknownTalk { .. } | EventError::ProgramMismatch { .. })) => {
                 warn!(event_id = %event.event_id, talk_id = event.talk_id, reason = %e, "Skipped an event for an unknown talk.");
-                self.settle_claim(&event.event_id, &progress, false, false)
+                self.settle_claim(&event.event_id, &payload, &progress, false, false)
                     .await;
                 EventOutcome::UnknownTalk
             }
@@ -487,7 +494,7 @@ impl Worker {
                 if let EventError::Fanout(FanoutError::Audience { report, .. }) = &e {
                     log_summary(&summary(report.clone()), started);
                 }
-                self.settle_claim(&event.event_id, &progress, !give_up, give_up)
+                self.settle_claim(&event.event_id, &payload, &progress, !give_up, give_up)
                     .await;
                 EventOutcome::Failed(e.to_string())
             }
@@ -499,6 +506,7 @@ impl Worker {
     async fn settle_claim(
         &self,
         event_id: &str,
+        payload: &str,
         progress: &Progress,
         unfinished: bool,
         failed: bool,
@@ -507,7 +515,8 @@ impl Worker {
         let never = CancellationToken::new();
         if unfinished {
             let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
-            let saved = retry_redis(|| claims.checkpoint(event_id, &checkpoint), &never).await;
+            let saved =
+                retry_redis(|| claims.checkpoint(event_id, payload, &checkpoint), &never).await;
             let released = retry_redis(|| claims.release(event_id), &never).await;
             if let Err(e) = saved.and(released) {
                 warn!(event_id, error = %e, "Could not release the event; another replica resumes it when its lease runs out.");
@@ -719,13 +728,11 @@ async fn keep_claim(
         };
         let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
         let result = if renewing {
-            claims
-                .renew(&event_id, &payload, &checkpoint)
-                .await
-                .map(|r| r == Renewal::Renewed)
+            claims.renew(&event_id, &payload, &checkpoint).await
         } else {
-            claims.checkpoint(&event_id, &checkpoint).await
-        };
+            claims.checkpoint(&event_id, &payload, &checkpoint).await
+        }
+        .map(|r| r == Renewal::Renewed);
         match result {
             Ok(true) => {
                 last_ok = tokio::time::Instant::now();

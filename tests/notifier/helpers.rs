@@ -138,6 +138,38 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// Runs a query that returns one number on the server's admin database.
+    pub async fn scalar_on_admin(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(POSTGRES_ADMIN_URL)
+            .await
+            .expect("PostgreSQL admin connection");
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Kills every MariaDB connection to database `name` but this one; returns how many.
+    pub async fn kill_mysql_connections(&self, name: &str) -> usize {
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(MYSQL_ADMIN_URL)
+            .await
+            .expect("MariaDB admin connection");
+        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM information_schema.processlist WHERE db = '{name}' AND id <> CONNECTION_ID()"
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .expect("processlist");
+        for id in &ids {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("KILL {id}")))
+                .execute(&mut conn)
+                .await;
+        }
+        ids.len()
+    }
+
     /// Devices disabled, as `id:reason`, in id order.
     pub async fn disabled(&self) -> Vec<String> {
         let sql =

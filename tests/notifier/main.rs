@@ -4,6 +4,7 @@ mod cli;
 mod concurrency;
 mod delivery;
 mod end_to_end;
+mod faults;
 mod helpers;
 mod malformed;
 mod queries;
