@@ -69,9 +69,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
+  -- No expiry while running: a long event must not lose its claim. FINISH sets the window.
   redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]),
     'payload', ARGV[4], 'attempts', 1, 'checkpoint', '')
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[2], now, ARGV[5])
   return {'claimed', '', 1}
 end
@@ -106,7 +106,6 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then
   redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]),
     'payload', ARGV[4], 'attempts', 1, 'checkpoint', ARGV[6])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZADD', KEYS[2], now, ARGV[5])
   return 1
 end
@@ -273,38 +272,55 @@ impl Claims {
             .await?;
         Ok(())
     }
+}
 
-    /// Takes over every active event whose lease ran out.
-    pub async fn take_over_abandoned(&self) -> Result<Vec<TakenOver>, ClaimError> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
+impl Claims {
+    /// The same store under an owner name of its own: every run of an event gets one, so that a
+    /// run taken over — even by its own process — finds out at its next renewal.
+    pub fn for_run(&self) -> Self {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            owner: format!("{}#{n}", self.base_owner()),
+            ..self.clone()
+        }
+    }
+
+    fn base_owner(&self) -> &str {
+        self.owner.split('#').next().unwrap_or(&self.owner)
+    }
+
+    /// The ids of the events being processed (or abandoned).
+    pub async fn active(&self) -> Result<Vec<String>, ClaimError> {
+        Ok(redis::cmd("ZRANGE")
             .arg(active(&self.prefix))
             .arg(0)
             .arg(-1)
             .query_async(&mut self.redis.clone())
+            .await?)
+    }
+
+    /// Takes over one active event if its lease ran out.
+    pub async fn take_over(&self, event_id: &str) -> Result<Option<TakenOver>, ClaimError> {
+        let got: Vec<redis::Value> = Script::new(TAKE_OVER)
+            .key(self.key(event_id))
+            .key(active(&self.prefix))
+            .arg(&self.owner)
+            .arg(self.lease.as_millis() as u64)
+            .arg(event_id)
+            .invoke_async(&mut self.redis.clone())
             .await?;
-        let mut taken = Vec::new();
-        for event_id in ids {
-            let got: Vec<redis::Value> = Script::new(TAKE_OVER)
-                .key(self.key(&event_id))
-                .key(active(&self.prefix))
-                .arg(&self.owner)
-                .arg(self.lease.as_millis() as u64)
-                .arg(&event_id)
-                .invoke_async(&mut self.redis.clone())
-                .await?;
-            if let [payload, checkpoint, attempts] = &got[..] {
-                let text = |v: &redis::Value| {
-                    redis::from_redis_value::<String>(v.clone()).unwrap_or_default()
-                };
-                taken.push(TakenOver {
-                    event_id,
-                    payload: text(payload),
-                    checkpoint: text(checkpoint),
-                    attempts: redis::from_redis_value::<u32>(attempts.clone()).unwrap_or(1),
-                });
-            }
-        }
-        Ok(taken)
+        let [payload, checkpoint, attempts] = &got[..] else {
+            return Ok(None);
+        };
+        let text =
+            |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap_or_default();
+        Ok(Some(TakenOver {
+            event_id: event_id.to_string(),
+            payload: text(payload),
+            checkpoint: text(checkpoint),
+            attempts: redis::from_redis_value::<u32>(attempts.clone()).unwrap_or(1),
+        }))
     }
 }
 

@@ -27,6 +27,7 @@ use crate::prune::Dead;
 use crate::push::fcm::THIRD_PARTY_SETTING;
 use crate::push::retry::{RetryPolicy, deliver};
 use crate::push::{MaskedToken, Push, PushOutcome, Pusher};
+use crate::telemetry::PushMetrics;
 
 /// Limits shared by every event.
 #[derive(Debug, Clone)]
@@ -127,9 +128,10 @@ impl LaneCheckpoint {
 /// The fan-out's progress as stored with the event claim, one lane per provider.
 ///
 /// Any push that finishes after a checkpoint was written was either a hole then or handed out
-/// since, so a crash repeats only the pushes finished since the last write. Writing every
-/// `min(page size, concurrency / 2)` finished pushes keeps that under the concurrency limit with no
-/// per-push round trip to Redis.
+/// since, so a crash repeats the pushes in flight (at most a provider's share, three quarters of the
+/// concurrency) and those finished since the last write. Writing every `min(page size,
+/// concurrency / 5)` finished pushes keeps the sum under the concurrency limit, with no per-push
+/// round trip to Redis.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub fcm: LaneCheckpoint,
@@ -153,6 +155,10 @@ struct LaneProgress {
 
 /// Live progress of one fan-out: what the checkpoint is made from.
 pub struct Progress {
+    /// Devices read from the audience, pushes settled, and lanes done reading: for progress lines.
+    pub read: AtomicU64,
+    pub settled: AtomicU64,
+    pub lanes_read: AtomicUsize,
     resume: Checkpoint,
     lanes: [Mutex<LaneProgress>; 2],
     finished_since_write: AtomicUsize,
@@ -173,6 +179,9 @@ impl Progress {
             })
         };
         Arc::new(Self {
+            read: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            lanes_read: AtomicUsize::new(0),
             lanes: [lane(&resume.fcm), lane(&resume.apns)],
             resume,
             finished_since_write: AtomicUsize::new(0),
@@ -188,14 +197,20 @@ impl Progress {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The checkpoint as of now.
+    /// The checkpoint as of now. A resumed run that has not yet passed where the last one stood
+    /// keeps that run's position and its unfinished devices beyond here, so a checkpoint never
+    /// moves back.
     pub fn snapshot(&self) -> Checkpoint {
         let lane = |p| {
             let lane = self.lane(p);
-            LaneCheckpoint {
-                upto: lane.upto,
-                holes: lane.in_flight.iter().copied().collect(),
+            let mut holes: Vec<i64> = lane.in_flight.iter().copied().collect();
+            let mut upto = lane.upto;
+            let before = self.resume.lane(p);
+            if before.upto > lane.upto {
+                holes.extend(before.holes.iter().copied().filter(|h| *h > lane.upto));
+                upto = before.upto;
             }
+            LaneCheckpoint { upto, holes }
         };
         Checkpoint {
             fcm: lane(Provider::Fcm),
@@ -308,6 +323,8 @@ impl EventState {
     ) {
         self.retries
             .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
+        self.progress.settled.fetch_add(1, Ordering::Relaxed);
+        PushMetrics::get().outcome(provider, outcome.label());
         match outcome {
             PushOutcome::Delivered => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
@@ -333,6 +350,7 @@ impl EventState {
                         };
                         let _ = prune.send(dead).await;
                         self.pruned.fetch_add(1, Ordering::Relaxed);
+                        PushMetrics::get().pruned(provider);
                     }
                     // Validate runs write nothing: "pruned" would promise a change that is not made.
                     None => {
@@ -568,7 +586,12 @@ async fn run_lane(
             tasks.spawn(async move {
                 let state = task_state;
                 let paused = || state.is_paused(provider, &push.device);
+                let metrics = PushMetrics::get();
+                metrics.in_flight(provider, 1.0);
+                let started = std::time::Instant::now();
                 let done = deliver(&*pusher, &push, &state.delivery.retry, &paused).await;
+                metrics.duration(provider, started.elapsed().as_secs_f64());
+                metrics.in_flight(provider, -1.0);
                 // The slots go back before the bookkeeping: a slow prune queue must not hold them.
                 drop(permits);
                 state
@@ -591,6 +614,7 @@ async fn run_lane(
                     task_ended(&state, done);
                 }
             } => {}
+            // In-flight pushes get the drain below; any it abandons leave the event unfinished.
             _ = stop.cancelled() => {}
         }
     }
@@ -615,6 +639,10 @@ async fn run_lane(
         warn!(event_id = %state.event_id, provider = provider.as_str(), abandoned,
             "Pushes still in flight at the drain deadline were abandoned.");
         state.failed.fetch_add(abandoned, Ordering::Relaxed);
+        // Abandoned pushes stay holes in the checkpoint: the event must be resumed, not done.
+        if abandoned > 0 {
+            state.interrupted.store(true, Ordering::Relaxed);
+        }
     }
     match failure {
         Some(e) => Err(e),
@@ -664,11 +692,88 @@ async fn read_pages(
         };
         failing_since = None;
         backoff.reset();
-        let Some(page) = page else { return };
+        let Some(page) = page else {
+            state.progress.lanes_read.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        state
+            .progress
+            .read
+            .fetch_add(page.len() as u64, Ordering::Relaxed);
         let now = state.buffered.fetch_add(page.len(), Ordering::Relaxed) + page.len();
         state.peak_buffered.fetch_max(now, Ordering::Relaxed);
         if pages.send(Ok(page)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_lists_in_flight_pushes_as_holes() {
+        let progress = Progress::new(None, 1000);
+        for id in [1, 2, 3] {
+            progress.handed_out(Provider::Fcm, id);
+        }
+        progress.finished(Provider::Fcm, 1);
+        progress.finished(Provider::Fcm, 3);
+        progress.passed(Provider::Apns, 7);
+        let c = progress.snapshot();
+        assert_eq!(
+            c.fcm,
+            LaneCheckpoint {
+                upto: 3,
+                holes: vec![2]
+            }
+        );
+        assert_eq!(
+            c.apns,
+            LaneCheckpoint {
+                upto: 7,
+                holes: vec![]
+            }
+        );
+        assert_eq!(c.fcm.read_after(), 1);
+        assert!(c.fcm.finished(3) && !c.fcm.finished(2) && !c.fcm.finished(4));
+    }
+
+    #[test]
+    fn a_resumed_run_never_moves_the_checkpoint_back() {
+        // The last run stood at 90,000 with device 1,200 still in flight.
+        let before = Checkpoint {
+            fcm: LaneCheckpoint {
+                upto: 90_000,
+                holes: vec![1_200, 5_000],
+            },
+            apns: LaneCheckpoint::default(),
+        };
+        let progress = Progress::new(Some(before), 1000);
+        assert_eq!(progress.read_after(Provider::Fcm), 1_199);
+        // The resumed run re-sends 1,200 and has not reached 5,000 yet.
+        progress.handed_out(Provider::Fcm, 1_200);
+        progress.finished(Provider::Fcm, 1_200);
+        progress.passed(Provider::Fcm, 4_999);
+        let c = progress.snapshot();
+        assert_eq!(
+            c.fcm,
+            LaneCheckpoint {
+                upto: 90_000,
+                holes: vec![5_000]
+            }
+        );
+        // Past the old position, its own progress counts.
+        progress.handed_out(Provider::Fcm, 5_000);
+        progress.finished(Provider::Fcm, 5_000);
+        progress.handed_out(Provider::Fcm, 90_001);
+        assert_eq!(
+            progress.snapshot().fcm,
+            LaneCheckpoint {
+                upto: 90_001,
+                holes: vec![90_001]
+            }
+        );
     }
 }

@@ -14,7 +14,7 @@ use redis::AsyncConnectionConfig;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,6 +31,8 @@ pub struct Incoming {
 
 pub struct StreamInput {
     client: redis::Client,
+    /// Set while the group is being read (readiness follows it).
+    reading: watch::Sender<bool>,
     redis: RedisSettings,
     key: String,
     group: String,
@@ -48,9 +50,11 @@ impl StreamInput {
         input: &InputSettings,
         consumer: &str,
         claim_idle: Duration,
+        reading: watch::Sender<bool>,
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
             client: redis::Client::open(redis.url.as_str())?,
+            reading,
             redis: redis.clone(),
             key: input.stream.clone(),
             group: input.group.clone(),
@@ -66,11 +70,14 @@ impl StreamInput {
             Duration::from_millis(self.redis.reconnect_max_ms),
         );
         loop {
-            let reason = match self.read(&messages, &stop, &mut backoff).await {
+            let read = self.read(&messages, &stop, &mut backoff).await;
+            self.reading.send_replace(false);
+            let reason = match read {
                 Ok(()) => return,
                 Err(e) => e,
             };
             let delay = backoff.next_delay();
+            metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
             warn!(redis = %redact_url(&self.redis.url), reason = %reason, retry_in_ms = delay.as_millis() as u64,
                 "Reading the event stream failed; reconnecting.");
             tokio::select! {
@@ -108,6 +115,7 @@ impl StreamInput {
             return Err(e);
         }
         info!(stream = %self.key, group = %self.group, consumer = %self.consumer, "Reading the event stream.");
+        self.reading.send_replace(true);
         backoff.reset();
         let mut last_claim = tokio::time::Instant::now() - self.claim_idle;
         loop {

@@ -40,13 +40,18 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(settings: &RedisSettings, channel: &str) -> Result<Self, SubscribeError> {
+    /// `subscribed` is set while the subscription stands (readiness follows it).
+    pub fn new(
+        settings: &RedisSettings,
+        channel: &str,
+        subscribed: watch::Sender<bool>,
+    ) -> Result<Self, SubscribeError> {
         let client = redis::Client::open(settings.url.as_str()).map_err(SubscribeError::Url)?;
         Ok(Self {
             client,
             channel: channel.to_string(),
             settings: settings.clone(),
-            subscribed: watch::Sender::new(false),
+            subscribed,
         })
     }
 
@@ -79,6 +84,7 @@ impl Subscriber {
                 Ended::Dropped(reason) => reason,
             };
             let delay = backoff.next_delay();
+            metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
             warn!(
                 redis = %redact_url(&self.settings.url),
                 reason = %reason,

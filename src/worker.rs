@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -129,6 +129,10 @@ pub struct Worker {
     claims: Option<Claims>,
     /// Every event's outcome, for whoever follows them (tests, status endpoints).
     outcomes: broadcast::Sender<EventOutcome>,
+    /// True while the input (subscription or stream group) stands: readiness follows it.
+    input_ready: watch::Sender<bool>,
+    /// Set when a stop begins: readiness turns 503 so no new traffic is routed here.
+    stopping: AtomicBool,
 }
 
 impl Worker {
@@ -165,6 +169,8 @@ impl Worker {
             limits,
             claims: None,
             outcomes: broadcast::Sender::new(64),
+            input_ready: watch::Sender::new(false),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -200,13 +206,41 @@ impl Worker {
         &self.db
     }
 
+    /// Why the worker is not ready to take events, if it is not: stopping, input not connected,
+    /// or the database not answering.
+    pub async fn not_ready(&self) -> Option<String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Some("stopping".into());
+        }
+        if !*self.input_ready.borrow() {
+            return Some(match self.settings.input.mode {
+                InputMode::Pubsub => format!(
+                    "not subscribed to Redis channel {}",
+                    self.settings.service.channel
+                ),
+                InputMode::Stream => {
+                    format!("not reading Redis stream {}", self.settings.input.stream)
+                }
+            });
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.db.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("database unreachable: {e}")),
+            Err(_) => Some("database did not answer within 2 s".into()),
+        }
+    }
+
     /// Reads the input and processes events until `stop` is cancelled, then drains.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
         let (tx, mut messages) = mpsc::channel::<Incoming>(64);
         let settings = &self.settings;
         let input = match settings.input.mode {
             InputMode::Pubsub => {
-                let subscriber = Subscriber::new(&settings.redis, &settings.service.channel)?;
+                let subscriber = Subscriber::new(
+                    &settings.redis,
+                    &settings.service.channel,
+                    self.input_ready.clone(),
+                )?;
                 tokio::spawn(subscriber.run(tx, stop.clone()))
             }
             InputMode::Stream => {
@@ -219,6 +253,7 @@ impl Worker {
                     &settings.input,
                     &consumer,
                     settings.claims.lease(),
+                    self.input_ready.clone(),
                 )?;
                 tokio::spawn(reader.run(tx, stop.clone()))
             }
@@ -236,7 +271,7 @@ impl Worker {
         let mut scan =
             tokio::time::interval((settings.claims.lease() / 2).max(Duration::from_secs(1)));
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        'events: loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -269,28 +304,42 @@ impl Worker {
                 }
                 Next::Scan => {
                     let Some(claims) = &self.claims else { continue };
-                    let abandoned = match claims.take_over_abandoned().await {
-                        Ok(abandoned) => abandoned,
+                    let active = match claims.active().await {
+                        Ok(active) => active,
                         Err(e) => {
                             warn!(error = %e, "Looking for abandoned events failed.");
                             continue;
                         }
                     };
-                    for taken in abandoned {
-                        let permit = tokio::select! {
-                            biased;
-                            _ = stop.cancelled() => break,
-                            permit = Arc::clone(&events).acquire_owned() => permit?,
+                    for event_id in active {
+                        // A slot first, then the take-over: a lease taken must be renewed at once.
+                        let permit = match Arc::clone(&events).try_acquire_owned() {
+                            Ok(permit) => permit,
+                            Err(_) => break, // busy: the next scan looks again
                         };
+                        let run = claims.for_run();
+                        let taken = match run.take_over(&event_id).await {
+                            Ok(Some(taken)) => taken,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                warn!(error = %e, "Taking over an abandoned event failed.");
+                                continue;
+                            }
+                        };
+                        if stop.is_cancelled() {
+                            let _ = run.release(&event_id).await;
+                            break 'events;
+                        }
                         let (worker, stop) = (Arc::clone(&self), stop.clone());
                         running.spawn(async move {
-                            worker.resume_abandoned(taken, &stop).await;
+                            worker.resume_abandoned(run, taken, &stop).await;
                             drop(permit);
                         });
                     }
                 }
             }
         }
+        self.stopping.store(true, Ordering::Relaxed);
         input.abort();
         // Pub/sub messages received but not yet started are lost with the process: say so.
         // (Stream entries are not: they stay pending and come back.)
@@ -348,6 +397,7 @@ impl Worker {
                 EventOutcome::Rejected(rejection)
             }
         };
+        count_event(&outcome);
         // Nobody listening is the normal case in production.
         let _ = self.outcomes.send(outcome.clone());
         outcome
@@ -357,6 +407,7 @@ impl Worker {
         let max_age = Duration::from_secs(self.settings.service.max_event_age_secs);
         if let Some(published) = event.published_at {
             let age = (Utc::now() - published).to_std().unwrap_or_default();
+            metrics::histogram!(crate::telemetry::EVENT_LAG_SECONDS).record(age.as_secs_f64());
             if age > max_age {
                 warn!(event_id = %event.event_id, talk_id = event.talk_id, age_secs = age.as_secs(),
                     "Dropped a stale event: it was published too long ago to be news.");
@@ -364,10 +415,17 @@ impl Worker {
             }
         }
         let Some(claims) = &self.claims else {
-            return self.run_event(event, None, 1, stop).await;
+            return self.run_event(event, None, None, 1, stop).await;
         };
+        // A dry run is claimed apart, so that it never counts as the live event having been sent.
+        let claim_id = if self.is_dry_run(&event) {
+            format!("{}:dry-run", event.event_id)
+        } else {
+            event.event_id.clone()
+        };
+        let run = claims.for_run();
         let payload = event.to_json();
-        let claim = match retry_redis(|| claims.claim(&event.event_id, &payload), stop).await {
+        let claim = match retry_redis(|| run.claim(&claim_id, &payload), stop).await {
             Ok(claim) => claim,
             Err(e) => {
                 error!(event_id = %event.event_id, error = %e, "Could not claim the event; it was not sent.");
@@ -375,12 +433,16 @@ impl Worker {
             }
         };
         match claim {
-            Claim::Claimed => self.run_event(event, None, 1, stop).await,
+            Claim::Claimed => {
+                self.run_event(event, Some((run, claim_id)), None, 1, stop)
+                    .await
+            }
             Claim::Resumed {
                 checkpoint,
                 attempts,
             } => {
-                self.run_event(event, parse_checkpoint(&checkpoint), attempts, stop)
+                let resume = parse_checkpoint(&checkpoint);
+                self.run_event(event, Some((run, claim_id)), resume, attempts, stop)
                     .await
             }
             Claim::Busy | Claim::Done => {
@@ -393,71 +455,86 @@ impl Worker {
         }
     }
 
-    async fn resume_abandoned(&self, taken: crate::claims::TakenOver, stop: &CancellationToken) {
+    fn is_dry_run(&self, event: &TalkPosted) -> bool {
+        event.dry_run == Some(true) || self.settings.send_mode == SendMode::DryRun
+    }
+
+    async fn resume_abandoned(
+        &self,
+        run: Claims,
+        taken: crate::claims::TakenOver,
+        stop: &CancellationToken,
+    ) {
         let outcome = match TalkPosted::parse(taken.payload.as_bytes()) {
             Ok(event) => {
                 info!(event_id = %taken.event_id, attempt = taken.attempts, "Resuming an event another run left unfinished.");
-                self.run_event(
-                    event,
-                    parse_checkpoint(&taken.checkpoint),
-                    taken.attempts,
-                    stop,
-                )
-                .await
+                let resume = parse_checkpoint(&taken.checkpoint);
+                let claim = Some((run, taken.event_id.clone()));
+                self.run_event(event, claim, resume, taken.attempts, stop)
+                    .await
             }
             Err(rejection) => {
                 // Cannot happen for payloads the worker stored itself; finish it rather than loop.
                 error!(event_id = %taken.event_id, reason = %rejection, "An abandoned event cannot be read; giving it up.");
-                if let Some(claims) = &self.claims {
-                    let _ = claims.finish(&taken.event_id, true).await;
-                }
+                let _ = run.finish(&taken.event_id, true).await;
                 EventOutcome::Rejected(rejection)
             }
         };
+        count_event(&outcome);
         let _ = self.outcomes.send(outcome);
     }
 
-    /// Runs a claimed event (or, without claims, any event) and settles its claim.
+    /// Runs an event — under its claim (`claim` is the run's claim store and the claimed id), or,
+    /// without claims, as is — and settles the claim.
     async fn run_event(
         &self,
         event: TalkPosted,
+        claim: Option<(Claims, String)>,
         resume: Option<Checkpoint>,
         attempts: u32,
         stop: &CancellationToken,
     ) -> EventOutcome {
         let started = Instant::now();
-        let dry_run = event.dry_run == Some(true) || self.settings.send_mode == SendMode::DryRun;
+        let dry_run = self.is_dry_run(&event);
         let resumed = resume.is_some();
         let write_every = (self.settings.database.page_size as usize)
-            .min(self.settings.service.concurrency / 2)
+            .min(self.settings.service.concurrency / 5)
             .max(1);
         let progress = Progress::new(resume, write_every);
-        // The event stops when the process stops, or when another replica took it over.
+        // The event stops when the process stops, or when another run took it over.
         let event_stop = stop.child_token();
+        // The keeper outlives a stop: the lease must hold through the drain.
+        let keeper_stop = CancellationToken::new();
         let lost = Arc::new(AtomicBool::new(false));
         let payload = event.to_json();
-        let keeper = self.claims.clone().map(|claims| {
+        let keeper = claim.clone().map(|(claims, id)| {
             tokio::spawn(keep_claim(
                 claims,
-                event.event_id.clone(),
+                id,
                 payload.clone(),
                 Arc::clone(&progress),
+                keeper_stop.clone(),
                 event_stop.clone(),
                 Arc::clone(&lost),
             ))
         });
+        let reporter = tokio::spawn(report_progress(
+            event.event_id.clone(),
+            Arc::clone(&progress),
+            keeper_stop.clone(),
+        ));
 
         let result = self
             .process(&event, dry_run, Arc::clone(&progress), &event_stop)
             .await;
 
-        let keeper_ended = event_stop.clone();
-        keeper_ended.cancel();
+        keeper_stop.cancel();
         if let Some(keeper) = keeper {
             let _ = keeper.await;
         }
+        let _ = reporter.await;
         if lost.load(Ordering::Relaxed) {
-            warn!(event_id = %event.event_id, "Another replica took this event over; stopped sending it.");
+            warn!(event_id = %event.event_id, "Another run took this event over; stopped sending it.");
             return EventOutcome::Lost;
         }
         let summary = |report: FanoutReport| Summary {
@@ -467,34 +544,33 @@ impl Worker {
             resumed,
             report,
         };
+        let claim = claim.as_ref();
         match result {
             Ok(report) => {
-                self.settle_claim(
-                    &event.event_id,
-                    &payload,
-                    &progress,
-                    report.interrupted,
-                    false,
-                )
-                .await;
+                self.settle_claim(claim, &payload, &progress, report.interrupted, false)
+                    .await;
+                metrics::histogram!(crate::telemetry::EVENT_FANOUT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(crate::telemetry::EVENT_RECIPIENTS)
+                    .record(report.recipients as f64);
                 let summary = summary(report);
                 log_summary(&summary, started);
                 EventOutcome::Processed(summary)
             }
             Err(e @ (EventError::UnknownTalk { .. } | EventError::ProgramMismatch { .. })) => {
                 warn!(event_id = %event.event_id, talk_id = event.talk_id, reason = %e, "Skipped an event for an unknown talk.");
-                self.settle_claim(&event.event_id, &payload, &progress, false, false)
+                self.settle_claim(claim, &payload, &progress, false, false)
                     .await;
                 EventOutcome::UnknownTalk
             }
             Err(e) => {
                 let give_up = attempts >= self.settings.claims.max_attempts;
                 error!(event_id = %event.event_id, talk_id = event.talk_id, error = %e, attempt = attempts,
-                    will_retry = !give_up && self.claims.is_some(), "Event failed.");
+                    will_retry = !give_up && claim.is_some(), "Event failed.");
                 if let EventError::Fanout(FanoutError::Audience { report, .. }) = &e {
                     log_summary(&summary(report.clone()), started);
                 }
-                self.settle_claim(&event.event_id, &payload, &progress, !give_up, give_up)
+                self.settle_claim(claim, &payload, &progress, !give_up, give_up)
                     .await;
                 EventOutcome::Failed(e.to_string())
             }
@@ -505,26 +581,37 @@ impl Worker {
     /// checkpoint and releases the lease so that another run resumes at once.
     async fn settle_claim(
         &self,
-        event_id: &str,
+        claim: Option<&(Claims, String)>,
         payload: &str,
         progress: &Progress,
         unfinished: bool,
         failed: bool,
     ) {
-        let Some(claims) = &self.claims else { return };
+        let Some((claims, id)) = claim else { return };
+        let id = id.as_str();
         let never = CancellationToken::new();
         if unfinished {
             let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
-            let saved =
-                retry_redis(|| claims.checkpoint(event_id, payload, &checkpoint), &never).await;
-            let released = retry_redis(|| claims.release(event_id), &never).await;
-            if let Err(e) = saved.and(released) {
-                warn!(event_id, error = %e, "Could not release the event; another replica resumes it when its lease runs out.");
+            match retry_redis(|| claims.checkpoint(id, payload, &checkpoint), &never).await {
+                Ok(Renewal::Renewed) => {}
+                Ok(Renewal::Lost) => {
+                    warn!(
+                        event_id = id,
+                        "Another run owns the event now; its checkpoint stands."
+                    );
+                    return;
+                }
+                Err(e) => {
+                    warn!(event_id = id, error = %e, "Could not store the last checkpoint; a resume repeats the pushes since the one before.")
+                }
             }
-        } else if let Err(e) = retry_redis(|| claims.finish(event_id, failed), &never).await {
+            if let Err(e) = retry_redis(|| claims.release(id), &never).await {
+                warn!(event_id = id, error = %e, "Could not release the event; another replica resumes it when its lease runs out.");
+            }
+        } else if let Err(e) = retry_redis(|| claims.finish(id, failed), &never).await {
             // The lease runs out and a scan resumes the event from its checkpoint: at worst the
             // pushes since the last checkpoint are repeated, under the same collapse id.
-            error!(event_id, error = %e, "Could not mark the event done.");
+            error!(event_id = id, error = %e, "Could not mark the event done.");
         }
     }
 
@@ -705,14 +792,16 @@ where
 }
 
 /// Keeps an event's claim while it runs: renews the lease every third of it, stores a checkpoint
-/// whenever the fan-out says one is due, and holds the fan-out while Redis cannot be reached for
-/// half a lease (sending on could race a replica that takes the event over).
+/// whenever the fan-out says one is due, and holds the fan-out once half a lease has passed without
+/// a successful renewal (sending on could race a run that takes the event over). If another run
+/// owns the event now, it cancels this run's fan-out.
 async fn keep_claim(
     claims: Claims,
     event_id: String,
     payload: String,
     progress: Arc<Progress>,
     stop: CancellationToken,
+    event_stop: CancellationToken,
     lost: Arc<AtomicBool>,
 ) {
     let lease = claims.lease();
@@ -725,22 +814,32 @@ async fn keep_claim(
             _ = stop.cancelled() => return,
             _ = renew.tick() => true,
             _ = progress.due.notified() => false,
+            // No call may outlast this point unnoticed, however long it hangs.
+            _ = tokio::time::sleep_until(last_ok + lease / 2) => {
+                progress.set_hold(true);
+                true
+            }
         };
         let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
-        let result = if renewing {
-            claims.renew(&event_id, &payload, &checkpoint).await
-        } else {
-            claims.checkpoint(&event_id, &payload, &checkpoint).await
-        }
-        .map(|r| r == Renewal::Renewed);
+        let call = async {
+            if renewing {
+                claims.renew(&event_id, &payload, &checkpoint).await
+            } else {
+                claims.checkpoint(&event_id, &payload, &checkpoint).await
+            }
+        };
+        let result = match tokio::time::timeout(lease / 3, call).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", lease / 3)),
+        };
         match result {
-            Ok(true) => {
+            Ok(Renewal::Renewed) => {
                 last_ok = tokio::time::Instant::now();
                 progress.set_hold(false);
             }
-            Ok(false) => {
+            Ok(Renewal::Lost) => {
                 lost.store(true, Ordering::Relaxed);
-                stop.cancel();
+                event_stop.cancel();
                 return;
             }
             Err(e) => {
@@ -757,4 +856,46 @@ async fn keep_claim(
             }
         }
     }
+}
+
+/// Logs a progress line every few seconds while a fan-out runs: pushes settled, devices read,
+/// the total once the audience is read, the rate, and the expected finish.
+async fn report_progress(event_id: String, progress: Arc<Progress>, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let settled = progress.settled.load(Ordering::Relaxed);
+        let read = progress.read.load(Ordering::Relaxed);
+        let all_read = progress.lanes_read.load(Ordering::Relaxed) >= 2;
+        let rate = settled as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let eta_secs = (all_read && rate > 0.0)
+            .then(|| ((read.saturating_sub(settled)) as f64 / rate).round() as u64);
+        info!(
+            event_id,
+            sent = settled,
+            read,
+            total = all_read.then_some(read),
+            rate_per_sec = rate.round() as u64,
+            eta_secs,
+            "Fan-out progress."
+        );
+    }
+}
+
+fn count_event(outcome: &EventOutcome) {
+    let result = match outcome {
+        EventOutcome::Processed(_) => "processed",
+        EventOutcome::Rejected(_) => "rejected",
+        EventOutcome::UnknownTalk => "unknown_talk",
+        EventOutcome::Stale => "stale",
+        EventOutcome::Duplicate { .. } => "duplicate",
+        EventOutcome::Lost => "lost",
+        EventOutcome::Failed(_) => "failed",
+    };
+    metrics::counter!(crate::telemetry::EVENTS, "result" => result).increment(1);
 }

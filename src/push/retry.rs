@@ -88,6 +88,11 @@ pub async fn deliver(
         if attempts >= policy.max_attempts || first.elapsed() + delay > policy.deadline {
             return Delivered { outcome, attempts };
         }
+        if let (Some(provider), PushOutcome::Retryable { reason, .. }) =
+            (push.device.provider, &outcome)
+        {
+            crate::telemetry::retry(provider, reason);
+        }
         tokio::time::sleep(delay).await;
     }
 }

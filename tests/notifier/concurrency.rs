@@ -165,6 +165,10 @@ async fn pushes_still_running_at_the_drain_deadline_are_abandoned_and_counted_as
     };
     assert_eq!((summary.report.recipients, summary.report.failed), (10, 10));
     assert!(
+        summary.report.interrupted,
+        "abandoned pushes leave the event unfinished"
+    );
+    assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()

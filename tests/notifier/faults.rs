@@ -546,7 +546,7 @@ async fn sigterm_mid_fan_out_exits_0_in_time_and_a_restart_completes_the_event()
 
     cluster.start_replica(&[]).await;
     cluster
-        .assert_everyone_got(EVENT_ID, 1, CONCURRENCY, Duration::from_secs(90))
+        .assert_everyone_got(EVENT_ID, 1, 0, Duration::from_secs(90))
         .await;
     assert!(
         cluster.log(1).contains("\"resumed\":true"),
