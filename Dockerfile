@@ -1,19 +1,26 @@
-# Build with the Rust toolchain, run on a small Debian image with CA certificates.
+# The notifier and its FCM stand-in, built with the Rust toolchain and run on a small Debian image
+# with CA certificates, as a non-root user.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin notifier
+RUN cargo build --release --locked --bin notifier --bin notifier-stand-in
 
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/notifier --create-home notifier
-COPY --from=build /src/target/release/notifier /usr/local/bin/notifier
+COPY --from=build /src/target/release/notifier /src/target/release/notifier-stand-in /usr/local/bin/
 COPY config/notifier.toml /etc/notifier/notifier.toml
-ENV NOTIFIER_CONFIG=/etc/notifier/notifier.toml
+ENV NOTIFIER_CONFIG=/etc/notifier/notifier.toml \
+    NOTIFIER_HTTP_ADDR=0.0.0.0:9464 \
+    LOG_FORMAT=json
 USER notifier
 WORKDIR /var/lib/notifier
+EXPOSE 9464
+# The notifier checks itself: the image needs no curl.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["notifier", "healthcheck"]
+# SIGTERM starts the drain: in-flight pushes finish, the event's checkpoint is stored.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["notifier"]
 CMD ["run"]

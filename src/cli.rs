@@ -74,6 +74,8 @@ pub enum Command {
     /// Load and check everything (database, Redis, FCM token, APNs key) and print the effective
     /// settings with secrets masked.
     Check,
+    /// Ask the running notifier's /healthz (for a container HEALTHCHECK); exit 0 when healthy.
+    Healthcheck,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -102,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             platform,
         } => send(&settings, &provider, token, title, body, platform).await,
         Command::Check => check(&settings).await,
+        Command::Healthcheck => crate::status::healthcheck(settings.service.http_addr).await,
     }
 }
 
@@ -119,6 +122,9 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
             stop.cancel();
         }
     });
+    // Before any metric is touched, so that every handle records into it.
+    let metrics = crate::telemetry::install_metrics()?;
+    let listener = crate::status::bind(settings.service.http_addr).await?;
     let start = async {
         let db = connect(&settings).await?;
         if migrate {
@@ -158,7 +164,17 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         );
     }
     let worker = Arc::new(Worker::new(settings, db, pushers)?.with_claims(claims));
+    // The listener outlives the drain: readiness says 503 while it runs.
+    let status_stop = CancellationToken::new();
+    let status = tokio::spawn(crate::status::serve(
+        listener,
+        Arc::clone(&worker),
+        metrics,
+        status_stop.clone(),
+    ));
     let result = Arc::clone(&worker).run(stop).await;
+    status_stop.cancel();
+    let _ = status.await;
     worker.database().close().await;
     result
 }

@@ -27,6 +27,7 @@ pub mod prune;
 pub mod push;
 pub mod settings;
 pub mod stand_in;
+pub mod status;
 pub mod stream;
 pub mod subscriber;
 pub mod telemetry;

@@ -30,9 +30,10 @@ struct Args {
     /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection.
     #[arg(long, default_value_t = 100)]
     max_streams: u32,
-    /// Host name in the URLs printed (the certificate is valid for localhost and 127.0.0.1).
+    /// The host name other processes reach it by (a compose service name): added to the TLS
+    /// certificate and used in the URLs printed and the service account's token_uri.
     #[arg(long, default_value = "localhost")]
-    public_host: String,
+    host_name: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,13 +49,15 @@ fn main() -> anyhow::Result<()> {
             latency: Duration::from_millis(args.latency_ms),
             max_streams: args.max_streams,
             record: false,
+            host_names: vec![args.host_name.clone()],
         })
         .await?;
-        let (ca, account) = stand_in.write_files(&args.dir)?;
+        let plain = format!("http://{}:{}", args.host_name, stand_in.plain_addr.port());
+        let (ca, account) = stand_in.write_files_for(&args.dir, &plain)?;
         println!("FCM stand-in ready.");
         println!(
             "  FCM_ENDPOINT=https://{}:{}",
-            args.public_host,
+            args.host_name,
             stand_in.tls_addr.port()
         );
         println!("  NOTIFIER_EXTRA_CA_FILE={}", ca.display());

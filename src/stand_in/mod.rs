@@ -42,6 +42,9 @@ pub struct StandInConfig {
     pub max_streams: u32,
     /// Keep every delivered message for inspection (tests); off for load.
     pub record: bool,
+    /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
+    /// service name, say).
+    pub host_names: Vec<String>,
 }
 
 impl Default for StandInConfig {
@@ -53,6 +56,7 @@ impl Default for StandInConfig {
             latency: Duration::ZERO,
             max_streams: 100,
             record: false,
+            host_names: Vec::new(),
         }
     }
 }
@@ -174,7 +178,7 @@ pub struct StandIn {
 impl StandIn {
     pub async fn start(config: StandInConfig) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let (ca_pem, tls_config) = tls_config()?;
+        let (ca_pem, tls_config) = tls_config(&config.host_names)?;
         let tls_listener = TcpListener::bind(config.tls_addr).await?;
         let plain_listener = TcpListener::bind(config.plain_addr).await?;
         let counters = Arc::new(Counters::default());
@@ -229,11 +233,24 @@ impl StandIn {
 
     /// Writes `ca.pem` and `service-account.json` into `dir`; returns their paths.
     pub fn write_files(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        self.write_files_for(dir, &self.plain_endpoint())
+    }
+
+    /// The same, with the token endpoint reached at `plain_base` (`http://stand-in:8080` from
+    /// another container).
+    pub fn write_files_for(
+        &self,
+        dir: &Path,
+        plain_base: &str,
+    ) -> std::io::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(dir)?;
         let ca = dir.join("ca.pem");
         let account = dir.join("service-account.json");
         std::fs::write(&ca, &self.ca_pem)?;
-        std::fs::write(&account, self.service_account_json())?;
+        std::fs::write(
+            &account,
+            service_account_json(plain_base, &self.shared.config.project),
+        )?;
         Ok((ca, account))
     }
 
@@ -267,7 +284,7 @@ pub fn service_account_json(base: &str, project: &str) -> String {
     .to_string()
 }
 
-fn tls_config() -> anyhow::Result<(String, rustls::ServerConfig)> {
+fn tls_config(host_names: &[String]) -> anyhow::Result<(String, rustls::ServerConfig)> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -277,8 +294,9 @@ fn tls_config() -> anyhow::Result<(String, rustls::ServerConfig)> {
     let ca_key = KeyPair::generate()?;
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
     let leaf_key = KeyPair::generate()?;
-    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?
-        .signed_by(&leaf_key, &ca)?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(host_names.iter().cloned());
+    let leaf = CertificateParams::new(names)?.signed_by(&leaf_key, &ca)?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
         leaf_key.serialize_der(),
     ));

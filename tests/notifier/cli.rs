@@ -27,6 +27,8 @@ fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NOTIFIER_CONFIG", &config)
+        // Processes run side by side: each listens on a port of its own.
+        .env("NOTIFIER_HTTP_ADDR", "127.0.0.1:0")
         .current_dir(dir)
         .kill_on_drop(true);
     for (k, v) in vars {

@@ -110,6 +110,7 @@ impl Cluster {
             .env("NOTIFIER_CHANNEL", &self.channel)
             .env("NOTIFIER_CONCURRENCY", CONCURRENCY.to_string())
             .env("LOG_FORMAT", "json")
+            .env("NOTIFIER_HTTP_ADDR", "127.0.0.1:0")
             .env("FCM_ENDPOINT", self.stand_in.tls_endpoint())
             .env("NOTIFIER_EXTRA_CA_FILE", d.join("ca.pem"))
             .env(

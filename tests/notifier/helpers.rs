@@ -29,8 +29,11 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
+/// Once per test process: logs when asked for, and the TLS crypto provider that reqwest and the
+/// stand-in need (tests must not rely on another test having installed it first).
 pub fn init_tracing() {
     LazyLock::force(&TRACING);
+    notifier::install_crypto_provider();
 }
 
 /// A name no other test (or test run) uses.
@@ -494,6 +497,12 @@ impl OwnRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (it stays down until `restart`).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Kills the server and starts a new one on the same port.

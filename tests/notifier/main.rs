@@ -7,5 +7,6 @@ mod end_to_end;
 mod faults;
 mod helpers;
 mod malformed;
+mod operations;
 mod queries;
 mod subscriber;

@@ -1,0 +1,113 @@
+//! The status listener on `NOTIFIER_HTTP_ADDR`: `GET /healthz` (the process is alive),
+//! `GET /readyz` (the input is connected and the database answers; 503 with the reason otherwise)
+//! and `GET /metrics` (Prometheus text).
+//!
+//! It serves a few requests a minute from probes and a scraper, on the same runtime as the
+//! fan-out: every handler is cheap (the readiness check is one database round trip, bounded by a
+//! timeout), so it never takes noticeable time from the pushes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::worker::Worker;
+
+#[derive(Clone)]
+struct Status {
+    worker: Arc<Worker>,
+    metrics: PrometheusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on NOTIFIER_HTTP_ADDR {addr}: {source}")]
+pub struct BindError {
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds the listener (so a taken port fails start-up, naming the setting).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    worker: Arc<Worker>,
+    metrics: PrometheusHandle,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "Serving /healthz, /readyz and /metrics.");
+    }
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(Status { worker, metrics });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn readyz(State(status): State<Status>) -> impl IntoResponse {
+    match status.worker.not_ready().await {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+async fn render_metrics(State(status): State<Status>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        status.metrics.render(),
+    )
+}
+
+/// `notifier healthcheck`: asks the running notifier's `/healthz` (for a container HEALTHCHECK,
+/// so the image needs no curl). A wildcard listen address is reached on loopback.
+pub async fn healthcheck(addr: SocketAddr) -> anyhow::Result<()> {
+    let target = if addr.ip().is_unspecified() {
+        SocketAddr::new(
+            if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            addr.port(),
+        )
+    } else {
+        addr
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    let response = client
+        .get(format!("http://{target}/healthz"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "/healthz answered {}",
+        response.status()
+    );
+    Ok(())
+}
