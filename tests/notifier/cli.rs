@@ -49,6 +49,10 @@ async fn read_until(
             everything.push_str(&line);
             everything.push('\n');
             let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            // LOG_FORMAT=json: every line an object with these stable fields.
+            for field in ["timestamp", "level", "message"] {
+                assert!(json.get(field).is_some(), "{field} in {line}");
+            }
             if json["message"] == message {
                 return Some(json);
             }

@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use notifier::database::Backend;
-use serde_json::Value;
 use tokio::process::Command;
 
 use crate::helpers::*;
@@ -358,64 +357,4 @@ fn the_compose_services_and_profiles_the_readme_names_exist() {
             "README explains --profile {profile}"
         );
     }
-}
-
-#[tokio::test]
-async fn json_log_lines_parse_and_carry_stable_fields() {
-    let db = scenario_db(Backend::Sqlite).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("n.toml"),
-        format!("[claims]\nkey_prefix = \"{}:\"\n", unique("ops")),
-    )
-    .unwrap();
-    let channel = unique("talk_posted");
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NOTIFIER_CONFIG", dir.path().join("n.toml"))
-        .env("DATABASE_URL", &db.url)
-        .env("NOTIFIER_CHANNEL", &channel)
-        .env("NOTIFIER_HTTP_ADDR", "127.0.0.1:0")
-        .env("LOG_FORMAT", "json")
-        .arg("run")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for_subscriber(REDIS_URL, &channel).await;
-    publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let mut seen = 0;
-    let summary = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            for field in ["timestamp", "level", "message"] {
-                assert!(json.get(field).is_some(), "{field} in {line}");
-            }
-            seen += 1;
-            if json["message"] == "Event processed." {
-                return json;
-            }
-        }
-        panic!("no summary");
-    })
-    .await
-    .unwrap();
-    assert!(seen > 3);
-    for field in [
-        "event_id",
-        "talk_id",
-        "recipients",
-        "sent",
-        "failed",
-        "pruned",
-        "skipped",
-        "dry_run",
-        "elapsed_ms",
-    ] {
-        assert!(summary.get(field).is_some(), "{field}: {summary}");
-    }
-    assert_eq!(summary["level"], "INFO");
 }
