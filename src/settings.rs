@@ -206,19 +206,21 @@ pub struct FcmSettings {
     pub credentials: String,
     pub project_id: String,
     pub concurrency: usize,
+    pub connections: usize,
     pub ttl_secs: u64,
     pub android_channel_id: String,
     pub request_timeout_secs: u64,
 }
 
 impl ServiceSettings {
-    /// A provider's effective limit: its own, but never the whole global limit, so the other
-    /// provider always keeps at least a quarter of the slots.
+    /// A provider's effective limit: as configured (at most the global limit), or — for 0, the
+    /// default — three quarters of the global limit, so the other provider always keeps a share.
     pub fn provider_limit(&self, configured: usize) -> usize {
+        if configured > 0 {
+            return configured.min(self.concurrency);
+        }
         let keep_for_the_other = (self.concurrency / 4).max(1);
-        configured
-            .min(self.concurrency.saturating_sub(keep_for_the_other))
-            .max(1)
+        self.concurrency.saturating_sub(keep_for_the_other).max(1)
     }
 }
 
@@ -504,13 +506,8 @@ impl Settings {
     }
 
     fn validate_providers(&self) -> Result<(), SettingsError> {
-        for (name, limit) in [
-            ("fcm.concurrency", self.fcm.concurrency),
-            ("apns.concurrency", self.apns.concurrency),
-        ] {
-            if limit == 0 {
-                return Err(SettingsError::new(name, "must be at least 1"));
-            }
+        if self.fcm.connections > 64 {
+            return Err(SettingsError::new("fcm.connections", "must be from 0 (auto) to 64"));
         }
         if !self.fcm.endpoint.starts_with("https://") && !self.fcm.endpoint.starts_with("http://") {
             return Err(SettingsError::new(
@@ -813,13 +810,15 @@ mod tests {
     #[test]
     fn a_provider_never_gets_every_slot() {
         let mut s = load(&[]).unwrap().service;
-        assert_eq!(s.provider_limit(192), 192); // of 256
+        assert_eq!(s.provider_limit(0), 192); // auto: 3/4 of 256
+        assert_eq!(s.provider_limit(100), 100, "an explicit limit is honoured");
+        assert_eq!(s.provider_limit(1000), 256, "but never above the global one");
         s.concurrency = 16;
-        assert_eq!(s.provider_limit(192), 12);
+        assert_eq!(s.provider_limit(0), 12);
         s.concurrency = 2;
-        assert_eq!(s.provider_limit(192), 1);
+        assert_eq!(s.provider_limit(0), 1);
         s.concurrency = 1;
-        assert_eq!(s.provider_limit(192), 1, "one slot cannot be split");
+        assert_eq!(s.provider_limit(0), 1, "one slot cannot be split");
     }
 
     #[test]

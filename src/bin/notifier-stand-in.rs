@@ -34,6 +34,9 @@ struct Args {
     /// certificate and used in the URLs printed and the service account's token_uri.
     #[arg(long, default_value = "localhost")]
     host_name: String,
+    /// Take any bearer token, for load generators such as h2load.
+    #[arg(long)]
+    accept_any_token: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             max_streams: args.max_streams,
             record: false,
             host_names: vec![args.host_name.clone()],
+            accept_any_token: args.accept_any_token,
         })
         .await?;
         let plain = format!("http://{}:{}", args.host_name, stand_in.plain_addr.port());

@@ -195,7 +195,8 @@ impl AccessTokens for StaticToken {
 
 /// Sends pushes to FCM.
 pub struct FcmPusher {
-    client: reqwest::Client,
+    /// One client per HTTP/2 connection; a device always goes through the same one.
+    clients: Vec<reqwest::Client>,
     /// The endpoint's root, for warming the connection.
     base: String,
     url: String,
@@ -207,7 +208,7 @@ pub struct FcmPusher {
 
 impl FcmPusher {
     pub fn new(
-        client: reqwest::Client,
+        clients: Vec<reqwest::Client>,
         endpoint: &str,
         project: &str,
         tokens: Arc<dyn AccessTokens>,
@@ -215,7 +216,7 @@ impl FcmPusher {
         validate_only: bool,
     ) -> Self {
         Self {
-            client,
+            clients,
             base: format!("{}/", endpoint.trim_end_matches('/')),
             url: format!(
                 "{}/v1/projects/{project}/messages:send",
@@ -290,8 +291,9 @@ impl Pusher for FcmPusher {
                 };
             }
         };
-        let sent = self
-            .client
+        // A device always goes through the same connection; devices spread evenly.
+        let shard = push.device.id.unsigned_abs() % self.clients.len().max(1) as u64;
+        let sent = self.clients[shard as usize]
             .post(&self.url)
             .header(http::header::AUTHORIZATION, bearer)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -323,10 +325,11 @@ impl Pusher for FcmPusher {
     }
 
     async fn warm(&self) {
-        // Over TLS the client learns it may multiplex only once ALPN says h2; until then every
-        // concurrent request dials its own connection. One small request first avoids that.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), self.client.get(&self.base).send()).await;
+        // Over TLS a client learns it may multiplex only once ALPN says h2; until then every
+        // concurrent request dials its own connection. One small request per connection first
+        // avoids that.
+        let warm_all = self.clients.iter().map(|c| c.get(&self.base).send());
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(warm_all)).await;
         // The token too: a burst would otherwise queue behind its first fetch anyway.
         let _ = self.tokens.bearer().await;
     }

@@ -142,9 +142,18 @@ pub fn fcm_pusher(
             .ok_or(fcm::FcmError::NoProject)?,
         id => id.to_string(),
     };
-    let client = http_client(settings)?;
+    // One HTTP/2 connection carries about 100 streams at Google: enough connections for the
+    // pushes FCM may have in flight, and no more (providers dislike connection churn).
+    let in_flight = settings.service.provider_limit(s.concurrency);
+    let connections = match s.connections {
+        0 => in_flight.div_ceil(100).clamp(1, 16),
+        n => n,
+    };
+    let clients = (0..connections)
+        .map(|_| http_client(settings))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(fcm::FcmPusher::new(
-        client,
+        clients,
         &s.endpoint,
         &project,
         Arc::new(tokens),

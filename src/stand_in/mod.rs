@@ -45,6 +45,8 @@ pub struct StandInConfig {
     /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
     /// service name, say).
     pub host_names: Vec<String>,
+    /// Take any bearer token (for load generators such as h2load); off, only issued ones pass.
+    pub accept_any_token: bool,
 }
 
 impl Default for StandInConfig {
@@ -57,6 +59,7 @@ impl Default for StandInConfig {
             max_streams: 100,
             record: false,
             host_names: Vec::new(),
+            accept_any_token: false,
         }
     }
 }
@@ -70,6 +73,9 @@ pub struct Counters {
     /// Deliveries of a message (token + collapse key) already delivered once.
     pub duplicates: AtomicU64,
     pub token_requests: AtomicU64,
+    /// When the first and the last message were delivered, in ms since the epoch (0: none yet).
+    pub first_delivered_ms: AtomicU64,
+    pub last_delivered_ms: AtomicU64,
     pub tls_connections: AtomicU64,
     pub plain_connections: AtomicU64,
     pub errors: Mutex<HashMap<String, u64>>,
@@ -98,6 +104,8 @@ impl Counters {
             "duplicates": self.duplicates.load(Ordering::Relaxed),
             "errors": errors,
             "token_requests": self.token_requests.load(Ordering::Relaxed),
+            "first_delivered_ms": self.first_delivered_ms.load(Ordering::Relaxed),
+            "last_delivered_ms": self.last_delivered_ms.load(Ordering::Relaxed),
             "connections": {
                 "tls": self.tls_connections.load(Ordering::Relaxed),
                 "plain": self.plain_connections.load(Ordering::Relaxed),
@@ -129,6 +137,8 @@ impl Counters {
             &self.validated,
             &self.duplicates,
             &self.token_requests,
+            &self.first_delivered_ms,
+            &self.last_delivered_ms,
             &self.tls_connections,
             &self.plain_connections,
         ] {
@@ -533,6 +543,7 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let authorised = bearer.is_some_and(|t| {
+        shared.config.accept_any_token ||
         c.issued
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -598,6 +609,11 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
         c.validated.fetch_add(1, Ordering::Relaxed);
     } else {
         c.delivered.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let _ = c.first_delivered_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
         let collapse = message["android"]["collapse_key"]
             .as_str()
             .unwrap_or_default();

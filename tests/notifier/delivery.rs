@@ -164,10 +164,9 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries(backend: Backend)
         "every request carried a token the stand-in issued"
     );
     assert_eq!(stats["token_requests"], 1, "the access token is cached");
-    assert_eq!(
-        stats["connections"]["tls"], 1,
-        "one HTTP/2 connection for the whole event"
-    );
+    // 192 FCM pushes in flight at most (3/4 of 256), about 100 streams a connection: two
+    // connections, opened once for the whole event.
+    assert_eq!(stats["connections"]["tls"], 2, "a handful of HTTP/2 connections, not one per push");
 
     // …each message is what FCM expects…
     let messages = live.messages();

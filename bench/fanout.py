@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Fan-out benchmark: one event to N devices, the notifier (release build) sending live to the FCM
+stand-in over TLS/HTTP2 on loopback, with the machine's raw HTTP/2 ceiling (h2load) measured in the
+same run against the same stand-in and the same request.
+
+    python3 bench/fanout.py --devices 100000 --latency-ms 0 --runs 3
+    python3 bench/fanout.py --devices 10000 --latency-ms 200 --concurrency 1000 --runs 3
+    python3 bench/fanout.py --devices 1000000 --runs 1 --no-ceiling
+    python3 bench/fanout.py --devices 10000 --db sqlite
+
+Needs: cargo, PostgreSQL on 127.0.0.1:5432 (role postgres, trust) for --db postgres, sqlite3 for
+--db sqlite, Redis on 127.0.0.1:6379, and h2load (Debian: nghttp2-client). Prints one line per run
+and the medians; --json writes them to a file.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def stats(plain_port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{plain_port}/stats", timeout=5) as r:
+        return json.load(r)
+
+
+def reset(plain_port):
+    req = urllib.request.Request(f"http://127.0.0.1:{plain_port}/stats/reset", method="POST")
+    urllib.request.urlopen(req, timeout=5).close()
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def make_audience(db, devices, workdir):
+    """A talk whose program one listener clipped, with `devices` FCM devices."""
+    if db == "postgres":
+        name = f"notifier_bench_{os.getpid()}"
+        admin = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
+        sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name}")
+        sh(*admin, "-d", "postgres", "-c", f"CREATE DATABASE {name}")
+        url = f"postgres://postgres@127.0.0.1:5432/{name}"
+        sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
+        sh(*admin, "-d", name, "-c", f"""
+            INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
+            INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
+            INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens');
+            INSERT INTO clips (user_id, program_id) VALUES (2, 1);
+            INSERT INTO devices (id, user_id, provider, platform, token)
+              SELECT i, 2, 'fcm', 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
+              FROM generate_series(1, {devices}) AS i;
+            ANALYZE;""")
+        return url, lambda: sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    path = os.path.join(workdir, "bench.db")
+    url = f"sqlite://{path}"
+    sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
+    sh("sqlite3", path, f"""
+        INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
+        INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
+        INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens');
+        INSERT INTO clips (user_id, program_id) VALUES (2, 1);
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {devices})
+        INSERT INTO devices (id, user_id, provider, platform, token)
+          SELECT i, 2, 'fcm', 'android', 'bench-token-' || substr('000000000' || i, -9, 9) || printf('%.140c', 'x') FROM n;""")
+    return url, lambda: None
+
+
+def ceiling(tls_port, body_path, requests, connections, streams):
+    """The raw HTTP/2 rate of this machine against the stand-in: h2load, same request."""
+    out = subprocess.run(
+        ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(streams),
+         "-H", "authorization: Bearer h2load", "-H", "content-type: application/json",
+         "-d", body_path,
+         f"https://127.0.0.1:{tls_port}/v1/projects/stand-in-project/messages:send"],
+        capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("finished in"):
+            return float(line.split(",")[1].split()[0])  # "finished in 1.2s, 83000.00 req/s, …"
+    raise RuntimeError(out)
+
+
+def one_run(args, url, run):
+    tmp = tempfile.mkdtemp(prefix="notifier-bench-")
+    tls_port, plain_port, http_port = free_port(), free_port(), free_port()
+    stand_in = subprocess.Popen(
+        [os.path.join(BIN, "notifier-stand-in"), "--tls-addr", f"127.0.0.1:{tls_port}",
+         "--plain-addr", f"127.0.0.1:{plain_port}", "--dir", tmp, "--latency-ms", str(args.latency_ms),
+         "--max-streams", str(args.max_streams), "--accept-any-token"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    notifier = None
+    try:
+        for _ in range(100):
+            try:
+                stats(plain_port)
+                break
+            except OSError:
+                time.sleep(0.05)
+        channel = f"bench_{os.getpid()}_{run}"
+        with open(os.path.join(tmp, "notifier.toml"), "w") as f:
+            f.write(f'[claims]\nkey_prefix = "bench:{os.getpid()}:{run}:"\n'
+                    f"[database]\npage_size = {args.page_size}\n"
+                    f"[fcm]\nconcurrency = {args.concurrency}\n")
+        env = {
+            "PATH": os.environ["PATH"], "APP_ENV": "production", "DATABASE_URL": url,
+            "REDIS_URL": "redis://127.0.0.1:6379", "NOTIFIER_CHANNEL": channel,
+            "NOTIFIER_CONFIG": os.path.join(tmp, "notifier.toml"),
+            "NOTIFIER_CONCURRENCY": str(args.concurrency), "NOTIFIER_HTTP_ADDR": f"127.0.0.1:{http_port}",
+            "FCM_ENDPOINT": f"https://localhost:{tls_port}", "NOTIFIER_EXTRA_CA_FILE": os.path.join(tmp, "ca.pem"),
+            "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(tmp, "service-account.json"),
+            "LOG_FORMAT": "json", "RUST_LOG": "warn,notifier::worker=info",
+        }
+        log = open(os.path.join(tmp, "notifier.log"), "w")
+        notifier = subprocess.Popen([os.path.join(BIN, "notifier"), "run"], env=env, stdout=log, stderr=log)
+        for _ in range(200):
+            if sh("redis-cli", "PUBSUB", "NUMSUB", channel).split()[-1] == "1":
+                break
+            time.sleep(0.05)
+        reset(plain_port)
+        cpu_before = cpu_seconds(notifier.pid)
+        published_ms = time.time() * 1000
+        sh("redis-cli", "PUBLISH", channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
+        deadline = time.time() + args.timeout
+        while True:
+            s = stats(plain_port)
+            if s["delivered"] >= args.devices:
+                break
+            if time.time() > deadline or notifier.poll() is not None:
+                raise RuntimeError(f"only {s['delivered']} of {args.devices} delivered; see {log.name}")
+            time.sleep(0.02)
+        cpu = cpu_seconds(notifier.pid) - cpu_before
+        first = s["first_delivered_ms"] - published_ms
+        last = s["last_delivered_ms"] - published_ms
+        result = {
+            "devices": args.devices, "latency_ms": args.latency_ms, "concurrency": args.concurrency,
+            "pushes_per_s": args.devices / (last / 1000), "first_push_ms": first, "last_push_ms": last,
+            "peak_rss_mib": peak_rss_mib(notifier.pid), "cpu_s_per_10k": cpu / args.devices * 10_000,
+            "tls_connections": s["connections"]["tls"], "duplicates": s["duplicates"],
+        }
+        if not args.no_ceiling:
+            body = os.path.join(tmp, "body.json")
+            with open(body, "w") as f:
+                json.dump({"message": {"token": "h2load-token", "notification": {"title": "New talk on Big show", "body": "Everyone listens"},
+                           "data": {"type": "talk_posted", "talk_id": "1", "program_id": "1", "url": "notifier-demo://talks/1"},
+                           "android": {"priority": "high", "ttl": "86400s", "collapse_key": "bench", "notification": {"tag": "bench"}}}}, f)
+            result["ceiling_per_s"] = ceiling(tls_port, body, args.ceiling_requests, 4, args.max_streams)
+            result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
+        return result
+    finally:
+        if notifier:
+            notifier.send_signal(signal.SIGTERM)
+            try:
+                notifier.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                notifier.kill()
+        stand_in.terminate()
+        stand_in.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--devices", type=int, default=100_000)
+    p.add_argument("--latency-ms", type=int, default=0)
+    p.add_argument("--concurrency", type=int, default=256, help="NOTIFIER_CONCURRENCY (FCM may use all of it)")
+    p.add_argument("--page-size", type=int, default=1000)
+    p.add_argument("--max-streams", type=int, default=100, help="the stand-in's SETTINGS_MAX_CONCURRENT_STREAMS")
+    p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--timeout", type=int, default=600)
+    p.add_argument("--no-ceiling", action="store_true", help="skip h2load")
+    p.add_argument("--ceiling-requests", type=int, default=200_000)
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--json", help="write the runs and medians here")
+    args = p.parse_args()
+
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "notifier", "--bin", "notifier-stand-in"],
+                       cwd=ROOT, check=True)
+    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
+    workdir = tempfile.mkdtemp(prefix="notifier-bench-db-")
+    url, drop = make_audience(args.db, args.devices, workdir)
+    runs = []
+    try:
+        for run in range(args.runs):
+            r = one_run(args, url, run)
+            runs.append(r)
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+    finally:
+        drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    medians = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))}
+    print("median:", json.dumps({k: round(v, 3) for k, v in medians.items()}))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": runs, "median": medians}, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
