@@ -507,7 +507,10 @@ impl Settings {
 
     fn validate_providers(&self) -> Result<(), SettingsError> {
         if self.fcm.connections > 64 {
-            return Err(SettingsError::new("fcm.connections", "must be from 0 (auto) to 64"));
+            return Err(SettingsError::new(
+                "fcm.connections",
+                "must be from 0 (auto) to 64",
+            ));
         }
         if !self.fcm.endpoint.starts_with("https://") && !self.fcm.endpoint.starts_with("http://") {
             return Err(SettingsError::new(
@@ -812,7 +815,11 @@ mod tests {
         let mut s = load(&[]).unwrap().service;
         assert_eq!(s.provider_limit(0), 192); // auto: 3/4 of 256
         assert_eq!(s.provider_limit(100), 100, "an explicit limit is honoured");
-        assert_eq!(s.provider_limit(1000), 256, "but never above the global one");
+        assert_eq!(
+            s.provider_limit(1000),
+            256,
+            "but never above the global one"
+        );
         s.concurrency = 16;
         assert_eq!(s.provider_limit(0), 12);
         s.concurrency = 2;

@@ -329,7 +329,11 @@ impl Pusher for FcmPusher {
         // concurrent request dials its own connection. One small request per connection first
         // avoids that.
         let warm_all = self.clients.iter().map(|c| c.get(&self.base).send());
-        let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(warm_all)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(warm_all),
+        )
+        .await;
         // The token too: a burst would otherwise queue behind its first fetch anyway.
         let _ = self.tokens.bearer().await;
     }

@@ -173,7 +173,9 @@ pub fn http_client(settings: &Settings) -> Result<reqwest::Client, fcm::FcmError
         .http2_keep_alive_interval(Duration::from_secs(30))
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .http2_keep_alive_while_idle(true)
-        .pool_idle_timeout(Duration::from_secs(240));
+        .pool_idle_timeout(Duration::from_secs(240))
+        // FCM never redirects: a redirect would be an error, not something to follow.
+        .redirect(reqwest::redirect::Policy::none());
     if settings.fcm.endpoint.starts_with("http://") {
         builder = builder.http2_prior_knowledge();
     }

@@ -543,11 +543,11 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let authorised = bearer.is_some_and(|t| {
-        shared.config.accept_any_token ||
-        c.issued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(t)
+        shared.config.accept_any_token
+            || c.issued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(t)
     });
     if !authorised {
         return tagged(
@@ -612,7 +612,9 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let _ = c.first_delivered_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = c
+            .first_delivered_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
         let collapse = message["android"]["collapse_key"]
             .as_str()

@@ -166,7 +166,10 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries(backend: Backend)
     assert_eq!(stats["token_requests"], 1, "the access token is cached");
     // 192 FCM pushes in flight at most (3/4 of 256), about 100 streams a connection: two
     // connections, opened once for the whole event.
-    assert_eq!(stats["connections"]["tls"], 2, "a handful of HTTP/2 connections, not one per push");
+    assert_eq!(
+        stats["connections"]["tls"], 2,
+        "a handful of HTTP/2 connections, not one per push"
+    );
 
     // …each message is what FCM expects…
     let messages = live.messages();
