@@ -7,6 +7,7 @@ same run against the same stand-in and the same request.
     python3 bench/fanout.py --devices 10000 --latency-ms 200 --concurrency 1000 --runs 3
     python3 bench/fanout.py --devices 1000000 --runs 1 --no-ceiling
     python3 bench/fanout.py --devices 10000 --db sqlite
+    python3 bench/fanout.py --devices 100000 --apns-every 2 --runs 3    # half through APNs
 
 Needs: cargo, PostgreSQL on 127.0.0.1:5432 (role postgres, trust) for --db postgres, sqlite3 for
 --db sqlite, Redis on 127.0.0.1:6379, and h2load (Debian: nghttp2-client). Prints one line per run
@@ -64,8 +65,11 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def make_audience(db, devices, workdir):
-    """A talk whose program one listener clipped, with `devices` FCM devices."""
+def make_audience(db, devices, workdir, apns_every):
+    """A talk whose program one listener clipped, with `devices` devices: every `apns_every`-th one
+    (0: none) an iPhone reached through APNs, the others Android through FCM."""
+    every = apns_every if apns_every > 0 else devices + 1
+    provider = f"CASE WHEN i % {every} = 0 THEN 'apns' ELSE 'fcm' END"
     if db == "postgres":
         name = f"notifier_bench_{os.getpid()}"
         admin = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
@@ -79,7 +83,7 @@ def make_audience(db, devices, workdir):
             INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens');
             INSERT INTO clips (user_id, program_id) VALUES (2, 1);
             INSERT INTO devices (id, user_id, provider, platform, token)
-              SELECT i, 2, 'fcm', 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
+              SELECT i, 2, {provider}, 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
               FROM generate_series(1, {devices}) AS i;
             ANALYZE;""")
         return url, lambda: sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -93,7 +97,7 @@ def make_audience(db, devices, workdir):
         INSERT INTO clips (user_id, program_id) VALUES (2, 1);
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {devices})
         INSERT INTO devices (id, user_id, provider, platform, token)
-          SELECT i, 2, 'fcm', 'android', 'bench-token-' || substr('000000000' || i, -9, 9) || printf('%.140c', 'x') FROM n;""")
+          SELECT i, 2, {provider}, 'android', 'bench-token-' || substr('000000000' || i, -9, 9) || printf('%.140c', 'x') FROM n;""")
     return url, lambda: None
 
 
@@ -131,7 +135,8 @@ def one_run(args, url, run):
         with open(os.path.join(tmp, "notifier.toml"), "w") as f:
             f.write(f'[claims]\nkey_prefix = "bench:{os.getpid()}:{run}:"\n'
                     f"[database]\npage_size = {args.page_size}\n"
-                    f"[fcm]\nconcurrency = {args.concurrency}\n")
+                    f"[fcm]\nconcurrency = {args.concurrency}\n"
+                    f"[apns]\nconcurrency = {args.concurrency}\n")
         env = {
             "PATH": os.environ["PATH"], "APP_ENV": "production", "DATABASE_URL": url,
             "REDIS_URL": "redis://127.0.0.1:6379", "NOTIFIER_CHANNEL": channel,
@@ -140,6 +145,9 @@ def one_run(args, url, run):
             "FCM_ENDPOINT": f"https://localhost:{tls_port}", "NOTIFIER_EXTRA_CA_FILE": os.path.join(tmp, "ca.pem"),
             "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(tmp, "service-account.json"),
             "LOG_FORMAT": "json", "RUST_LOG": "warn,notifier::worker=info",
+            # APNs through the transport seam: our HTTP/2 transport to the stand-in's APNs side.
+            "APNS_ENDPOINT": f"https://localhost:{tls_port}", "APNS_KEY_PATH": os.path.join(tmp, "apns-key.p8"),
+            "APNS_KEY_ID": "STANDIN123", "APNS_TEAM_ID": "TEAM123456", "APNS_TOPIC": "com.example.notifier",
         }
         log = open(os.path.join(tmp, "notifier.log"), "w")
         notifier = subprocess.Popen([os.path.join(BIN, "notifier"), "run"], env=env, stdout=log, stderr=log)
@@ -163,7 +171,7 @@ def one_run(args, url, run):
         first = s["first_delivered_ms"] - published_ms
         last = s["last_delivered_ms"] - published_ms
         result = {
-            "devices": args.devices, "latency_ms": args.latency_ms, "concurrency": args.concurrency,
+            "devices": args.devices, "apns_every": args.apns_every, "latency_ms": args.latency_ms, "concurrency": args.concurrency,
             "pushes_per_s": args.devices / (last / 1000), "first_push_ms": first, "last_push_ms": last,
             "peak_rss_mib": peak_rss_mib(notifier.pid), "cpu_s_per_10k": cpu / args.devices * 10_000,
             "tls_connections": s["connections"]["tls"], "duplicates": s["duplicates"],
@@ -197,6 +205,7 @@ def main():
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--max-streams", type=int, default=100, help="the stand-in's SETTINGS_MAX_CONCURRENT_STREAMS")
     p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--apns-every", type=int, default=0, help="every K-th device goes through APNs (0: none)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--no-ceiling", action="store_true", help="skip h2load")
@@ -210,7 +219,7 @@ def main():
                        cwd=ROOT, check=True)
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
     workdir = tempfile.mkdtemp(prefix="notifier-bench-db-")
-    url, drop = make_audience(args.db, args.devices, workdir)
+    url, drop = make_audience(args.db, args.devices, workdir, args.apns_every)
     runs = []
     try:
         for run in range(args.runs):

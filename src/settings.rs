@@ -36,6 +36,7 @@ pub const ENV_VARS: &[&str] = &[
     "APNS_TEAM_ID",
     "APNS_TOPIC",
     "APNS_SANDBOX",
+    "APNS_ENDPOINT",
     "LOG_FORMAT",
     "RUST_LOG",
 ];
@@ -233,6 +234,9 @@ impl FcmSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApnsSettings {
+    /// A stand-in's base URL instead of Apple's hosts (staging, tests, the benchmark); empty for
+    /// Apple, through a2.
+    pub endpoint: String,
     /// Path of the .p8 signing key; empty when APNs is not configured.
     pub key_path: String,
     pub key_id: String,
@@ -370,6 +374,9 @@ impl Settings {
             self.fcm.endpoint = v;
         }
         self.extra_ca_file = set("NOTIFIER_EXTRA_CA_FILE").map(PathBuf::from);
+        if let Some(v) = set("APNS_ENDPOINT") {
+            self.apns.endpoint = v;
+        }
         if let Some(v) = set("APNS_KEY_PATH") {
             self.apns.key_path = v;
         }
@@ -602,6 +609,7 @@ impl Settings {
             ("APNS_TEAM_ID", or_unset(&self.apns.team_id)),
             ("APNS_TOPIC", or_unset(&self.apns.topic)),
             ("APNS_SANDBOX", self.apns.sandbox.to_string()),
+            ("APNS_ENDPOINT", or_unset(&self.apns.endpoint)),
         ];
         lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
     }

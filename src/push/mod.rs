@@ -116,10 +116,18 @@ pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
         None
     };
     let apns = if mode == SendMode::Live && settings.apns.is_configured() {
-        let transport = apns::A2Transport::new(&settings.apns)?;
-        Some(
-            Arc::new(apns::ApnsPusher::new(Arc::new(transport), &settings.apns)) as Arc<dyn Pusher>,
-        )
+        // a2 reaches only Apple's hosts; a stand-in is reached through our own HTTP/2 client.
+        let transport: Arc<dyn apns::ApnsTransport> = if settings.apns.endpoint.trim().is_empty() {
+            Arc::new(apns::A2Transport::new(&settings.apns)?)
+        } else {
+            let in_flight = settings.service.provider_limit(settings.apns.concurrency);
+            let clients = (0..connections_for(in_flight, 0))
+                .map(|_| http_client(settings))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| apns::TransportError::Request(e.to_string()))?;
+            Arc::new(apns::HttpTransport::new(clients, &settings.apns)?)
+        };
+        Some(Arc::new(apns::ApnsPusher::new(transport, &settings.apns)) as Arc<dyn Pusher>)
     } else {
         None
     };
@@ -145,11 +153,7 @@ pub fn fcm_pusher(
     // One HTTP/2 connection carries about 100 streams at Google: enough connections for the
     // pushes FCM may have in flight, and no more (providers dislike connection churn).
     let in_flight = settings.service.provider_limit(s.concurrency);
-    let connections = match s.connections {
-        0 => in_flight.div_ceil(100).clamp(1, 16),
-        n => n,
-    };
-    let clients = (0..connections)
+    let clients = (0..connections_for(in_flight, s.connections))
         .map(|_| http_client(settings))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(fcm::FcmPusher::new(
@@ -160,6 +164,15 @@ pub fn fcm_pusher(
         s,
         validate_only,
     ))
+}
+
+/// HTTP/2 connections for `in_flight` pushes: about 100 streams each (Google's and Apple's front
+/// ends), at most 16 on auto; `configured` wins when set.
+fn connections_for(in_flight: usize, configured: usize) -> usize {
+    match configured {
+        0 => in_flight.div_ceil(100).clamp(1, 16),
+        n => n,
+    }
 }
 
 /// The HTTP client shared by every FCM push: HTTP/2 (over TLS by ALPN; with prior knowledge on a

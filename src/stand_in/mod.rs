@@ -7,6 +7,12 @@
 //! `unregistered` gets 404 UNREGISTERED, `mismatch` 403 SENDER_ID_MISMATCH, `invalid` 400
 //! INVALID_ARGUMENT, `thirdpartyauth` 401 THIRD_PARTY_AUTH_ERROR, `flaky` one 503 then success,
 //! `quota` one 429 QUOTA_EXCEEDED then success, `down` 503 every time.
+//!
+//! It also stands in for APNs (`POST /3/device/{token}`, reached through `APNS_ENDPOINT`): it makes
+//! a signing key (`apns-key.p8`), verifies the ES256 provider tokens made with it, checks Apple's
+//! headers and the 4096-byte limit, and answers with Apple's reasons: a token containing
+//! `unregistered` gets 410 Unregistered with a timestamp, `bad` 400 BadDeviceToken, `flaky` one
+//! 503 then success, `down` 503 every time.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -169,6 +175,11 @@ fn message_key(token: &str, collapse_key: &str) -> u64 {
 
 struct Shared {
     config: StandInConfig,
+    /// The APNs signing key, PKCS#8 PEM, and its public key for verifying provider tokens.
+    apns_key_pem: String,
+    apns_public_key: Vec<u8>,
+    /// Provider tokens already verified: like Apple, check a token once, not on every request.
+    apns_verified: Mutex<HashSet<String>>,
     counters: Arc<Counters>,
     /// While set, every send gets 503 (a provider outage).
     outage: AtomicBool,
@@ -192,7 +203,11 @@ impl StandIn {
         let tls_listener = TcpListener::bind(config.tls_addr).await?;
         let plain_listener = TcpListener::bind(config.plain_addr).await?;
         let counters = Arc::new(Counters::default());
+        let apns_key = rcgen::KeyPair::generate()?;
         let shared = Arc::new(Shared {
+            apns_key_pem: apns_key.serialize_pem(),
+            apns_public_key: apns_key.public_key_raw().to_vec(),
+            apns_verified: Mutex::new(HashSet::new()),
             config: config.clone(),
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
@@ -261,6 +276,7 @@ impl StandIn {
             &account,
             service_account_json(plain_base, &self.shared.config.project),
         )?;
+        std::fs::write(dir.join("apns-key.p8"), &self.shared.apns_key_pem)?;
         Ok((ca, account))
     }
 
@@ -371,6 +387,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/token", post(token))
         .route("/v1/projects/{project}/messages:send", post(send))
+        .route("/3/device/{token}", post(apns_send))
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset))
         .route("/outage", post(outage))
@@ -434,6 +451,123 @@ async fn token(State(shared): State<Arc<Shared>>, body: String) -> Response {
         .insert(access_token.clone());
     Json(json!({"access_token": access_token, "expires_in": 3599, "token_type": "Bearer"}))
         .into_response()
+}
+
+fn apns_error(status: StatusCode, reason: &'static str, timestamp: Option<u64>) -> Response {
+    let body = match timestamp {
+        Some(ms) => json!({"reason": reason, "timestamp": ms}),
+        None => json!({"reason": reason}),
+    };
+    tagged((status, Json(body)).into_response(), reason)
+}
+
+/// Whether `authorization: bearer <jwt>` is an ES256 token signed with the stand-in's APNs key.
+fn apns_token_ok(shared: &Shared, headers: &HeaderMap) -> bool {
+    let Some(jwt) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    if shared
+        .apns_verified
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(jwt)
+    {
+        return true;
+    }
+    let Some((signed, signature)) = jwt.rsplit_once('.') else {
+        return false;
+    };
+    let Some(signature) = base64url_decode(signature) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        &shared.apns_public_key,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .is_ok_and(|()| {
+        shared
+            .apns_verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(jwt.to_string());
+        true
+    })
+}
+
+/// APNs `POST /3/device/{token}`, as Apple answers it.
+async fn apns_send(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(token): UrlPath<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let c = &shared.counters;
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    if !shared.config.latency.is_zero() {
+        tokio::time::sleep(shared.config.latency).await;
+    }
+    let response = apns_answer(&shared, &token, &headers, &body);
+    if !response.status().is_success() {
+        let code = response
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or("apns", |e| e.0);
+        c.error(code);
+    }
+    response
+}
+
+fn apns_answer(shared: &Shared, token: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let c = &shared.counters;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !apns_token_ok(shared, headers) {
+        return apns_error(StatusCode::FORBIDDEN, "InvalidProviderToken", None);
+    }
+    if header("apns-topic").is_none_or(str::is_empty) {
+        return apns_error(StatusCode::BAD_REQUEST, "MissingTopic", None);
+    }
+    if header("apns-push-type") != Some("alert") {
+        return apns_error(StatusCode::BAD_REQUEST, "InvalidPushType", None);
+    }
+    if header("apns-collapse-id").is_some_and(|id| id.len() > 64) {
+        return apns_error(StatusCode::BAD_REQUEST, "BadCollapseId", None);
+    }
+    if body.len() > FCM_LIMIT {
+        return apns_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", None);
+    }
+    if !serde_json::from_slice::<Value>(body).is_ok_and(|v| v["aps"].is_object()) {
+        return apns_error(StatusCode::BAD_REQUEST, "PayloadEmpty", None);
+    }
+    let once = |kind: &str| {
+        c.failed_once
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("apns-{kind}:{token}"))
+    };
+    if token.contains("unregistered") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        return apns_error(StatusCode::GONE, "Unregistered", Some(now));
+    }
+    if token.contains("bad") {
+        return apns_error(StatusCode::BAD_REQUEST, "BadDeviceToken", None);
+    }
+    if token.contains("down") || (token.contains("flaky") && once("flaky")) {
+        return apns_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None);
+    }
+    let collapse = header("apns-collapse-id").unwrap_or_default();
+    record_delivery(shared, token, collapse, None);
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(id) = format!("{:032x}", fastrand::u128(..)).parse() {
+        response.headers_mut().insert("apns-id", id);
+    }
+    response
 }
 
 /// Decodes `application/x-www-form-urlencoded` text.
@@ -608,33 +742,39 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
     if validate_only {
         c.validated.fetch_add(1, Ordering::Relaxed);
     } else {
-        c.delivered.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let _ = c
-            .first_delivered_ms
-            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
         let collapse = message["android"]["collapse_key"]
             .as_str()
             .unwrap_or_default();
-        let mut seen = c.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let count = seen.entry(message_key(token, collapse)).or_default();
-        *count += 1;
-        if *count > 1 {
-            c.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(seen);
-        if shared.config.record {
-            c.messages
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(message.clone());
-        }
+        record_delivery(shared, token, collapse, Some(&message));
     }
     let n = c.requests.load(Ordering::Relaxed);
     Json(json!({"name": format!("projects/{project}/messages/0:{n}")})).into_response()
+}
+
+/// Counts a delivered message (and keeps it, when recording).
+fn record_delivery(shared: &Shared, token: &str, collapse: &str, message: Option<&Value>) {
+    let c = &shared.counters;
+    c.delivered.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let _ = c
+        .first_delivered_ms
+        .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
+    let mut seen = c.seen.lock().unwrap_or_else(|e| e.into_inner());
+    let count = seen.entry(message_key(token, collapse)).or_default();
+    *count += 1;
+    if *count > 1 {
+        c.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(seen);
+    if let (true, Some(message)) = (shared.config.record, message) {
+        c.messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message.clone());
+    }
 }
 
 /// The failure a token asks for, if any.

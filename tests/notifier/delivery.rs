@@ -442,3 +442,65 @@ async fn a_bad_apns_key_in_firebase_pauses_apple_and_web_devices_but_not_android
     );
     assert!(!delivered.contains(&"tok-iphone-42".to_string()));
 }
+
+#[tokio::test]
+async fn apns_through_the_stand_in_delivers_prunes_and_retries_beside_fcm() {
+    let live = Live::start().await;
+    let test_db = scenario_db(Backend::Sqlite).await;
+    test_db
+        .execute(&[
+            "INSERT INTO devices (id, user_id, provider, platform, token, updated_at) VALUES
+            (51, 2, 'apns', 'ios', 'apns-unregistered-51', '2020-01-01 00:00:00'),
+            (52, 2, 'apns', 'ios', 'apns-bad-token-52', '2020-01-01 00:00:00'),
+            (53, 2, 'apns', 'ios', 'apns-flaky-53', '2020-01-01 00:00:00')",
+        ])
+        .await;
+    let key = live.dir.path().join("apns-key.p8").display().to_string();
+    let vars = live.vars();
+    let endpoint = live.stand_in.tls_endpoint();
+    let mut settings = settings_with(&with(
+        &vars,
+        &[
+            ("DATABASE_URL", &test_db.url),
+            ("APNS_ENDPOINT", &endpoint),
+            ("APNS_KEY_PATH", &key),
+            ("APNS_KEY_ID", "STANDIN123"),
+            ("APNS_TEAM_ID", "TEAM123456"),
+            ("APNS_TOPIC", "com.example.talks"),
+        ],
+    ));
+    settings.retry.initial_backoff_ms = 20;
+    let worker = live_worker(settings, &test_db);
+
+    let summary = processed(
+        worker
+            .handle_message(br#"{"talk_id": 100}"#, &CancellationToken::new())
+            .await,
+    );
+
+    // APNs: 3, 4, 8 and the flaky 53 delivered; 51 (410) and 52 (BadDeviceToken) pruned.
+    // FCM: 2 and 6 delivered.
+    let r = &summary.report;
+    assert_eq!(
+        (r.sent, r.pruned, r.failed, r.skipped),
+        (6, 2, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.retries, 1);
+    let stats = live.stats();
+    assert_eq!(stats["delivered"], 6, "{stats}");
+    assert_eq!(stats["errors"]["Unregistered"], 1);
+    assert_eq!(stats["errors"]["BadDeviceToken"], 1);
+    assert!(
+        stats["errors"].get("InvalidProviderToken").is_none(),
+        "the ES256 provider token verified"
+    );
+    assert_eq!(
+        test_db.disabled().await,
+        [
+            "5:fcm:UNREGISTERED",
+            "51:apns:Unregistered",
+            "52:apns:BadDeviceToken"
+        ]
+    );
+}
