@@ -506,20 +506,7 @@ async fn apns_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let c = &shared.counters;
-    c.requests.fetch_add(1, Ordering::Relaxed);
-    if !shared.config.latency.is_zero() {
-        tokio::time::sleep(shared.config.latency).await;
-    }
-    let response = apns_answer(&shared, &token, &headers, &body);
-    if !response.status().is_success() {
-        let code = response
-            .extensions()
-            .get::<ErrorCode>()
-            .map_or("apns", |e| e.0);
-        c.error(code);
-    }
-    response
+    counted(&shared, || apns_answer(&shared, &token, &headers, &body)).await
 }
 
 fn apns_answer(shared: &Shared, token: &str, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -646,12 +633,17 @@ async fn send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    counted(&shared, || answer(&shared, &project, &headers, &body)).await
+}
+
+/// Counts a request, waits the configured latency, answers, and tallies an error by its code.
+async fn counted(shared: &Shared, answer: impl FnOnce() -> Response) -> Response {
     let c = &shared.counters;
     c.requests.fetch_add(1, Ordering::Relaxed);
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
     }
-    let response = answer(&shared, &project, &headers, &body);
+    let response = answer();
     if !response.status().is_success() {
         let code = response.extensions().get::<ErrorCode>().map_or_else(
             || response.status().as_str().to_string(),
