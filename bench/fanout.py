@@ -4,7 +4,7 @@ stand-in over TLS/HTTP2 on loopback, with the machine's raw HTTP/2 ceiling (h2lo
 same run against the same stand-in and the same request.
 
     python3 bench/fanout.py --devices 100000 --latency-ms 0 --runs 3
-    python3 bench/fanout.py --devices 10000 --latency-ms 200 --concurrency 1000 --runs 3
+    python3 bench/fanout.py --devices 10000 --latency-ms 200 --concurrency 1000 --runs 3   # no ceiling
     python3 bench/fanout.py --devices 1000000 --runs 1 --no-ceiling
     python3 bench/fanout.py --devices 10000 --db sqlite
     python3 bench/fanout.py --devices 100000 --apns-every 2 --runs 3    # half through APNs
@@ -65,6 +65,19 @@ def peak_rss_mib(pid):
     return 0.0
 
 
+def fill_postgres(admin, name, url, devices, provider):
+    sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
+    sh(*admin, "-d", name, "-c", f"""
+        INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
+        INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
+        INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens');
+        INSERT INTO clips (user_id, program_id) VALUES (2, 1);
+        INSERT INTO devices (id, user_id, provider, platform, token)
+          SELECT i, 2, {provider}, 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
+          FROM generate_series(1, {devices}) AS i;
+        ANALYZE;""")
+
+
 def make_audience(db, devices, workdir, apns_every):
     """A talk whose program one listener clipped, with `devices` devices: every `apns_every`-th one
     (0: none) an iPhone reached through APNs, the others Android through FCM."""
@@ -76,17 +89,13 @@ def make_audience(db, devices, workdir, apns_every):
         sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name}")
         sh(*admin, "-d", "postgres", "-c", f"CREATE DATABASE {name}")
         url = f"postgres://postgres@127.0.0.1:5432/{name}"
-        sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
-        sh(*admin, "-d", name, "-c", f"""
-            INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
-            INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
-            INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens');
-            INSERT INTO clips (user_id, program_id) VALUES (2, 1);
-            INSERT INTO devices (id, user_id, provider, platform, token)
-              SELECT i, 2, {provider}, 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
-              FROM generate_series(1, {devices}) AS i;
-            ANALYZE;""")
-        return url, lambda: sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop = lambda: sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        try:
+            fill_postgres(admin, name, url, devices, provider)
+        except BaseException:
+            drop()
+            raise
+        return url, drop
     path = os.path.join(workdir, "bench.db")
     url = f"sqlite://{path}"
     sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
@@ -131,6 +140,8 @@ def one_run(args, url, run):
                 break
             except OSError:
                 time.sleep(0.05)
+        else:
+            raise RuntimeError("the stand-in did not start")
         channel = f"bench_{os.getpid()}_{run}"
         with open(os.path.join(tmp, "notifier.toml"), "w") as f:
             f.write(f'[claims]\nkey_prefix = "bench:{os.getpid()}:{run}:"\n'
@@ -155,6 +166,8 @@ def one_run(args, url, run):
             if sh("redis-cli", "PUBSUB", "NUMSUB", channel).split()[-1] == "1":
                 break
             time.sleep(0.05)
+        else:
+            raise RuntimeError(f"the notifier did not subscribe; see {log.name}")
         reset(plain_port)
         cpu_before = cpu_seconds(notifier.pid)
         published_ms = time.time() * 1000
@@ -167,16 +180,27 @@ def one_run(args, url, run):
             if time.time() > deadline or notifier.poll() is not None:
                 raise RuntimeError(f"only {s['delivered']} of {args.devices} delivered; see {log.name}")
             time.sleep(0.02)
+        # The event's own work ends with its summary line, after the last push.
+        for _ in range(500):
+            with open(log.name) as f:
+                if '"Event processed."' in f.read():
+                    break
+            time.sleep(0.01)
         cpu = cpu_seconds(notifier.pid) - cpu_before
         first = s["first_delivered_ms"] - published_ms
         last = s["last_delivered_ms"] - published_ms
         result = {
             "devices": args.devices, "apns_every": args.apns_every, "latency_ms": args.latency_ms, "concurrency": args.concurrency,
-            "pushes_per_s": args.devices / (last / 1000), "first_push_ms": first, "last_push_ms": last,
+            # End to end: publish to last push. Steady: first to last push (as h2load measures).
+            "pushes_per_s": args.devices / (last / 1000),
+            "steady_per_s": (args.devices - 1) / max((last - first) / 1000, 0.001),
+            "first_push_ms": first, "last_push_ms": last,
             "peak_rss_mib": peak_rss_mib(notifier.pid), "cpu_s_per_10k": cpu / args.devices * 10_000,
             "tls_connections": s["connections"]["tls"], "duplicates": s["duplicates"],
         }
-        if not args.no_ceiling:
+        # With latency, h2load's fixed connections and streams would measure the latency, not the
+        # machine: the ceiling is taken at zero latency only.
+        if not args.no_ceiling and args.latency_ms == 0:
             body = os.path.join(tmp, "body.json")
             with open(body, "w") as f:
                 json.dump({"message": {"token": "h2load-token", "notification": {"title": "New talk on Big show", "body": "Everyone listens"},
@@ -184,6 +208,7 @@ def one_run(args, url, run):
                            "android": {"priority": "high", "ttl": "86400s", "collapse_key": "bench", "notification": {"tag": "bench"}}}}, f)
             result["ceiling_per_s"] = ceiling(tls_port, body, args.ceiling_requests, 4, args.max_streams)
             result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
+            result["steady_of_ceiling"] = result["steady_per_s"] / result["ceiling_per_s"]
         return result
     finally:
         if notifier:
@@ -194,6 +219,11 @@ def one_run(args, url, run):
                 notifier.kill()
         stand_in.terminate()
         stand_in.wait()
+        # The run's claim keys, so the shared Redis does not keep them for the dedup window.
+        keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"bench:{os.getpid()}:{run}:*"],
+                              capture_output=True, text=True).stdout.split()
+        if keys:
+            subprocess.run(["redis-cli", "DEL", *keys], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

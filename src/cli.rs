@@ -125,6 +125,15 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
     // Before any metric is touched, so that every handle records into it.
     let metrics = crate::telemetry::install_metrics()?;
     let listener = crate::status::bind(settings.service.http_addr).await?;
+    // Probes are answered from here on; the listener outlives the drain (readiness says 503).
+    let slot = crate::status::WorkerSlot::default();
+    let status_stop = CancellationToken::new();
+    let status = tokio::spawn(crate::status::serve(
+        listener,
+        Arc::clone(&slot),
+        metrics,
+        status_stop.clone(),
+    ));
     let start = async {
         let db = connect(&settings).await?;
         if migrate {
@@ -138,11 +147,19 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         })?;
         anyhow::Ok((db, claims))
     };
-    let (db, claims) = tokio::select! {
-        started = start => started?,
+    let started = tokio::select! {
+        started = start => started,
         _ = stop.cancelled() => {
             info!("Stopped during start-up.");
+            status_stop.cancel();
             return Ok(());
+        }
+    };
+    let (db, claims) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            status_stop.cancel();
+            return Err(e);
         }
     };
     let providers = crate::push::providers(&settings)?;
@@ -164,14 +181,7 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         );
     }
     let worker = Arc::new(Worker::new(settings, db, pushers)?.with_claims(claims));
-    // The listener outlives the drain: readiness says 503 while it runs.
-    let status_stop = CancellationToken::new();
-    let status = tokio::spawn(crate::status::serve(
-        listener,
-        Arc::clone(&worker),
-        metrics,
-        status_stop.clone(),
-    ));
+    let _ = slot.set(Arc::clone(&worker));
     let result = Arc::clone(&worker).run(stop).await;
     status_stop.cancel();
     let _ = status.await;
@@ -358,7 +368,11 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
                 id => id.to_string(),
             };
             tokens.bearer().await?;
-            crate::push::http_client(settings)?;
+            crate::push::http_client(
+                settings,
+                &settings.fcm.endpoint,
+                settings.fcm.request_timeout_secs,
+            )?;
             anyhow::Ok(format!(
                 "access token issued for project {project}, endpoint {}",
                 settings.fcm.endpoint
@@ -369,19 +383,30 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
         println!("-       FCM: not configured (GOOGLE_APPLICATION_CREDENTIALS unset)");
     }
     if settings.apns.is_configured() {
-        let apns = A2Transport::new(&settings.apns).map(|_| {
-            format!(
-                "key {} of team {} loaded, topic {}, {}",
-                settings.apns.key_id,
-                settings.apns.team_id,
-                settings.apns.topic,
-                if settings.apns.sandbox {
-                    "sandbox"
+        let a = &settings.apns;
+        let apns = if a.endpoint.trim().is_empty() {
+            A2Transport::new(a).map(|_| {
+                let host = if a.sandbox {
+                    "Apple sandbox"
                 } else {
-                    "production"
-                }
-            )
-        });
+                    "Apple production"
+                };
+                format!(
+                    "key {} of team {} loaded, topic {}, {host}",
+                    a.key_id, a.team_id, a.topic
+                )
+            })
+        } else {
+            crate::push::http_client(settings, &a.endpoint, a.request_timeout_secs)
+                .map_err(|e| crate::push::apns::TransportError::Request(e.to_string()))
+                .and_then(|client| crate::push::apns::HttpTransport::new(vec![client], a))
+                .map(|_| {
+                    format!(
+                        "key {} of team {} loaded, topic {}, stand-in at {} (APNS_ENDPOINT)",
+                        a.key_id, a.team_id, a.topic, a.endpoint
+                    )
+                })
+        };
         report("APNs (APNS_KEY_PATH)", apns.map_err(anyhow::Error::from));
     } else {
         println!("-       APNs: not configured (APNS_KEY_PATH unset)");

@@ -587,11 +587,12 @@ async fn run_lane(
                 let state = task_state;
                 let paused = || state.is_paused(provider, &push.device);
                 let metrics = PushMetrics::get();
-                metrics.in_flight(provider, 1.0);
+                // A guard, so an aborted or panicking push still leaves the gauge.
+                let in_flight = metrics.in_flight_guard(provider);
                 let started = std::time::Instant::now();
                 let done = deliver(&*pusher, &push, &state.delivery.retry, &paused).await;
                 metrics.duration(provider, started.elapsed().as_secs_f64());
-                metrics.in_flight(provider, -1.0);
+                drop(in_flight);
                 // The slots go back before the bookkeeping: a slow prune queue must not hold them.
                 drop(permits);
                 state

@@ -7,7 +7,7 @@
 //! timeout), so it never takes noticeable time from the pushes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -21,9 +21,13 @@ use tracing::info;
 
 use crate::worker::Worker;
 
+/// The worker, once start-up has made it: probes are answered from the moment the port is
+/// bound, so a long start (a migration, say) is "alive, not ready" rather than a hung probe.
+pub type WorkerSlot = Arc<OnceLock<Arc<Worker>>>;
+
 #[derive(Clone)]
 struct Status {
-    worker: Arc<Worker>,
+    worker: WorkerSlot,
     metrics: PrometheusHandle,
 }
 
@@ -45,7 +49,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 /// Serves until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    worker: Arc<Worker>,
+    worker: WorkerSlot,
     metrics: PrometheusHandle,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -63,7 +67,13 @@ pub async fn serve(
 }
 
 async fn readyz(State(status): State<Status>) -> impl IntoResponse {
-    match status.worker.not_ready().await {
+    let Some(worker) = status.worker.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting\n".to_string(),
+        );
+    };
+    match worker.not_ready().await {
         None => (StatusCode::OK, "ready\n".to_string()),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -33,6 +33,8 @@ pub struct StreamInput {
     client: redis::Client,
     /// Set while the group is being read (readiness follows it).
     reading: watch::Sender<bool>,
+    /// Whether a connection stood before: counting re-connections, not attempts.
+    connected_before: std::sync::atomic::AtomicBool,
     redis: RedisSettings,
     key: String,
     group: String,
@@ -55,6 +57,7 @@ impl StreamInput {
         Ok(Self {
             client: redis::Client::open(redis.url.as_str())?,
             reading,
+            connected_before: std::sync::atomic::AtomicBool::new(false),
             redis: redis.clone(),
             key: input.stream.clone(),
             group: input.group.clone(),
@@ -77,7 +80,6 @@ impl StreamInput {
                 Err(e) => e,
             };
             let delay = backoff.next_delay();
-            metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
             warn!(redis = %redact_url(&self.redis.url), reason = %reason, retry_in_ms = delay.as_millis() as u64,
                 "Reading the event stream failed; reconnecting.");
             tokio::select! {
@@ -115,6 +117,12 @@ impl StreamInput {
             return Err(e);
         }
         info!(stream = %self.key, group = %self.group, consumer = %self.consumer, "Reading the event stream.");
+        if self
+            .connected_before
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
+        }
         self.reading.send_replace(true);
         backoff.reset();
         let mut last_claim = tokio::time::Instant::now() - self.claim_idle;

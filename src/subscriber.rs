@@ -67,9 +67,15 @@ impl Subscriber {
             Duration::from_millis(self.settings.reconnect_initial_ms),
             Duration::from_millis(self.settings.reconnect_max_ms),
         );
+        // Counting re-connections, not attempts: the first subscription is not one.
+        let mut lost_before = false;
         loop {
             let ended = match self.connect().await {
                 Ok((sink, stream)) => {
+                    if lost_before {
+                        metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
+                    }
+                    lost_before = true;
                     info!(channel = %self.channel, "Subscribed to Redis channel.");
                     self.subscribed.send_replace(true);
                     backoff.reset();
@@ -84,7 +90,6 @@ impl Subscriber {
                 Ended::Dropped(reason) => reason,
             };
             let delay = backoff.next_delay();
-            metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
             warn!(
                 redis = %redact_url(&self.settings.url),
                 reason = %reason,

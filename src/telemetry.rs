@@ -135,12 +135,24 @@ impl PushMetrics {
         self.duration[lane(provider)].record(seconds);
     }
 
-    pub fn in_flight(&self, provider: Provider, delta: f64) {
-        self.in_flight[lane(provider)].increment(delta);
+    /// Counts one push in flight until the guard is dropped.
+    pub fn in_flight_guard(&self, provider: Provider) -> InFlight {
+        let gauge = self.in_flight[lane(provider)].clone();
+        gauge.increment(1.0);
+        InFlight(gauge)
     }
 
     pub fn pruned(&self, provider: Provider) {
         self.pruned[lane(provider)].increment(1);
+    }
+}
+
+/// One push in `notifier_pushes_in_flight` while it lives.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

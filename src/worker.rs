@@ -407,7 +407,6 @@ impl Worker {
         let max_age = Duration::from_secs(self.settings.service.max_event_age_secs);
         if let Some(published) = event.published_at {
             let age = (Utc::now() - published).to_std().unwrap_or_default();
-            metrics::histogram!(crate::telemetry::EVENT_LAG_SECONDS).record(age.as_secs_f64());
             if age > max_age {
                 warn!(event_id = %event.event_id, talk_id = event.talk_id, age_secs = age.as_secs(),
                     "Dropped a stale event: it was published too long ago to be news.");
@@ -495,6 +494,11 @@ impl Worker {
         stop: &CancellationToken,
     ) -> EventOutcome {
         let started = Instant::now();
+        // Publish to start of processing, for events that are processed (not duplicates).
+        if let Some(published) = event.published_at {
+            let lag = (Utc::now() - published).to_std().unwrap_or_default();
+            metrics::histogram!(crate::telemetry::EVENT_LAG_SECONDS).record(lag.as_secs_f64());
+        }
         let dry_run = self.is_dry_run(&event);
         let resumed = resume.is_some();
         let write_every = (self.settings.database.page_size as usize)
@@ -549,10 +553,13 @@ impl Worker {
             Ok(report) => {
                 self.settle_claim(claim, &payload, &progress, report.interrupted, false)
                     .await;
-                metrics::histogram!(crate::telemetry::EVENT_FANOUT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!(crate::telemetry::EVENT_RECIPIENTS)
-                    .record(report.recipients as f64);
+                // A partial fan-out is not an event's size or duration; its resume records those.
+                if !report.interrupted {
+                    metrics::histogram!(crate::telemetry::EVENT_FANOUT_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(crate::telemetry::EVENT_RECIPIENTS)
+                        .record(report.recipients as f64);
+                }
                 let summary = summary(report);
                 log_summary(&summary, started);
                 EventOutcome::Processed(summary)
@@ -877,7 +884,7 @@ async fn report_progress(event_id: String, progress: Arc<Progress>, stop: Cancel
             .then(|| ((read.saturating_sub(settled)) as f64 / rate).round() as u64);
         info!(
             event_id,
-            sent = settled,
+            done = settled,
             read,
             total = all_read.then_some(read),
             rate_per_sec = rate.round() as u64,
@@ -889,6 +896,7 @@ async fn report_progress(event_id: String, progress: Arc<Progress>, stop: Cancel
 
 fn count_event(outcome: &EventOutcome) {
     let result = match outcome {
+        EventOutcome::Processed(s) if s.report.interrupted => "interrupted",
         EventOutcome::Processed(_) => "processed",
         EventOutcome::Rejected(_) => "rejected",
         EventOutcome::UnknownTalk => "unknown_talk",

@@ -643,6 +643,14 @@ impl ProviderToken {
         {
             return Ok(value.clone());
         }
+        // One signer at a time: Apple answers a burst of fresh tokens with 429
+        // TooManyProviderTokenUpdates. Whoever waited finds the new token here.
+        let mut cached = self.cached.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((value, at)) = &*cached
+            && at.elapsed() < PROVIDER_TOKEN_FOR
+        {
+            return Ok(value.clone());
+        }
         let header = base64url(format!(r#"{{"alg":"ES256","kid":"{}"}}"#, self.key_id).as_bytes());
         let claims = base64url(
             format!(
@@ -663,8 +671,7 @@ impl ProviderToken {
         ))
         .map_err(|e| TransportError::Credentials(e.to_string()))?;
         value.set_sensitive(true);
-        *self.cached.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((value.clone(), std::time::Instant::now()));
+        *cached = Some((value.clone(), std::time::Instant::now()));
         Ok(value)
     }
 }

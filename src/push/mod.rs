@@ -122,7 +122,13 @@ pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
         } else {
             let in_flight = settings.service.provider_limit(settings.apns.concurrency);
             let clients = (0..connections_for(in_flight, 0))
-                .map(|_| http_client(settings))
+                .map(|_| {
+                    http_client(
+                        settings,
+                        &settings.apns.endpoint,
+                        settings.apns.request_timeout_secs,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| apns::TransportError::Request(e.to_string()))?;
             Arc::new(apns::HttpTransport::new(clients, &settings.apns)?)
@@ -154,7 +160,7 @@ pub fn fcm_pusher(
     // pushes FCM may have in flight, and no more (providers dislike connection churn).
     let in_flight = settings.service.provider_limit(s.concurrency);
     let clients = (0..connections_for(in_flight, s.connections))
-        .map(|_| http_client(settings))
+        .map(|_| http_client(settings, &s.endpoint, s.request_timeout_secs))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(fcm::FcmPusher::new(
         clients,
@@ -177,19 +183,23 @@ fn connections_for(in_flight: usize, configured: usize) -> usize {
 
 /// The HTTP client shared by every FCM push: HTTP/2 (over TLS by ALPN; with prior knowledge on a
 /// plain `http://` stand-in), the system's roots plus `NOTIFIER_EXTRA_CA_FILE`.
-pub fn http_client(settings: &Settings) -> Result<reqwest::Client, fcm::FcmError> {
+pub fn http_client(
+    settings: &Settings,
+    endpoint: &str,
+    request_timeout_secs: u64,
+) -> Result<reqwest::Client, fcm::FcmError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(settings.fcm.request_timeout_secs))
+        .timeout(Duration::from_secs(request_timeout_secs))
         .tcp_nodelay(true)
         // Keep-alive PINGs find a connection a NAT dropped before a push does.
         .http2_keep_alive_interval(Duration::from_secs(30))
         .http2_keep_alive_timeout(Duration::from_secs(10))
         .http2_keep_alive_while_idle(true)
         .pool_idle_timeout(Duration::from_secs(240))
-        // FCM never redirects: a redirect would be an error, not something to follow.
+        // FCM and APNs never redirect: a redirect would be an error, not something to follow.
         .redirect(reqwest::redirect::Policy::none());
-    if settings.fcm.endpoint.starts_with("http://") {
+    if endpoint.starts_with("http://") {
         builder = builder.http2_prior_knowledge();
     }
     if let Some(path) = &settings.extra_ca_file {
