@@ -11,7 +11,17 @@
 
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use redis::Script;
+
+/// Built once: a `Script` hashes its source, and renewals and checkpoints run many times an event.
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
+static TAKE_OVER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_OVER));
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
+static CHECKPOINT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHECKPOINT));
+static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 use redis::aio::ConnectionManager;
 
 /// Every event ever claimed and not finished, by claim time.
@@ -183,7 +193,7 @@ impl Claims {
     }
 
     pub async fn claim(&self, event_id: &str, payload: &str) -> Result<Claim, ClaimError> {
-        let (state, checkpoint, attempts): (String, String, u32) = Script::new(CLAIM)
+        let (state, checkpoint, attempts): (String, String, u32) = CLAIM_SCRIPT
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)
@@ -210,7 +220,7 @@ impl Claims {
         payload: &str,
         checkpoint: &str,
     ) -> Result<Renewal, ClaimError> {
-        let renewed: i64 = Script::new(RENEW)
+        let renewed: i64 = RENEW_SCRIPT
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)
@@ -236,7 +246,7 @@ impl Claims {
         payload: &str,
         checkpoint: &str,
     ) -> Result<Renewal, ClaimError> {
-        let written: i64 = Script::new(CHECKPOINT)
+        let written: i64 = CHECKPOINT_SCRIPT
             .key(self.key(event_id))
             .arg(&self.owner)
             .arg(checkpoint)
@@ -251,7 +261,7 @@ impl Claims {
 
     /// Marks the event done (or failed), kept for the dedup window.
     pub async fn finish(&self, event_id: &str, failed: bool) -> Result<bool, ClaimError> {
-        let done: i64 = Script::new(FINISH)
+        let done: i64 = FINISH_SCRIPT
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)
@@ -265,7 +275,7 @@ impl Claims {
 
     /// Gives the event up unfinished: another replica (or this one, later) resumes it.
     pub async fn release(&self, event_id: &str) -> Result<(), ClaimError> {
-        let _: i64 = Script::new(RELEASE)
+        let _: i64 = RELEASE_SCRIPT
             .key(self.key(event_id))
             .arg(&self.owner)
             .invoke_async(&mut self.redis.clone())
@@ -302,7 +312,7 @@ impl Claims {
 
     /// Takes over one active event if its lease ran out.
     pub async fn take_over(&self, event_id: &str) -> Result<Option<TakenOver>, ClaimError> {
-        let got: Vec<redis::Value> = Script::new(TAKE_OVER)
+        let got: Vec<redis::Value> = TAKE_OVER_SCRIPT
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)

@@ -190,6 +190,10 @@ impl Rendered {
         let Some(locale) = locale.filter(|l| !l.is_empty()) else {
             return &self.default;
         };
+        // Most locales are stored as written (`en`, `ja`): no allocation per push for those.
+        if let Some(n) = self.by_locale.get(locale) {
+            return n;
+        }
         let locale = normalize_locale(locale);
         if let Some(n) = self.by_locale.get(&locale) {
             return n;

@@ -570,37 +570,43 @@ macro_rules! first_decoding {
     }};
 }
 
-impl Record for PgRow {
-    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
-        match self.try_get::<Option<DateTime<Utc>>, _>(column) {
-            Ok(v) => Ok(v),
-            Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
-                Ok(v) => Ok(v.map(|n| n.and_utc())),
-                Err(_) => Err(column_error(column, e)),
-            },
+/// The `Record` methods every backend implements alike.
+macro_rules! record_common {
+    () => {
+        fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+            match self.try_get::<Option<DateTime<Utc>>, _>(column) {
+                Ok(v) => Ok(v),
+                Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
+                    Ok(v) => Ok(v.map(|n| n.and_utc())),
+                    Err(_) => Err(column_error(column, e)),
+                },
+            }
         }
-    }
+        fn has_column(&self, column: &str) -> bool {
+            self.try_column(column).is_ok()
+        }
+    };
+}
+
+/// Text as PostgreSQL and SQLite return it (MySQL needs more).
+macro_rules! record_text {
+    () => {
+        fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+            self.try_get(column).map_err(|e| column_error(column, e))
+        }
+    };
+}
+
+impl Record for PgRow {
+    record_common!();
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; i32, i16)
     }
-    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
-        self.try_get(column).map_err(|e| column_error(column, e))
-    }
-    fn has_column(&self, column: &str) -> bool {
-        self.try_column(column).is_ok()
-    }
+    record_text!();
 }
 
 impl Record for MySqlRow {
-    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
-        match self.try_get::<Option<DateTime<Utc>>, _>(column) {
-            Ok(v) => Ok(v),
-            Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
-                Ok(v) => Ok(v.map(|n| n.and_utc())),
-                Err(_) => Err(column_error(column, e)),
-            },
-        }
-    }
+    record_common!();
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; u64, i32, u32, i16, u16)
     }
@@ -614,30 +620,14 @@ impl Record for MySqlRow {
             },
         }
     }
-    fn has_column(&self, column: &str) -> bool {
-        self.try_column(column).is_ok()
-    }
 }
 
 impl Record for SqliteRow {
-    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
-        match self.try_get::<Option<DateTime<Utc>>, _>(column) {
-            Ok(v) => Ok(v),
-            Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
-                Ok(v) => Ok(v.map(|n| n.and_utc())),
-                Err(_) => Err(column_error(column, e)),
-            },
-        }
-    }
+    record_common!();
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; )
     }
-    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
-        self.try_get(column).map_err(|e| column_error(column, e))
-    }
-    fn has_column(&self, column: &str) -> bool {
-        self.try_column(column).is_ok()
-    }
+    record_text!();
 }
 
 #[cfg(test)]

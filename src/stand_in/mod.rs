@@ -769,87 +769,101 @@ fn record_delivery(shared: &Shared, token: &str, collapse: &str, message: Option
     }
 }
 
+/// An FCM failure a token can ask for: (token pattern, once only, status, google.rpc status,
+/// FCM error code, message, Retry-After).
+type Injected = (
+    &'static str,
+    bool,
+    StatusCode,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<u64>,
+);
+
+const INJECTED: &[Injected] = &[
+    (
+        "unregistered",
+        false,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "UNREGISTERED",
+        "Requested entity was not found.",
+        None,
+    ),
+    (
+        "mismatch",
+        false,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+        "SENDER_ID_MISMATCH",
+        "SenderId mismatch",
+        None,
+    ),
+    (
+        "invalid",
+        false,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "The registration token is not a valid FCM registration token",
+        None,
+    ),
+    (
+        "thirdpartyauth",
+        false,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "THIRD_PARTY_AUTH_ERROR",
+        "Auth error from APNS or Web Push Service",
+        None,
+    ),
+    (
+        "down",
+        false,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "UNAVAILABLE",
+        "The service is currently unavailable.",
+        Some(1),
+    ),
+    (
+        "flaky",
+        true,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "UNAVAILABLE",
+        "The service is currently unavailable.",
+        Some(1),
+    ),
+    (
+        "quota",
+        true,
+        StatusCode::TOO_MANY_REQUESTS,
+        "RESOURCE_EXHAUSTED",
+        "QUOTA_EXCEEDED",
+        "Quota exceeded for quota metric 'Send requests'.",
+        Some(1),
+    ),
+];
+
 /// The failure a token asks for, if any.
 fn injected(c: &Counters, token: &str) -> Option<Response> {
-    let once = |kind: &str| {
-        c.failed_once
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(format!("{kind}:{token}"))
+    let (_, _, status, grpc, code, message, retry_after) =
+        INJECTED.iter().copied().find(|(pattern, once, ..)| {
+            token.contains(pattern)
+                && (!once
+                    || c.failed_once
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(format!("{pattern}:{token}")))
+        })?;
+    let response = fcm_error(status, grpc, Some(code), message);
+    let response = match retry_after {
+        Some(secs) => with_retry_after(response, secs),
+        None => response,
     };
-    if token.contains("unregistered") {
-        return Some(tagged(
-            fcm_error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                Some("UNREGISTERED"),
-                "Requested entity was not found.",
-            ),
-            "UNREGISTERED",
-        ));
-    }
-    if token.contains("mismatch") {
-        return Some(tagged(
-            fcm_error(
-                StatusCode::FORBIDDEN,
-                "PERMISSION_DENIED",
-                Some("SENDER_ID_MISMATCH"),
-                "SenderId mismatch",
-            ),
-            "SENDER_ID_MISMATCH",
-        ));
-    }
-    if token.contains("invalid") {
-        return Some(tagged(
-            fcm_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                Some("INVALID_ARGUMENT"),
-                "The registration token is not a valid FCM registration token",
-            ),
-            "INVALID_ARGUMENT",
-        ));
-    }
-    if token.contains("thirdpartyauth") {
-        return Some(tagged(
-            fcm_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                Some("THIRD_PARTY_AUTH_ERROR"),
-                "Auth error from APNS or Web Push Service",
-            ),
-            "THIRD_PARTY_AUTH_ERROR",
-        ));
-    }
-    if token.contains("down") || (token.contains("flaky") && once("flaky")) {
-        return Some(tagged(
-            with_retry_after(
-                fcm_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    Some("UNAVAILABLE"),
-                    "The service is currently unavailable.",
-                ),
-                1,
-            ),
-            "UNAVAILABLE",
-        ));
-    }
-    if token.contains("quota") && once("quota") {
-        return Some(tagged(
-            with_retry_after(
-                fcm_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RESOURCE_EXHAUSTED",
-                    Some("QUOTA_EXCEEDED"),
-                    "Quota exceeded for quota metric 'Send requests'.",
-                ),
-                1,
-            ),
-            "QUOTA_EXCEEDED",
-        ));
-    }
-    None
+    Some(tagged(response, code))
 }
 
 /// Checks a send request as FCM does; returns the message and `validate_only`.
