@@ -368,9 +368,10 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
                 id => id.to_string(),
             };
             tokens.bearer().await?;
-            crate::push::http_client(
+            crate::push::http2_client(
                 settings,
                 &settings.fcm.endpoint,
+                1,
                 settings.fcm.request_timeout_secs,
             )?;
             anyhow::Ok(format!(
@@ -397,9 +398,9 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
                 )
             })
         } else {
-            crate::push::http_client(settings, &a.endpoint, a.request_timeout_secs)
+            crate::push::http2_client(settings, &a.endpoint, 1, a.request_timeout_secs)
                 .map_err(|e| crate::push::apns::TransportError::Request(e.to_string()))
-                .and_then(|client| crate::push::apns::HttpTransport::new(vec![client], a))
+                .and_then(|client| crate::push::apns::HttpTransport::new(client, a))
                 .map(|_| {
                     format!(
                         "key {} of team {} loaded, topic {}, stand-in at {} (APNS_ENDPOINT)",

@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Push, PushOutcome, Pusher};
+use super::{PerNotification, Push, PushOutcome, Pusher};
 use crate::settings::ApnsSettings;
 
 const KEY_SETTINGS: &str = "APNS_KEY_PATH / APNS_KEY_ID / APNS_TEAM_ID";
@@ -33,8 +33,8 @@ pub struct ApnsRequest {
     pub expiration: u64,
     /// `apns-collapse-id`, at most 64 bytes.
     pub collapse_id: String,
-    /// The JSON body.
-    pub payload: String,
+    /// The JSON body, shared by every device that gets the same notification.
+    pub payload: bytes::Bytes,
 }
 
 /// What APNs answered.
@@ -76,6 +76,8 @@ pub struct ApnsPusher {
     topic: String,
     ttl: Duration,
     sound: String,
+    /// Each notification's payload, built once.
+    payloads: PerNotification<bytes::Bytes>,
 }
 
 impl ApnsPusher {
@@ -85,23 +87,28 @@ impl ApnsPusher {
             topic: settings.topic.clone(),
             ttl: Duration::from_secs(settings.ttl_secs),
             sound: settings.sound.clone(),
+            payloads: PerNotification::default(),
         }
     }
 
     /// The request for one push, expiring `ttl` after `now`.
     pub fn request(&self, push: &Push, now: chrono::DateTime<Utc>) -> ApnsRequest {
         let n = &push.notification;
-        let payload = Payload {
-            aps: Aps {
-                alert: Alert {
-                    title: &n.title,
-                    body: &n.body,
+        let payload = self.payloads.get_or_build(n, 0, || {
+            let payload = Payload {
+                aps: Aps {
+                    alert: Alert {
+                        title: &n.title,
+                        body: &n.body,
+                    },
+                    sound: Some(self.sound.as_str()).filter(|s| !s.is_empty()),
+                    thread_id: &n.thread_id,
                 },
-                sound: Some(self.sound.as_str()).filter(|s| !s.is_empty()),
-                thread_id: &n.thread_id,
-            },
-            data: &n.data,
-        };
+                data: &n.data,
+            };
+            // Serialising plain strings cannot fail.
+            serde_json::to_vec(&payload).unwrap_or_default().into()
+        });
         ApnsRequest {
             device_token: push.device.token.clone(),
             topic: self.topic.clone(),
@@ -109,8 +116,7 @@ impl ApnsPusher {
             priority: 10,
             expiration: (now.timestamp().max(0) as u64).saturating_add(self.ttl.as_secs()),
             collapse_id: collapse_id(&n.collapse_id).into_owned(),
-            // Serialising plain strings cannot fail.
-            payload: serde_json::to_string(&payload).unwrap_or_default(),
+            payload: bytes::Bytes::clone(&payload),
         }
     }
 }
@@ -257,14 +263,14 @@ struct Prepared<'a> {
 impl Serialize for Prepared<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let raw: &serde_json::value::RawValue =
-            serde_json::from_str(&self.request.payload).map_err(serde::ser::Error::custom)?;
+            serde_json::from_slice(&self.request.payload).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
     }
 }
 
 impl a2::request::payload::PayloadLike for Prepared<'_> {
     fn to_json_string(&self) -> Result<String, a2::Error> {
-        Ok(self.request.payload.clone())
+        Ok(String::from_utf8_lossy(&self.request.payload).into_owned())
     }
     fn get_device_token(&self) -> &str {
         &self.request.device_token
@@ -527,20 +533,18 @@ mod tests {
 /// hosts): the same requests, headers and token authentication, so staging and the benchmark can
 /// run the APNs path on loopback.
 pub struct HttpTransport {
-    /// One client per HTTP/2 connection; a device always goes through the same one.
-    clients: Vec<reqwest::Client>,
-    base: String,
+    /// A device always goes through the same connection.
+    client: super::http2::Http2Client,
     signer: ProviderToken,
 }
 
 impl HttpTransport {
     pub fn new(
-        clients: Vec<reqwest::Client>,
+        client: super::http2::Http2Client,
         settings: &ApnsSettings,
     ) -> Result<Self, TransportError> {
         Ok(Self {
-            clients,
-            base: settings.endpoint.trim_end_matches('/').to_string(),
+            client,
             signer: ProviderToken::load(settings)?,
         })
     }
@@ -549,25 +553,44 @@ impl HttpTransport {
 #[async_trait::async_trait]
 impl ApnsTransport for HttpTransport {
     async fn send(&self, request: &ApnsRequest) -> Result<ApnsResponse, TransportError> {
-        let url = format!("{}/3/device/{}", self.base, request.device_token);
+        let uri = self
+            .client
+            .uri(&format!("/3/device/{}", request.device_token))
+            .map_err(|_| {
+                TransportError::Request("the device token cannot be part of a URL".into())
+            })?;
+        let mut http_request = http::Request::new(());
+        *http_request.method_mut() = http::Method::POST;
+        *http_request.uri_mut() = uri;
+        let headers = http_request.headers_mut();
+        let value = |v: &str| {
+            http::HeaderValue::from_str(v)
+                .map_err(|_| TransportError::Request(format!("{v:?} is not a valid header value")))
+        };
+        headers.insert(http::header::AUTHORIZATION, self.signer.bearer()?);
+        headers.insert("apns-topic", value(&request.topic)?);
+        headers.insert(
+            "apns-push-type",
+            http::HeaderValue::from_static(request.push_type),
+        );
+        headers.insert("apns-priority", u16::from(request.priority).into());
+        headers.insert("apns-expiration", request.expiration.into());
+        headers.insert("apns-collapse-id", value(&request.collapse_id)?);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::CONTENT_LENGTH, request.payload.len().into());
         let shard = request
             .device_token
             .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-        let response = self.clients[shard % self.clients.len().max(1)]
-            .post(url)
-            .header(http::header::AUTHORIZATION, self.signer.bearer()?)
-            .header("apns-topic", &request.topic)
-            .header("apns-push-type", request.push_type)
-            .header("apns-priority", request.priority.to_string())
-            .header("apns-expiration", request.expiration.to_string())
-            .header("apns-collapse-id", &request.collapse_id)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(request.payload.clone())
-            .send()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let response = self
+            .client
+            .send(shard, http_request, request.payload.clone())
             .await
             .map_err(|e| TransportError::Retryable(e.to_string()))?;
-        let status = response.status().as_u16();
+        let status = response.status.as_u16();
         if status == 200 {
             return Ok(ApnsResponse {
                 status,
@@ -575,7 +598,7 @@ impl ApnsTransport for HttpTransport {
                 timestamp_ms: None,
             });
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
         Ok(ApnsResponse {
             status,
             reason: body["reason"].as_str().map(str::to_string),
@@ -584,17 +607,8 @@ impl ApnsTransport for HttpTransport {
     }
 
     async fn warm(&self) {
-        // As for FCM: until ALPN has said h2, each concurrent request would dial its own
-        // connection, and Apple treats connection churn as an attack.
-        let warm_all = self
-            .clients
-            .iter()
-            .map(|c| c.get(format!("{}/", self.base)).send());
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::future::join_all(warm_all),
-        )
-        .await;
+        // As for FCM: every connection up before the burst.
+        self.client.warm().await;
     }
 }
 

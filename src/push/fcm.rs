@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use tokio::time::Instant;
 
-use super::{Push, PushOutcome, Pusher, retry_after};
+use super::http2::{Http2Client, Http2Error};
+use super::{PerNotification, Push, PushOutcome, Pusher, retry_after};
+use crate::content::Notification;
 use crate::settings::FcmSettings;
 
 /// The OAuth2 scope for sending with FCM.
@@ -34,8 +36,6 @@ const RENEW_BEFORE: Duration = Duration::from_secs(15);
 const REFUSED_FOR: Duration = Duration::from_secs(30);
 /// How long a failed token fetch answers for every caller before the next try.
 const FAILURE_SHARED_FOR: Duration = Duration::from_secs(5);
-/// Error bodies are short; anything longer is cut before parsing.
-const MAX_ERROR_BODY: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FcmError {
@@ -47,10 +47,10 @@ pub enum FcmError {
     },
     #[error("no FCM project: set FCM_PROJECT_ID or use a service account with a project_id")]
     NoProject,
-    #[error("cannot read NOTIFIER_EXTRA_CA_FILE {path}: {reason}")]
-    ExtraCa { path: String, reason: String },
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error("FCM_PROJECT_ID {0:?} cannot be part of a URL path")]
+    Project(String),
+    #[error(transparent)]
+    Client(#[from] super::http2::SetupError),
 }
 
 /// Why no access token could be had.
@@ -195,48 +195,84 @@ impl AccessTokens for StaticToken {
 
 /// Sends pushes to FCM.
 pub struct FcmPusher {
-    /// One client per HTTP/2 connection; a device always goes through the same one.
-    clients: Vec<reqwest::Client>,
-    /// The endpoint's root, for warming the connection.
-    base: String,
-    url: String,
+    /// A device always goes through the same connection; devices spread evenly.
+    client: Http2Client,
+    /// `…/v1/projects/{project}/messages:send`, parsed once.
+    uri: http::Uri,
     tokens: Arc<dyn AccessTokens>,
     validate_only: bool,
     ttl: String,
     channel_id: Option<String>,
+    templates: PerNotification<BodyTemplate>,
 }
 
 impl FcmPusher {
     pub fn new(
-        clients: Vec<reqwest::Client>,
-        endpoint: &str,
+        client: Http2Client,
         project: &str,
         tokens: Arc<dyn AccessTokens>,
         settings: &FcmSettings,
         validate_only: bool,
-    ) -> Self {
-        Self {
-            clients,
-            base: format!("{}/", endpoint.trim_end_matches('/')),
-            url: format!(
-                "{}/v1/projects/{project}/messages:send",
-                endpoint.trim_end_matches('/')
-            ),
+    ) -> Result<Self, FcmError> {
+        let uri = client
+            .uri(&format!("/v1/projects/{project}/messages:send"))
+            .map_err(|_| FcmError::Project(project.to_string()))?;
+        Ok(Self {
+            client,
+            uri,
             tokens,
             validate_only,
             ttl: format!("{}s", settings.ttl_secs),
             channel_id: Some(settings.android_channel_id.clone()).filter(|c| !c.is_empty()),
+            templates: PerNotification::default(),
+        })
+    }
+
+    /// The request body for one push: the notification's shared body with the device's token
+    /// spliced in, so the JSON shared by every device of the event is written once.
+    pub fn body(&self, push: &Push) -> Vec<u8> {
+        let ios = push.device.platform.as_deref() == Some("ios");
+        let template = self
+            .templates
+            .get_or_build(&push.notification, ios.into(), || {
+                self.template(&push.notification, ios)
+            });
+        let token = &push.device.token;
+        let mut body =
+            Vec::with_capacity(template.prefix.len() + token.len() + 2 + template.suffix.len());
+        body.extend_from_slice(&template.prefix);
+        // Writing a string into a Vec cannot fail; it escapes what JSON needs escaped.
+        let _ = serde_json::to_writer(&mut body, token.as_str());
+        body.extend_from_slice(&template.suffix);
+        body
+    }
+
+    /// The whole body for a device with an empty token, cut around the token's place: `token`
+    /// is the message's first field, so `"token":""` occurs once and first.
+    fn template(&self, n: &Notification, ios: bool) -> BodyTemplate {
+        let full = serde_json::to_vec(&self.request("", n, ios)).unwrap_or_default();
+        const EMPTY_TOKEN: &[u8] = br#""token":"""#;
+        match full
+            .windows(EMPTY_TOKEN.len())
+            .position(|w| w == EMPTY_TOKEN)
+        {
+            Some(at) => BodyTemplate {
+                prefix: full[..at + EMPTY_TOKEN.len() - 2].to_vec(),
+                suffix: full[at + EMPTY_TOKEN.len()..].to_vec(),
+            },
+            // Unreachable with the types below; a test pins it.
+            None => BodyTemplate {
+                prefix: full,
+                suffix: Vec::new(),
+            },
         }
     }
 
-    /// The request body for one push.
-    pub fn body(&self, push: &Push) -> Vec<u8> {
-        let n = &push.notification;
-        let ios = push.device.platform.as_deref() == Some("ios");
-        let request = SendRequest {
+    fn request<'a>(&'a self, token: &'a str, n: &'a Notification, ios: bool) -> SendRequest<'a> {
+        SendRequest {
             validate_only: self.validate_only,
             message: Message {
-                token: &push.device.token,
+                token,
                 notification: Text {
                     title: &n.title,
                     body: &n.body,
@@ -266,10 +302,14 @@ impl FcmPusher {
                     },
                 }),
             },
-        };
-        // Serialising plain strings and maps cannot fail.
-        serde_json::to_vec(&request).unwrap_or_default()
+        }
     }
+}
+
+/// A request body with a hole where the token goes.
+struct BodyTemplate {
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
 }
 
 #[async_trait::async_trait]
@@ -291,65 +331,41 @@ impl Pusher for FcmPusher {
                 };
             }
         };
-        // A device always goes through the same connection; devices spread evenly.
-        let shard = push.device.id.unsigned_abs() % self.clients.len().max(1) as u64;
-        let sent = self.clients[shard as usize]
-            .post(&self.url)
-            .header(http::header::AUTHORIZATION, bearer)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(self.body(push))
-            .send()
-            .await;
-        let response = match sent {
+        let body = self.body(push);
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(http::header::AUTHORIZATION, bearer);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+        let key = push.device.id.unsigned_abs();
+        let response = match self.client.send(key, request, body.into()).await {
             Ok(response) => response,
             Err(e) => return transport_failure(&e),
         };
-        let status = response.status().as_u16();
-        if response.status().is_success() {
+        if response.status.is_success() {
             return PushOutcome::Delivered;
         }
-        let after = retry_after(response.headers());
-        // Read at most MAX_ERROR_BODY: a proxy's error page need not sit in memory per push.
-        let mut response = response;
-        let mut body = Vec::new();
-        while body.len() < MAX_ERROR_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())])
-                }
-                Ok(None) => break,
-                Err(e) => return transport_failure(&e),
-            }
-        }
-        classify(status, &body, after)
+        let after = retry_after(&response.headers);
+        classify(response.status.as_u16(), &response.body, after)
     }
 
     async fn warm(&self) {
-        // Over TLS a client learns it may multiplex only once ALPN says h2; until then every
-        // concurrent request dials its own connection. One small request per connection first
-        // avoids that.
-        let warm_all = self.clients.iter().map(|c| c.get(&self.base).send());
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::future::join_all(warm_all),
-        )
-        .await;
-        // The token too: a burst would otherwise queue behind its first fetch anyway.
+        // Every connection up before the burst, and the token too: the burst would otherwise
+        // queue behind both.
+        self.client.warm().await;
         let _ = self.tokens.bearer().await;
     }
 }
 
-fn transport_failure(e: &reqwest::Error) -> PushOutcome {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "transport"
-    };
+fn transport_failure(e: &Http2Error) -> PushOutcome {
     // Resets and GOAWAY land here too: the request may not have reached FCM.
     PushOutcome::Retryable {
-        reason: format!("fcm:{kind}: {}", error_chain(e)),
+        reason: format!("fcm:{e}"),
         retry_after: None,
         quota: false,
     }
@@ -520,6 +536,78 @@ struct ApnsOverrideAps<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pusher(validate_only: bool) -> FcmPusher {
+        let settings = FcmSettings {
+            endpoint: "http://127.0.0.1:9".into(),
+            credentials: String::new(),
+            project_id: "p".into(),
+            concurrency: 0,
+            connections: 0,
+            ttl_secs: 3600,
+            android_channel_id: "talks".into(),
+            request_timeout_secs: 5,
+        };
+        let client = Http2Client::new(&settings.endpoint, 1, None, Duration::from_secs(5)).unwrap();
+        let tokens = Arc::new(StaticToken(http::HeaderValue::from_static("Bearer t")));
+        FcmPusher::new(client, "p", tokens, &settings, validate_only).unwrap()
+    }
+
+    fn push(notification: &Arc<Notification>, token: &str, platform: &str) -> Push {
+        Push {
+            event_id: "e".into(),
+            device: crate::audience::Device {
+                id: 1,
+                user_id: Some(2),
+                provider: Some(crate::audience::Provider::Fcm),
+                platform: Some(platform.into()),
+                token: token.into(),
+                locale: None,
+                updated_at: None,
+            },
+            notification: notification.clone(),
+        }
+    }
+
+    /// The spliced body is byte for byte what serialising the whole request gives, for tokens
+    /// JSON must escape too, and each notification's template is its own.
+    #[test]
+    fn a_spliced_body_equals_the_whole_request_serialised() {
+        let notification = |title: &str| {
+            Arc::new(Notification {
+                title: title.into(),
+                body: "本文 \"quoted\"".into(),
+                data: vec![
+                    ("talk_id".into(), "42".into()),
+                    ("url".into(), "x://t/42".into()),
+                ],
+                collapse_id: "talk-42".into(),
+                thread_id: "program-7".into(),
+            })
+        };
+        let (ja, en) = (notification("新しいトーク"), notification("New talk"));
+        for validate_only in [false, true] {
+            let fcm = pusher(validate_only);
+            for n in [&ja, &en, &ja] {
+                for platform in ["android", "ios", "web"] {
+                    for token in [
+                        "plain-token:APA91b",
+                        "",
+                        "q\"uote\\back\u{1}ctl",
+                        "トークン",
+                    ] {
+                        let p = push(n, token, platform);
+                        let whole =
+                            serde_json::to_vec(&fcm.request(token, n, platform == "ios")).unwrap();
+                        assert_eq!(
+                            String::from_utf8(fcm.body(&p)).unwrap(),
+                            String::from_utf8(whole).unwrap()
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn error_body(status: &str, code: Option<&str>) -> Vec<u8> {
         if status.is_empty() {

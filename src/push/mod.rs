@@ -8,10 +8,11 @@
 pub mod apns;
 pub mod dry_run;
 pub mod fcm;
+pub mod http2;
 pub mod retry;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -82,6 +83,60 @@ pub trait Pusher: Send + Sync + 'static {
     async fn warm(&self) {}
 }
 
+/// What a provider builds once per notification and reuses for every device that gets it (the
+/// body around the token), found again by the notification's identity: an event has one
+/// notification per locale, shared by all its pushes, so the cache holds a handful of entries.
+pub struct PerNotification<T> {
+    entries: Mutex<Vec<Entry<T>>>,
+}
+
+/// The `Weak` keeps the notification's allocation, so its address cannot be reused by another
+/// while the entry lives; `variant` tells apart what one notification needs built several ways.
+struct Entry<T> {
+    notification: Weak<Notification>,
+    variant: u8,
+    built: Arc<T>,
+}
+
+/// Entries beyond this many (dead notifications first) are dropped.
+const PER_NOTIFICATION_ENTRIES: usize = 64;
+
+impl<T> Default for PerNotification<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> PerNotification<T> {
+    pub fn get_or_build(
+        &self,
+        notification: &Arc<Notification>,
+        variant: u8,
+        build: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |e: &Entry<T>| {
+            e.variant == variant && std::ptr::eq(e.notification.as_ptr(), Arc::as_ptr(notification))
+        };
+        if let Some(entry) = entries.iter().find(|e| same(e)) {
+            return entry.built.clone();
+        }
+        entries.retain(|e| e.notification.strong_count() > 0);
+        if entries.len() >= PER_NOTIFICATION_ENTRIES {
+            entries.remove(0);
+        }
+        let built = Arc::new(build());
+        entries.push(Entry {
+            notification: Arc::downgrade(notification),
+            variant,
+            built: built.clone(),
+        });
+        built
+    }
+}
+
 /// A device token as it may appear in logs: the first 8 characters, then `…`.
 pub struct MaskedToken<'a>(pub &'a str);
 
@@ -121,17 +176,14 @@ pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
             Arc::new(apns::A2Transport::new(&settings.apns)?)
         } else {
             let in_flight = settings.service.provider_limit(settings.apns.concurrency);
-            let clients = (0..connections_for(in_flight, 0))
-                .map(|_| {
-                    http_client(
-                        settings,
-                        &settings.apns.endpoint,
-                        settings.apns.request_timeout_secs,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| apns::TransportError::Request(e.to_string()))?;
-            Arc::new(apns::HttpTransport::new(clients, &settings.apns)?)
+            let client = http2_client(
+                settings,
+                &settings.apns.endpoint,
+                connections_for(in_flight, 0),
+                settings.apns.request_timeout_secs,
+            )
+            .map_err(|e| apns::TransportError::Request(e.to_string()))?;
+            Arc::new(apns::HttpTransport::new(client, &settings.apns)?)
         };
         Some(Arc::new(apns::ApnsPusher::new(transport, &settings.apns)) as Arc<dyn Pusher>)
     } else {
@@ -159,17 +211,13 @@ pub fn fcm_pusher(
     // One HTTP/2 connection carries about 100 streams at Google: enough connections for the
     // pushes FCM may have in flight, and no more (providers dislike connection churn).
     let in_flight = settings.service.provider_limit(s.concurrency);
-    let clients = (0..connections_for(in_flight, s.connections))
-        .map(|_| http_client(settings, &s.endpoint, s.request_timeout_secs))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(fcm::FcmPusher::new(
-        clients,
+    let client = http2_client(
+        settings,
         &s.endpoint,
-        &project,
-        Arc::new(tokens),
-        s,
-        validate_only,
-    ))
+        connections_for(in_flight, s.connections),
+        s.request_timeout_secs,
+    )?;
+    fcm::FcmPusher::new(client, &project, Arc::new(tokens), s, validate_only)
 }
 
 /// HTTP/2 connections for `in_flight` pushes: about 100 streams each (Google's and Apple's front
@@ -181,41 +229,20 @@ fn connections_for(in_flight: usize, configured: usize) -> usize {
     }
 }
 
-/// The HTTP client shared by every FCM push: HTTP/2 (over TLS by ALPN; with prior knowledge on a
-/// plain `http://` stand-in), the system's roots plus `NOTIFIER_EXTRA_CA_FILE`.
-pub fn http_client(
+/// The HTTP/2 connections to a provider's endpoint: TLS with the platform's roots plus
+/// `NOTIFIER_EXTRA_CA_FILE` (or, on a plain `http://` stand-in, HTTP/2 with prior knowledge).
+pub fn http2_client(
     settings: &Settings,
     endpoint: &str,
+    connections: usize,
     request_timeout_secs: u64,
-) -> Result<reqwest::Client, fcm::FcmError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(request_timeout_secs))
-        .tcp_nodelay(true)
-        // Keep-alive PINGs find a connection a NAT dropped before a push does.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(10))
-        .http2_keep_alive_while_idle(true)
-        .pool_idle_timeout(Duration::from_secs(240))
-        // FCM and APNs never redirect: a redirect would be an error, not something to follow.
-        .redirect(reqwest::redirect::Policy::none());
-    if endpoint.starts_with("http://") {
-        builder = builder.http2_prior_knowledge();
-    }
-    if let Some(path) = &settings.extra_ca_file {
-        let extra = |reason: String| fcm::FcmError::ExtraCa {
-            path: path.display().to_string(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| extra(e.to_string()))?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| extra(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(extra("no certificate in the file".into()));
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
-    Ok(builder.build()?)
+) -> Result<http2::Http2Client, http2::SetupError> {
+    http2::Http2Client::new(
+        endpoint,
+        connections,
+        settings.extra_ca_file.as_deref(),
+        Duration::from_secs(request_timeout_secs),
+    )
 }
 
 /// Reads a `Retry-After` header given in seconds (providers do not send HTTP dates).

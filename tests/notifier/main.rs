@@ -2,6 +2,7 @@
 
 mod cli;
 mod concurrency;
+mod connections;
 mod delivery;
 mod end_to_end;
 mod faults;

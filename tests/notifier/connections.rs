@@ -1,0 +1,193 @@
+//! The HTTP/2 connections below both pushers, against the stand-in: how many are opened, and
+//! how they recover when the provider goes away.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use notifier::push::http2::{Http2Client, Http2Error};
+use notifier::stand_in::{StandIn, StandInConfig};
+
+fn fcm_request(client: &Http2Client, token: &str) -> (http::Request<()>, bytes::Bytes) {
+    let mut request = http::Request::new(());
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = client
+        .uri("/v1/projects/stand-in-project/messages:send")
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert("authorization", "Bearer any".parse().unwrap());
+    headers.insert("content-type", "application/json".parse().unwrap());
+    let body = serde_json::json!({"message": {"token": token, "notification": {"title": "t", "body": "b"}}});
+    (request, body.to_string().into())
+}
+
+async fn stand_in(config: StandInConfig) -> StandIn {
+    StandIn::start(StandInConfig {
+        accept_any_token: true,
+        ..config
+    })
+    .await
+    .expect("the stand-in starts")
+}
+
+#[tokio::test]
+async fn a_burst_before_any_connection_is_up_opens_one_connection_per_shard() {
+    let stand_in = stand_in(StandInConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = stand_in.write_files(dir.path()).unwrap();
+    let client = Arc::new(
+        Http2Client::new(
+            &stand_in.tls_endpoint(),
+            2,
+            Some(&ca),
+            Duration::from_secs(10),
+        )
+        .unwrap(),
+    );
+    // 600 pushes at once on a cold client: without the dial gate each would open its own.
+    let burst = (0..600u64).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (request, body) = fcm_request(&client, &format!("burst-{i}"));
+            client.send(i, request, body).await
+        })
+    });
+    for sent in futures_util::future::join_all(burst).await {
+        let response = sent.unwrap().expect("every push of the burst is answered");
+        assert_eq!(response.status, 200, "{:?}", response.body);
+    }
+    assert_eq!(stand_in.counters.tls_connections.load(Ordering::Relaxed), 2);
+    assert_eq!(stand_in.counters.delivered.load(Ordering::Relaxed), 600);
+}
+
+#[tokio::test]
+async fn a_provider_that_goes_away_is_dialled_again_on_a_later_push() {
+    let first = stand_in(StandInConfig::default()).await;
+    let client =
+        Http2Client::new(&first.plain_endpoint(), 1, None, Duration::from_secs(5)).unwrap();
+    let (request, body) = fcm_request(&client, "before");
+    assert_eq!(client.send(1, request, body).await.unwrap().status, 200);
+
+    // The provider restarts on the same address: the old connection is gone.
+    first.stop();
+    let addr = first.plain_addr;
+    drop(first);
+    let mut second = None;
+    for _ in 0..50 {
+        match StandIn::start(StandInConfig {
+            plain_addr: addr,
+            accept_any_token: true,
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(s) => {
+                second = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let second = second.expect("the stand-in restarts on the same port");
+    let mut outcomes = Vec::new();
+    for attempt in 0..5 {
+        let (request, body) = fcm_request(&client, &format!("after-{attempt}"));
+        let sent = client.send(1, request, body).await;
+        let ok = matches!(&sent, Ok(r) if r.status == 200);
+        outcomes.push(sent.map(|r| r.status));
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // At most the first push after the restart meets the dead connection (and is retried by the
+    // fan-out); the next one goes over a fresh connection.
+    assert!(
+        outcomes.len() <= 2 && matches!(outcomes.last(), Some(Ok(s)) if *s == 200),
+        "{outcomes:?}"
+    );
+    assert_eq!(second.counters.plain_connections.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_push_with_no_answer_in_time_fails_as_a_timeout() {
+    let stand_in = stand_in(StandInConfig {
+        latency: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await;
+    let client = Http2Client::new(
+        &stand_in.plain_endpoint(),
+        1,
+        None,
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let (request, body) = fcm_request(&client, "slow");
+    let started = std::time::Instant::now();
+    let sent = client.send(1, request, body).await;
+    assert!(matches!(sent, Err(Http2Error::Timeout(_))), "{sent:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_does_not_speak_http2_fails_to_connect_and_says_so() {
+    // Something that answers like an HTTP/1.1 server.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = tcp
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let client =
+        Http2Client::new(&format!("http://{addr}"), 1, None, Duration::from_secs(3)).unwrap();
+    let (request, body) = fcm_request(&client, "t");
+    let sent = client.send(1, request, body).await;
+    assert!(
+        matches!(
+            &sent,
+            Err(Http2Error::Connect(_)) | Err(Http2Error::Transport(_))
+        ),
+        "{sent:?}"
+    );
+    // Nothing listening at all: a connect error, at once.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let client = Http2Client::new(
+        &format!("http://127.0.0.1:{port}"),
+        1,
+        None,
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let (request, body) = fcm_request(&client, "t");
+    let sent = client.send(1, request, body).await;
+    assert!(matches!(&sent, Err(Http2Error::Connect(_))), "{sent:?}");
+}
+
+#[test]
+fn a_missing_or_empty_extra_ca_file_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    for path in [dir.path().join("missing.pem"), empty] {
+        let err = Http2Client::new(
+            "https://localhost:1",
+            1,
+            Some(&path),
+            Duration::from_secs(1),
+        )
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("NOTIFIER_EXTRA_CA_FILE"), "{err}");
+    }
+    let err = Http2Client::new("ftp://x", 1, None, Duration::from_secs(1))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("ftp://x"), "{err}");
+}
