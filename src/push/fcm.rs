@@ -70,6 +70,13 @@ pub enum TokenError {
 pub trait AccessTokens: Send + Sync {
     /// An `Authorization` header value, `Bearer …`.
     async fn bearer(&self) -> Result<http::HeaderValue, TokenError>;
+
+    /// The cached value while it is fresh, without awaiting: the path nearly every push takes,
+    /// kept out of `bearer`'s future, which is large (it holds the token fetch) and is boxed
+    /// and moved on every call.
+    fn fresh(&self) -> Option<http::HeaderValue> {
+        None
+    }
 }
 
 /// Access tokens minted by gcp_auth from a service-account JSON (whose `token_uri` it honours),
@@ -111,7 +118,7 @@ impl ServiceAccountTokens {
         self.account.project_id()
     }
 
-    fn fresh(&self) -> Option<http::HeaderValue> {
+    fn cached(&self) -> Option<http::HeaderValue> {
         let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
         match &*cached {
             Some((value, renew_at)) if Instant::now() < *renew_at => Some(value.clone()),
@@ -123,11 +130,11 @@ impl ServiceAccountTokens {
 #[async_trait::async_trait]
 impl AccessTokens for ServiceAccountTokens {
     async fn bearer(&self) -> Result<http::HeaderValue, TokenError> {
-        if let Some(value) = self.fresh() {
+        if let Some(value) = self.cached() {
             return Ok(value);
         }
         let mut failures = self.renewing.lock().await;
-        if let Some(value) = self.fresh() {
+        if let Some(value) = self.cached() {
             return Ok(value); // another task renewed it while this one waited
         }
         if let Some((error, at)) = &failures.last
@@ -164,6 +171,10 @@ impl AccessTokens for ServiceAccountTokens {
         *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some((value.clone(), renew_at));
         Ok(value)
     }
+
+    fn fresh(&self) -> Option<http::HeaderValue> {
+        self.cached()
+    }
 }
 
 /// Sorts a gcp_auth failure: network trouble is retryable, an unusable key is not, and a refusal
@@ -190,6 +201,10 @@ pub struct StaticToken(pub http::HeaderValue);
 impl AccessTokens for StaticToken {
     async fn bearer(&self) -> Result<http::HeaderValue, TokenError> {
         Ok(self.0.clone())
+    }
+
+    fn fresh(&self) -> Option<http::HeaderValue> {
+        Some(self.0.clone())
     }
 }
 
@@ -315,7 +330,11 @@ struct BodyTemplate {
 #[async_trait::async_trait]
 impl Pusher for FcmPusher {
     async fn push(&self, push: &Push) -> PushOutcome {
-        let bearer = match self.tokens.bearer().await {
+        let fetched = match self.tokens.fresh() {
+            Some(bearer) => Ok(bearer),
+            None => self.tokens.bearer().await,
+        };
+        let bearer = match fetched {
             Ok(bearer) => bearer,
             Err(TokenError::Unavailable(why)) => {
                 return PushOutcome::Retryable {

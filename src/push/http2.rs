@@ -13,7 +13,7 @@
 //! (Apple treats connection churn as an attack).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -92,8 +92,9 @@ struct Target {
 
 #[derive(Default)]
 struct Shard {
-    /// The current connection; a std mutex held only to clone the handle.
-    live: Mutex<Option<Live>>,
+    /// The current connection: read (to clone the handle) by every push, from every worker
+    /// thread; written only when a connection is dialled or dropped.
+    live: RwLock<Option<Live>>,
     /// Held while dialling, with the last failed dial.
     dialing: tokio::sync::Mutex<Option<(Instant, Http2Error)>>,
 }
@@ -250,7 +251,7 @@ impl Http2Client {
         match dialled {
             Ok(live) => {
                 *last_failure = None;
-                *shard.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+                *shard.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
                 Ok(live)
             }
             Err(e) => {
@@ -263,7 +264,7 @@ impl Http2Client {
 
 impl Shard {
     fn current(&self) -> Option<Live> {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.as_ref()
             .filter(|l| !l.closed.load(Ordering::Relaxed))
             .cloned()
@@ -271,7 +272,7 @@ impl Shard {
 
     /// Drops `dead` as the shard's connection, unless another has already replaced it.
     fn forget(&self, dead: &Live) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         if live
             .as_ref()
             .is_some_and(|l| Arc::ptr_eq(&l.closed, &dead.closed))
