@@ -679,12 +679,12 @@ impl ProviderToken {
             .key
             .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
             .map_err(|_| TransportError::Credentials("signing the provider token failed".into()))?;
-        let mut value = http::HeaderValue::from_str(&format!(
+        // Indexed by HPACK like FCM's bearer (see there): sent once per connection, not per push.
+        let value = http::HeaderValue::from_str(&format!(
             "bearer {signing_input}.{}",
             base64url(signature.as_ref())
         ))
         .map_err(|e| TransportError::Credentials(e.to_string()))?;
-        value.set_sensitive(true);
         *cached = Some((value.clone(), std::time::Instant::now()));
         Ok(value)
     }

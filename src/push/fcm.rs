@@ -161,9 +161,12 @@ impl AccessTokens for ServiceAccountTokens {
             }
         };
         let token = error;
-        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+        // Not marked sensitive, on purpose: HPACK then indexes it, and each push sends a byte or
+        // two instead of the whole token Huffman-coded again (Google's tokens run to hundreds of
+        // bytes). Never-indexing guards against compression oracles, which need an attacker's
+        // text in the same connection's headers; ours carries only our own. Logs never show it.
+        let value = http::HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
             .map_err(|_| TokenError::Refused("the access token is not a valid header".into()))?;
-        value.set_sensitive(true);
         let lifetime = (token.expires_at() - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
@@ -256,8 +259,18 @@ impl FcmPusher {
         let mut body =
             Vec::with_capacity(template.prefix.len() + token.len() + 2 + template.suffix.len());
         body.extend_from_slice(&template.prefix);
-        // Writing a string into a Vec cannot fail; it escapes what JSON needs escaped.
-        let _ = serde_json::to_writer(&mut body, token.as_str());
+        if token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            // Real tokens ([A-Za-z0-9_:-]) need no escaping.
+            body.push(b'"');
+            body.extend_from_slice(token.as_bytes());
+            body.push(b'"');
+        } else {
+            // Writing a string into a Vec cannot fail; it escapes what JSON needs escaped.
+            let _ = serde_json::to_writer(&mut body, token.as_str());
+        }
         body.extend_from_slice(&template.suffix);
         body
     }
@@ -614,6 +627,7 @@ mod tests {
                         "",
                         "q\"uote\\back\u{1}ctl",
                         "トークン",
+                        "with space/slash",
                     ] {
                         let p = push(n, token, platform);
                         let whole =
