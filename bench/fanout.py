@@ -159,8 +159,8 @@ def one_run(args, url, run):
             # APNs through the transport seam: our HTTP/2 transport to the stand-in's APNs side.
             "APNS_ENDPOINT": f"https://localhost:{tls_port}", "APNS_KEY_PATH": os.path.join(tmp, "apns-key.p8"),
             "APNS_KEY_ID": "STANDIN123", "APNS_TEAM_ID": "TEAM123456", "APNS_TOPIC": "com.example.notifier",
-            # Runtime experiments (TOKIO_WORKER_THREADS=1, …) reach the notifier.
-            **{k: v for k, v in os.environ.items() if k.startswith("TOKIO_")},
+            # Runtime and allocator experiments (TOKIO_WORKER_THREADS=1, MIMALLOC_…) reach the notifier.
+            **{k: v for k, v in os.environ.items() if k.startswith(("TOKIO_", "MIMALLOC_"))},
         }
         log = open(os.path.join(tmp, "notifier.log"), "w")
         notifier = subprocess.Popen([os.path.join(BIN, "notifier"), "run"], env=env, stdout=log, stderr=log)
