@@ -230,19 +230,22 @@ fn connections_for(in_flight: usize, configured: usize) -> usize {
 }
 
 /// The HTTP/2 connections to a provider's endpoint: TLS with the platform's roots plus
-/// `NOTIFIER_EXTRA_CA_FILE` (or, on a plain `http://` stand-in, HTTP/2 with prior knowledge).
+/// `NOTIFIER_EXTRA_CA_FILE`, through `HTTPS_PROXY` unless `NO_PROXY` exempts the host (or, on a
+/// plain `http://` stand-in, HTTP/2 with prior knowledge, directly).
 pub fn http2_client(
     settings: &Settings,
     endpoint: &str,
     connections: usize,
     request_timeout_secs: u64,
 ) -> Result<http2::Http2Client, http2::SetupError> {
-    http2::Http2Client::new(
+    let client = http2::Http2Client::new(
         endpoint,
         connections,
         settings.extra_ca_file.as_deref(),
         Duration::from_secs(request_timeout_secs),
-    )
+    )?;
+    let proxy = http2::Proxy::from_env(client.host())?;
+    Ok(client.with_proxy(proxy))
 }
 
 /// Reads a `Retry-After` header given in seconds (providers do not send HTTP dates).

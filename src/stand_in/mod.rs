@@ -84,6 +84,9 @@ pub struct Counters {
     pub last_delivered_ms: AtomicU64,
     pub tls_connections: AtomicU64,
     pub plain_connections: AtomicU64,
+    /// Sends being answered now (FCM and APNs), and the most there ever were at once.
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
     pub errors: Mutex<HashMap<String, u64>>,
     /// Delivery count per message, by hash of token and collapse key.
     seen: Mutex<HashMap<u64, u32>>,
@@ -116,6 +119,7 @@ impl Counters {
                 "tls": self.tls_connections.load(Ordering::Relaxed),
                 "plain": self.plain_connections.load(Ordering::Relaxed),
             },
+            "max_in_flight": self.max_in_flight.load(Ordering::Relaxed),
         })
     }
 
@@ -147,6 +151,7 @@ impl Counters {
             &self.last_delivered_ms,
             &self.tls_connections,
             &self.plain_connections,
+            &self.max_in_flight,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -640,9 +645,12 @@ async fn send(
 async fn counted(shared: &Shared, answer: impl FnOnce() -> Response) -> Response {
     let c = &shared.counters;
     c.requests.fetch_add(1, Ordering::Relaxed);
+    let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    c.max_in_flight.fetch_max(now, Ordering::Relaxed);
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
     }
+    c.in_flight.fetch_sub(1, Ordering::Relaxed);
     let response = answer();
     if !response.status().is_success() {
         let code = response.extensions().get::<ErrorCode>().map_or_else(

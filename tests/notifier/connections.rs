@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use notifier::push::http2::{Http2Client, Http2Error};
+use notifier::push::http2::{Http2Client, Http2Error, Proxy};
 use notifier::stand_in::{StandIn, StandInConfig};
 
 fn fcm_request(client: &Http2Client, token: &str) -> (http::Request<()>, bytes::Bytes) {
@@ -30,6 +30,21 @@ async fn stand_in(config: StandInConfig) -> StandIn {
     .expect("the stand-in starts")
 }
 
+/// `n` pushes at once, each its own task, as the fan-out sends them; every one must get a 200.
+async fn burst_all_answered(client: &Arc<Http2Client>, n: u64, prefix: &str) {
+    let burst = (0..n).map(|i| {
+        let (client, token) = (client.clone(), format!("{prefix}-{i}"));
+        tokio::spawn(async move {
+            let (request, body) = fcm_request(&client, &token);
+            client.send(i, request, body).await
+        })
+    });
+    for sent in futures_util::future::join_all(burst).await {
+        let response = sent.unwrap().expect("every push of the burst is answered");
+        assert_eq!(response.status, 200, "{:?}", response.body);
+    }
+}
+
 #[tokio::test]
 async fn a_burst_before_any_connection_is_up_opens_one_connection_per_shard() {
     let stand_in = stand_in(StandInConfig::default()).await;
@@ -45,19 +60,30 @@ async fn a_burst_before_any_connection_is_up_opens_one_connection_per_shard() {
         .unwrap(),
     );
     // 600 pushes at once on a cold client: without the dial gate each would open its own.
-    let burst = (0..600u64).map(|i| {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let (request, body) = fcm_request(&client, &format!("burst-{i}"));
-            client.send(i, request, body).await
-        })
-    });
-    for sent in futures_util::future::join_all(burst).await {
-        let response = sent.unwrap().expect("every push of the burst is answered");
-        assert_eq!(response.status, 200, "{:?}", response.body);
-    }
+    burst_all_answered(&client, 600, "burst").await;
     assert_eq!(stand_in.counters.tls_connections.load(Ordering::Relaxed), 2);
     assert_eq!(stand_in.counters.delivered.load(Ordering::Relaxed), 600);
+}
+
+#[tokio::test]
+async fn one_connection_never_carries_more_than_100_pushes_at_once() {
+    // A server that would take 1,000 streams: the limit is the client's own, as Google's and
+    // Apple's front ends allow 100 and say so only once the connection is up.
+    let stand_in = stand_in(StandInConfig {
+        max_streams: 1000,
+        latency: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let client = Arc::new(
+        Http2Client::new(&stand_in.plain_endpoint(), 1, None, Duration::from_secs(10)).unwrap(),
+    );
+    burst_all_answered(&client, 300, "capped").await;
+    assert_eq!(stand_in.counters.max_in_flight.load(Ordering::Relaxed), 100);
+    assert_eq!(
+        stand_in.counters.plain_connections.load(Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test]
@@ -190,4 +216,95 @@ fn a_missing_or_empty_extra_ca_file_is_refused_naming_the_setting() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("ftp://x"), "{err}");
+}
+
+/// An HTTP CONNECT proxy on loopback that records each request head and delays everything the
+/// server sends by `delay` (a slow link: the server's SETTINGS arrive late).
+async fn connect_proxy(
+    delay: Duration,
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(client.read_u8().await.unwrap());
+                }
+                let head = String::from_utf8(head).unwrap();
+                let target = head.split_whitespace().nth(1).unwrap().to_string();
+                seen.lock().unwrap().push(head);
+                let server =
+                    tokio::net::TcpStream::connect(target.replace("localhost", "127.0.0.1"))
+                        .await
+                        .unwrap();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn pushes_go_through_an_https_proxy_in_one_tunnel_with_its_credentials() {
+    let stand_in = stand_in(StandInConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = stand_in.write_files(dir.path()).unwrap();
+    let (proxy_addr, heads) = connect_proxy(Duration::from_millis(50)).await;
+    let proxy = Proxy::from_vars(
+        Some(&format!("http://notifier:s%40cret@{proxy_addr}")),
+        Some("example.com"),
+        "localhost",
+    )
+    .unwrap();
+    let client = Arc::new(
+        Http2Client::new(
+            &stand_in.tls_endpoint(),
+            1,
+            Some(&ca),
+            Duration::from_secs(20),
+        )
+        .unwrap()
+        .with_proxy(proxy),
+    );
+    // A cold burst over a slow link (everything the server sends arrives 50 ms late).
+    burst_all_answered(&client, 300, "proxied").await;
+    assert_eq!(stand_in.counters.delivered.load(Ordering::Relaxed), 300);
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "one tunnel for the whole burst: {heads:?}");
+    let port = stand_in.tls_addr.port();
+    assert!(
+        heads[0].starts_with(&format!("CONNECT localhost:{port} HTTP/1.1\r\n")),
+        "{}",
+        heads[0]
+    );
+    // "notifier:s@cret", percent-decoded, in Basic.
+    assert!(
+        heads[0].contains("Proxy-Authorization: Basic bm90aWZpZXI6c0BjcmV0\r\n"),
+        "{}",
+        heads[0]
+    );
 }
