@@ -12,8 +12,8 @@ const MI_OPTION_PURGE_DELAY: i32 = 15;
 
 /// mimalloc holds freed pages for 10 ms (arenas 100 ms) before giving them back. A fan-out frees on
 /// one worker thread what another allocated, tens of thousands of times a second, and the delay
-/// kept about 10 MiB more resident at peak (bench/fanout.py at 100,000 devices: 56 → 45 MiB) for
-/// no measurable CPU. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// kept more resident at peak (bench/fanout.py at 100,000 devices, runs interleaved: 46–48 → 39–47
+/// MiB) for no measurable CPU. `MIMALLOC_PURGE_DELAY` in the environment still wins.
 fn return_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set is not thread safe; no other thread runs yet.
