@@ -110,8 +110,11 @@ async fn health_readiness_and_metrics_follow_a_real_event_and_a_redis_outage() {
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = get(&format!("{base}/metrics")).await.1;
+        // Events run concurrently: the duplicate and the rejection may be counted before the
+        // event they follow has finished.
         if sample(&metrics, "notifier_events_total{result=\"rejected\"}") >= 1.0
             && sample(&metrics, "notifier_events_total{result=\"duplicate\"}") >= 1.0
+            && sample(&metrics, "notifier_events_total{result=\"processed\"}") >= 1.0
         {
             break;
         }
