@@ -192,15 +192,29 @@ impl Claims {
         self.lease
     }
 
-    pub async fn claim(&self, event_id: &str, payload: &str) -> Result<Claim, ClaimError> {
-        let (state, checkpoint, attempts): (String, String, u32) = CLAIM_SCRIPT
+    /// The keys and arguments CLAIM and RENEW share: the event's claim, the active set, this
+    /// run's owner and lease, the dedup window, and the event itself.
+    fn leasing(
+        &self,
+        script: &'static Script,
+        event_id: &str,
+        payload: &str,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)
             .arg(self.lease.as_millis() as u64)
             .arg(self.window.as_secs())
             .arg(payload)
-            .arg(event_id)
+            .arg(event_id);
+        invocation
+    }
+
+    pub async fn claim(&self, event_id: &str, payload: &str) -> Result<Claim, ClaimError> {
+        let (state, checkpoint, attempts): (String, String, u32) = self
+            .leasing(&CLAIM_SCRIPT, event_id, payload)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match state.as_str() {
@@ -220,14 +234,8 @@ impl Claims {
         payload: &str,
         checkpoint: &str,
     ) -> Result<Renewal, ClaimError> {
-        let renewed: i64 = RENEW_SCRIPT
-            .key(self.key(event_id))
-            .key(active(&self.prefix))
-            .arg(&self.owner)
-            .arg(self.lease.as_millis() as u64)
-            .arg(self.window.as_secs())
-            .arg(payload)
-            .arg(event_id)
+        let renewed: i64 = self
+            .leasing(&RENEW_SCRIPT, event_id, payload)
             .arg(checkpoint)
             .invoke_async(&mut self.redis.clone())
             .await?;
