@@ -37,8 +37,15 @@ pub const ENV_VARS: &[&str] = &[
     "APNS_TOPIC",
     "APNS_SANDBOX",
     "APNS_ENDPOINT",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
     "LOG_FORMAT",
     "RUST_LOG",
+    // Read by the runtime and the allocator, before the settings.
+    "TOKIO_WORKER_THREADS",
+    "MIMALLOC_PURGE_DELAY",
 ];
 
 /// A setting that cannot be used, named the way the operator would set it.
@@ -101,6 +108,12 @@ pub struct Settings {
     /// PEM roots trusted in addition to the system's (`NOTIFIER_EXTRA_CA_FILE`).
     #[serde(skip)]
     pub extra_ca_file: Option<PathBuf>,
+    /// The proxy pushes tunnel through (`HTTPS_PROXY`), and the hosts reached directly
+    /// (`NO_PROXY`); the lower-case names too, as curl and reqwest read them.
+    #[serde(skip)]
+    pub https_proxy: Option<String>,
+    #[serde(skip)]
+    pub no_proxy: Option<String>,
     /// Derived from `APP_ENV` and `NOTIFIER_SEND_MODE`; not a file key.
     #[serde(skip, default = "default_send_mode")]
     pub send_mode: SendMode,
@@ -374,6 +387,8 @@ impl Settings {
             self.fcm.endpoint = v;
         }
         self.extra_ca_file = set("NOTIFIER_EXTRA_CA_FILE").map(PathBuf::from);
+        self.https_proxy = set("HTTPS_PROXY").or_else(|| set("https_proxy"));
+        self.no_proxy = set("NO_PROXY").or_else(|| set("no_proxy"));
         if let Some(v) = set("APNS_ENDPOINT") {
             self.apns.endpoint = v;
         }

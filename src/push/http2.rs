@@ -100,21 +100,8 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// The proxy `HTTPS_PROXY` (or `https_proxy`) names for `host`, unless `NO_PROXY` (or
-    /// `no_proxy`) exempts it; as reqwest and curl read them.
-    pub fn from_env(host: &str) -> Result<Option<Proxy>, SetupError> {
-        let var = |name: &str| {
-            std::env::var(name)
-                .or_else(|_| std::env::var(name.to_lowercase()))
-                .ok()
-        };
-        Proxy::from_vars(
-            var("HTTPS_PROXY").as_deref(),
-            var("NO_PROXY").as_deref(),
-            host,
-        )
-    }
-
+    /// The proxy `https_proxy` (`HTTPS_PROXY`) names for `host`, unless `no_proxy` (`NO_PROXY`)
+    /// exempts it; as reqwest and curl read them.
     pub fn from_vars(
         https_proxy: Option<&str>,
         no_proxy: Option<&str>,

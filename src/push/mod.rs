@@ -244,7 +244,11 @@ pub fn http2_client(
         settings.extra_ca_file.as_deref(),
         Duration::from_secs(request_timeout_secs),
     )?;
-    let proxy = http2::Proxy::from_env(client.host())?;
+    let proxy = http2::Proxy::from_vars(
+        settings.https_proxy.as_deref(),
+        settings.no_proxy.as_deref(),
+        client.host(),
+    )?;
     Ok(client.with_proxy(proxy))
 }
 
