@@ -559,35 +559,43 @@ impl ApnsTransport for HttpTransport {
             .map_err(|_| {
                 TransportError::Request("the device token cannot be part of a URL".into())
             })?;
-        let mut http_request = http::Request::new(());
-        *http_request.method_mut() = http::Method::POST;
-        *http_request.uri_mut() = uri;
-        let headers = http_request.headers_mut();
         let value = |v: &str| {
             http::HeaderValue::from_str(v)
                 .map_err(|_| TransportError::Request(format!("{v:?} is not a valid header value")))
         };
-        headers.insert(http::header::AUTHORIZATION, self.signer.bearer()?);
-        headers.insert("apns-topic", value(&request.topic)?);
-        headers.insert(
-            "apns-push-type",
-            http::HeaderValue::from_static(request.push_type),
+        let (bearer, topic, collapse_id) = (
+            self.signer.bearer()?,
+            value(&request.topic)?,
+            value(&request.collapse_id)?,
         );
-        headers.insert("apns-priority", u16::from(request.priority).into());
-        headers.insert("apns-expiration", request.expiration.into());
-        headers.insert("apns-collapse-id", value(&request.collapse_id)?);
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        headers.insert(http::header::CONTENT_LENGTH, request.payload.len().into());
+        let http_request = || {
+            let mut http_request = http::Request::new(());
+            *http_request.method_mut() = http::Method::POST;
+            *http_request.uri_mut() = uri.clone();
+            let headers = http_request.headers_mut();
+            headers.insert(http::header::AUTHORIZATION, bearer.clone());
+            headers.insert("apns-topic", topic.clone());
+            headers.insert(
+                "apns-push-type",
+                http::HeaderValue::from_static(request.push_type),
+            );
+            headers.insert("apns-priority", u16::from(request.priority).into());
+            headers.insert("apns-expiration", request.expiration.into());
+            headers.insert("apns-collapse-id", collapse_id.clone());
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(http::header::CONTENT_LENGTH, request.payload.len().into());
+            http_request
+        };
         let shard = request
             .device_token
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         let response = self
             .client
-            .send(shard, http_request, request.payload.clone())
+            .send(shard, &http_request, request.payload.clone())
             .await
             .map_err(|e| TransportError::Retryable(e.to_string()))?;
         let status = response.status.as_u16();

@@ -364,18 +364,22 @@ impl Pusher for FcmPusher {
             }
         };
         let body = self.body(push);
-        let mut request = http::Request::new(());
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self.uri.clone();
-        let headers = request.headers_mut();
-        headers.insert(http::header::AUTHORIZATION, bearer);
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+        let length = body.len();
+        let request = || {
+            let mut request = http::Request::new(());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = self.uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(http::header::AUTHORIZATION, bearer.clone());
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(http::header::CONTENT_LENGTH, length.into());
+            request
+        };
         let key = push.device.id.unsigned_abs();
-        let response = match self.client.send(key, request, body.into()).await {
+        let response = match self.client.send(key, &request, body.into()).await {
             Ok(response) => response,
             Err(e) => return transport_failure(&e),
         };

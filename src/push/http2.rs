@@ -302,20 +302,21 @@ impl Http2Client {
         .build()
     }
 
-    /// Sends `request` with `body` on the connection `key` maps to; a given key always goes
-    /// through the same connection. A request the server certainly did not process is sent once
-    /// more at once, on a fresh connection if its own is gone.
+    /// Sends the request `request` builds, with `body`, on the connection `key` maps to; a given
+    /// key always goes through the same connection. A request the server certainly did not
+    /// process is built and sent once more at once, on a fresh connection if its own is gone.
+    /// (h2 takes the request it sends: building it per attempt spares every push a copy kept
+    /// only for that rare second attempt.)
     pub async fn send(
         &self,
         key: u64,
-        request: http::Request<()>,
+        request: &(dyn Fn() -> http::Request<()> + Sync),
         body: Bytes,
     ) -> Result<Response, Http2Error> {
         let shard = &self.shards[(key % self.shards.len() as u64) as usize];
         let twice = async {
-            let again = (request.clone(), body.clone());
-            match self.exchange(shard, request, body).await {
-                Err(Http2Error::Unsent(_)) => self.exchange(shard, again.0, again.1).await,
+            match self.exchange(shard, request(), body.clone()).await {
+                Err(Http2Error::Unsent(_)) => self.exchange(shard, request(), body).await,
                 done => done,
             }
         };

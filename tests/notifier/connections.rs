@@ -36,7 +36,7 @@ async fn burst_all_answered(client: &Arc<Http2Client>, n: u64, prefix: &str) {
         let (client, token) = (client.clone(), format!("{prefix}-{i}"));
         tokio::spawn(async move {
             let (request, body) = fcm_request(&client, &token);
-            client.send(i, request, body).await
+            client.send(i, &|| request.clone(), body).await
         })
     });
     for sent in futures_util::future::join_all(burst).await {
@@ -92,7 +92,14 @@ async fn a_provider_that_goes_away_is_dialled_again_on_a_later_push() {
     let client =
         Http2Client::new(&first.plain_endpoint(), 1, None, Duration::from_secs(5)).unwrap();
     let (request, body) = fcm_request(&client, "before");
-    assert_eq!(client.send(1, request, body).await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .send(1, &|| request.clone(), body)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
     // The provider restarts on the same address: the old connection is gone.
     first.stop();
@@ -118,7 +125,7 @@ async fn a_provider_that_goes_away_is_dialled_again_on_a_later_push() {
     let mut outcomes = Vec::new();
     for attempt in 0..5 {
         let (request, body) = fcm_request(&client, &format!("after-{attempt}"));
-        let sent = client.send(1, request, body).await;
+        let sent = client.send(1, &|| request.clone(), body).await;
         let ok = matches!(&sent, Ok(r) if r.status == 200);
         outcomes.push(sent.map(|r| r.status));
         if ok {
@@ -151,7 +158,7 @@ async fn a_push_with_no_answer_in_time_fails_as_a_timeout() {
     .unwrap();
     let (request, body) = fcm_request(&client, "slow");
     let started = std::time::Instant::now();
-    let sent = client.send(1, request, body).await;
+    let sent = client.send(1, &|| request.clone(), body).await;
     assert!(matches!(sent, Err(Http2Error::Timeout(_))), "{sent:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -172,7 +179,7 @@ async fn an_endpoint_that_does_not_speak_http2_fails_to_connect_and_says_so() {
     let client =
         Http2Client::new(&format!("http://{addr}"), 1, None, Duration::from_secs(3)).unwrap();
     let (request, body) = fcm_request(&client, "t");
-    let sent = client.send(1, request, body).await;
+    let sent = client.send(1, &|| request.clone(), body).await;
     assert!(
         matches!(
             &sent,
@@ -192,7 +199,7 @@ async fn an_endpoint_that_does_not_speak_http2_fails_to_connect_and_says_so() {
     )
     .unwrap();
     let (request, body) = fcm_request(&client, "t");
-    let sent = client.send(1, request, body).await;
+    let sent = client.send(1, &|| request.clone(), body).await;
     assert!(matches!(&sent, Err(Http2Error::Connect(_))), "{sent:?}");
 }
 
