@@ -1,7 +1,9 @@
 //! Event claims in Redis: what makes one event reach each device once, however many replicas
 //! subscribe, however often it is published, and whoever crashes.
 //!
-//! Every event has a hash `notifier:event:{event_id}`: its state (`running`, `done`, `failed`), its
+//! Claims belong to one deployment (the replicas reading one input): every event has a hash
+//! `notifier:{channel:talk_posted}:event:{event_id}` (the prefix comes from
+//! `Settings::claims_prefix`): its state (`running`, `done`, `failed`), its
 //! owner and lease, the raw event, and the fan-out checkpoint. A replica processes an event only
 //! after claiming it; it renews the lease while the fan-out runs and marks the event `done` at the
 //! end, kept for the dedup window. A duplicate publish finds the claim and is skipped. If the owner

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 /// Messages larger than this are rejected before parsing.
@@ -151,7 +151,13 @@ fn positive_id(field: &'static str, value: &Value) -> Result<i64, Rejection> {
     }
 }
 
+/// A time a publisher could mean: RFC 3339's four-digit years, so the event survives its own
+/// JSON (`to_json`), which a unix time in the year 200,000 would not.
 fn timestamp(value: &Value) -> Option<DateTime<Utc>> {
+    any_timestamp(value).filter(|t| t.year() <= 9999)
+}
+
+fn any_timestamp(value: &Value) -> Option<DateTime<Utc>> {
     match value {
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
             Utc.timestamp_opt(s.parse().ok()?, 0).single()
@@ -298,5 +304,120 @@ mod tests {
         assert_eq!(p, r#""line\nbreak �""#);
         let long = Preview("x".repeat(1000).as_bytes()).to_string();
         assert!(long.len() < 130 && long.ends_with('…'), "{long}");
+    }
+
+    /// Bad input searched for rather than listed: whatever arrives on the channel, the parser
+    /// answers with an event or a rejection that says what was wrong, and never panics.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "\\PC{0,20}".prop_map(Value::from),
+                "[0-9]{1,25}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(field_name(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// The event's own fields more often than chance would pick them.
+        fn field_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("talk_id".to_string()),
+                Just("program_id".to_string()),
+                Just("event_id".to_string()),
+                Just("dry_run".to_string()),
+                Just("published_at".to_string()),
+                "[a-z_]{1,10}",
+            ]
+        }
+
+        fn event_object() -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(field_name(), json_value(), 0..7)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        fn assert_answered(message: &[u8], parsed: &Result<TalkPosted, Rejection>) {
+            match parsed {
+                Ok(event) => {
+                    assert!(event.talk_id > 0);
+                    assert!((1..=MAX_EVENT_ID_CHARS).contains(&event.event_id.chars().count()));
+                    assert_eq!(parse(&event.to_json()).as_ref(), Ok(event));
+                }
+                Err(rejection) => {
+                    assert!(!rejection.to_string().is_empty());
+                    assert!(!rejection.label().is_empty());
+                }
+            }
+            // Bounded whatever the message: 120 characters, each escaped as at most `\u{10ffff}`.
+            let preview = Preview(message).to_string();
+            assert!(
+                preview.chars().count() <= PREVIEW_CHARS * 10 + 3,
+                "{preview}"
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+            #[test]
+            fn arbitrary_bytes_are_answered_without_a_panic(
+                message in prop::collection::vec(any::<u8>(), 0..512)
+            ) {
+                let parsed = TalkPosted::parse(&message);
+                assert_answered(&message, &parsed);
+            }
+
+            #[test]
+            fn arbitrary_json_values_are_answered_without_a_panic(value in json_value()) {
+                let message = value.to_string();
+                let parsed = TalkPosted::parse(message.as_bytes());
+                if !value.is_object() {
+                    prop_assert_eq!(parsed.clone(), Err(Rejection::NotObject));
+                }
+                assert_answered(message.as_bytes(), &parsed);
+            }
+
+            #[test]
+            fn arbitrary_objects_are_events_or_rejections_naming_the_field(value in event_object()) {
+                let message = value.to_string();
+                let parsed = TalkPosted::parse(message.as_bytes());
+                assert_answered(message.as_bytes(), &parsed);
+                if let Err(rejection) = &parsed {
+                    let named = match rejection {
+                        Rejection::MissingTalkId => "talk_id",
+                        Rejection::BadId { field, .. } => field,
+                        Rejection::BadEventId(_) => "event_id",
+                        Rejection::BadDryRun(_) => "dry_run",
+                        Rejection::BadPublishedAt(_) => "published_at",
+                        other => panic!("an object rejected as {other:?}"),
+                    };
+                    prop_assert!(rejection.to_string().contains(named), "{}", rejection);
+                }
+            }
+
+            #[test]
+            fn any_positive_id_as_a_number_or_digit_string_is_accepted(
+                id in 1..=i64::MAX, as_string in any::<bool>()
+            ) {
+                let message = if as_string {
+                    format!(r#"{{"talk_id": "{id}"}}"#)
+                } else {
+                    format!(r#"{{"talk_id": {id}}}"#)
+                };
+                let event = parse(&message).unwrap();
+                prop_assert_eq!(event.talk_id, id);
+            }
+        }
     }
 }

@@ -583,6 +583,23 @@ impl Settings {
         Ok(())
     }
 
+    /// The deployment this process belongs to: every replica reading the same input. Claims are
+    /// kept per deployment, so two deployments sharing a Redis (staging beside production, one
+    /// per database) never take each other's events for duplicates.
+    pub fn deployment(&self) -> String {
+        match self.input.mode {
+            InputMode::Pubsub => format!("channel:{}", self.service.channel),
+            InputMode::Stream => format!("stream:{}", self.input.stream),
+        }
+    }
+
+    /// Where this deployment's claims live: `{key_prefix}{<deployment>}:`. The braces make the
+    /// deployment a Redis Cluster hash tag, so one event's claim and the active set share a slot,
+    /// as a script touching both needs.
+    pub fn claims_prefix(&self) -> String {
+        format!("{}{{{}}}:", self.claims.key_prefix, self.deployment())
+    }
+
     /// The effective settings, one `key = value` a line, with secrets masked; for `notifier check`.
     pub fn describe(&self) -> String {
         let lines = [
@@ -604,6 +621,7 @@ impl Settings {
                     }
                 },
             ),
+            ("claims", format!("{}event:…", self.claims_prefix())),
             ("NOTIFIER_CONCURRENCY", self.service.concurrency.to_string()),
             ("NOTIFIER_HTTP_ADDR", self.service.http_addr.to_string()),
             ("database.page_size", self.database.page_size.to_string()),
@@ -763,6 +781,14 @@ mod tests {
         assert_eq!(forced.unwrap().send_mode, SendMode::DryRun);
         let staging_live = load(&[("NOTIFIER_SEND_MODE", "live"), creds]).unwrap();
         assert_eq!(staging_live.send_mode, SendMode::Live);
+    }
+
+    #[test]
+    fn claims_are_kept_per_input_so_each_deployment_has_its_own() {
+        let pubsub = load(&[("NOTIFIER_CHANNEL", "talks")]).unwrap();
+        assert_eq!(pubsub.claims_prefix(), "notifier:{channel:talks}:");
+        let stream = load(&[("NOTIFIER_INPUT", "stream"), ("NOTIFIER_STREAM", "talks")]).unwrap();
+        assert_eq!(stream.claims_prefix(), "notifier:{stream:talks}:");
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl Worker {
     pub async fn connect_claims(settings: &Settings) -> Result<Claims, crate::claims::ClaimError> {
         Claims::connect(
             &settings.redis.url,
-            &settings.claims.key_prefix,
+            &settings.claims_prefix(),
             crate::claims::owner_name(),
             settings.claims.lease(),
             settings.claims.window(),

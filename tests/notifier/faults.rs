@@ -268,8 +268,14 @@ impl Cluster {
             .find_map(|l| l.strip_prefix("key_prefix = \""))
             .unwrap()
             .trim_end_matches('"');
+        // The claim sits under the deployment's part of the prefix ({channel:…} or {stream:…}).
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}{{*}}:event:{event_id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         let owner: Option<String> = redis::cmd("HGET")
-            .arg(format!("{prefix}event:{event_id}"))
+            .arg(keys.first()?)
             .arg("owner")
             .query_async(&mut conn)
             .await
@@ -522,6 +528,47 @@ async fn stream_entries_added_while_no_worker_runs_are_each_processed_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(pending, 0, "all entries acknowledged");
+}
+
+#[tokio::test]
+async fn two_stream_deployments_each_process_an_event_with_the_same_id() {
+    // Arrange: one Redis and one key prefix, two streams, each read by a deployment of its own.
+    let mut cluster = Cluster::new(Backend::Postgres, 500, 0, "").await;
+    let streams = [unique("talk_posted_stream"), unique("talk_posted_stream")];
+    let mut conn = redis_connection(&cluster.redis.url()).await;
+    for stream in &streams {
+        let _: String = redis::AsyncCommands::xadd(
+            &mut conn,
+            stream,
+            "*",
+            &[("event", r#"{"talk_id": 1, "event_id": "shared-id"}"#)],
+        )
+        .await
+        .unwrap();
+    }
+
+    // Act
+    for stream in &streams {
+        cluster
+            .start_replica(&[("NOTIFIER_INPUT", "stream"), ("NOTIFIER_STREAM", stream)])
+            .await;
+    }
+
+    // Assert: both deployments sent it, so every device has it twice.
+    cluster
+        .wait_delivered(2 * cluster.devices, Duration::from_secs(60))
+        .await;
+    for _ in 0..100 {
+        if cluster.processed_by("shared-id") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.processed_by("shared-id"), 2, "{}", cluster.logs());
+    for i in [1, cluster.devices] {
+        let token = format!("tok-{i:08}");
+        assert_eq!(cluster.stand_in.counters.deliveries(&token, "shared-id"), 2);
+    }
 }
 
 #[tokio::test]

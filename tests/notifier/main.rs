@@ -4,6 +4,7 @@ mod cli;
 mod concurrency;
 mod connections;
 mod delivery;
+mod deployments;
 mod end_to_end;
 mod faults;
 mod helpers;
