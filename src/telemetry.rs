@@ -8,7 +8,10 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -72,6 +75,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus
         .set_buckets_for_metric(Matcher::Full(EVENT_RECIPIENTS.into()), &devices)?
         .install_recorder()?;
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_and_register();
     // Histograms are folded into their buckets by upkeep.
     let upkeep = handle.clone();
     std::thread::Builder::new()
@@ -84,6 +88,50 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus
         })
         .ok();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// What becomes of an event, as `notifier_events_total{result}` labels (see `count_event` in the
+/// worker).
+pub const EVENT_RESULTS: [&str; 8] = [
+    "processed",
+    "interrupted",
+    "duplicate",
+    "rejected",
+    "stale",
+    "unknown_talk",
+    "lost",
+    "failed",
+];
+
+/// HELP lines for every metric, and the series whose labels are known in advance created at zero.
+/// Prometheus's `increase()` cannot count a series' first increment when the series appears
+/// with it, and an alert on "no event processed" needs the series before any event arrives.
+fn describe_and_register() {
+    describe_counter!(EVENTS, "Events by what became of them.");
+    describe_histogram!(
+        EVENT_FANOUT_SECONDS,
+        "Time from an event's start to its last push."
+    );
+    describe_histogram!(EVENT_RECIPIENTS, "Devices per event.");
+    describe_histogram!(
+        EVENT_LAG_SECONDS,
+        "Time from published_at to the start of processing."
+    );
+    describe_counter!(PUSHES, "Final outcome of every push.");
+    describe_histogram!(PUSH_DURATION_SECONDS, "One push, retries included.");
+    describe_gauge!(PUSHES_IN_FLIGHT, "Pushes being sent now.");
+    describe_counter!(PUSH_RETRIES, "Retries, by the failure's code.");
+    describe_counter!(TOKENS_PRUNED, "Dead tokens disabled.");
+    describe_counter!(
+        REDIS_RECONNECTS,
+        "Subscription or stream connections re-made."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    for result in EVENT_RESULTS {
+        counter!(EVENTS, "result" => result).increment(0);
+    }
+    PushMetrics::get();
+    counter!(REDIS_RECONNECTS).increment(0);
 }
 
 /// Final push outcomes, as `notifier_pushes_total{outcome}` labels.

@@ -25,13 +25,13 @@ const FCM_CASES: &[&str] = &[
 ];
 
 /// A stand-in over TLS and the variables that point the notifier at it.
-struct Live {
-    stand_in: StandIn,
-    dir: tempfile::TempDir,
+pub(crate) struct Live {
+    pub(crate) stand_in: StandIn,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Live {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         init_tracing();
         let stand_in = StandIn::start(StandInConfig {
             record: true,
@@ -44,7 +44,7 @@ impl Live {
         Self { stand_in, dir }
     }
 
-    fn vars(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn vars(&self) -> Vec<(&'static str, String)> {
         let path = |name: &str| self.dir.path().join(name).display().to_string();
         vec![
             ("APP_ENV", "production".into()),

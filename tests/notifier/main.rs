@@ -9,6 +9,8 @@ mod end_to_end;
 mod faults;
 mod helpers;
 mod malformed;
+mod monitoring;
 mod operations;
+mod promql;
 mod queries;
 mod subscriber;

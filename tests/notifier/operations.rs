@@ -11,16 +11,16 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_notifier");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_notifier");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub(crate) async fn get(url: &str) -> (u16, String) {
     init_tracing();
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -29,7 +29,7 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 /// The value of a sample line `name{labels} value` in Prometheus text, 0 when absent.
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| {
@@ -39,7 +39,7 @@ fn sample(metrics: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn wait_for(url: &str, status: u16) -> String {
+pub(crate) async fn wait_for(url: &str, status: u16) -> String {
     for _ in 0..200 {
         let (got, body) = get(url).await;
         if got == status {
@@ -48,6 +48,21 @@ async fn wait_for(url: &str, status: u16) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{url} never answered {status}");
+}
+
+/// `notifier run` with only these variables (and PATH), as a service manager would start it;
+/// killed when dropped.
+pub(crate) fn spawn_run(vars: &[(&str, &str)]) -> tokio::process::Child {
+    Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(vars.iter().copied())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the notifier binary starts")
 }
 
 #[tokio::test]
@@ -64,21 +79,15 @@ async fn health_readiness_and_metrics_follow_a_real_event_and_a_redis_outage() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let channel = unique("talk_posted");
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NOTIFIER_CONFIG", dir.path().join("n.toml"))
-        .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", redis.url())
-        .env("NOTIFIER_CHANNEL", &channel)
-        .env("NOTIFIER_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let config = dir.path().join("n.toml").display().to_string();
+    let mut child = spawn_run(&[
+        ("NOTIFIER_CONFIG", &config),
+        ("DATABASE_URL", &db.url),
+        ("REDIS_URL", &redis.url()),
+        ("NOTIFIER_CHANNEL", &channel),
+        ("NOTIFIER_HTTP_ADDR", &format!("127.0.0.1:{port}")),
+        ("LOG_FORMAT", "json"),
+    ]);
 
     // Alive, then ready once subscribed.
     wait_for(&format!("{base}/healthz"), 200).await;
@@ -219,7 +228,7 @@ async fn a_taken_listen_address_stops_start_up_naming_the_setting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOTIFIER_HTTP_ADDR"));
 }
 
-fn compose() -> yaml_rust2::Yaml {
+pub(crate) fn compose() -> yaml_rust2::Yaml {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
         .unwrap();
     merge_keys(
@@ -333,7 +342,15 @@ fn the_compose_services_and_profiles_the_readme_names_exist() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let names: Vec<&str> = services.keys().filter_map(|k| k.as_str()).collect();
     for needed in [
-        "redis", "postgres", "migrate", "notifier", "demo", "mariadb", "stand-in",
+        "redis",
+        "postgres",
+        "migrate",
+        "notifier",
+        "demo",
+        "mariadb",
+        "stand-in",
+        "prometheus",
+        "grafana",
     ] {
         assert!(names.contains(&needed), "compose has {needed}: {names:?}");
     }
@@ -369,7 +386,7 @@ fn the_compose_services_and_profiles_the_readme_names_exist() {
         .flat_map(|s| s["profiles"].as_vec().cloned().unwrap_or_default())
         .filter_map(|p| p.as_str().map(str::to_string))
         .collect();
-    for profile in ["demo", "mysql", "stand-in"] {
+    for profile in ["demo", "mysql", "stand-in", "monitoring"] {
         assert!(profiles.iter().any(|p| p == profile), "profile {profile}");
         assert!(
             readme.contains(&format!("--profile {profile}")),
