@@ -29,6 +29,8 @@ fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
         .env("NOTIFIER_CONFIG", &config)
         // Processes run side by side: each listens on a port of its own.
         .env("NOTIFIER_HTTP_ADDR", "127.0.0.1:0")
+        // The shared Redis the test publishes to (TEST_REDIS_URL), not the binary's default.
+        .env("REDIS_URL", redis_url())
         .current_dir(dir)
         .kill_on_drop(true);
     for (k, v) in vars {
@@ -117,7 +119,7 @@ async fn the_demo_then_a_publish_prints_dry_run_pushes_and_a_summary_and_sigterm
     run.arg("run").stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = run.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    wait_for_subscriber(REDIS_URL, &channel).await;
+    wait_for_subscriber(&redis_url(), &channel).await;
 
     let published = notifier(dir.path(), &vars)
         .args(["publish", "1"])
@@ -420,8 +422,8 @@ async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token()
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    wait_for_subscriber(REDIS_URL, &channel).await;
-    publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
+    wait_for_subscriber(&redis_url(), &channel).await;
+    publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
 
     let mut everything = String::new();
     let summary = read_until(&mut lines, "Event processed.", &mut everything, |_| {}).await;

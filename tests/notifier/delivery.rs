@@ -135,7 +135,7 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries(backend: Backend)
     let mut worker = RunningWorker::start(settings, test_db.db.clone(), pushers).await;
 
     // Act: through a real channel, as the PHP app would.
-    publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
+    publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
     let summary = processed(worker.next_outcome().await);
     worker.stop().await;
 

@@ -20,7 +20,7 @@ async fn a_published_talk_reaches_every_clipper_device_once(backend: Backend) {
         RunningWorker::start(settings, test_db.db.clone(), dry_run_pushers(&recorder)).await;
 
     // Act
-    publish(REDIS_URL, &channel, r#"{"talk_id": "100"}"#).await;
+    publish(&redis_url(), &channel, r#"{"talk_id": "100"}"#).await;
     let outcome = worker.next_outcome().await;
 
     // Assert

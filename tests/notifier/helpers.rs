@@ -18,9 +18,61 @@ use notifier::worker::{EventOutcome, Pushers, Worker};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-pub const MYSQL_ADMIN_URL: &str = "mysql://root@127.0.0.1:3306/test";
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+// Where the shared services are unless TEST_POSTGRES_URL, TEST_MYSQL_URL or TEST_REDIS_URL say
+// otherwise; scripts/test has the same defaults, and compose's `test` profile publishes there.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The shared PostgreSQL's admin database.
+pub fn postgres_admin_url() -> String {
+    env_or("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+}
+
+/// The shared MariaDB.
+pub fn mysql_admin_url() -> String {
+    env_or("TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
+}
+
+/// The shared Redis.
+pub fn redis_url() -> String {
+    env_or("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+}
+
+// An empty variable counts as unset, as in scripts/test (`${TEST_REDIS_URL:-...}`).
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// `host:port` of a URL, for failure messages: the address says which server was meant, and a
+/// password in the URL stays out of the output.
+pub fn address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// The same server and credentials as `url`, on database `name` (query parameters kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     // Logs only when asked for: TEST_LOG=1 cargo test.
@@ -59,8 +111,7 @@ pub fn settings_with(vars: &[(&str, &str)]) -> Settings {
         .collect();
     vars.entry("NOTIFIER_CONFIG".into())
         .or_insert_with(|| config_path().display().to_string());
-    vars.entry("REDIS_URL".into())
-        .or_insert_with(|| REDIS_URL.into());
+    vars.entry("REDIS_URL".into()).or_insert_with(redis_url);
     Settings::load(|name| vars.get(name).cloned()).expect("test settings load")
 }
 
@@ -90,22 +141,15 @@ impl TestDb {
         let name = unique("notifier_t");
         let (url, dir) = match backend {
             Backend::Postgres => {
-                admin_execute(
-                    POSTGRES_ADMIN_URL,
-                    &format!("CREATE DATABASE {name}"),
-                    "PostgreSQL at 127.0.0.1:5432",
-                )
-                .await;
-                (format!("postgres://postgres@127.0.0.1:5432/{name}"), None)
+                let admin = postgres_admin_url();
+                admin_execute(&admin, &format!("CREATE DATABASE {name}")).await;
+                (with_database(&admin, &name), None)
             }
             Backend::MySql => {
-                admin_execute(
-                    MYSQL_ADMIN_URL,
-                    &format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"),
-                    "MariaDB at 127.0.0.1:3306",
-                )
-                .await;
-                (format!("mysql://root@127.0.0.1:3306/{name}"), None)
+                let admin = mysql_admin_url();
+                let sql = format!("CREATE DATABASE {name} CHARACTER SET utf8mb4");
+                admin_execute(&admin, &sql).await;
+                (with_database(&admin, &name), None)
             }
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temp dir");
@@ -144,9 +188,10 @@ impl TestDb {
     /// Runs a query that returns one number on the server's admin database.
     pub async fn scalar_on_admin(&self, sql: &str) -> i64 {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(POSTGRES_ADMIN_URL)
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
             .await
-            .expect("PostgreSQL admin connection");
+            .unwrap_or_else(|e| panic!("PostgreSQL admin connection to {}: {e}", address(&admin)));
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&mut conn)
             .await
@@ -156,9 +201,10 @@ impl TestDb {
     /// Kills every MariaDB connection to database `name` but this one; returns how many.
     pub async fn kill_mysql_connections(&self, name: &str) -> usize {
         use sqlx::Connection;
-        let mut conn = sqlx::MySqlConnection::connect(MYSQL_ADMIN_URL)
+        let admin = mysql_admin_url();
+        let mut conn = sqlx::MySqlConnection::connect(&admin)
             .await
-            .expect("MariaDB admin connection");
+            .unwrap_or_else(|e| panic!("MariaDB admin connection to {}: {e}", address(&admin)));
         let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT id FROM information_schema.processlist WHERE db = '{name}' AND id <> CONNECTION_ID()"
         )))
@@ -191,51 +237,56 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Drop is synchronous; the servers' own clients do the clean-up.
-        let drop_sql = format!("DROP DATABASE IF EXISTS {}", self.name);
-        let _ = match self.backend {
-            Backend::Postgres => Command::new("psql")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-q",
-                    "-c",
-                ])
-                .arg(format!("{drop_sql} WITH (FORCE)"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status(),
-            Backend::MySql => Command::new("mariadb")
-                .args(["-h", "127.0.0.1", "-u", "root", "-e"])
-                .arg(drop_sql)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status(),
+        // Drop is synchronous and may run on the test's runtime, which must not be blocked on:
+        // a thread with a runtime of its own drops the database through the same admin URL it
+        // was made with (a password in it included, which a client's command line would not get).
+        let (admin, sql) = match self.backend {
+            Backend::Postgres => (
+                postgres_admin_url(),
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ),
+            Backend::MySql => (
+                mysql_admin_url(),
+                format!("DROP DATABASE IF EXISTS {}", self.name),
+            ),
             Backend::Sqlite => return,
         };
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = runtime.block_on(try_admin_execute(&admin, &sql));
+            }
+        })
+        .join();
     }
 }
 
-async fn admin_execute(url: &str, sql: &str, service: &str) {
+async fn try_admin_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let s = sqlx::AssertSqlSafe(sql.to_string());
-    let result = if url.starts_with("postgres") {
-        match sqlx::PgConnection::connect(url).await {
-            Ok(mut c) => sqlx::query(s).execute(&mut c).await.map(drop),
-            Err(e) => Err(e),
-        }
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(s).execute(&mut c).await.map(drop)
     } else {
-        match sqlx::MySqlConnection::connect(url).await {
-            Ok(mut c) => sqlx::query(s).execute(&mut c).await.map(drop),
-            Err(e) => Err(e),
-        }
-    };
-    if let Err(e) = result {
-        panic!("{service} is needed by this test and did not work ({sql}): {e}");
+        let mut c = sqlx::MySqlConnection::connect(url).await?;
+        sqlx::query(s).execute(&mut c).await.map(drop)
+    }
+}
+
+async fn admin_execute(url: &str, sql: &str) {
+    if let Err(e) = try_admin_execute(url, sql).await {
+        let (service, variable) = if url.starts_with("postgres") {
+            ("PostgreSQL", "TEST_POSTGRES_URL")
+        } else {
+            ("MariaDB", "TEST_MYSQL_URL")
+        };
+        panic!(
+            "{service} at {} is needed by this test and did not work ({sql}): {e} \
+             (scripts/test starts it, or set {variable} to one that runs)",
+            address(url)
+        );
     }
 }
 
@@ -444,7 +495,13 @@ pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
     client
         .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| panic!("Redis at {url} is needed by this test and did not answer: {e}"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis at {} is needed by this test and did not answer: {e} \
+                 (scripts/test starts it, or set TEST_REDIS_URL to one that runs)",
+                address(url)
+            )
+        })
 }
 
 pub async fn publish(url: &str, channel: &str, message: impl AsRef<[u8]>) -> i64 {

@@ -36,9 +36,9 @@ async fn each_malformed_message_is_rejected_and_a_valid_one_after_them_is_proces
         (oversized.into_bytes(), "too_large"),
     ];
     for (message, _) in &table {
-        publish(REDIS_URL, &channel, message).await;
+        publish(&redis_url(), &channel, message).await;
     }
-    publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
+    publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
 
     for (message, label) in &table {
         match worker.next_outcome().await {

@@ -220,6 +220,7 @@ async fn a_taken_listen_address_stops_start_up_naming_the_setting() {
         .env("NOTIFIER_CONFIG", config_path())
         .env("DATABASE_URL", &db.url)
         .env("NOTIFIER_HTTP_ADDR", &addr)
+        .env("REDIS_URL", redis_url())
         .arg("run")
         .output()
         .await
