@@ -14,3 +14,4 @@ mod operations;
 mod promql;
 mod queries;
 mod subscriber;
+mod test_command;
