@@ -43,9 +43,9 @@ async fn two_deployments_on_one_redis_each_notify_for_the_same_talk() {
     let mut on_mysql = deployment(&prefix, &second, &mysql).await;
 
     // Act: the same event, with the same event_id, on both channels.
-    publish(REDIS_URL, &first, r#"{"talk_id": 100}"#).await;
+    publish(&redis_url(), &first, r#"{"talk_id": 100}"#).await;
     let first_outcome = on_postgres.next_outcome().await;
-    publish(REDIS_URL, &second, r#"{"talk_id": 100}"#).await;
+    publish(&redis_url(), &second, r#"{"talk_id": 100}"#).await;
     let second_outcome = on_mysql.next_outcome().await;
 
     // Assert
@@ -65,7 +65,7 @@ async fn replicas_of_one_deployment_still_skip_each_others_duplicates() {
     let mut b = deployment(&prefix, &channel, &db).await;
 
     // Act: one publish reaches both replicas.
-    publish(REDIS_URL, &channel, r#"{"talk_id": 100}"#).await;
+    publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
     let outcomes = [a.next_outcome().await, b.next_outcome().await];
 
     // Assert

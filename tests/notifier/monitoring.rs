@@ -336,11 +336,12 @@ impl LiveNotifier {
         let apns_key = live.dir.path().join("apns-key.p8").display().to_string();
         let endpoint = live.stand_in.tls_endpoint();
         let live_vars = live.vars();
+        let redis = redis_url();
         let mut vars: Vec<(&str, &str)> = live_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         vars.extend([
             ("NOTIFIER_CONFIG", config.as_str()),
             ("DATABASE_URL", &db.url),
-            ("REDIS_URL", REDIS_URL),
+            ("REDIS_URL", redis.as_str()),
             ("NOTIFIER_CHANNEL", &channel),
             ("NOTIFIER_HTTP_ADDR", &http_addr),
             ("APNS_ENDPOINT", &endpoint),
@@ -385,10 +386,10 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
 
     // Act: one event through the channel.
     let channel = &notifier.channel;
-    wait_for_subscriber(REDIS_URL, channel).await;
+    wait_for_subscriber(&redis_url(), channel).await;
     let now = chrono::Utc::now().to_rfc3339();
     let event = format!(r#"{{"talk_id": 100, "published_at": "{now}"}}"#);
-    publish(REDIS_URL, channel, &event).await;
+    publish(&redis_url(), channel, &event).await;
     let mut metrics = String::new();
     for _ in 0..150 {
         metrics = notifier.metrics().await;
