@@ -217,9 +217,6 @@ fn diagnose(e: &rustls::Error) -> String {
         Error::AlertReceived(
             Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
         ) => format!("the server rejected the client certificate ({CERT_FILE})"),
-        Error::InvalidMessage(_) => {
-            "the server did not answer in TLS (is it a plain redis:// port?)".into()
-        }
         other => other.to_string(),
     }
 }

@@ -10,4 +10,5 @@ mod helpers;
 mod malformed;
 mod operations;
 mod queries;
+mod redis_tls;
 mod subscriber;
