@@ -423,11 +423,9 @@ async fn a_host_the_server_certificate_does_not_name_is_told_as_such() {
     let settings = settings_with(&[("REDIS_URL", &url), ("REDIS_CA_FILE", &ca)]);
     let client = notifier::redis_client::open(&settings.redis).unwrap();
 
-    let err = client
-        .get_multiplexed_async_connection()
-        .await
-        .err()
-        .expect("no connection to a host the certificate does not name");
+    let Err(err) = client.get_multiplexed_async_connection().await else {
+        panic!("no connection to a host the certificate does not name");
+    };
 
     let told = notifier::redis_client::Explained(&err).to_string();
     assert_eq!(
