@@ -62,8 +62,20 @@ pub enum Renewal {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("Redis: {0}")]
-pub struct ClaimError(#[from] redis::RedisError);
+pub enum ClaimError {
+    /// Not a `source`: the message already tells the cause (`Explained`), and a chain printed
+    /// with `{:#}` would repeat it.
+    #[error("{}", crate::redis_client::Explained(.0))]
+    Redis(redis::RedisError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+}
+
+impl From<redis::RedisError> for ClaimError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e)
+    }
+}
 
 /// The claim store.
 #[derive(Clone)]
@@ -156,13 +168,13 @@ return 1
 
 impl Claims {
     pub async fn connect(
-        redis_url: &str,
+        redis: &crate::settings::RedisSettings,
         prefix: &str,
         owner: String,
         lease: Duration,
         window: Duration,
     ) -> Result<Self, ClaimError> {
-        let client = redis::Client::open(redis_url)?;
+        let client = crate::redis_client::open(redis)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))

@@ -16,6 +16,7 @@ use crate::push::dry_run::DryRunPusher;
 use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
 use crate::push::retry::{RetryPolicy, deliver};
 use crate::push::{MaskedToken, Push, PushOutcome};
+use crate::redis_client::Explained;
 use crate::settings::{SendMode, Settings, redact_url};
 use crate::worker::{Pushers, Worker};
 
@@ -228,21 +229,22 @@ async fn publish(
     // Check it as the worker will, so a bad id fails here rather than in the worker's log.
     let json = event.to_json();
     TalkPosted::parse(json.as_bytes()).context("the event would be rejected")?;
-    let client = redis::Client::open(settings.redis.url.as_str())?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to Redis at {}",
-                redact_url(&settings.redis.url)
-            )
-        })?;
-    let receivers: i64 = redis::cmd("PUBLISH")
-        .arg(&settings.service.channel)
-        .arg(&json)
-        .query_async(&mut conn)
-        .await?;
+    let client = crate::redis_client::open(&settings.redis)?;
+    let publish = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PUBLISH")
+            .arg(&settings.service.channel)
+            .arg(&json)
+            .query_async::<i64>(&mut conn)
+            .await
+    };
+    let receivers = publish.await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot publish to Redis at {}: {}",
+            redact_url(&settings.redis.url),
+            Explained(&e)
+        )
+    })?;
     println!(
         "Published {json} on {}: {receivers} subscriber(s) received it.",
         settings.service.channel
@@ -341,14 +343,15 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
     report("database (DATABASE_URL)", db.await);
 
     let redis = async {
-        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let client = crate::redis_client::open(&settings.redis)?;
         let ping = async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             redis::cmd("PING").query_async::<String>(&mut conn).await
         };
         let pong = tokio::time::timeout(settings.redis.timeout(), ping)
             .await
-            .context("no answer in time")??;
+            .context("no answer in time")?
+            .map_err(|e| anyhow::anyhow!("{}", Explained(&e)))?;
         anyhow::Ok(format!("{pong} from {}", redact_url(&settings.redis.url)))
     };
     report("Redis (REDIS_URL)", redis.await);

@@ -25,6 +25,7 @@ pub mod event;
 pub mod fanout;
 pub mod prune;
 pub mod push;
+pub mod redis_client;
 pub mod settings;
 pub mod stand_in;
 pub mod status;

@@ -20,6 +20,9 @@ pub const ENV_VARS: &[&str] = &[
     "APP_ENV",
     "NOTIFIER_SEND_MODE",
     "REDIS_URL",
+    "REDIS_CA_FILE",
+    "REDIS_CLIENT_CERT_FILE",
+    "REDIS_CLIENT_KEY_FILE",
     "DATABASE_URL",
     "NOTIFIER_CONFIG",
     "NOTIFIER_CHANNEL",
@@ -57,7 +60,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(setting: impl Into<String>, reason: impl fmt::Display) -> Self {
+    pub(crate) fn new(setting: impl Into<String>, reason: impl fmt::Display) -> Self {
         Self {
             setting: setting.into(),
             reason: reason.to_string(),
@@ -192,6 +195,15 @@ pub struct RedisSettings {
     pub timeout_secs: u64,
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
+    /// PEM roots trusted for `rediss://` in addition to the system's (`REDIS_CA_FILE`).
+    #[serde(skip)]
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and key, for servers that require one (`REDIS_CLIENT_CERT_FILE`,
+    /// `REDIS_CLIENT_KEY_FILE`).
+    #[serde(skip)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl RedisSettings {
@@ -343,6 +355,9 @@ impl Settings {
         if let Some(v) = set("REDIS_URL") {
             self.redis.url = v;
         }
+        self.redis.ca_file = set("REDIS_CA_FILE").map(PathBuf::from);
+        self.redis.client_cert_file = set("REDIS_CLIENT_CERT_FILE").map(PathBuf::from);
+        self.redis.client_key_file = set("REDIS_CLIENT_KEY_FILE").map(PathBuf::from);
         if let Some(v) = set("DATABASE_URL") {
             self.database.url = v;
         }
@@ -467,21 +482,8 @@ impl Settings {
                 "must be from 1 to 64",
             ));
         }
-        if self.redis.url.starts_with("rediss:") {
-            return Err(SettingsError::new(
-                "REDIS_URL",
-                "rediss:// (TLS) is not supported by this build; use redis://",
-            ));
-        }
-        if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
-            return Err(SettingsError::new(
-                "REDIS_URL",
-                format!(
-                    "{} is not a usable Redis URL: {e}",
-                    redact_url(&self.redis.url)
-                ),
-            ));
-        }
+        // Builds a client once: the URL, the TLS files and how they go together are checked here.
+        crate::redis_client::open(&self.redis)?;
         if self.redis.ping_interval_secs == 0
             || self.redis.timeout_secs == 0
             || self.redis.reconnect_initial_ms == 0
@@ -610,6 +612,15 @@ impl Settings {
             ),
             ("NOTIFIER_SEND_MODE", self.send_mode.as_str().into()),
             ("REDIS_URL", redact_url(&self.redis.url)),
+            ("REDIS_CA_FILE", path_or_unset(&self.redis.ca_file)),
+            (
+                "REDIS_CLIENT_CERT_FILE",
+                path_or_unset(&self.redis.client_cert_file),
+            ),
+            (
+                "REDIS_CLIENT_KEY_FILE",
+                path_or_unset(&self.redis.client_key_file),
+            ),
             ("DATABASE_URL", redact_url(&self.database.url)),
             ("NOTIFIER_CHANNEL", self.service.channel.clone()),
             (
@@ -670,6 +681,11 @@ fn or_unset(value: &str) -> String {
     } else {
         value.to_string()
     }
+}
+
+fn path_or_unset(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map_or_else(|| "(unset)".into(), |p| p.display().to_string())
 }
 
 fn config_name(path: &Option<PathBuf>) -> String {
@@ -814,7 +830,8 @@ mod tests {
             ("NOTIFIER_SEND_MODE", "loud", "NOTIFIER_SEND_MODE"),
             ("DATABASE_URL", "oracle://x", "DATABASE_URL"),
             ("REDIS_URL", "http://x", "REDIS_URL"),
-            ("REDIS_URL", "rediss://cache:6380", "REDIS_URL"),
+            ("REDIS_URL", "rediss://cache:6380/#insecure", "REDIS_URL"),
+            ("REDIS_CA_FILE", "/nonexistent/ca.pem", "REDIS_URL"),
             ("LOG_FORMAT", "xml", "LOG_FORMAT"),
             ("NOTIFIER_HTTP_ADDR", "nowhere", "NOTIFIER_HTTP_ADDR"),
             (

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::settings::{InputSettings, RedisSettings, redact_url};
+use crate::redis_client::Explained;
+use crate::settings::{InputSettings, RedisSettings, SettingsError, redact_url};
 
 /// One message from the input, whichever it is.
 #[derive(Debug, Clone)]
@@ -53,9 +54,9 @@ impl StreamInput {
         consumer: &str,
         claim_idle: Duration,
         reading: watch::Sender<bool>,
-    ) -> Result<Self, redis::RedisError> {
+    ) -> Result<Self, SettingsError> {
         Ok(Self {
-            client: redis::Client::open(redis.url.as_str())?,
+            client: crate::redis_client::open(redis)?,
             reading,
             connected_before: std::sync::atomic::AtomicBool::new(false),
             redis: redis.clone(),
@@ -80,7 +81,7 @@ impl StreamInput {
                 Err(e) => e,
             };
             let delay = backoff.next_delay();
-            warn!(redis = %redact_url(&self.redis.url), reason = %reason, retry_in_ms = delay.as_millis() as u64,
+            warn!(redis = %redact_url(&self.redis.url), reason = %Explained(&reason), retry_in_ms = delay.as_millis() as u64,
                 "Reading the event stream failed; reconnecting.");
             tokio::select! {
                 _ = stop.cancelled() => return,

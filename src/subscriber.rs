@@ -15,13 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::settings::{RedisSettings, redact_url};
+use crate::redis_client::Explained;
+use crate::settings::{RedisSettings, SettingsError, redact_url};
 use crate::stream::Incoming;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    #[error("Redis URL is not usable: {0}")]
-    Url(#[source] redis::RedisError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 /// Why one subscription ended.
@@ -46,7 +47,7 @@ impl Subscriber {
         channel: &str,
         subscribed: watch::Sender<bool>,
     ) -> Result<Self, SubscribeError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(SubscribeError::Url)?;
+        let client = crate::redis_client::open(settings)?;
         Ok(Self {
             client,
             channel: channel.to_string(),
@@ -109,12 +110,12 @@ impl Subscriber {
         let pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| format!("connecting timed out after {timeout:?}"))?
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| format!("cannot connect: {}", Explained(&e)))?;
         let (mut sink, stream) = pubsub.split();
         tokio::time::timeout(timeout, sink.subscribe(&self.channel))
             .await
             .map_err(|_| format!("SUBSCRIBE timed out after {timeout:?}"))?
-            .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
+            .map_err(|e| format!("SUBSCRIBE failed: {}", Explained(&e)))?;
         Ok((sink, stream))
     }
 
@@ -149,7 +150,7 @@ impl Subscriber {
                     let timeout = self.settings.timeout();
                     match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Ended::Dropped(format!("PING failed: {e}")),
+                        Ok(Err(e)) => return Ended::Dropped(format!("PING failed: {}", Explained(&e))),
                         Err(_) => return Ended::Dropped(format!("no answer to PING within {timeout:?}")),
                     }
                 }

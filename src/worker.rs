@@ -183,7 +183,7 @@ impl Worker {
     /// Connects the claim store the settings describe, under a name unique to this process.
     pub async fn connect_claims(settings: &Settings) -> Result<Claims, crate::claims::ClaimError> {
         Claims::connect(
-            &settings.redis.url,
+            &settings.redis,
             &settings.claims_prefix(),
             crate::claims::owner_name(),
             settings.claims.lease(),

@@ -13,7 +13,7 @@ use crate::helpers::*;
 const BIN: &str = env!("CARGO_BIN_EXE_notifier");
 
 /// The binary with a clean environment: only what the test sets (and PATH).
-fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
+pub(crate) fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
     // Event claims live in the shared Redis: a key prefix of this test's own keeps runs apart.
     let config = dir.join("notifier.toml");
     if !config.exists() {

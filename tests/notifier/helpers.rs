@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use notifier::database::{Backend, Database};
 use notifier::push::{Push, PushOutcome, Pusher};
-use notifier::settings::Settings;
+use notifier::settings::{InputMode, Settings};
 use notifier::worker::{EventOutcome, Pushers, Worker};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -468,8 +468,25 @@ impl RunningWorker {
             handle,
         };
         let s = running.worker.settings();
-        wait_for_subscriber(&s.redis.url, &s.service.channel).await;
+        match s.input.mode {
+            InputMode::Pubsub => {
+                let client = notifier::redis_client::open(&s.redis).expect("Redis settings");
+                wait_for_subscriber_with(&client, &s.service.channel).await;
+            }
+            InputMode::Stream => running.wait_until_reading().await,
+        }
         running
+    }
+
+    async fn wait_until_reading(&self) {
+        for _ in 0..300 {
+            match self.worker.not_ready().await {
+                None => return,
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let why = self.worker.not_ready().await.unwrap_or_default();
+        panic!("the worker is not reading its stream within 15 s: {why}");
     }
 
     /// The next event outcome, or a panic if none comes in time.
@@ -516,7 +533,16 @@ pub async fn publish(url: &str, channel: &str, message: impl AsRef<[u8]>) -> i64
 
 /// Waits until someone is subscribed to `channel`, so a publish is not lost.
 pub async fn wait_for_subscriber(url: &str, channel: &str) {
-    let mut conn = redis_connection(url).await;
+    let client = redis::Client::open(url).expect("a valid Redis URL");
+    wait_for_subscriber_with(&client, channel).await;
+}
+
+/// [`wait_for_subscriber`] through a client of the caller's (TLS, a password).
+pub async fn wait_for_subscriber_with(client: &redis::Client, channel: &str) {
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis is needed by this test and did not answer: {e}"));
     for _ in 0..300 {
         let (_, n): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -537,17 +563,57 @@ pub struct OwnRedis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Child,
+    options: OwnRedisOptions,
+    /// What the readiness PING goes through.
+    client: redis::Client,
+}
+
+/// How a test's own redis-server differs from a plain one.
+#[derive(Debug, Clone, Default)]
+pub struct OwnRedisOptions {
+    /// Serve TLS only, on the port, with these PEM files.
+    pub tls: Option<ServerTls>,
+    /// More arguments: `--requirepass`, `--user`, `--tls-auth-clients`…
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that client certificates must come from.
+    pub ca: PathBuf,
+    /// Whether clients must show a certificate (`--tls-auth-clients`; Redis's default is yes).
+    pub client_certificates: bool,
 }
 
 impl OwnRedis {
     pub async fn start() -> Self {
+        Self::start_with(OwnRedisOptions::default(), |port| {
+            redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url")
+        })
+        .await
+    }
+
+    /// A server started with `options`; `client` makes, for its port, the client whose PING says
+    /// it is up (with the CA, the password or the client certificate it needs).
+    pub async fn start_with(
+        options: OwnRedisOptions,
+        client: impl FnOnce(u16) -> redis::Client,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let child = spawn_redis(port, dir.path());
-        let server = Self { port, dir, child };
+        let child = spawn_redis(port, dir.path(), &options);
+        let server = Self {
+            port,
+            dir,
+            child,
+            options,
+            client: client(port),
+        };
         server.wait_ready().await;
         server
     }
@@ -566,25 +632,25 @@ impl OwnRedis {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_redis(self.port, self.dir.path());
+        self.child = spawn_redis(self.port, self.dir.path(), &self.options);
         self.wait_ready().await;
     }
 
     async fn wait_ready(&self) {
-        let client = redis::Client::open(self.url()).expect("url");
+        let mut last = None;
         for _ in 0..100 {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-            {
-                return;
+            let ping = async {
+                let mut c = self.client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            };
+            match ping.await {
+                Ok(_) => return,
+                Err(e) => last = Some(e),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "the test's own redis-server on port {} did not answer PING",
+            "the test's own redis-server on port {} did not answer PING: {last:?}",
             self.port
         );
     }
@@ -597,18 +663,24 @@ impl Drop for OwnRedis {
     }
 }
 
-fn spawn_redis(port: u16, dir: &Path) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+fn spawn_redis(port: u16, dir: &Path, options: &OwnRedisOptions) -> Child {
+    let mut command = Command::new("redis-server");
+    command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    match &options.tls {
+        None => command.args(["--port", &port.to_string()]),
+        Some(tls) => command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&tls.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca)
+            .arg("--tls-auth-clients")
+            .arg(if tls.client_certificates { "yes" } else { "no" }),
+    };
+    command
+        .args(&options.args)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())

@@ -13,5 +13,6 @@ mod monitoring;
 mod operations;
 mod promql;
 mod queries;
+mod redis_tls;
 mod subscriber;
 mod test_command;
