@@ -249,15 +249,7 @@ fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Settings;
-
-    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::load(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-    }
+    use crate::settings::load_with as load;
 
     /// A CA and a client certificate and key, and a key of no certificate, as PEM files.
     fn pem_files() -> (tempfile::TempDir, [String; 4]) {

@@ -763,17 +763,21 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Settings as the process would load them with only these variables set, for unit tests.
+#[cfg(test)]
+pub(crate) fn load_with(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::load(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-    }
+    use super::load_with as load;
 
     #[test]
     fn defaults_come_from_the_shipped_file_and_mean_dry_run() {
