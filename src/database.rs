@@ -804,6 +804,29 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_query_needs_after_id_but_no_longer_limit() {
+        let mut settings = QuerySettings {
+            content: "SELECT 1 WHERE :talk_id = 1".into(),
+            audience: "SELECT * FROM d WHERE id > :after_id ORDER BY id".into(),
+            prune: "UPDATE d SET x = 1 WHERE id IN (:device_ids)".into(),
+        };
+        assert!(Queries::prepare(&settings, Backend::MySql).is_ok());
+        settings.audience = "SELECT * FROM d ORDER BY id LIMIT :limit".into();
+        let refused = Queries::prepare(&settings, Backend::MySql).unwrap_err();
+        assert_eq!(refused.setting, "queries.audience");
+        // "No limit" is a value each backend reads as such (see `no_limit`).
+        assert_eq!(Backend::Postgres.no_limit(), Param::Int(None));
+        assert_eq!(Backend::Sqlite.no_limit(), Param::Int(Some(i64::MAX)));
+    }
+
+    #[test]
+    fn reads_leave_two_connections_to_short_statements() {
+        assert_eq!(audience_reads(10), 8);
+        assert_eq!(audience_reads(3), 1);
+        assert_eq!(audience_reads(1), 1, "a pool of one still reads");
+    }
+
+    #[test]
     fn backends_are_chosen_by_url_scheme() {
         assert_eq!(Backend::from_url("postgres://x/y"), Some(Backend::Postgres));
         assert_eq!(
