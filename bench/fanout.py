@@ -8,10 +8,13 @@ same run against the same stand-in and the same request.
     python3 bench/fanout.py --devices 1000000 --runs 1 --no-ceiling
     python3 bench/fanout.py --devices 10000 --db sqlite
     python3 bench/fanout.py --devices 100000 --apns-every 2 --runs 3    # half through APNs
+    python3 bench/fanout.py --devices 100000 --db mariadb --no-analyze --no-ceiling
+    python3 bench/fanout.py --devices 100000 --query expr --no-ceiling  # ORDER BY an expression
 
-Needs: cargo, PostgreSQL on 127.0.0.1:5432 (role postgres, trust) for --db postgres, sqlite3 for
---db sqlite, Redis on 127.0.0.1:6379, and h2load (Debian: nghttp2-client). Prints one line per run
-and the medians; --json writes them to a file.
+Needs: cargo, PostgreSQL on 127.0.0.1:5432 (role postgres, trust) for --db postgres, MariaDB on
+127.0.0.1:3306 (root, no password) for --db mariadb, sqlite3 for --db sqlite, Redis on
+127.0.0.1:6379, and h2load (Debian: nghttp2-client). Prints one line per run and the medians;
+--json writes them to a file. bench/audience.py runs the audience-read cases across databases.
 """
 import argparse
 import json
@@ -79,24 +82,75 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def fill_postgres(admin, name, url, devices, provider):
-    sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
-    sh(*admin, "-d", name, "-c", f"""
+TABLES = ("users", "programs", "talks", "clips", "devices")
+ONE_TALK = """
         INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
         INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
         INSERT INTO talks (id, program_id, user_id, title) VALUES (1, 1, 1, 'Everyone listens');
-        INSERT INTO clips (user_id, program_id) VALUES (2, 1);
+        INSERT INTO clips (user_id, program_id) VALUES (2, 1);"""
+
+# --query expr: the reference audience query ordered by an expression, so that no index gives the
+# order (as an app's own query through other tables may be). It keeps `LIMIT :limit`, as queries
+# written for page-by-page reads do, so that older builds run it too.
+EXPR_QUERY = """
+SELECT d.id AS device_id, d.user_id AS user_id, d.provider AS provider, d.platform AS platform,
+       d.token AS token, u.locale AS locale, d.updated_at AS updated_at
+FROM devices d
+LEFT JOIN users u ON u.id = d.user_id
+WHERE d.id > :after_id
+  AND d.provider = :provider
+  AND d.disabled_at IS NULL
+  AND (:author_id IS NULL OR d.user_id <> :author_id)
+  AND EXISTS (SELECT 1 FROM clips c WHERE c.user_id = d.user_id AND c.program_id = :program_id)
+ORDER BY d.id + 0
+LIMIT :limit
+"""
+
+
+def fill_postgres(admin, name, url, devices, provider, analyze=True):
+    sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
+    # No statistics, as right after a bulk load: autovacuum (which would analyze) kept off.
+    fresh = "" if analyze else "".join(
+        f"ALTER TABLE {t} SET (autovacuum_enabled = false);" for t in TABLES)
+    sh(*admin, "-d", name, "-c", f"""{fresh}{ONE_TALK}
         INSERT INTO devices (id, user_id, provider, platform, token)
           SELECT i, 2, {provider}, 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
           FROM generate_series(1, {devices}) AS i;
-        ANALYZE;""")
+        {"ANALYZE;" if analyze else ""}""")
 
 
-def make_audience(db, devices, workdir, apns_every):
+def fill_mariadb(admin, name, url, devices, provider, analyze=True):
+    sh(os.path.join(BIN, "notifier"), "migrate", env={**os.environ, "DATABASE_URL": url})
+    # No statistics: InnoDB's persistent statistics and their automatic recalculation off (it
+    # would otherwise recompute them in the background after the load), and no ANALYZE TABLE.
+    fresh = "" if analyze else "".join(
+        f"ALTER TABLE {t} STATS_PERSISTENT = 0, STATS_AUTO_RECALC = 0;" for t in TABLES)
+    sh(*admin, name, "-e", f"""{fresh}{ONE_TALK}
+        SET STATEMENT max_recursive_iterations = 100000000 FOR
+        INSERT INTO devices (id, user_id, provider, platform, token)
+          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {devices})
+          SELECT i, 2, {provider}, 'android', CONCAT('bench-token-', LPAD(i, 9, '0'), REPEAT('x', 140)) FROM n;
+        {"ANALYZE TABLE " + ", ".join(TABLES) + ";" if analyze else ""}""")
+
+
+def make_audience(db, devices, workdir, apns_every, analyze=True):
     """A talk whose program one listener clipped, with `devices` devices: every `apns_every`-th one
-    (0: none) an iPhone reached through APNs, the others Android through FCM."""
+    (0: none) an iPhone reached through APNs, the others Android through FCM. Without `analyze`
+    the database has no planner statistics, as right after a bulk load."""
     every = apns_every if apns_every > 0 else devices + 1
     provider = f"CASE WHEN i % {every} = 0 THEN 'apns' ELSE 'fcm' END"
+    if db == "mariadb":
+        name = f"notifier_bench_{os.getpid()}"
+        admin = ["mariadb", "-h", "127.0.0.1", "-u", "root"]
+        sh(*admin, "-e", f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        url = f"mysql://root@127.0.0.1:3306/{name}"
+        drop = lambda: sh(*admin, "-e", f"DROP DATABASE IF EXISTS {name}")
+        try:
+            fill_mariadb(admin, name, url, devices, provider, analyze)
+        except BaseException:
+            drop()
+            raise
+        return url, drop
     if db == "postgres":
         name = f"notifier_bench_{os.getpid()}"
         admin = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
@@ -105,7 +159,7 @@ def make_audience(db, devices, workdir, apns_every):
         url = f"postgres://postgres@127.0.0.1:5432/{name}"
         drop = lambda: sh(*admin, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         try:
-            fill_postgres(admin, name, url, devices, provider)
+            fill_postgres(admin, name, url, devices, provider, analyze)
         except BaseException:
             drop()
             raise
@@ -164,6 +218,8 @@ def one_run(args, url, run):
                     f"[database]\npage_size = {args.page_size}\n"
                     f"[fcm]\nconcurrency = {args.concurrency}\n"
                     f"[apns]\nconcurrency = {args.concurrency}\n")
+            if args.query == "expr":
+                f.write(f'[queries]\naudience = """{EXPR_QUERY}"""\n')
         env = {
             "PATH": os.environ["PATH"], "APP_ENV": "production", "DATABASE_URL": url,
             "REDIS_URL": "redis://127.0.0.1:6379", "NOTIFIER_CHANNEL": channel,
@@ -247,6 +303,13 @@ def one_run(args, url, run):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def use_bin_dir(args):
+    global BIN
+    if args.bin_dir:
+        BIN = os.path.abspath(args.bin_dir)
+        args.no_build = True
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=100_000)
@@ -254,7 +317,12 @@ def main():
     p.add_argument("--concurrency", type=int, default=256, help="NOTIFIER_CONCURRENCY (FCM may use all of it)")
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--max-streams", type=int, default=100, help="the stand-in's SETTINGS_MAX_CONCURRENT_STREAMS")
-    p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--db", choices=["postgres", "mariadb", "sqlite"], default="postgres")
+    p.add_argument("--no-analyze", action="store_true",
+                   help="no planner statistics, as right after a bulk load (postgres, mariadb)")
+    p.add_argument("--query", choices=["default", "expr"], default="default",
+                   help="expr: the audience query ordered by an expression no index gives")
+    p.add_argument("--bin-dir", help="run the binaries in this directory (say, an older build); implies --no-build")
     p.add_argument("--apns-every", type=int, default=0, help="every K-th device goes through APNs (0: none)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=int, default=600)
@@ -265,13 +333,14 @@ def main():
     p.add_argument("--rust-log", default="warn,notifier::worker=info", help="the notifier's RUST_LOG")
     p.add_argument("--keep-logs", metavar="DIR", help="copy each run's notifier log here")
     args = p.parse_args()
+    use_bin_dir(args)
 
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "notifier", "--bin", "notifier-stand-in"],
                        cwd=ROOT, check=True)
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
     workdir = tempfile.mkdtemp(prefix="notifier-bench-db-")
-    url, drop = make_audience(args.db, args.devices, workdir, args.apns_every)
+    url, drop = make_audience(args.db, args.devices, workdir, args.apns_every, not args.no_analyze)
     runs = []
     try:
         for run in range(args.runs):

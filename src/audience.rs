@@ -1,13 +1,19 @@
-//! Who gets the push: the recipient devices of a talk, read page by page from the configured
-//! audience query in ascending device id order (keyset paging).
+//! Who gets the push: the recipient devices of a talk, streamed from the configured audience
+//! query in ascending device id order, one query per lane (and per resumed read).
 //!
-//! A page is bounded by `database.page_size`, so memory does not grow with the audience; the
-//! fan-out fetches the next page while the current one is being sent. Each device comes once:
-//! a device that the query returns twice (say, through a join) is dropped here.
+//! One query per page (keyset paging) is linear only when the database can read rows in id order
+//! from an index; when it cannot (no planner statistics yet, or an app's query ordered by an
+//! expression or through a join), every page sorts the whole remaining audience and an event costs
+//! O(N²/page). One streamed query sorts, at worst, once. Rows are handed on in pages of
+//! `database.page_size`, and while a page waits the query waits too, so memory does not grow with
+//! the audience. A read that fails midway resumes after the last device handed on. Each device
+//! comes once: a device that the query returns twice (say, through a join) is dropped here.
 
 use chrono::{DateTime, Utc};
 
-use crate::database::{Database, DatabaseError, FromRecord, Param, PreparedQuery, Record};
+use crate::database::{
+    Database, DatabaseError, FromRecord, Param, PreparedQuery, ReadEnd, Record, RowSink,
+};
 
 /// The push provider that reaches a device (`devices.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +67,13 @@ impl FromRecord for Device {
     }
 }
 
-/// The recipients of one talk, read one page at a time.
+/// Where a streamed audience hands its pages.
+pub trait PageSink: Send {
+    /// Takes a page of devices; resolves to `false` when no more are wanted.
+    fn page(&mut self, page: Vec<Device>) -> impl Future<Output = bool> + Send;
+}
+
+/// The recipients of one talk, streamed a page at a time.
 pub struct Audience {
     db: Database,
     query: PreparedQuery,
@@ -71,9 +83,8 @@ pub struct Audience {
     page_size: u32,
     /// Only this provider's devices, when set.
     provider: Option<Provider>,
-    /// The keyset cursor: the highest device id read so far.
+    /// Where the next read starts: the highest device id handed on so far.
     after_id: i64,
-    exhausted: bool,
 }
 
 impl Audience {
@@ -94,7 +105,6 @@ impl Audience {
             page_size,
             provider: None,
             after_id: 0,
-            exhausted: false,
         }
     }
 
@@ -115,63 +125,86 @@ impl Audience {
         self
     }
 
-    /// The next page of devices, or `None` when the audience is exhausted. A failed read leaves
-    /// the cursor where it was, so the call can simply be retried.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Device>>, DatabaseError> {
-        // Rows of another provider may fill whole pages; read on until one has devices for us.
-        while !self.exhausted {
-            let page = self.read_page().await?;
-            if !page.is_empty() {
-                return Ok(Some(page));
-            }
-        }
-        Ok(None)
+    /// The highest device id handed on so far: where the next read starts.
+    pub fn after_id(&self) -> i64 {
+        self.after_id
     }
 
-    async fn read_page(&mut self) -> Result<Vec<Device>, DatabaseError> {
-        let rows: Vec<Device> = self
-            .db
-            .fetch_all(
-                &self.query,
-                &[
-                    ("talk_id", Param::Int(Some(self.talk_id))),
-                    ("program_id", Param::Int(Some(self.program_id))),
-                    ("author_id", Param::Int(self.author_id)),
-                    ("after_id", Param::Int(Some(self.after_id))),
-                    ("limit", Param::Int(Some(i64::from(self.page_size)))),
-                    (
-                        "provider",
-                        Param::Text(self.provider.map(|p| p.as_str().to_string())),
-                    ),
-                ],
-            )
-            .await?;
-        // Work on a copy of the cursor: a page that fails validation must leave it untouched, so
-        // a retry reads the same page again.
-        let mut cursor = self.after_id;
-        let mut page = Vec::with_capacity(rows.len());
-        let full = rows.len() >= self.page_size as usize;
-        let any = !rows.is_empty();
-        for device in rows {
-            if device.id < cursor {
-                return Err(DatabaseError::Column {
-                    column: "device_id".into(),
-                    reason: "rows must come in ascending device_id order (ORDER BY device_id)"
-                        .into(),
-                });
-            }
-            if device.id == cursor {
-                continue; // the same device again (a duplicate row, or an inclusive cursor)
-            }
-            cursor = device.id;
-            if self.provider.is_none() || device.provider == self.provider {
-                page.push(device);
-            }
+    /// Reads the rest of the audience with one query, handing it to `sink` page by page. A read
+    /// that fails leaves the position after the last page handed on, so calling again resumes
+    /// there: no device is handed on twice, none is skipped.
+    pub async fn stream<S: PageSink>(&mut self, sink: &mut S) -> Result<ReadEnd, DatabaseError> {
+        let values = [
+            ("talk_id", Param::Int(Some(self.talk_id))),
+            ("program_id", Param::Int(Some(self.program_id))),
+            ("author_id", Param::Int(self.author_id)),
+            ("after_id", Param::Int(Some(self.after_id))),
+            ("limit", self.db.backend().no_limit()),
+            (
+                "provider",
+                Param::Text(self.provider.map(|p| p.as_str().to_string())),
+            ),
+        ];
+        let mut pager = Pager {
+            sink,
+            page: Vec::new(),
+            page_size: self.page_size.max(1) as usize,
+            provider: self.provider,
+            cursor: self.after_id,
+            handed: &mut self.after_id,
+        };
+        let end = self.db.stream(&self.query, &values, &mut pager).await?;
+        if end == ReadEnd::Exhausted && !pager.flush().await {
+            return Ok(ReadEnd::Stopped);
         }
-        // A short page is the last; a full page may be followed by more. A full page that did not
-        // move the cursor would be read forever.
-        self.exhausted = !full || !any || cursor == self.after_id;
-        self.after_id = cursor;
-        Ok(page)
+        Ok(end)
+    }
+}
+
+/// Cuts the rows of one read into pages, checking their order on the way.
+struct Pager<'a, S> {
+    sink: &'a mut S,
+    page: Vec<Device>,
+    page_size: usize,
+    provider: Option<Provider>,
+    /// The last device id read.
+    cursor: i64,
+    /// The last device id handed on (with every row before it): where a retry starts.
+    handed: &'a mut i64,
+}
+
+impl<S: PageSink> Pager<'_, S> {
+    /// Hands on the page being filled, if any; `false` when the sink wants no more.
+    async fn flush(&mut self) -> bool {
+        let page = std::mem::replace(&mut self.page, Vec::with_capacity(self.page_size));
+        let more = page.is_empty() || self.sink.page(page).await;
+        // Taken, even by a sink that wants no more: the next read starts after it.
+        *self.handed = self.cursor;
+        more
+    }
+}
+
+impl<S: PageSink> RowSink<Device> for Pager<'_, S> {
+    async fn take(&mut self, device: Device) -> Result<bool, DatabaseError> {
+        if device.id < self.cursor {
+            return Err(DatabaseError::Column {
+                column: "device_id".into(),
+                reason: "rows must come in ascending device_id order (ORDER BY device_id)".into(),
+            });
+        }
+        if device.id == self.cursor {
+            return Ok(true); // the same device again (a duplicate row, or an inclusive cursor)
+        }
+        self.cursor = device.id;
+        if self.provider.is_none() || device.provider == self.provider {
+            if self.page.capacity() == 0 {
+                self.page.reserve_exact(self.page_size);
+            }
+            self.page.push(device);
+        }
+        if self.page.len() >= self.page_size {
+            return Ok(self.flush().await);
+        }
+        Ok(true)
     }
 }

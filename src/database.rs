@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -39,6 +41,20 @@ pub const AUDIENCE_PARAMS: &[&str] = &[
     "provider",
 ];
 
+/// Pool connections left to short statements (the talk, prune batches, readiness pings): an
+/// audience read holds its connection for the whole read, so reads get the rest.
+pub const SHORT_STATEMENT_CONNECTIONS: u32 = 2;
+
+/// How many audience reads may be open at once in a pool of `max_connections` (at least one).
+/// Each event reads with one per provider lane, so `2 × service.max_concurrent_events` more
+/// connections than [`SHORT_STATEMENT_CONNECTIONS`] let every running event read at once; with
+/// fewer, lanes wait their turn (first come, first served) and nothing deadlocks.
+pub fn audience_reads(max_connections: u32) -> usize {
+    max_connections
+        .saturating_sub(SHORT_STATEMENT_CONNECTIONS)
+        .max(1) as usize
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
@@ -54,6 +70,17 @@ impl Backend {
             "mysql" | "mariadb" => Some(Backend::MySql),
             "sqlite" => Some(Backend::Sqlite),
             _ => None,
+        }
+    }
+
+    /// What `:limit` is bound to now that the audience is read with one query: the backend's
+    /// "no limit". PostgreSQL reads `LIMIT NULL` as `LIMIT ALL` and then plans for every row;
+    /// MariaDB returns no row for a NULL limit and SQLite refuses one, so they get the largest
+    /// BIGINT.
+    pub fn no_limit(self) -> Param {
+        match self {
+            Backend::Postgres => Param::Int(None),
+            Backend::MySql | Backend::Sqlite => Param::Int(Some(i64::MAX)),
         }
     }
 
@@ -201,6 +228,36 @@ impl Database {
         })
     }
 
+    /// Runs a prepared query on a connection of its own and hands each row to `sink` as it
+    /// arrives: a result of any size is read with one query in bounded memory, because while the
+    /// sink waits the rest stays in the server (TCP backpressure). The connection is held until
+    /// the read ends. One left mid-result is closed rather than returned to the pool, which would
+    /// first read and discard every remaining row.
+    pub async fn stream<T, S>(
+        &self,
+        query: &PreparedQuery,
+        values: &[(&str, Param)],
+        sink: &mut S,
+    ) -> Result<ReadEnd, DatabaseError>
+    where
+        T: FromRecord + Send,
+        S: RowSink<T>,
+    {
+        let (sql, binds) = query.render(values);
+        with_pool!(self, pool => {
+            let mut held = Held { conn: pool.acquire().await?, done: false };
+            let mut rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch(&mut *held.conn);
+            while let Some(row) = rows.try_next().await? {
+                if !sink.take(T::from_record(&row)?).await? {
+                    return Ok(ReadEnd::Stopped);
+                }
+            }
+            drop(rows);
+            held.done = true;
+            Ok(ReadEnd::Exhausted)
+        })
+    }
+
     /// Runs a prepared query and decodes the first row, if any.
     pub async fn fetch_optional<T: FromRecord>(
         &self,
@@ -229,6 +286,36 @@ impl Database {
 
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// What a streamed read does with each row, in order.
+pub trait RowSink<T>: Send {
+    /// Takes the next row; resolves to `false` to stop the read.
+    fn take(&mut self, row: T) -> impl Future<Output = Result<bool, DatabaseError>> + Send;
+}
+
+/// How a streamed read ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// Every row was read.
+    Exhausted,
+    /// The sink wanted no more.
+    Stopped,
+}
+
+/// A pool connection that a streamed read holds.
+struct Held<DB: sqlx::Database> {
+    conn: PoolConnection<DB>,
+    done: bool,
+}
+
+impl<DB: sqlx::Database> Drop for Held<DB> {
+    fn drop(&mut self) {
+        // Mid-result (stopped, failed or cancelled): close it, which also ends the query.
+        if !self.done {
+            self.conn.close_on_drop();
+        }
     }
 }
 
@@ -487,8 +574,9 @@ impl Queries {
                 &settings.audience,
                 backend,
                 AUDIENCE_PARAMS,
-                // Without these two the audience cannot be paged by keyset.
-                &["after_id", "limit"],
+                // Without it a read cut midway could not resume where it stopped. `:limit` is
+                // optional: queries written for page-by-page reads still work (see `no_limit`).
+                &["after_id"],
             )
             .map_err(named("audience"))?,
             prune: PreparedQuery::new(&settings.prune, backend, PRUNE_PARAMS, &["device_ids"])
@@ -713,6 +801,29 @@ mod tests {
         assert_eq!(missing.unwrap_err(), QueryError::MissingParam("after_id"));
         assert!(PreparedQuery::new("WHERE a = ?", Backend::MySql, ALL, &[]).is_err());
         assert!(PreparedQuery::new("WHERE a = $1", Backend::Postgres, ALL, &[]).is_err());
+    }
+
+    #[test]
+    fn an_audience_query_needs_after_id_but_no_longer_limit() {
+        let mut settings = QuerySettings {
+            content: "SELECT 1 WHERE :talk_id = 1".into(),
+            audience: "SELECT * FROM d WHERE id > :after_id ORDER BY id".into(),
+            prune: "UPDATE d SET x = 1 WHERE id IN (:device_ids)".into(),
+        };
+        assert!(Queries::prepare(&settings, Backend::MySql).is_ok());
+        settings.audience = "SELECT * FROM d ORDER BY id LIMIT :limit".into();
+        let refused = Queries::prepare(&settings, Backend::MySql).unwrap_err();
+        assert_eq!(refused.setting, "queries.audience");
+        // "No limit" is a value each backend reads as such (see `no_limit`).
+        assert_eq!(Backend::Postgres.no_limit(), Param::Int(None));
+        assert_eq!(Backend::Sqlite.no_limit(), Param::Int(Some(i64::MAX)));
+    }
+
+    #[test]
+    fn reads_leave_two_connections_to_short_statements() {
+        assert_eq!(audience_reads(10), 8);
+        assert_eq!(audience_reads(3), 1);
+        assert_eq!(audience_reads(1), 1, "a pool of one still reads");
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! The fan-out of one event: one lane per provider, each reading its own devices from the audience
-//! page by page and turning each into a push task.
+//! The fan-out of one event: one lane per provider, each streaming its own devices from the
+//! audience (one query, cut into pages) and turning each into a push task.
 //!
 //! A lane takes a permit from its provider's semaphore and then one from the global semaphore
 //! *before* spawning, so live push tasks never exceed either limit however large the audience,
 //! and a provider holds at most its own share of the global slots. The lanes share nothing that
 //! can block, so a slow or failing provider never holds up the other. Finished tasks are reaped
-//! as a lane goes and each lane holds at most three pages, so memory stays flat; the next page is
-//! read while the current one is sent. One failing push never stops the others.
+//! as a lane goes and each lane holds at most three pages (plus the one being cut), so memory
+//! stays flat: while they wait, the query waits too. One failing push never stops the others.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,10 +19,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::audience::{Audience, Device, Provider};
+use crate::audience::{Audience, Device, PageSink, Provider};
 use crate::backoff::Backoff;
 use crate::content::Rendered;
-use crate::database::DatabaseError;
+use crate::database::{DatabaseError, ReadEnd};
 use crate::prune::Dead;
 use crate::push::fcm::THIRD_PARTY_SETTING;
 use crate::push::retry::{RetryPolicy, deliver};
@@ -37,7 +37,11 @@ pub struct FanoutLimits {
     /// Pushes in flight at once per provider, each less than the global limit.
     pub fcm_permits: Arc<Semaphore>,
     pub apns_permits: Arc<Semaphore>,
-    /// How long a failing page read is retried before the event fails.
+    /// Audience reads open at once, all events together. Each holds a database connection for
+    /// its whole read, so there are fewer of them than pool connections: the rest stay free for
+    /// the talk and prune statements, which are short, so nothing waits on a read to finish.
+    pub audience_reads: Arc<Semaphore>,
+    /// How long a failing audience read is retried (from where it stopped) before the event fails.
     pub retry_pages_for: Duration,
     /// After a stop, how long in-flight pushes may take before they are abandoned.
     pub drain_timeout: Duration,
@@ -88,6 +92,9 @@ pub struct FanoutReport {
     pub paused: Vec<&'static str>,
     /// Audience pages read, all lanes together.
     pub pages: u64,
+    /// Audience queries run, all lanes together: one per lane, plus one per read resumed after a
+    /// failure.
+    pub queries: u64,
     /// Most devices held in memory at once, read but not yet handed to a push task.
     pub peak_buffered: usize,
     /// The fan-out was stopped (shutdown) before the whole audience was reached.
@@ -281,6 +288,7 @@ struct EventState {
     skipped: AtomicU64,
     retries: AtomicU64,
     pages: AtomicU64,
+    queries: AtomicU64,
     paused: [AtomicBool; 3],
     /// Failure reasons already logged for this event: each is logged once, then only counted.
     logged: Mutex<HashSet<String>>,
@@ -414,6 +422,7 @@ impl EventState {
                 .map(Pause::label)
                 .collect(),
             pages: self.pages.load(Ordering::Relaxed),
+            queries: self.queries.load(Ordering::Relaxed),
             peak_buffered: self.peak_buffered.load(Ordering::Relaxed),
             interrupted: self.interrupted.load(Ordering::Relaxed),
         }
@@ -441,6 +450,7 @@ pub async fn fan_out(
         skipped: AtomicU64::new(0),
         retries: AtomicU64::new(0),
         pages: AtomicU64::new(0),
+        queries: AtomicU64::new(0),
         paused: [
             AtomicBool::new(false),
             AtomicBool::new(false),
@@ -480,7 +490,7 @@ pub async fn fan_out(
     }
 }
 
-/// Sends one provider's devices: read a page, then permits first and a task per push.
+/// Sends one provider's devices: take a page, then permits first and a task per push.
 async fn run_lane(
     provider: Provider,
     audience: Audience,
@@ -493,8 +503,8 @@ async fn run_lane(
     let reader = tokio::spawn(read_pages(
         audience,
         pages_tx,
+        Arc::clone(&limits.audience_reads),
         limits.retry_pages_for,
-        stop.clone(),
         Arc::clone(&state),
     ));
     let pusher = state.delivery.pusher(provider).cloned();
@@ -664,48 +674,72 @@ fn task_ended(state: &EventState, done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Reads the audience page by page into `pages`, retrying a failed read with backoff.
+/// Hands a lane's pages to its channel, counting what is held.
+struct LaneSink<'a> {
+    pages: &'a mpsc::Sender<Result<Vec<Device>, DatabaseError>>,
+    state: &'a EventState,
+}
+
+impl PageSink for LaneSink<'_> {
+    async fn page(&mut self, page: Vec<Device>) -> bool {
+        let n = page.len();
+        self.state
+            .progress
+            .read
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let now = self.state.buffered.fetch_add(n, Ordering::Relaxed) + n;
+        self.state.peak_buffered.fetch_max(now, Ordering::Relaxed);
+        self.pages.send(Ok(page)).await.is_ok()
+    }
+}
+
+/// Streams the audience into `pages`. A read that fails is resumed after the last device handed
+/// on, with backoff, until it has failed for `retry_for` without progress. The lane aborts this
+/// task when it stops, which closes the read's connection.
 async fn read_pages(
     mut audience: Audience,
     pages: mpsc::Sender<Result<Vec<Device>, DatabaseError>>,
+    reads: Arc<Semaphore>,
     retry_for: Duration,
-    stop: CancellationToken,
     state: Arc<EventState>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failing_since = None;
     loop {
-        let page = match audience.next_page().await {
-            Ok(page) => page,
-            Err(e) => {
-                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() >= retry_for {
-                    let _ = pages.send(Err(e)).await;
-                    return;
-                }
-                let delay = backoff.next_delay();
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Reading the audience failed; retrying.");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => continue,
-                }
+        let before = audience.after_id();
+        let Ok(slot) = reads.acquire().await else {
+            return; // never closed
+        };
+        state.queries.fetch_add(1, Ordering::Relaxed);
+        let mut sink = LaneSink {
+            pages: &pages,
+            state: &state,
+        };
+        let result = audience.stream(&mut sink).await;
+        drop(slot);
+        let e = match result {
+            Ok(ReadEnd::Exhausted) => {
+                state.progress.lanes_read.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            Ok(ReadEnd::Stopped) => return,
+            Err(e) => e,
         };
-        failing_since = None;
-        backoff.reset();
-        let Some(page) = page else {
-            state.progress.lanes_read.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        state
-            .progress
-            .read
-            .fetch_add(page.len() as u64, Ordering::Relaxed);
-        let now = state.buffered.fetch_add(page.len(), Ordering::Relaxed) + page.len();
-        state.peak_buffered.fetch_max(now, Ordering::Relaxed);
-        if pages.send(Ok(page)).await.is_err() {
+        // A read cut after it made progress (a killed connection, or MariaDB's net_write_timeout
+        // ending the query of a lane held up by its provider) is not a failing database.
+        if audience.after_id() > before {
+            failing_since = None;
+            backoff.reset();
+        }
+        let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= retry_for {
+            let _ = pages.send(Err(e)).await;
             return;
         }
+        let delay = backoff.next_delay();
+        warn!(error = %e, after_id = audience.after_id(), retry_in_ms = delay.as_millis() as u64,
+            "Reading the audience failed; resuming after the last device read.");
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use crate::audience::{Audience, Provider};
 use crate::claims::{Claim, Claims, Renewal};
 use crate::content::{Talk, TalkRow, Templates};
-use crate::database::{Database, DatabaseError, Param, Queries};
+use crate::database::{Database, DatabaseError, Param, Queries, audience_reads};
 use crate::event::{Preview, Rejection, TalkPosted};
 use crate::fanout::{
     Checkpoint, Delivery, FanoutError, FanoutLimits, FanoutReport, Progress, fan_out,
@@ -157,6 +157,7 @@ impl Worker {
             apns_permits: Arc::new(Semaphore::new(
                 settings.service.provider_limit(settings.apns.concurrency),
             )),
+            audience_reads: Arc::new(Semaphore::new(reads_budget(&settings))),
             retry_pages_for: Duration::from_secs(settings.database.retry_for_secs),
             drain_timeout: settings.service.drain_timeout(),
         };
@@ -725,6 +726,23 @@ impl Worker {
             program_title: row.program_title,
         })
     }
+}
+
+/// Audience reads open at once; a WARN when the pool is too small for every running event's
+/// lanes to read at once.
+fn reads_budget(settings: &Settings) -> usize {
+    let reads = audience_reads(settings.database.max_connections);
+    let lanes = 2 * settings.service.max_concurrent_events;
+    if reads < lanes {
+        warn!(
+            max_connections = settings.database.max_connections,
+            max_concurrent_events = settings.service.max_concurrent_events,
+            audience_reads = reads,
+            "database.max_connections leaves room for {reads} audience reads at once, fewer than the {lanes} lanes of service.max_concurrent_events events: some lanes will wait their turn. Set it to {} to avoid that.",
+            lanes + crate::database::SHORT_STATEMENT_CONNECTIONS as usize
+        );
+    }
+    reads
 }
 
 fn log_summary(summary: &Summary, started: Instant) {
