@@ -1,16 +1,27 @@
-# The notifier and its FCM stand-in, built with the Rust toolchain and run on a small Debian image
-# with CA certificates, as a non-root user.
+# The notifier, built with the Rust toolchain and run on a small Debian image with CA certificates,
+# as a non-root user. The FCM stand-in (crates/stand-in) is built alongside but lives in an image of
+# its own, target `stand-in` (the compose `stand-in` profile): the product image (the last stage,
+# the default target) carries no test server and no throwaway key.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin notifier --bin notifier-stand-in
+RUN cargo build --release --locked -p notifier -p notifier-stand-in
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/notifier --create-home notifier
-COPY --from=build /src/target/release/notifier /src/target/release/notifier-stand-in /usr/local/bin/
+
+FROM runtime AS stand-in
+COPY --from=build /src/target/release/notifier-stand-in /usr/local/bin/
+USER notifier
+WORKDIR /var/lib/notifier
+EXPOSE 8443 8080
+ENTRYPOINT ["notifier-stand-in"]
+
+FROM runtime AS notifier
+COPY --from=build /src/target/release/notifier /usr/local/bin/
 COPY config/notifier.toml /etc/notifier/notifier.toml
 ENV NOTIFIER_CONFIG=/etc/notifier/notifier.toml \
     NOTIFIER_HTTP_ADDR=0.0.0.0:9464 \

@@ -71,7 +71,7 @@ def main():
     args = p.parse_args()
     fanout.use_bin_dir(args)
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "notifier", "--bin", "notifier-stand-in"],
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
                        cwd=fanout.ROOT, check=True)
 
     rows, runs = [], []

@@ -336,7 +336,7 @@ def main():
     use_bin_dir(args)
 
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "notifier", "--bin", "notifier-stand-in"],
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
                        cwd=ROOT, check=True)
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
     workdir = tempfile.mkdtemp(prefix="notifier-bench-db-")

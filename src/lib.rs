@@ -27,7 +27,6 @@ pub mod prune;
 pub mod push;
 pub mod redis_client;
 pub mod settings;
-pub mod stand_in;
 pub mod status;
 pub mod stream;
 pub mod subscriber;

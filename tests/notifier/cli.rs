@@ -246,10 +246,8 @@ async fn every_command_has_help() {
 }
 
 /// A stand-in in this process, and the variables that point the binary at it.
-async fn stand_in(dir: &Path) -> (notifier::stand_in::StandIn, Vec<(&'static str, String)>) {
-    let stand_in = notifier::stand_in::StandIn::start(Default::default())
-        .await
-        .unwrap();
+async fn stand_in(dir: &Path) -> (stand_in::StandIn, Vec<(&'static str, String)>) {
+    let stand_in = stand_in::StandIn::start(Default::default()).await.unwrap();
     let (ca, account) = stand_in.write_files(&dir.join("stand-in")).unwrap();
     let vars = vec![
         ("FCM_ENDPOINT", stand_in.tls_endpoint()),
@@ -273,10 +271,7 @@ fn refs<'a>(
 
 /// Strings that must never appear in any output: the key, a password, the bearer token.
 fn assert_no_secret(output: &str) {
-    let key_line = notifier::stand_in::SERVICE_ACCOUNT_KEY
-        .lines()
-        .nth(3)
-        .unwrap();
+    let key_line = stand_in::SERVICE_ACCOUNT_KEY.lines().nth(3).unwrap();
     for secret in ["PRIVATE KEY", key_line, "hunter2-secret", "ya29.stand-in"] {
         assert!(
             !output.contains(secret),
@@ -459,73 +454,4 @@ async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token()
             "{token} reached the log:\n{everything}"
         );
     }
-}
-
-#[tokio::test]
-async fn the_stand_in_binary_serves_fcm_and_writes_its_ca_and_service_account() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut stand_in = Command::new(env!("CARGO_BIN_EXE_notifier-stand-in"))
-        .args([
-            "--tls-addr",
-            "127.0.0.1:0",
-            "--plain-addr",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(dir.path().join("sd"))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(stand_in.stdout.take().unwrap()).lines();
-    let mut printed = std::collections::HashMap::new();
-    while printed.len() < 4 {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .expect("the stand-in prints its settings")
-            .unwrap()
-            .expect("a line");
-        if let Some((k, v)) = line.trim().split_once('=') {
-            printed.insert(k.to_string(), v.to_string());
-        } else if let Some(url) = line.trim().strip_prefix("stats: curl ") {
-            printed.insert("stats".into(), url.to_string());
-        }
-    }
-    let vars: Vec<(&str, &str)> = [
-        "FCM_ENDPOINT",
-        "NOTIFIER_EXTRA_CA_FILE",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-    ]
-    .iter()
-    .map(|k| (*k, printed[*k].as_str()))
-    .chain([("APP_ENV", "production")])
-    .collect();
-    let out = notifier(dir.path(), &vars)
-        .args([
-            "send",
-            "--provider",
-            "fcm",
-            "--token",
-            "tok-from-a-test-0001",
-            "--title",
-            "t",
-            "--body",
-            "b",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stats: Value = reqwest::get(&printed["stats"])
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["delivered"], 1, "{stats}");
-    assert_eq!(stats["token_requests"], 1);
 }

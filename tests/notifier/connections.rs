@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use notifier::push::http2::{Http2Client, Http2Error, Proxy};
-use notifier::stand_in::{StandIn, StandInConfig};
+use stand_in::{StandIn, StandInConfig};
 
 fn fcm_request(client: &Http2Client, token: &str) -> (http::Request<()>, bytes::Bytes) {
     let mut request = http::Request::new(());

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use notifier::database::Backend;
 use notifier::push::apns::{ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, TransportError};
-use notifier::stand_in::{StandIn, StandInConfig};
 use notifier::worker::{EventOutcome, Pushers, Summary, Worker};
 use serde_json::Value;
+use stand_in::{StandIn, StandInConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use notifier::database::Backend;
-use notifier::stand_in::{StandIn, StandInConfig};
+use stand_in::{StandIn, StandInConfig};
 use tokio::process::{Child, Command};
 
 use crate::helpers::*;

@@ -298,18 +298,25 @@ fn every_variable_compose_gives_the_notifier_is_one_it_understands() {
 fn the_dockerfile_builds_the_binaries_that_exist_and_checks_health_with_a_real_command() {
     let dockerfile =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
-    let manifest =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
-    for bin in ["notifier", "notifier-stand-in"] {
+    for (package, manifest) in [
+        ("notifier", "Cargo.toml"),
+        ("notifier-stand-in", "crates/stand-in/Cargo.toml"),
+    ] {
+        let text =
+            std::fs::read_to_string(format!("{}/{manifest}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(
-            manifest.contains(&format!("name = \"{bin}\"")),
-            "Cargo.toml has {bin}"
+            text.contains(&format!("name = \"{package}\"")),
+            "{manifest} has {package}"
         );
         assert!(
-            dockerfile.contains(&format!("--bin {bin}")),
-            "the Dockerfile builds {bin}"
+            dockerfile.contains(&format!("-p {package}")),
+            "the Dockerfile builds {package}"
         );
     }
+    // The product image, the last stage, carries no stand-in (its own target does).
+    let (_, product) = dockerfile.rsplit_once("\nFROM ").expect("stages");
+    assert!(!product.contains("notifier-stand-in"), "{product}");
+    assert!(dockerfile.contains(" AS stand-in\n"));
     let healthcheck = dockerfile
         .lines()
         .find(|l| l.starts_with("HEALTHCHECK"))

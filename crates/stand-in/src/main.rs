@@ -1,11 +1,11 @@
-//! `notifier-stand-in`: an FCM HTTP v1 + OAuth2 stand-in on loopback (see `notifier::stand_in`).
+//! `notifier-stand-in`: an FCM HTTP v1 + OAuth2 stand-in on loopback (see the `stand_in` library).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use notifier::stand_in::{StandIn, StandInConfig};
+use stand_in::{StandIn, StandInConfig};
 
 /// A stand-in for FCM HTTP v1 and Google's token endpoint, for staging load tests and the
 /// benchmark. Tokens containing unregistered, mismatch, invalid, thirdpartyauth, flaky, quota or
@@ -67,8 +67,30 @@ fn main() -> anyhow::Result<()> {
         println!("  NOTIFIER_EXTRA_CA_FILE={}", ca.display());
         println!("  GOOGLE_APPLICATION_CREDENTIALS={}", account.display());
         println!("  stats: curl http://{}/stats", stand_in.plain_addr);
-        notifier::cli::shutdown_signal().await;
+        shutdown_signal().await;
         stand_in.stop();
         anyhow::Ok(())
     })
+}
+
+/// Ctrl-C or, on Unix, SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
 }

@@ -1,0 +1,122 @@
+//! APNs `POST /3/device/{token}`: it verifies the ES256 provider token against the key the
+//! stand-in made (`apns-key.p8`), checks Apple's headers and the 4096-byte payload limit, and
+//! answers with Apple's reasons; tokens choose failures (`unregistered`, `bad`, `flaky`, `down`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::counters::{counted, record_delivery, tagged};
+use crate::oauth::base64url_decode;
+
+/// Apple's limit on a notification's payload.
+const APNS_LIMIT: usize = 4096;
+
+fn apns_error(status: StatusCode, reason: &'static str, timestamp: Option<u64>) -> Response {
+    let body = match timestamp {
+        Some(ms) => json!({"reason": reason, "timestamp": ms}),
+        None => json!({"reason": reason}),
+    };
+    tagged((status, Json(body)).into_response(), reason)
+}
+
+/// Whether `authorization: bearer <jwt>` is an ES256 token signed with the stand-in's APNs key.
+fn apns_token_ok(shared: &Shared, headers: &HeaderMap) -> bool {
+    let Some(jwt) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    if shared
+        .apns_verified
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(jwt)
+    {
+        return true;
+    }
+    let Some((signed, signature)) = jwt.rsplit_once('.') else {
+        return false;
+    };
+    let Some(signature) = base64url_decode(signature) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        &shared.apns_public_key,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .is_ok_and(|()| {
+        shared
+            .apns_verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(jwt.to_string());
+        true
+    })
+}
+
+/// APNs `POST /3/device/{token}`, as Apple answers it.
+pub(crate) async fn apns_send(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(token): UrlPath<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    counted(&shared, || apns_answer(&shared, &token, &headers, &body)).await
+}
+
+fn apns_answer(shared: &Shared, token: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let c = &shared.counters;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !apns_token_ok(shared, headers) {
+        return apns_error(StatusCode::FORBIDDEN, "InvalidProviderToken", None);
+    }
+    if header("apns-topic").is_none_or(str::is_empty) {
+        return apns_error(StatusCode::BAD_REQUEST, "MissingTopic", None);
+    }
+    if header("apns-push-type") != Some("alert") {
+        return apns_error(StatusCode::BAD_REQUEST, "InvalidPushType", None);
+    }
+    if header("apns-collapse-id").is_some_and(|id| id.len() > 64) {
+        return apns_error(StatusCode::BAD_REQUEST, "BadCollapseId", None);
+    }
+    if body.len() > APNS_LIMIT {
+        return apns_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", None);
+    }
+    if !serde_json::from_slice::<Value>(body).is_ok_and(|v| v["aps"].is_object()) {
+        return apns_error(StatusCode::BAD_REQUEST, "PayloadEmpty", None);
+    }
+    let once = |kind: &str| {
+        c.failed_once
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("apns-{kind}:{token}"))
+    };
+    if token.contains("unregistered") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        return apns_error(StatusCode::GONE, "Unregistered", Some(now));
+    }
+    if token.contains("bad") {
+        return apns_error(StatusCode::BAD_REQUEST, "BadDeviceToken", None);
+    }
+    if token.contains("down") || (token.contains("flaky") && once("flaky")) {
+        return apns_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None);
+    }
+    let collapse = header("apns-collapse-id").unwrap_or_default();
+    record_delivery(shared, token, collapse, None);
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(id) = format!("{:032x}", fastrand::u128(..)).parse() {
+        response.headers_mut().insert("apns-id", id);
+    }
+    response
+}

@@ -1,0 +1,255 @@
+//! A stand-in for FCM HTTP v1 and Google's OAuth2 token endpoint, on loopback: for load-testing
+//! staging without Google, for the benchmark, and for the tests.
+//!
+//! It serves HTTP/2 over TLS (with a CA it generates and writes to a file) and HTTP/1.1 or h2c on
+//! a plain port, checks requests the way FCM does, answers with FCM's real error bodies, and
+//! counts what it received (`GET /stats`). Tokens choose failures: a token containing
+//! `unregistered` gets 404 UNREGISTERED, `mismatch` 403 SENDER_ID_MISMATCH, `invalid` 400
+//! INVALID_ARGUMENT, `thirdpartyauth` 401 THIRD_PARTY_AUTH_ERROR, `flaky` one 503 then success,
+//! `quota` one 429 QUOTA_EXCEEDED then success, `down` 503 every time.
+//!
+//! It also stands in for APNs (`POST /3/device/{token}`, reached through `APNS_ENDPOINT`): it makes
+//! a signing key (`apns-key.p8`), verifies the ES256 provider tokens made with it, checks Apple's
+//! headers and the 4096-byte limit, and answers with Apple's reasons: a token containing
+//! `unregistered` gets 410 Unregistered with a timestamp, `bad` 400 BadDeviceToken, `flaky` one
+//! 503 then success, `down` 503 every time.
+//!
+//! Modules: `tls` (the listeners), `oauth` (the token endpoint), `fcm` and `faults` (FCM
+//! and the failures tokens ask for), `apns`, and `counters` (what `GET /stats` reports). It is
+//! a crate of its own so that the notifier's product binary carries none of it (least of all the
+//! service-account key below): the notifier's tests use it as a dev-dependency.
+
+mod apns;
+mod counters;
+mod faults;
+mod fcm;
+mod oauth;
+mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use counters::Counters;
+
+/// The service-account key the stand-in's token endpoint accepts. It is a throwaway key made for
+/// the stand-in; it grants nothing anywhere else.
+pub const SERVICE_ACCOUNT_KEY: &str = include_str!("service_account_key.pem");
+
+/// Makes ring the process's TLS crypto provider. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[derive(Debug, Clone)]
+pub struct StandInConfig {
+    pub tls_addr: SocketAddr,
+    pub plain_addr: SocketAddr,
+    /// The Firebase project it answers for.
+    pub project: String,
+    /// Added before every FCM answer.
+    pub latency: Duration,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS per HTTP/2 connection (Google's front ends say 100).
+    pub max_streams: u32,
+    /// Keep every delivered message for inspection (tests); off for load.
+    pub record: bool,
+    /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
+    /// service name, say).
+    pub host_names: Vec<String>,
+    /// Take any bearer token (for load generators such as h2load); off, only issued ones pass.
+    pub accept_any_token: bool,
+}
+
+impl Default for StandInConfig {
+    fn default() -> Self {
+        Self {
+            tls_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            plain_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            project: "stand-in-project".into(),
+            latency: Duration::ZERO,
+            max_streams: 100,
+            record: false,
+            host_names: Vec::new(),
+            accept_any_token: false,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: StandInConfig,
+    /// The APNs signing key, PKCS#8 PEM, and its public key for verifying provider tokens.
+    pub(crate) apns_key_pem: String,
+    pub(crate) apns_public_key: Vec<u8>,
+    /// Provider tokens already verified: like Apple, check a token once, not on every request.
+    pub(crate) apns_verified: Mutex<HashSet<String>>,
+    pub(crate) counters: Arc<Counters>,
+    /// While set, every send gets 503 (a provider outage).
+    pub(crate) outage: AtomicBool,
+}
+
+/// A running stand-in.
+pub struct StandIn {
+    pub tls_addr: SocketAddr,
+    pub plain_addr: SocketAddr,
+    /// The CA that signed its TLS certificate, in PEM.
+    pub ca_pem: String,
+    pub counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl StandIn {
+    pub async fn start(config: StandInConfig) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let (ca_pem, tls_config) = tls::tls_config(&config.host_names)?;
+        let tls_listener = TcpListener::bind(config.tls_addr).await?;
+        let plain_listener = TcpListener::bind(config.plain_addr).await?;
+        let counters = Arc::new(Counters::default());
+        let apns_key = rcgen::KeyPair::generate()?;
+        let shared = Arc::new(Shared {
+            apns_key_pem: apns_key.serialize_pem(),
+            apns_public_key: apns_key.public_key_raw().to_vec(),
+            apns_verified: Mutex::new(HashSet::new()),
+            config: config.clone(),
+            counters: Arc::clone(&counters),
+            outage: AtomicBool::new(false),
+        });
+        let app = router(Arc::clone(&shared));
+        let stop = CancellationToken::new();
+        let stand_in = Self {
+            tls_addr: tls_listener.local_addr()?,
+            plain_addr: plain_listener.local_addr()?,
+            ca_pem,
+            counters,
+            shared,
+            stop: stop.clone(),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
+        tokio::spawn(tls::serve(
+            tls_listener,
+            Some(acceptor),
+            app.clone(),
+            config.max_streams,
+            Arc::clone(&stand_in.counters),
+            stop.clone(),
+        ));
+        tokio::spawn(tls::serve(
+            plain_listener,
+            None,
+            app,
+            config.max_streams,
+            Arc::clone(&stand_in.counters),
+            stop,
+        ));
+        Ok(stand_in)
+    }
+
+    /// The FCM base URL over TLS (use with the CA), by host name so the certificate matches.
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.tls_addr.port())
+    }
+
+    pub fn plain_endpoint(&self) -> String {
+        format!("http://{}", self.plain_addr)
+    }
+
+    /// A service-account JSON whose `token_uri` is this stand-in's token endpoint.
+    pub fn service_account_json(&self) -> String {
+        service_account_json(&self.plain_endpoint(), &self.shared.config.project)
+    }
+
+    /// Writes `ca.pem` and `service-account.json` into `dir`; returns their paths.
+    pub fn write_files(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        self.write_files_for(dir, &self.plain_endpoint())
+    }
+
+    /// The same, with the token endpoint reached at `plain_base` (`http://stand-in:8080` from
+    /// another container).
+    pub fn write_files_for(
+        &self,
+        dir: &Path,
+        plain_base: &str,
+    ) -> std::io::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir)?;
+        let ca = dir.join("ca.pem");
+        let account = dir.join("service-account.json");
+        std::fs::write(&ca, &self.ca_pem)?;
+        std::fs::write(
+            &account,
+            service_account_json(plain_base, &self.shared.config.project),
+        )?;
+        std::fs::write(dir.join("apns-key.p8"), &self.shared.apns_key_pem)?;
+        Ok((ca, account))
+    }
+
+    /// Makes every send fail with 503 (true) or answer normally again (false).
+    pub fn set_outage(&self, on: bool) {
+        self.shared.outage.store(on, Ordering::Relaxed);
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub fn service_account_json(base: &str, project: &str) -> String {
+    json!({
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "stand-in",
+        "private_key": SERVICE_ACCOUNT_KEY,
+        "client_email": format!("notifier@{project}.iam.gserviceaccount.com"),
+        "client_id": "1",
+        "auth_uri": format!("{base}/auth"),
+        "token_uri": format!("{base}/token"),
+    })
+    .to_string()
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/token", post(oauth::token))
+        .route("/v1/projects/{project}/messages:send", post(fcm::send))
+        .route("/3/device/{token}", post(apns::apns_send))
+        .route("/stats", get(stats))
+        .route("/stats/reset", post(reset))
+        .route("/outage", post(outage))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(shared)
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(shared.counters.snapshot())
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.counters.reset();
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /outage?on=true|false`: every send fails with 503 while on.
+async fn outage(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> StatusCode {
+    let on = q.get("on").is_some_and(|v| v == "true");
+    shared.outage.store(on, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}

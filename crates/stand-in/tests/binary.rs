@@ -1,0 +1,106 @@
+//! The `notifier-stand-in` binary as staging and the compose `stand-in` profile run it: it prints
+//! where it listens, writes its CA and a service account, issues tokens and takes FCM sends over
+//! TLS. (The notifier's own tests push to the library in-process.)
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// What the binary printed: the `KEY=value` lines, and the stats URL under `stats`.
+async fn printed_settings(stdout: tokio::process::ChildStdout) -> HashMap<String, String> {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = HashMap::new();
+    while printed.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the stand-in prints its settings")
+            .unwrap()
+            .expect("a line");
+        if let Some((k, v)) = line.trim().split_once('=') {
+            printed.insert(k.to_string(), v.to_string());
+        } else if let Some(url) = line.trim().strip_prefix("stats: curl ") {
+            printed.insert("stats".into(), url.to_string());
+        }
+    }
+    printed
+}
+
+#[tokio::test]
+async fn the_stand_in_binary_serves_fcm_and_writes_its_ca_and_service_account() {
+    stand_in::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_notifier-stand-in"))
+        .args(["--tls-addr", "127.0.0.1:0", "--plain-addr", "127.0.0.1:0"])
+        .arg("--dir")
+        .arg(dir.path().join("sd"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let printed = printed_settings(child.stdout.take().unwrap()).await;
+    assert!(printed["FCM_ENDPOINT"].starts_with("https://localhost:"));
+    assert!(std::fs::exists(dir.path().join("sd/apns-key.p8")).unwrap());
+
+    // The service account's token endpoint issues an access token for the FCM scope.
+    let account: Value = serde_json::from_str(
+        &std::fs::read_to_string(&printed["GOOGLE_APPLICATION_CREDENTIALS"]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(account["project_id"], "stand-in-project");
+    let scope = json!({"scope": "https://www.googleapis.com/auth/firebase.messaging"});
+    let assertion = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(scope.to_string()));
+    let grant = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+    );
+    let ca = std::fs::read(&printed["NOTIFIER_EXTRA_CA_FILE"]).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let token: Value = client
+        .post(account["token_uri"].as_str().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(grant)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = token["access_token"].as_str().expect("an access token");
+
+    // FCM over TLS, trusted through the CA it wrote, takes a send with that token.
+    let url = format!(
+        "{}/v1/projects/stand-in-project/messages:send",
+        printed["FCM_ENDPOINT"]
+    );
+    let message = json!({"message": {"token": "tok-from-a-test-0001", "notification": {"title": "t", "body": "b"}}});
+    let sent = client
+        .post(&url)
+        .bearer_auth(access_token)
+        .json(&message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+    let refused = client.post(&url).bearer_auth("ya29.forged").json(&message);
+    assert_eq!(refused.send().await.unwrap().status(), 401);
+
+    let stats: Value = client
+        .get(&printed["stats"])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["delivered"], 1, "{stats}");
+    assert_eq!(stats["token_requests"], 1, "{stats}");
+    assert_eq!(stats["errors"]["UNAUTHENTICATED"], 1, "{stats}");
+}
