@@ -14,7 +14,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::settings::{RedisSettings, SettingsError, redact_url};
+use crate::config::{RedisSettings, SettingsError, redact_url};
 
 const CA_FILE: &str = "REDIS_CA_FILE";
 const CERT_FILE: &str = "REDIS_CLIENT_CERT_FILE";
@@ -249,7 +249,7 @@ fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::load_with as load;
+    use crate::config::load_with as load;
 
     /// A CA and a client certificate and key, and a key of no certificate, as PEM files.
     fn pem_files() -> (tempfile::TempDir, [String; 4]) {

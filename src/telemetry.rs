@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::audience::Provider;
-use crate::settings::LogFormat;
+use crate::config::LogFormat;
 
 pub const EVENTS: &str = "notifier_events_total";
 pub const EVENT_FANOUT_SECONDS: &str = "notifier_event_fanout_seconds";

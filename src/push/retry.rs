@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{Push, PushOutcome, Pusher};
 use crate::backoff::Backoff;
-use crate::settings::RetrySettings;
+use crate::config::RetrySettings;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

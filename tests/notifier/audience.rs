@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use notifier::audience::{Audience, Device, PageSink, Provider};
+use notifier::config::Settings;
 use notifier::database::{Backend, Database, Queries, ReadEnd};
+use notifier::push::Pushers;
 use notifier::push::{Push, PushOutcome, Pusher};
-use notifier::settings::Settings;
-use notifier::worker::{EventOutcome, Pushers};
+use notifier::worker::EventOutcome;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 

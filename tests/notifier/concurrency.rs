@@ -211,7 +211,7 @@ async fn a_stalled_provider_does_not_hold_up_the_other() {
         notifier::worker::Worker::new(
             settings,
             test_db.db.clone(),
-            notifier::worker::Pushers::dry_run(pusher.clone()),
+            notifier::push::Pushers::dry_run(pusher.clone()),
         )
         .unwrap(),
     );

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use notifier::database::Backend;
+use notifier::push::Pushers;
 use notifier::push::apns::{ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, TransportError};
-use notifier::worker::{EventOutcome, Pushers, Summary, Worker};
+use notifier::worker::{EventOutcome, Summary, Worker};
 use serde_json::Value;
 use stand_in::{StandIn, StandInConfig};
 use tokio_util::sync::CancellationToken;
@@ -76,7 +77,7 @@ fn with<'a>(
 }
 
 /// A worker with the pushers the settings configure (FCM at the stand-in; APNs not configured).
-fn live_worker(settings: notifier::settings::Settings, test_db: &TestDb) -> Worker {
+fn live_worker(settings: notifier::config::Settings, test_db: &TestDb) -> Worker {
     let providers = notifier::push::providers(&settings).expect("providers from the settings");
     let pushers = Pushers {
         fcm: providers.fcm,

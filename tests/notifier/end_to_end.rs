@@ -88,7 +88,7 @@ async fn a_dry_run_event_never_reaches_the_live_pusher() {
         ),
     ]);
     let (live, dry) = (RecordingPusher::new(), RecordingPusher::new());
-    let pushers = notifier::worker::Pushers {
+    let pushers = notifier::push::Pushers {
         fcm: Some(live.clone()),
         apns: Some(live.clone()),
         dry_run: dry.clone(),

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use notifier::config::{InputMode, Settings};
 use notifier::database::{Backend, Database};
+use notifier::push::Pushers;
 use notifier::push::{Push, PushOutcome, Pusher};
-use notifier::settings::{InputMode, Settings};
-use notifier::worker::{EventOutcome, Pushers, Worker};
+use notifier::worker::{EventOutcome, Worker};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +78,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     // Logs only when asked for: TEST_LOG=1 cargo test.
     if std::env::var_os("TEST_LOG").is_some() {
-        notifier::telemetry::init(notifier::settings::LogFormat::Pretty);
+        notifier::telemetry::init(notifier::config::LogFormat::Pretty);
     }
 });
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use notifier::config::Settings;
 use notifier::database::Backend;
-use notifier::settings::Settings;
 use notifier::worker::EventOutcome;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,

@@ -1,5 +1,7 @@
 //! The command line: `run` (the default), `migrate`, `publish`, `demo`, `send` and `check`.
 
+pub mod demo;
+
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,17 +10,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::audience::{Device, Provider};
+use crate::config::{SendMode, Settings, redact_url};
 use crate::content::Notification;
 use crate::database::Database;
 use crate::event::TalkPosted;
+use crate::push::Pushers;
 use crate::push::apns::A2Transport;
 use crate::push::dry_run::DryRunPusher;
 use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
 use crate::push::retry::{RetryPolicy, deliver};
 use crate::push::{MaskedToken, Push, PushOutcome};
 use crate::redis_client::Explained;
-use crate::settings::{SendMode, Settings, redact_url};
-use crate::worker::{Pushers, Worker};
+use crate::worker::Worker;
 
 /// Turns talk-posted events on a Redis channel into push notifications (FCM, APNs).
 ///
@@ -423,7 +426,7 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
 async fn demo(settings: &Settings) -> anyhow::Result<()> {
     let db = connect(settings).await?;
     db.migrate().await?;
-    let seeded = crate::demo::seed(&db).await?;
+    let seeded = crate::cli::demo::seed(&db).await?;
     db.close().await;
     let channel = &settings.service.channel;
     println!(

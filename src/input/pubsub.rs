@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::config::{RedisSettings, SettingsError, redact_url};
+use crate::input::stream::Incoming;
 use crate::redis_client::Explained;
-use crate::settings::{RedisSettings, SettingsError, redact_url};
-use crate::stream::Incoming;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {

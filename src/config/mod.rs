@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The shipped configuration file; its values are the defaults for every key.
-const DEFAULTS: &str = include_str!("../config/notifier.toml");
+const DEFAULTS: &str = include_str!("../../config/notifier.toml");
 const DEFAULT_CONFIG_PATH: &str = "config/notifier.toml";
 
 /// Every environment variable the notifier reads.

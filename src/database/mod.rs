@@ -21,7 +21,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::settings::{DatabaseSettings, QuerySettings, SettingsError, redact_url};
+use crate::config::{DatabaseSettings, QuerySettings, SettingsError, redact_url};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");

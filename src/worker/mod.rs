@@ -21,41 +21,18 @@ use tracing::{error, info, warn};
 
 use crate::audience::{Audience, Provider};
 use crate::claims::{Claim, Claims, Renewal};
+use crate::config::{InputMode, SendMode, Settings, SettingsError};
 use crate::content::{Talk, TalkRow, Templates};
 use crate::database::{Database, DatabaseError, Param, Queries, audience_reads};
 use crate::event::{Preview, Rejection, TalkPosted};
 use crate::fanout::{
     Checkpoint, Delivery, FanoutError, FanoutLimits, FanoutReport, Progress, fan_out,
 };
+use crate::input::pubsub::Subscriber;
+use crate::input::stream::{Acker, Incoming, StreamInput};
 use crate::prune::Pruner;
-use crate::push::Pusher;
+use crate::push::Pushers;
 use crate::push::retry::RetryPolicy;
-use crate::settings::{InputMode, SendMode, Settings, SettingsError};
-use crate::stream::{Acker, Incoming, StreamInput};
-use crate::subscriber::Subscriber;
-
-/// The pushers an event can go through.
-#[derive(Clone)]
-pub struct Pushers {
-    /// FCM in the configured mode (live, or validate-only); `None` when FCM is not configured.
-    pub fcm: Option<Arc<dyn Pusher>>,
-    /// APNs, live; `None` when not configured. (APNs has no validate mode: validate runs use the
-    /// dry-run pusher for it.)
-    pub apns: Option<Arc<dyn Pusher>>,
-    /// Used in dry-run mode and for events that ask for a dry run.
-    pub dry_run: Arc<dyn Pusher>,
-}
-
-impl Pushers {
-    /// Dry run only: what runs outside production.
-    pub fn dry_run(pusher: Arc<dyn Pusher>) -> Self {
-        Self {
-            fcm: None,
-            apns: None,
-            dry_run: pusher,
-        }
-    }
-}
 
 /// What became of one message.
 #[derive(Debug, Clone)]

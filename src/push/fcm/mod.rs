@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use super::http2::{Http2Client, Http2Error};
 use super::{PerNotification, Push, PushOutcome, Pusher, retry_after};
+use crate::config::FcmSettings;
 use crate::content::Notification;
-use crate::settings::FcmSettings;
 
 /// The OAuth2 scope for sending with FCM.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";

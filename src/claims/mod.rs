@@ -68,7 +68,7 @@ pub enum ClaimError {
     #[error("{}", crate::redis_client::Explained(.0))]
     Redis(redis::RedisError),
     #[error(transparent)]
-    Settings(#[from] crate::settings::SettingsError),
+    Settings(#[from] crate::config::SettingsError),
 }
 
 impl From<redis::RedisError> for ClaimError {
@@ -168,7 +168,7 @@ return 1
 
 impl Claims {
     pub async fn connect(
-        redis: &crate::settings::RedisSettings,
+        redis: &crate::config::RedisSettings,
         prefix: &str,
         owner: String,
         lease: Duration,

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::{ContentSettings, SettingsError};
 use crate::database::{DatabaseError, FromRecord, Record};
-use crate::settings::{ContentSettings, SettingsError};
 
 /// FCM and APNs both refuse payloads above this many bytes.
 pub const PAYLOAD_LIMIT: usize = 4096;
@@ -283,7 +283,7 @@ pub fn fit(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Settings;
+    use crate::config::Settings;
     use serde_json::json;
 
     fn templates() -> Templates {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{PerNotification, Push, PushOutcome, Pusher};
-use crate::settings::ApnsSettings;
+use crate::config::ApnsSettings;
 
 const KEY_SETTINGS: &str = "APNS_KEY_PATH / APNS_KEY_ID / APNS_TEAM_ID";
 /// APNs refuses a collapse id longer than this many bytes.
@@ -322,7 +322,7 @@ mod tests {
     use crate::content::Notification;
 
     fn settings() -> ApnsSettings {
-        crate::settings::Settings::load(|_| None).unwrap().apns
+        crate::config::Settings::load(|_| None).unwrap().apns
     }
 
     fn push(title: &str, body: &str, event_id: &str) -> Push {
@@ -398,7 +398,7 @@ mod tests {
             program_title: "番組".repeat(400),
         };
         let templates = crate::content::Templates::new(
-            &crate::settings::Settings::load(|_| None).unwrap().content,
+            &crate::config::Settings::load(|_| None).unwrap().content,
         )
         .unwrap();
         let rendered = templates.render(&talk, "talk_posted:1").unwrap();
@@ -730,7 +730,7 @@ mod http_transport_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("AuthKey.p8");
         std::fs::write(&path, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
-        let mut settings = crate::settings::Settings::load(|_| None).unwrap().apns;
+        let mut settings = crate::config::Settings::load(|_| None).unwrap().apns;
         settings.key_path = path.display().to_string();
         settings.key_id = "ABC123DEFG".into();
         settings.team_id = "DEF123GHIJ".into();

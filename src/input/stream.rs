@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::config::{InputSettings, RedisSettings, SettingsError, redact_url};
 use crate::redis_client::Explained;
-use crate::settings::{InputSettings, RedisSettings, SettingsError, redact_url};
 
 /// One message from the input, whichever it is.
 #[derive(Debug, Clone)]

@@ -1,0 +1,114 @@
+//! Building the live pushers from the settings: which providers a send mode needs, the HTTP/2
+//! connections each one gets, and the transport that carries them (TLS roots, proxy).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{SendMode, Settings};
+
+use super::{Pusher, apns, fcm, http2};
+
+/// The live pushers, as the settings configure them.
+pub struct Providers {
+    pub fcm: Option<Arc<dyn Pusher>>,
+    pub apns: Option<Arc<dyn Pusher>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Fcm(#[from] fcm::FcmError),
+    #[error("APNs: {0}")]
+    Apns(#[from] apns::TransportError),
+}
+
+/// Builds the pushers the send mode needs: none for a dry run (no key is read, no connection
+/// made), FCM validate-only for `validate`, FCM and APNs for `live`, each only if configured.
+pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
+    let mode = settings.send_mode;
+    let fcm = if mode != SendMode::DryRun && settings.fcm.is_configured() {
+        Some(Arc::new(fcm_pusher(settings, mode == SendMode::Validate)?) as Arc<dyn Pusher>)
+    } else {
+        None
+    };
+    let apns = if mode == SendMode::Live && settings.apns.is_configured() {
+        // a2 reaches only Apple's hosts; a stand-in is reached through our own HTTP/2 client.
+        let transport: Arc<dyn apns::ApnsTransport> = if settings.apns.endpoint.trim().is_empty() {
+            Arc::new(apns::A2Transport::new(&settings.apns)?)
+        } else {
+            let in_flight = settings.service.provider_limit(settings.apns.concurrency);
+            let client = http2_client(
+                settings,
+                &settings.apns.endpoint,
+                connections_for(in_flight, 0),
+                settings.apns.request_timeout_secs,
+            )
+            .map_err(|e| apns::TransportError::Request(e.to_string()))?;
+            Arc::new(apns::HttpTransport::new(client, &settings.apns)?)
+        };
+        Some(Arc::new(apns::ApnsPusher::new(transport, &settings.apns)) as Arc<dyn Pusher>)
+    } else {
+        None
+    };
+    Ok(Providers { fcm, apns })
+}
+
+/// The FCM pusher from the service account named in the settings.
+pub fn fcm_pusher(
+    settings: &Settings,
+    validate_only: bool,
+) -> Result<fcm::FcmPusher, fcm::FcmError> {
+    let s = &settings.fcm;
+    let timeout = Duration::from_secs(s.request_timeout_secs);
+    let tokens =
+        fcm::ServiceAccountTokens::from_file(std::path::Path::new(&s.credentials), timeout)?;
+    let project = match s.project_id.trim() {
+        "" => tokens
+            .project_id()
+            .map(str::to_string)
+            .ok_or(fcm::FcmError::NoProject)?,
+        id => id.to_string(),
+    };
+    // One HTTP/2 connection carries about 100 streams at Google: enough connections for the
+    // pushes FCM may have in flight, and no more (providers dislike connection churn).
+    let in_flight = settings.service.provider_limit(s.concurrency);
+    let client = http2_client(
+        settings,
+        &s.endpoint,
+        connections_for(in_flight, s.connections),
+        s.request_timeout_secs,
+    )?;
+    fcm::FcmPusher::new(client, &project, Arc::new(tokens), s, validate_only)
+}
+
+/// HTTP/2 connections for `in_flight` pushes: about 100 streams each (Google's and Apple's front
+/// ends), at most 16 on auto; `configured` wins when set.
+fn connections_for(in_flight: usize, configured: usize) -> usize {
+    match configured {
+        0 => in_flight.div_ceil(100).clamp(1, 16),
+        n => n,
+    }
+}
+
+/// The HTTP/2 connections to a provider's endpoint: TLS with the platform's roots plus
+/// `NOTIFIER_EXTRA_CA_FILE`, through `HTTPS_PROXY` unless `NO_PROXY` exempts the host (or, on a
+/// plain `http://` stand-in, HTTP/2 with prior knowledge, directly).
+pub fn http2_client(
+    settings: &Settings,
+    endpoint: &str,
+    connections: usize,
+    request_timeout_secs: u64,
+) -> Result<http2::Http2Client, http2::SetupError> {
+    let client = http2::Http2Client::new(
+        endpoint,
+        connections,
+        settings.extra_ca_file.as_deref(),
+        Duration::from_secs(request_timeout_secs),
+    )?;
+    let proxy = http2::Proxy::from_vars(
+        settings.https_proxy.as_deref(),
+        settings.no_proxy.as_deref(),
+        client.host(),
+    )?;
+    Ok(client.with_proxy(proxy))
+}
