@@ -808,7 +808,7 @@ async fn keep_claim(
         let renewing = tokio::select! {
             _ = stop.cancelled() => return,
             _ = renew.tick() => true,
-            _ = progress.due.notified() => false,
+            _ = progress.checkpoint_due() => false,
             // No call may outlast this point unnoticed, however long it hangs.
             _ = tokio::time::sleep_until(last_ok + lease / 2) => {
                 progress.set_hold(true);
@@ -864,9 +864,9 @@ async fn report_progress(event_id: String, progress: Arc<Progress>, stop: Cancel
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let settled = progress.settled.load(Ordering::Relaxed);
-        let read = progress.read.load(Ordering::Relaxed);
-        let all_read = progress.lanes_read.load(Ordering::Relaxed) >= 2;
+        let settled = progress.settled();
+        let read = progress.read();
+        let all_read = progress.all_read();
         let rate = settled as f64 / started.elapsed().as_secs_f64().max(0.001);
         let eta_secs = (all_read && rate > 0.0)
             .then(|| ((read.saturating_sub(settled)) as f64 / rate).round() as u64);
