@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, warn};
 
+use crate::backoff::{Backoff, retry};
 use crate::database::{Database, Param, PreparedQuery};
 use crate::push::Reason;
 
@@ -22,6 +23,8 @@ pub const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Statements running at once; more batches wait in memory (ids and tokens only).
 const FLUSHES_AT_ONCE: usize = 2;
+/// Tries of one batch before its devices are left enabled for the next event to find.
+const FLUSH_ATTEMPTS: u32 = 4;
 
 /// A dead token to disable.
 #[derive(Debug, Clone)]
@@ -119,19 +122,22 @@ async fn flush(
         ("tokens", Param::Texts(tokens)),
         ("reason", Param::Text(Some(reason.to_string()))),
     ];
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=4 {
-        match db.execute(statement, &values).await {
-            Ok(rows) => return rows,
-            Err(e) if attempt < 4 => {
+    // Jittered, so the flushes of events that failed together do not retry in step.
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
+    let done = retry(
+        backoff,
+        || db.execute(statement, &values),
+        |e, attempt, _| {
+            let again = attempt < FLUSH_ATTEMPTS;
+            if again {
                 warn!(error = %e, attempt, "Pruning a batch failed; retrying.");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
             }
-            Err(e) => {
-                error!(error = %e, devices = count, %reason, "Pruning a batch failed; those devices stay enabled.");
-            }
-        }
-    }
-    0
+            again
+        },
+    )
+    .await;
+    done.unwrap_or_else(|e| {
+        error!(error = %e, devices = count, %reason, "Pruning a batch failed; those devices stay enabled.");
+        0
+    })
 }

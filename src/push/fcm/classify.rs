@@ -14,7 +14,7 @@ use crate::push::{PauseScope, PushOutcome, Reason};
 /// What to fix after FCM refuses our credentials.
 const CREDENTIALS_SETTING: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 /// What to fix after THIRD_PARTY_AUTH_ERROR.
-const THIRD_PARTY_SETTING: &str =
+const FIREBASE_APNS_KEY_SETTING: &str =
     "the APNs key (or web push credentials) in the Firebase project settings";
 
 /// No access token for this push.
@@ -98,7 +98,7 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Push
         // devices reached through FCM fail, Android ones do not (the fan-out pauses only those).
         (_, "THIRD_PARTY_AUTH_ERROR") => PushOutcome::CredentialsRejected {
             reason: detailed(reason, error.message),
-            setting: THIRD_PARTY_SETTING,
+            setting: FIREBASE_APNS_KEY_SETTING,
             scope: PauseScope::NonAndroid,
         },
         (401, _) | (403, _) => PushOutcome::CredentialsRejected {
