@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use notifier::app::{Application, Overrides};
 use notifier::config::{InputMode, Settings};
 use notifier::database::{Backend, Database};
 use notifier::push::Pushers;
@@ -445,23 +446,27 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
-    /// Starts a worker as `notifier run` does, claims included (under a key prefix of its own,
-    /// unless the settings already name one shared with other workers).
+    /// Starts a worker as `notifier run` does, claims and status listener included (under a key
+    /// prefix of its own, unless the settings already name one shared with other workers).
     pub async fn start(mut settings: Settings, db: Database, pushers: Pushers) -> Self {
         if settings.claims.key_prefix == "notifier:" {
             settings.claims.key_prefix = format!("{}:", unique("claims"));
         }
-        let claims = Worker::connect_claims(&settings).await.unwrap_or_else(|e| {
-            panic!("Redis at {} is needed for claims: {e}", settings.redis.url)
-        });
-        let worker = Arc::new(
-            Worker::new(settings, db, pushers)
-                .expect("worker settings")
-                .with_claims(claims),
-        );
+        // Tests run side by side: each worker's status listener on a port of its own.
+        settings.service.http_addr = "127.0.0.1:0".parse().expect("an address");
+        let redis = settings.redis.url.clone();
+        let overrides = Overrides {
+            database: Some(db),
+            pushers: Some(pushers),
+            ..Overrides::default()
+        };
+        let app = Application::build(settings, overrides)
+            .await
+            .unwrap_or_else(|e| panic!("the worker starts (Redis at {redis}): {e:#}"));
+        let worker = Arc::clone(app.worker());
         let outcomes = worker.outcomes();
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(Arc::clone(&worker).run(stop.clone()));
+        let handle = tokio::spawn(app.run_until_stopped(stop.clone()));
         let running = Self {
             worker,
             outcomes,

@@ -1,0 +1,79 @@
+//! `notifier send`: one push in the current send mode, through the same retry rules as a fan-out:
+//! the way to try credentials on one phone.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::audience::{Device, Provider};
+use crate::config::{SendMode, Settings};
+use crate::content::Notification;
+use crate::push::dry_run::DryRunPusher;
+use crate::push::retry::{RetryPolicy, deliver};
+use crate::push::{MaskedToken, Push, PushOutcome};
+
+pub(super) async fn send(
+    settings: &Settings,
+    provider: &str,
+    token: String,
+    title: String,
+    body: String,
+    platform: String,
+) -> anyhow::Result<()> {
+    let provider = Provider::parse(provider).context("--provider is fcm or apns")?;
+    let event_id: Arc<str> = Arc::from(format!("send:{}", chrono::Utc::now().timestamp_millis()));
+    let push = Push {
+        event_id: Arc::clone(&event_id),
+        device: Device {
+            id: 0,
+            user_id: None,
+            provider: Some(provider),
+            platform: Some(platform),
+            token,
+            locale: None,
+            updated_at: None,
+        },
+        notification: Arc::new(Notification {
+            title,
+            body,
+            data: vec![("type".into(), "test".into())],
+            collapse_id: event_id.to_string(),
+            thread_id: "notifier-send".into(),
+        }),
+    };
+    let providers = crate::push::providers(settings)?;
+    let pusher: Arc<dyn crate::push::Pusher> = match (provider, settings.send_mode) {
+        (_, SendMode::DryRun) | (Provider::Apns, SendMode::Validate) => Arc::new(DryRunPusher),
+        (Provider::Fcm, _) => providers
+            .fcm
+            .context("FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS")?,
+        (Provider::Apns, _) => providers
+            .apns
+            .context("APNs is not configured: set APNS_KEY_PATH")?,
+    };
+    let policy = RetryPolicy::from(&settings.retry);
+    let done = deliver(&*pusher, &push, &policy, &|| false).await;
+    let detail = match &done.outcome {
+        PushOutcome::Delivered => String::new(),
+        PushOutcome::Unregistered { reason, .. }
+        | PushOutcome::Retryable { reason, .. }
+        | PushOutcome::Rejected { reason }
+        | PushOutcome::Skipped { reason } => format!(": {reason}"),
+        PushOutcome::CredentialsRejected { reason, setting } => {
+            format!(": {reason} (check {setting})")
+        }
+    };
+    println!(
+        "{} push to {} ({} mode, {} attempt(s)): {}{detail}",
+        provider.as_str(),
+        MaskedToken(&push.device.token),
+        settings.send_mode.as_str(),
+        done.attempts,
+        done.outcome.label(),
+    );
+    anyhow::ensure!(
+        done.outcome == PushOutcome::Delivered,
+        "the push was not delivered"
+    );
+    Ok(())
+}
