@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use tracing::Instrument;
 
 use crate::audience::{Device, Provider};
 use crate::config::{SendMode, Settings};
 use crate::content::Notification;
 use crate::push::dry_run::DryRunPusher;
 use crate::push::retry::{RetryPolicy, deliver};
-use crate::push::{MaskedToken, Push, PushOutcome};
+use crate::push::{MaskedToken, Push, PushOutcome, Pusher};
 
 pub(super) async fn send(
     settings: &Settings,
@@ -41,18 +42,13 @@ pub(super) async fn send(
             thread_id: "notifier-send".into(),
         }),
     };
-    let providers = crate::push::providers(settings)?;
-    let pusher: Arc<dyn crate::push::Pusher> = match (provider, settings.send_mode) {
-        (_, SendMode::DryRun) | (Provider::Apns, SendMode::Validate) => Arc::new(DryRunPusher),
-        (Provider::Fcm, _) => providers
-            .fcm
-            .context("FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS")?,
-        (Provider::Apns, _) => providers
-            .apns
-            .context("APNs is not configured: set APNS_KEY_PATH")?,
-    };
+    let pusher = pusher_for(settings, provider)?;
     let policy = RetryPolicy::from(&settings.retry);
-    let done = deliver(&*pusher, &push, &policy, &|| false).await;
+    // The span names the push in its log lines, as an event's span does in `run`.
+    let span = tracing::info_span!("send", event_id = %event_id);
+    let done = deliver(&*pusher, &push, &policy, &|| false)
+        .instrument(span)
+        .await;
     let detail = match &done.outcome {
         PushOutcome::Delivered => String::new(),
         PushOutcome::Unregistered { reason, .. }
@@ -76,4 +72,18 @@ pub(super) async fn send(
         "the push was not delivered"
     );
     Ok(())
+}
+
+/// The pusher the send mode picks for `provider`: APNs has no validate mode, so it dry-runs.
+fn pusher_for(settings: &Settings, provider: Provider) -> anyhow::Result<Arc<dyn Pusher>> {
+    let providers = crate::push::providers(settings)?;
+    Ok(match (provider, settings.send_mode) {
+        (_, SendMode::DryRun) | (Provider::Apns, SendMode::Validate) => Arc::new(DryRunPusher),
+        (Provider::Fcm, _) => providers
+            .fcm
+            .context("FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS")?,
+        (Provider::Apns, _) => providers
+            .apns
+            .context("APNs is not configured: set APNS_KEY_PATH")?,
+    })
 }

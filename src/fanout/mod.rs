@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{Instrument, error, warn};
 
 use crate::audience::{Audience, Device, PageSink, Provider};
 use crate::backoff::Backoff;
@@ -466,13 +466,13 @@ pub async fn fan_out(
         .into_iter()
         .map(|(provider, audience)| {
             let audience = audience.resume_after(state.progress.read_after(provider));
-            tokio::spawn(run_lane(
+            tokio::spawn(Instrument::in_current_span(run_lane(
                 provider,
                 audience,
                 Arc::clone(&state),
                 limits.clone(),
                 stop.clone(),
-            ))
+            )))
         })
         .collect();
     let mut failure = None;
@@ -500,13 +500,13 @@ async fn run_lane(
 ) -> Result<(), DatabaseError> {
     // Capacity 1: one page waits while another is sent, and the reader may hold a third.
     let (pages_tx, mut pages) = mpsc::channel(1);
-    let reader = tokio::spawn(read_pages(
+    let reader = tokio::spawn(Instrument::in_current_span(read_pages(
         audience,
         pages_tx,
         Arc::clone(&limits.audience_reads),
         limits.retry_pages_for,
         Arc::clone(&state),
-    ));
+    )));
     let pusher = state.delivery.pusher(provider).cloned();
     let provider_permits = Arc::clone(limits.provider_permits(provider));
     let resume = state.progress.resume.lane(provider).clone();
@@ -593,7 +593,7 @@ async fn run_lane(
                 device,
             };
             let task_state = Arc::clone(&state);
-            tasks.spawn(async move {
+            tasks.spawn(Instrument::in_current_span(async move {
                 let state = task_state;
                 let paused = || state.is_paused(provider, &push.device);
                 let metrics = PushMetrics::get();
@@ -609,7 +609,7 @@ async fn run_lane(
                     .settle(provider, &push.device, done.outcome, done.attempts)
                     .await;
                 state.progress.finished(provider, push.device.id);
-            });
+            }));
             // Reap what has finished, so the set holds only live tasks.
             while let Some(done) = tasks.try_join_next() {
                 task_ended(&state, done);

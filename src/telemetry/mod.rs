@@ -245,6 +245,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_error_chain_names_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the talk failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "reading the talk failed: connection reset"
+        );
+    }
+
+    #[test]
     fn retry_reasons_become_short_codes_without_messages() {
         assert_eq!(
             reason_code("fcm:UNAVAILABLE: The service is currently unavailable."),
