@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, warn};
+use tracing::{Instrument, error, warn};
 
 use crate::backoff::{Backoff, retry};
 use crate::database::{Database, Param, PreparedQuery};
@@ -43,7 +43,7 @@ pub struct Pruner {
 impl Pruner {
     pub fn start(db: Database, statement: PreparedQuery) -> Self {
         let (tx, rx) = mpsc::channel(BATCH * 2);
-        let task = tokio::spawn(run(rx, db, statement));
+        let task = tokio::spawn(run(rx, db, statement).in_current_span());
         Self { tx, task }
     }
 
@@ -76,7 +76,9 @@ async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuer
             && let Some((reason, ids, tokens)) = ready.pop()
         {
             let (db, statement) = (db.clone(), statement.clone());
-            flushing.spawn(async move { flush(&db, &statement, &reason, ids, tokens).await });
+            flushing.spawn(
+                async move { flush(&db, &statement, &reason, ids, tokens).await }.in_current_span(),
+            );
         }
         tokio::select! {
             dead = rx.recv(), if open => match dead {

@@ -6,11 +6,14 @@
 //! the JSON the providers will receive, so that no payload crosses their 4096-byte limit even
 //! when a talk title is long Japanese text.
 
+mod talk;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{ContentSettings, SettingsError};
-use crate::database::{DatabaseError, FromRecord, Record};
+
+pub use talk::{TalkError, load_talk};
 
 /// FCM and APNs both refuse payloads above this many bytes.
 pub const PAYLOAD_LIMIT: usize = 4096;
@@ -29,26 +32,6 @@ pub struct Talk {
     pub author_id: Option<i64>,
     pub talk_title: String,
     pub program_title: String,
-}
-
-/// The content query's columns, without the talk id (the caller knows it).
-#[derive(Debug)]
-pub struct TalkRow {
-    pub program_id: i64,
-    pub author_id: Option<i64>,
-    pub talk_title: String,
-    pub program_title: String,
-}
-
-impl FromRecord for TalkRow {
-    fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
-        Ok(Self {
-            program_id: r.required_int("program_id")?,
-            author_id: r.int("author_id")?,
-            talk_title: r.required_text("talk_title")?,
-            program_title: r.required_text("program_title")?,
-        })
-    }
 }
 
 /// One rendered notification, shared by every push of an event in one locale.

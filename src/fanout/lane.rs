@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::FanoutLimits;
 use super::checkpoint::LaneCheckpoint;
@@ -65,13 +65,16 @@ impl Lane {
     ) -> Result<(), DatabaseError> {
         // Capacity 1: one page waits while another is sent, and the reader may hold a third.
         let (pages_tx, mut pages) = mpsc::channel(1);
-        let reader = tokio::spawn(read_pages(
-            audience,
-            pages_tx,
-            Arc::clone(&limits.audience_reads),
-            limits.retry_pages_for,
-            Arc::clone(&tally),
-        ));
+        let reader = tokio::spawn(
+            read_pages(
+                audience,
+                pages_tx,
+                Arc::clone(&limits.audience_reads),
+                limits.retry_pages_for,
+                Arc::clone(&tally),
+            )
+            .in_current_span(),
+        );
         let mut lane = Lane {
             provider,
             pusher: tally.delivery.pushers[provider].clone(),
@@ -185,7 +188,8 @@ impl Lane {
             device,
         };
         let task = send(Arc::clone(tally), self.provider, pusher, push, permits);
-        self.tasks.spawn(task);
+        // In the event's span, so the push's log lines carry its event_id.
+        self.tasks.spawn(task.in_current_span());
         // Reap what has finished, so the set holds only live tasks.
         while let Some(done) = self.tasks.try_join_next() {
             self.tally.task_ended(done);
@@ -227,8 +231,10 @@ impl Lane {
                 self.tally.task_ended(done);
             }
         }
-        warn!(event_id = %self.tally.event_id, provider = self.provider.as_str(), abandoned,
-            "Pushes still in flight at the drain deadline were abandoned.");
+        warn!(
+            provider = self.provider.as_str(),
+            abandoned, "Pushes still in flight at the drain deadline were abandoned."
+        );
         self.tally.count_lost(abandoned);
         // Abandoned pushes stay holes in the checkpoint: the event must be resumed, not done.
         if abandoned > 0 {

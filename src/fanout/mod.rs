@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{Instrument, error};
 
 use crate::audience::{Audience, PerProvider, Provider};
 use crate::content::Rendered;
@@ -114,13 +114,16 @@ pub async fn fan_out(
         .into_iter()
         .map(|(provider, audience)| {
             let audience = audience.resume_after(tally.progress.read_after(provider));
-            tokio::spawn(Lane::run(
-                provider,
-                audience,
-                Arc::clone(&tally),
-                limits.clone(),
-                stop.clone(),
-            ))
+            tokio::spawn(
+                Lane::run(
+                    provider,
+                    audience,
+                    Arc::clone(&tally),
+                    limits.clone(),
+                    stop.clone(),
+                )
+                .in_current_span(),
+            )
         })
         .collect();
     let mut failure = None;

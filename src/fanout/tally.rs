@@ -164,7 +164,7 @@ impl Tally {
                 {
                     self.failed.fetch_add(1, Ordering::Relaxed);
                     if self.first_time("re-registered") {
-                        warn!(event_id = %self.event_id, token = %MaskedToken(&device.token), %reason,
+                        warn!(token = %MaskedToken(&device.token), %reason,
                             "The provider calls a token unregistered that was registered again since; keeping it.");
                     }
                     return;
@@ -174,14 +174,14 @@ impl Tally {
             PushOutcome::Retryable { reason, .. } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
-                    warn!(event_id = %self.event_id, provider = provider.as_str(), %reason, attempts,
+                    warn!(provider = provider.as_str(), %reason, attempts,
                         "A push failed after its retries (further pushes failing for this reason are counted, not logged).");
                 }
             }
             PushOutcome::Rejected { reason } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
-                    warn!(event_id = %self.event_id, provider = provider.as_str(), %reason, token = %MaskedToken(&device.token),
+                    warn!(provider = provider.as_str(), %reason, token = %MaskedToken(&device.token),
                         "The provider rejected a push; the token is kept (further pushes failing for this reason are counted, not logged).");
                 }
             }
@@ -213,7 +213,7 @@ impl Tally {
             None => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
-                    warn!(event_id = %self.event_id, %reason,
+                    warn!(%reason,
                         "The provider reports a dead token; not pruned in this send mode (further ones are counted, not logged).");
                 }
             }
@@ -223,7 +223,7 @@ impl Tally {
     fn credentials_rejected(&self, pause: Pause, reason: &Reason, setting: &'static str) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         if !self.flag(pause).swap(true, Ordering::Relaxed) {
-            error!(event_id = %self.event_id, paused = pause.label(), %reason, setting,
+            error!(paused = pause.label(), %reason, setting,
                 "The provider rejected our credentials; these pushes are paused for the rest of this event. Check {setting}.");
         }
     }
@@ -231,7 +231,7 @@ impl Tally {
     /// A push task ended: one that panicked never settled, so it counts as failed here.
     pub(super) fn task_ended(&self, done: Result<(), tokio::task::JoinError>) {
         if let Err(e) = done {
-            error!(event_id = %self.event_id, error = %e, "A push task panicked.");
+            error!(error = %e, "A push task panicked.");
             self.count_lost(1);
         }
     }

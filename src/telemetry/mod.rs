@@ -3,6 +3,12 @@
 //! `info`). Metrics: Prometheus, through the `metrics` crate; the names are below and in the README.
 //!
 //! Per-push metrics use handles registered once, so the hot path pays an atomic add, not a lookup.
+//!
+//! Every line logged while an event runs carries the event's span fields (`event_id`, `talk_id`,
+//! `dry_run`): in pretty logs as the span's prefix, in JSON at the top level ([`json_log`]).
+//! Errors are logged with their causes ([`ErrorChain`]).
+
+mod json_log;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -42,12 +48,26 @@ pub fn init(format: LogFormat) {
             .with_ansi(std::io::stdout().is_terminal())
             .try_init(),
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_log::FlatJson)
             .try_init(),
     };
+}
+
+/// An error and its causes, `outer: cause: root cause`, for a log field: the outer message says
+/// what failed, the causes say why, and an operator needs both.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
@@ -194,4 +214,21 @@ impl Drop for InFlight {
 pub fn retry(provider: Provider, reason: &Reason) {
     counter!(PUSH_RETRIES, "provider" => provider.as_str(), "reason" => reason.metric_label())
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the talk failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection reset"));
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "reading the talk failed: connection reset"
+        );
+    }
 }
