@@ -68,7 +68,7 @@ pub enum ClaimError {
     #[error("{}", crate::redis_client::Explained(.0))]
     Redis(redis::RedisError),
     #[error(transparent)]
-    Settings(#[from] crate::config::SettingsError),
+    Settings(#[from] crate::redis_client::RedisConfigError),
 }
 
 impl From<redis::RedisError> for ClaimError {
