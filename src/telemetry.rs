@@ -16,7 +16,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::audience::Provider;
-use crate::config::LogFormat;
+
+/// How log lines are written (`LOG_FORMAT`). Here, not in config, so telemetry imports no settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 pub const EVENTS: &str = "notifier_events_total";
 pub const EVENT_FANOUT_SECONDS: &str = "notifier_event_fanout_seconds";

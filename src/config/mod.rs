@@ -25,6 +25,7 @@ pub use crate::database::{DatabaseSettings, QuerySettings};
 pub use crate::input::{InputMode, InputSettings};
 pub use crate::redact::redact_url;
 pub use crate::redis_client::RedisSettings;
+pub use crate::telemetry::LogFormat;
 pub use env::ENV_VARS;
 pub use providers::{ApnsSettings, FcmSettings, RetrySettings};
 
@@ -68,13 +69,6 @@ impl SendMode {
             SendMode::Live => "live",
         }
     }
-}
-
-/// How log lines are written (`LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 /// Every setting of the process, one section a component.
