@@ -290,3 +290,60 @@ const fn variable_names<const N: usize>(rows: &[Row]) -> [&'static str; N] {
     }
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_of_the_contract_is_listed_once() {
+        let mut listed = ENV_VARS.to_vec();
+        listed.sort_unstable();
+        let mut expected = vec![
+            "APP_ENV",
+            "NOTIFIER_SEND_MODE",
+            "REDIS_URL",
+            "REDIS_CA_FILE",
+            "REDIS_CLIENT_CERT_FILE",
+            "REDIS_CLIENT_KEY_FILE",
+            "DATABASE_URL",
+            "NOTIFIER_CONFIG",
+            "NOTIFIER_CHANNEL",
+            "NOTIFIER_CONCURRENCY",
+            "NOTIFIER_HTTP_ADDR",
+            "NOTIFIER_INPUT",
+            "NOTIFIER_STREAM",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "FCM_PROJECT_ID",
+            "FCM_ENDPOINT",
+            "NOTIFIER_EXTRA_CA_FILE",
+            "APNS_KEY_PATH",
+            "APNS_KEY_ID",
+            "APNS_TEAM_ID",
+            "APNS_TOPIC",
+            "APNS_SANDBOX",
+            "APNS_ENDPOINT",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "LOG_FORMAT",
+            "RUST_LOG",
+            "TOKIO_WORKER_THREADS",
+            "MIMALLOC_PURGE_DELAY",
+        ];
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn the_upper_case_proxy_wins_over_the_lower_case_one() {
+        let both = crate::config::load_with(&[
+            ("https_proxy", "http://low:1"),
+            ("HTTPS_PROXY", "http://up:1"),
+        ]);
+        assert_eq!(both.unwrap().https_proxy.as_deref(), Some("http://up:1"));
+        let lower = crate::config::load_with(&[("no_proxy", "example.com")]).unwrap();
+        assert_eq!(lower.no_proxy.as_deref(), Some("example.com"));
+    }
+}

@@ -2,8 +2,8 @@
 //! chosen by the `DATABASE_URL` scheme, with the reference schema's migrations for each.
 //!
 //! This file holds the pool and its settings. Queries come from the configuration, written with
-//! named parameters (`:talk_id`): [`query`] translates one for the backend, [`queries`] holds the
-//! configured three, [`run`] runs them and [`record`] reads rows by column name. Every value is
+//! named parameters (`:talk_id`): `query` translates one for the backend, `queries` holds the
+//! configured three, `run` runs them and `record` reads rows by column name. Every value is
 //! bound: event data never becomes SQL text.
 
 use std::str::FromStr;
@@ -43,6 +43,7 @@ pub use run::{ReadEnd, RowSink};
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
 /// Pool connections left to short statements (the talk, prune batches, readiness pings): an
 /// audience read holds its connection for the whole read, so reads get the rest.
 pub const SHORT_STATEMENT_CONNECTIONS: u32 = 2;
@@ -56,6 +57,7 @@ pub fn audience_reads(max_connections: u32) -> usize {
         .saturating_sub(SHORT_STATEMENT_CONNECTIONS)
         .max(1) as usize
 }
+
 /// The `[database]` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
