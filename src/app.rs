@@ -52,6 +52,8 @@ impl StatusListener {
     async fn start(addr: SocketAddr, slot: WorkerSlot) -> anyhow::Result<Self> {
         // Before any metric is touched, so that every handle records into it.
         let metrics = crate::telemetry::install_metrics()?;
+        // Every push series at 0 from the start, so `increase()` sees the first push.
+        crate::push::metrics::PushMetrics::get();
         let listener = crate::status::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();

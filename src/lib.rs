@@ -27,6 +27,7 @@ pub mod fanout;
 pub mod input;
 pub mod prune;
 pub mod push;
+pub mod redact;
 pub mod redis_client;
 pub mod status;
 pub mod telemetry;

@@ -81,7 +81,7 @@ pub enum ClaimError {
     #[error("{}", crate::redis_client::Explained(.0))]
     Redis(redis::RedisError),
     #[error(transparent)]
-    Settings(#[from] crate::config::SettingsError),
+    Settings(#[from] crate::redis_client::RedisConfigError),
     /// Redis held the call past the point where the lease could be trusted.
     #[error("no answer within {0:?}")]
     Timeout(Duration),

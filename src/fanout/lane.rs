@@ -20,9 +20,9 @@ use super::pages::{Page, read_pages};
 use super::tally::{Tally, skipped};
 use crate::audience::{Audience, Device, Provider};
 use crate::database::DatabaseError;
+use crate::push::metrics::PushMetrics;
 use crate::push::retry::deliver;
 use crate::push::{Push, Pusher};
-use crate::telemetry::PushMetrics;
 
 /// The provider's permit and the global one, held by a push task until its push is done.
 type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);

@@ -18,8 +18,8 @@ use super::{Delivery, FanoutReport};
 use crate::audience::{Device, PerProvider, Platform, Provider};
 use crate::content::Rendered;
 use crate::prune::Dead;
+use crate::push::metrics::PushMetrics;
 use crate::push::{MaskedToken, PauseScope, PushOutcome, Reason};
-use crate::telemetry::PushMetrics;
 
 /// Distinct failure reasons logged per event at most; beyond, failures are only counted.
 const LOGGED_REASONS: usize = 1000;

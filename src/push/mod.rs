@@ -10,6 +10,8 @@ pub mod apns;
 pub mod dry_run;
 pub mod fcm;
 pub mod http2;
+pub mod metrics;
+
 mod outcome;
 mod providers;
 mod pushers;

@@ -91,7 +91,7 @@ pub async fn deliver(
         if let (Some(provider), PushOutcome::Retryable { reason, .. }) =
             (push.device.provider, &outcome)
         {
-            crate::telemetry::retry(provider, reason);
+            super::metrics::retry(provider, reason);
         }
         tokio::time::sleep(delay).await;
     }

@@ -68,7 +68,7 @@ enum Next {
 
 impl Worker {
     /// A worker whose claims remember nothing: every event is sent, none is deduplicated. See
-    /// [`crate::app::Application`] for the worker `notifier run` starts.
+    /// `app::Application` for the worker `notifier run` starts.
     pub fn new(settings: Settings, db: Database, pushers: Pushers) -> Result<Self, SettingsError> {
         let queries = Queries::prepare(&settings.queries, db.backend())?;
         let templates = Templates::new(&settings.content)?;
