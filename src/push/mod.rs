@@ -8,7 +8,8 @@
 pub mod apns;
 pub mod dry_run;
 pub mod fcm;
-pub mod http2;
+/// The HTTP/2 client under both pushers (crates/h2-shards).
+pub use h2_shards as http2;
 mod providers;
 pub mod retry;
 

@@ -3,7 +3,6 @@
 mod audience;
 mod cli;
 mod concurrency;
-mod connections;
 mod delivery;
 mod deployments;
 mod end_to_end;
