@@ -15,6 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, warn};
 
 use crate::database::{Database, Param, PreparedQuery};
+use crate::push::Reason;
 
 /// Devices per prune statement.
 pub const BATCH: usize = 500;
@@ -27,8 +28,8 @@ const FLUSHES_AT_ONCE: usize = 2;
 pub struct Dead {
     pub device_id: i64,
     pub token: String,
-    /// Why, as stored in `disabled_reason` (`fcm:UNREGISTERED`).
-    pub reason: String,
+    /// Why, stored in `disabled_reason` as it prints (`fcm:UNREGISTERED`).
+    pub reason: Reason,
 }
 
 pub struct Pruner {
@@ -58,10 +59,10 @@ impl Pruner {
     }
 }
 
-type Batch = (String, Vec<i64>, Vec<String>);
+type Batch = (Reason, Vec<i64>, Vec<String>);
 
 async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuery) -> u64 {
-    let mut pending: BTreeMap<String, (Vec<i64>, Vec<String>)> = BTreeMap::new();
+    let mut pending: BTreeMap<Reason, (Vec<i64>, Vec<String>)> = BTreeMap::new();
     let mut ready: Vec<Batch> = Vec::new();
     let mut flushing = JoinSet::new();
     let mut disabled = 0;
@@ -108,7 +109,7 @@ async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuer
 async fn flush(
     db: &Database,
     statement: &PreparedQuery,
-    reason: &str,
+    reason: &Reason,
     ids: Vec<i64>,
     tokens: Vec<String>,
 ) -> u64 {
@@ -128,7 +129,7 @@ async fn flush(
                 delay *= 2;
             }
             Err(e) => {
-                error!(error = %e, devices = count, reason, "Pruning a batch failed; those devices stay enabled.");
+                error!(error = %e, devices = count, %reason, "Pruning a batch failed; those devices stay enabled.");
             }
         }
     }

@@ -15,8 +15,9 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::audience::Provider;
+use crate::audience::{PerProvider, Provider};
 use crate::config::LogFormat;
+use crate::push::{OutcomeKind, Reason};
 
 pub const EVENTS: &str = "notifier_events_total";
 pub const EVENT_FANOUT_SECONDS: &str = "notifier_event_fanout_seconds";
@@ -134,64 +135,48 @@ fn describe_and_register() {
     counter!(REDIS_RECONNECTS).increment(0);
 }
 
-/// Final push outcomes, as `notifier_pushes_total{outcome}` labels.
-pub const OUTCOMES: [&str; 6] = [
-    "delivered",
-    "unregistered",
-    "retryable",
-    "rejected",
-    "credentials_rejected",
-    "skipped",
-];
-
 /// Handles for the metrics every push touches.
 pub struct PushMetrics {
-    pushes: [[Counter; 6]; 2],
-    duration: [Histogram; 2],
-    in_flight: [Gauge; 2],
-    pruned: [Counter; 2],
-}
-
-fn lane(provider: Provider) -> usize {
-    usize::from(provider == Provider::Apns)
+    /// Indexed by [`OutcomeKind::index`].
+    pushes: PerProvider<[Counter; OutcomeKind::ALL.len()]>,
+    duration: PerProvider<Histogram>,
+    in_flight: PerProvider<Gauge>,
+    pruned: PerProvider<Counter>,
 }
 
 impl PushMetrics {
     pub fn get() -> &'static PushMetrics {
         static METRICS: OnceLock<PushMetrics> = OnceLock::new();
-        METRICS.get_or_init(|| {
-            let per = |p: &'static str| {
-                OUTCOMES.map(|o| counter!(PUSHES, "provider" => p, "outcome" => o))
-            };
-            PushMetrics {
-                pushes: [per("fcm"), per("apns")],
-                duration: ["fcm", "apns"]
-                    .map(|p| histogram!(PUSH_DURATION_SECONDS, "provider" => p)),
-                in_flight: ["fcm", "apns"].map(|p| gauge!(PUSHES_IN_FLIGHT, "provider" => p)),
-                pruned: ["fcm", "apns"].map(|p| counter!(TOKENS_PRUNED, "provider" => p)),
-            }
+        METRICS.get_or_init(|| PushMetrics {
+            pushes: PerProvider::from_fn(|p| {
+                OutcomeKind::ALL
+                    .map(|o| counter!(PUSHES, "provider" => p.as_str(), "outcome" => o.label()))
+            }),
+            duration: PerProvider::from_fn(
+                |p| histogram!(PUSH_DURATION_SECONDS, "provider" => p.as_str()),
+            ),
+            in_flight: PerProvider::from_fn(|p| gauge!(PUSHES_IN_FLIGHT, "provider" => p.as_str())),
+            pruned: PerProvider::from_fn(|p| counter!(TOKENS_PRUNED, "provider" => p.as_str())),
         })
     }
 
-    pub fn outcome(&self, provider: Provider, outcome: &str) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.pushes[lane(provider)][i].increment(1);
-        }
+    pub fn outcome(&self, provider: Provider, outcome: OutcomeKind) {
+        self.pushes[provider][outcome.index()].increment(1);
     }
 
     pub fn duration(&self, provider: Provider, seconds: f64) {
-        self.duration[lane(provider)].record(seconds);
+        self.duration[provider].record(seconds);
     }
 
     /// Counts one push in flight until the guard is dropped.
     pub fn in_flight_guard(&self, provider: Provider) -> InFlight {
-        let gauge = self.in_flight[lane(provider)].clone();
+        let gauge = self.in_flight[provider].clone();
         gauge.increment(1.0);
         InFlight(gauge)
     }
 
     pub fn pruned(&self, provider: Provider) {
-        self.pruned[lane(provider)].increment(1);
+        self.pruned[provider].increment(1);
     }
 }
 
@@ -206,35 +191,7 @@ impl Drop for InFlight {
 
 /// A retry, labelled by the failure's code (`UNAVAILABLE`, `timeout`, `ServiceUnavailable`…),
 /// never by its message.
-pub fn retry(provider: Provider, reason: &str) {
-    counter!(PUSH_RETRIES, "provider" => provider.as_str(), "reason" => reason_code(reason))
+pub fn retry(provider: Provider, reason: &Reason) {
+    counter!(PUSH_RETRIES, "provider" => provider.as_str(), "reason" => reason.metric_label())
         .increment(1);
-}
-
-/// `fcm:UNAVAILABLE: The service…` → `UNAVAILABLE`; `apns:transport: reset` → `transport`.
-pub fn reason_code(reason: &str) -> String {
-    let code = reason.split(':').nth(1).unwrap_or(reason).trim();
-    code.chars()
-        .take(32)
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_reasons_become_short_codes_without_messages() {
-        assert_eq!(
-            reason_code("fcm:UNAVAILABLE: The service is currently unavailable."),
-            "UNAVAILABLE"
-        );
-        assert_eq!(
-            reason_code("fcm:transport: error sending request for url (https://x/y)"),
-            "transport"
-        );
-        assert_eq!(reason_code("apns:HTTP 503"), "HTTP_503");
-        assert_eq!(reason_code("apns:TooManyRequests"), "TooManyRequests");
-    }
 }

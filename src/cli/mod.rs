@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::audience::{Device, Provider};
+use crate::audience::{Device, Platform, Provider};
 use crate::config::{SendMode, Settings, redact_url};
 use crate::content::Notification;
 use crate::database::Database;
@@ -167,11 +167,7 @@ async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
         }
     };
     let providers = crate::push::providers(&settings)?;
-    let pushers = Pushers {
-        fcm: providers.fcm,
-        apns: providers.apns,
-        dry_run: Arc::new(DryRunPusher),
-    };
+    let pushers = Pushers::new(providers, Arc::new(DryRunPusher));
     info!(
         send_mode = settings.send_mode.as_str(),
         channel = %settings.service.channel,
@@ -271,7 +267,7 @@ async fn send(
             id: 0,
             user_id: None,
             provider: Some(provider),
-            platform: Some(platform),
+            platform: Some(Platform::parse(&platform)),
             token,
             locale: None,
             updated_at: None,
@@ -284,25 +280,24 @@ async fn send(
             thread_id: "notifier-send".into(),
         }),
     };
-    let providers = crate::push::providers(settings)?;
-    let pusher: Arc<dyn crate::push::Pusher> = match (provider, settings.send_mode) {
-        (_, SendMode::DryRun) | (Provider::Apns, SendMode::Validate) => Arc::new(DryRunPusher),
-        (Provider::Fcm, _) => providers
-            .fcm
-            .context("FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS")?,
-        (Provider::Apns, _) => providers
-            .apns
-            .context("APNs is not configured: set APNS_KEY_PATH")?,
-    };
+    let pushers = Pushers::new(crate::push::providers(settings)?, Arc::new(DryRunPusher));
+    let pusher = pushers.for_mode(settings.send_mode)[provider]
+        .clone()
+        .with_context(|| match provider {
+            Provider::Fcm => "FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS",
+            Provider::Apns => "APNs is not configured: set APNS_KEY_PATH",
+        })?;
     let policy = RetryPolicy::from(&settings.retry);
     let done = deliver(&*pusher, &push, &policy, &|| false).await;
     let detail = match &done.outcome {
         PushOutcome::Delivered => String::new(),
         PushOutcome::Unregistered { reason, .. }
         | PushOutcome::Retryable { reason, .. }
-        | PushOutcome::Rejected { reason }
-        | PushOutcome::Skipped { reason } => format!(": {reason}"),
-        PushOutcome::CredentialsRejected { reason, setting } => {
+        | PushOutcome::Rejected { reason } => format!(": {reason}"),
+        PushOutcome::Skipped { reason } => format!(": {reason}"),
+        PushOutcome::CredentialsRejected {
+            reason, setting, ..
+        } => {
             format!(": {reason} (check {setting})")
         }
     };

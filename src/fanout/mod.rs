@@ -19,14 +19,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::audience::{Audience, Device, PageSink, Provider};
+use crate::audience::{Audience, Device, PageSink, PerProvider, Platform, Provider};
 use crate::backoff::Backoff;
 use crate::content::Rendered;
 use crate::database::{DatabaseError, ReadEnd};
 use crate::prune::Dead;
-use crate::push::fcm::THIRD_PARTY_SETTING;
 use crate::push::retry::{RetryPolicy, deliver};
-use crate::push::{MaskedToken, Push, PushOutcome, Pusher};
+use crate::push::{MaskedToken, PauseScope, ProviderPushers, Push, PushOutcome};
 use crate::telemetry::PushMetrics;
 
 /// Limits shared by every event.
@@ -35,8 +34,7 @@ pub struct FanoutLimits {
     /// Pushes in flight at once across the process.
     pub permits: Arc<Semaphore>,
     /// Pushes in flight at once per provider, each less than the global limit.
-    pub fcm_permits: Arc<Semaphore>,
-    pub apns_permits: Arc<Semaphore>,
+    pub provider_permits: PerProvider<Arc<Semaphore>>,
     /// Audience reads open at once, all events together. Each holds a database connection for
     /// its whole read, so there are fewer of them than pool connections: the rest stay free for
     /// the talk and prune statements, which are short, so nothing waits on a read to finish.
@@ -47,33 +45,14 @@ pub struct FanoutLimits {
     pub drain_timeout: Duration,
 }
 
-impl FanoutLimits {
-    fn provider_permits(&self, provider: Provider) -> &Arc<Semaphore> {
-        match provider {
-            Provider::Fcm => &self.fcm_permits,
-            Provider::Apns => &self.apns_permits,
-        }
-    }
-}
-
 /// How one event's pushes are sent.
 #[derive(Clone)]
 pub struct Delivery {
     /// The pusher for each provider; `None` where the provider is not configured.
-    pub fcm: Option<Arc<dyn Pusher>>,
-    pub apns: Option<Arc<dyn Pusher>>,
+    pub pushers: ProviderPushers,
     pub retry: RetryPolicy,
     /// Where dead tokens go to be pruned; `None` in dry and validate runs.
     pub prune: Option<mpsc::Sender<Dead>>,
-}
-
-impl Delivery {
-    fn pusher(&self, provider: Provider) -> Option<&Arc<dyn Pusher>> {
-        match provider {
-            Provider::Fcm => self.fcm.as_ref(),
-            Provider::Apns => self.apns.as_ref(),
-        }
-    }
 }
 
 /// What a fan-out did, for the event summary.
@@ -139,20 +118,7 @@ impl LaneCheckpoint {
 /// concurrency) and those finished since the last write. Writing every `min(page size,
 /// concurrency / 5)` finished pushes keeps the sum under the concurrency limit, with no per-push
 /// round trip to Redis.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub fcm: LaneCheckpoint,
-    pub apns: LaneCheckpoint,
-}
-
-impl Checkpoint {
-    pub fn lane(&self, provider: Provider) -> &LaneCheckpoint {
-        match provider {
-            Provider::Fcm => &self.fcm,
-            Provider::Apns => &self.apns,
-        }
-    }
-}
+pub type Checkpoint = PerProvider<LaneCheckpoint>;
 
 #[derive(Default)]
 struct LaneProgress {
@@ -167,7 +133,7 @@ pub struct Progress {
     pub settled: AtomicU64,
     pub lanes_read: AtomicUsize,
     resume: Checkpoint,
-    lanes: [Mutex<LaneProgress>; 2],
+    lanes: PerProvider<Mutex<LaneProgress>>,
     finished_since_write: AtomicUsize,
     write_every: usize,
     /// Signalled when enough pushes finished since the last checkpoint.
@@ -189,7 +155,7 @@ impl Progress {
             read: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             lanes_read: AtomicUsize::new(0),
-            lanes: [lane(&resume.fcm), lane(&resume.apns)],
+            lanes: PerProvider::from_fn(|p| lane(&resume[p])),
             resume,
             finished_since_write: AtomicUsize::new(0),
             write_every: write_every.max(1),
@@ -199,7 +165,7 @@ impl Progress {
     }
 
     fn lane(&self, provider: Provider) -> std::sync::MutexGuard<'_, LaneProgress> {
-        self.lanes[usize::from(provider == Provider::Apns)]
+        self.lanes[provider]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -212,17 +178,14 @@ impl Progress {
             let lane = self.lane(p);
             let mut holes: Vec<i64> = lane.in_flight.iter().copied().collect();
             let mut upto = lane.upto;
-            let before = self.resume.lane(p);
+            let before = &self.resume[p];
             if before.upto > lane.upto {
                 holes.extend(before.holes.iter().copied().filter(|h| *h > lane.upto));
                 upto = before.upto;
             }
             LaneCheckpoint { upto, holes }
         };
-        Checkpoint {
-            fcm: lane(Provider::Fcm),
-            apns: lane(Provider::Apns),
-        }
+        Checkpoint::from_fn(lane)
     }
 
     pub fn set_hold(&self, hold: bool) {
@@ -232,7 +195,7 @@ impl Progress {
 
     /// Where this lane's audience starts.
     pub fn read_after(&self, provider: Provider) -> i64 {
-        self.resume.lane(provider).read_after()
+        self.resume[provider].read_after()
     }
 
     fn handed_out(&self, provider: Provider, device_id: i64) {
@@ -256,23 +219,19 @@ impl Progress {
     }
 }
 
-/// What can be paused: a whole provider, or FCM for Apple and web devices only (their APNs key or
-/// web push credentials in Firebase are wrong; Android is unaffected).
+/// What a credentials rejection pauses for the rest of the event, as listed in the report.
 #[derive(Clone, Copy)]
-enum Pause {
-    Fcm,
-    FcmThirdParty,
-    Apns,
+struct Pause {
+    provider: Provider,
+    scope: PauseScope,
 }
 
 impl Pause {
-    const ALL: [Pause; 3] = [Pause::Fcm, Pause::FcmThirdParty, Pause::Apns];
-
     fn label(self) -> &'static str {
-        match self {
-            Pause::Fcm => "fcm",
-            Pause::FcmThirdParty => "fcm:ios+web",
-            Pause::Apns => "apns",
+        match self.scope {
+            PauseScope::Provider => self.provider.as_str(),
+            // Only FCM reaches Apple and web devices beside Android ones.
+            PauseScope::NonAndroid => "fcm:ios+web",
         }
     }
 }
@@ -289,7 +248,8 @@ struct EventState {
     retries: AtomicU64,
     pages: AtomicU64,
     queries: AtomicU64,
-    paused: [AtomicBool; 3],
+    /// Indexed by [`PauseScope::index`].
+    paused: PerProvider<[AtomicBool; PauseScope::ALL.len()]>,
     /// Failure reasons already logged for this event: each is logged once, then only counted.
     logged: Mutex<HashSet<String>>,
     buffered: AtomicUsize,
@@ -300,23 +260,19 @@ struct EventState {
 
 impl EventState {
     fn flag(&self, pause: Pause) -> &AtomicBool {
-        &self.paused[pause as usize]
+        &self.paused[pause.provider][pause.scope.index()]
     }
 
     /// Whether pushes to this device are paused for the rest of the event.
     fn is_paused(&self, provider: Provider, device: &Device) -> bool {
-        match provider {
-            Provider::Apns => self.flag(Pause::Apns).load(Ordering::Relaxed),
-            Provider::Fcm => {
-                self.flag(Pause::Fcm).load(Ordering::Relaxed)
-                    || (device.platform.as_deref() != Some("android")
-                        && self.flag(Pause::FcmThirdParty).load(Ordering::Relaxed))
-            }
-        }
+        let paused =
+            |scope: PauseScope| self.flag(Pause { provider, scope }).load(Ordering::Relaxed);
+        paused(PauseScope::Provider)
+            || (device.platform != Some(Platform::Android) && paused(PauseScope::NonAndroid))
     }
 
     /// Logs a reason the first time this event meets it.
-    fn first_time(&self, reason: &str) -> bool {
+    fn first_time(&self, reason: impl std::fmt::Display) -> bool {
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         logged.len() < 1000 && logged.insert(reason.to_string())
     }
@@ -332,7 +288,7 @@ impl EventState {
         self.retries
             .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
         self.progress.settled.fetch_add(1, Ordering::Relaxed);
-        PushMetrics::get().outcome(provider, outcome.label());
+        PushMetrics::get().outcome(provider, outcome.kind());
         match outcome {
             PushOutcome::Delivered => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
@@ -384,13 +340,13 @@ impl EventState {
                         "The provider rejected a push; the token is kept (further pushes failing for this reason are counted, not logged).");
                 }
             }
-            PushOutcome::CredentialsRejected { reason, setting } => {
+            PushOutcome::CredentialsRejected {
+                reason,
+                setting,
+                scope,
+            } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                let pause = match provider {
-                    Provider::Apns => Pause::Apns,
-                    Provider::Fcm if setting == THIRD_PARTY_SETTING => Pause::FcmThirdParty,
-                    Provider::Fcm => Pause::Fcm,
-                };
+                let pause = Pause { provider, scope };
                 if !self.flag(pause).swap(true, Ordering::Relaxed) {
                     error!(event_id = %self.event_id, paused = pause.label(), %reason, setting,
                         "The provider rejected our credentials; these pushes are paused for the rest of this event. Check {setting}.");
@@ -416,8 +372,9 @@ impl EventState {
             pruned,
             skipped,
             retries: self.retries.load(Ordering::Relaxed),
-            paused: Pause::ALL
+            paused: Provider::ALL
                 .into_iter()
+                .flat_map(|provider| PauseScope::ALL.map(|scope| Pause { provider, scope }))
                 .filter(|p| self.flag(*p).load(Ordering::Relaxed))
                 .map(Pause::label)
                 .collect(),
@@ -451,11 +408,7 @@ pub async fn fan_out(
         retries: AtomicU64::new(0),
         pages: AtomicU64::new(0),
         queries: AtomicU64::new(0),
-        paused: [
-            AtomicBool::new(false),
-            AtomicBool::new(false),
-            AtomicBool::new(false),
-        ],
+        paused: PerProvider::default(),
         logged: Mutex::new(HashSet::new()),
         buffered: AtomicUsize::new(0),
         peak_buffered: AtomicUsize::new(0),
@@ -507,9 +460,9 @@ async fn run_lane(
         limits.retry_pages_for,
         Arc::clone(&state),
     ));
-    let pusher = state.delivery.pusher(provider).cloned();
-    let provider_permits = Arc::clone(limits.provider_permits(provider));
-    let resume = state.progress.resume.lane(provider).clone();
+    let pusher = state.delivery.pushers[provider].clone();
+    let provider_permits = Arc::clone(&limits.provider_permits[provider]);
+    let resume = state.progress.resume[provider].clone();
     let mut hold = state.progress.hold.subscribe();
     let mut tasks = JoinSet::new();
     let mut warmed = false;
@@ -746,6 +699,27 @@ async fn read_pages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_stored_by_the_current_release_stay_readable() {
+        // As `serde_json::to_string(&progress.snapshot())` wrote them into event claims.
+        let stored = r#"{"fcm":{"upto":90000,"holes":[1200,5000]},"apns":{"upto":7,"holes":[]}}"#;
+        let checkpoint: Checkpoint = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            checkpoint,
+            Checkpoint {
+                fcm: LaneCheckpoint {
+                    upto: 90_000,
+                    holes: vec![1_200, 5_000]
+                },
+                apns: LaneCheckpoint {
+                    upto: 7,
+                    holes: vec![]
+                },
+            }
+        );
+        assert_eq!(serde_json::to_string(&checkpoint).unwrap(), stored);
+    }
 
     #[test]
     fn a_checkpoint_lists_in_flight_pushes_as_holes() {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::audience::{Audience, Provider};
+use crate::audience::{Audience, PerProvider, Provider};
 use crate::claims::{Claim, Claims, Renewal};
 use crate::config::{InputMode, SendMode, Settings, SettingsError};
 use crate::content::{Talk, TalkRow, Templates};
@@ -116,8 +116,7 @@ impl Worker {
     pub fn new(settings: Settings, db: Database, pushers: Pushers) -> Result<Self, SettingsError> {
         let queries = Queries::prepare(&settings.queries, db.backend())?;
         let templates = Templates::new(&settings.content)?;
-        if settings.send_mode != SendMode::DryRun && pushers.fcm.is_none() && pushers.apns.is_none()
-        {
+        if settings.send_mode != SendMode::DryRun && pushers.live.iter().all(|(_, p)| p.is_none()) {
             return Err(SettingsError {
                 setting: "NOTIFIER_SEND_MODE".into(),
                 reason: format!(
@@ -128,12 +127,14 @@ impl Worker {
         }
         let limits = FanoutLimits {
             permits: Arc::new(Semaphore::new(settings.service.concurrency)),
-            fcm_permits: Arc::new(Semaphore::new(
-                settings.service.provider_limit(settings.fcm.concurrency),
-            )),
-            apns_permits: Arc::new(Semaphore::new(
-                settings.service.provider_limit(settings.apns.concurrency),
-            )),
+            provider_permits: PerProvider {
+                fcm: Arc::new(Semaphore::new(
+                    settings.service.provider_limit(settings.fcm.concurrency),
+                )),
+                apns: Arc::new(Semaphore::new(
+                    settings.service.provider_limit(settings.apns.concurrency),
+                )),
+            },
             audience_reads: Arc::new(Semaphore::new(reads_budget(&settings))),
             retry_pages_for: Duration::from_secs(settings.database.retry_for_secs),
             drain_timeout: settings.service.drain_timeout(),
@@ -610,7 +611,7 @@ impl Worker {
         let talk = self.load_talk(event).await?;
         let content = self.templates.render(&talk, &event.event_id)?;
         // One reader per provider: each lane goes at its own provider's pace.
-        let audiences = [Provider::Fcm, Provider::Apns]
+        let audiences = Provider::ALL
             .into_iter()
             .map(|provider| {
                 let audience = Audience::new(
@@ -629,18 +630,10 @@ impl Worker {
         } else {
             self.settings.send_mode
         };
-        let dry = Some(Arc::clone(&self.pushers.dry_run));
         let pruner = (mode == SendMode::Live)
             .then(|| Pruner::start(self.db.clone(), self.queries.prune.clone()));
         let delivery = Delivery {
-            fcm: match mode {
-                SendMode::DryRun => dry.clone(),
-                SendMode::Validate | SendMode::Live => self.pushers.fcm.clone(),
-            },
-            apns: match mode {
-                SendMode::DryRun | SendMode::Validate => dry,
-                SendMode::Live => self.pushers.apns.clone(),
-            },
+            pushers: self.pushers.for_mode(mode),
             retry: RetryPolicy::from(&self.settings.retry),
             prune: pruner.as_ref().map(Pruner::sender),
         };

@@ -17,16 +17,16 @@ use serde::ser::SerializeMap;
 use tokio::time::Instant;
 
 use super::http2::{Http2Client, Http2Error};
-use super::{PerNotification, Push, PushOutcome, Pusher, retry_after};
+use super::{PauseScope, PerNotification, Push, PushOutcome, Pusher, Reason, retry_after};
+use crate::audience::{Platform, Provider};
 use crate::config::FcmSettings;
 use crate::content::Notification;
 
 /// The OAuth2 scope for sending with FCM.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const CREDENTIALS_SETTING: &str = "GOOGLE_APPLICATION_CREDENTIALS";
-/// What to fix after THIRD_PARTY_AUTH_ERROR; the fan-out recognises it to pause only the devices
-/// it concerns.
-pub const THIRD_PARTY_SETTING: &str =
+/// What to fix after THIRD_PARTY_AUTH_ERROR.
+const THIRD_PARTY_SETTING: &str =
     "the APNs key (or web push credentials) in the Firebase project settings";
 /// A token is renewed this long before it expires. gcp_auth hands back its cached token until 20 s
 /// before expiry, so asking earlier would only get the same token again.
@@ -249,7 +249,7 @@ impl FcmPusher {
     /// The request body for one push: the notification's shared body with the device's token
     /// spliced in, so the JSON shared by every device of the event is written once.
     pub fn body(&self, push: &Push) -> Vec<u8> {
-        let ios = push.device.platform.as_deref() == Some("ios");
+        let ios = push.device.platform == Some(Platform::Ios);
         let template = self
             .templates
             .get_or_build(&push.notification, ios.into(), || {
@@ -351,15 +351,16 @@ impl Pusher for FcmPusher {
             Ok(bearer) => bearer,
             Err(TokenError::Unavailable(why)) => {
                 return PushOutcome::Retryable {
-                    reason: format!("fcm:token unavailable: {why}"),
+                    reason: Reason::new(Provider::Fcm, "token unavailable").with_detail(why),
                     retry_after: None,
                     quota: false,
                 };
             }
             Err(TokenError::Refused(reason)) => {
                 return PushOutcome::CredentialsRejected {
-                    reason: format!("fcm: {reason}"),
+                    reason: Reason::uncoded(Provider::Fcm, reason),
                     setting: CREDENTIALS_SETTING,
+                    scope: PauseScope::Provider,
                 };
             }
         };
@@ -400,8 +401,14 @@ impl Pusher for FcmPusher {
 
 fn transport_failure(e: &Http2Error) -> PushOutcome {
     // Resets and GOAWAY land here too: the request may not have reached FCM.
+    let (code, detail) = match e {
+        Http2Error::Connect(why) => ("connect", why.clone()),
+        Http2Error::Timeout(after) => ("timeout", format!("no response within {after:?}")),
+        Http2Error::Unsent(why) => ("not sent", why.clone()),
+        Http2Error::Transport(why) => ("transport", why.clone()),
+    };
     PushOutcome::Retryable {
-        reason: format!("fcm:{e}"),
+        reason: Reason::new(Provider::Fcm, code).with_detail(detail),
         retry_after: None,
         quota: false,
     }
@@ -450,43 +457,41 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Push
     let error = parse_error(body);
     let code = error
         .error_code
-        .clone()
-        .or_else(|| error.status.clone())
+        .or(error.status)
         .unwrap_or_else(|| format!("HTTP {status}"));
-    let reason = format!("fcm:{code}");
-    let detail = match &error.message {
-        Some(m) => format!("{reason}: {m}"),
-        None => reason.clone(),
+    let reason = Reason::new(Provider::Fcm, code);
+    // Only failures that stop at a person carry FCM's message; retries are counted by code.
+    let detailed = |reason: Reason, message: Option<String>| match message {
+        Some(m) => reason.with_detail(m),
+        None => reason,
     };
-    let retryable = |quota| PushOutcome::Retryable {
-        reason: reason.clone(),
-        retry_after,
-        quota,
-    };
-    match (status, code.as_str()) {
+    match (status, reason.code()) {
         // Only FCM's own code prunes: a bare 404 is as likely a wrong FCM_ENDPOINT.
-        (_, "UNREGISTERED") => PushOutcome::Unregistered {
-            reason: "fcm:UNREGISTERED".into(),
-            since: None,
-        },
-        (403, "SENDER_ID_MISMATCH") => PushOutcome::Unregistered {
-            reason: "fcm:SENDER_ID_MISMATCH".into(),
+        (_, "UNREGISTERED") | (403, "SENDER_ID_MISMATCH") => PushOutcome::Unregistered {
+            reason,
             since: None,
         },
         // The APNs key or web push credentials in the Firebase project are wrong: Apple and web
         // devices reached through FCM fail, Android ones do not (the fan-out pauses only those).
         (_, "THIRD_PARTY_AUTH_ERROR") => PushOutcome::CredentialsRejected {
-            reason: detail,
+            reason: detailed(reason, error.message),
             setting: THIRD_PARTY_SETTING,
+            scope: PauseScope::NonAndroid,
         },
         (401, _) | (403, _) => PushOutcome::CredentialsRejected {
-            reason: detail,
+            reason: detailed(reason, error.message),
             setting: CREDENTIALS_SETTING,
+            scope: PauseScope::Provider,
         },
-        (429, _) => retryable(true),
-        (500..=599, _) => retryable(false),
+        (429 | 500..=599, _) => PushOutcome::Retryable {
+            reason,
+            retry_after,
+            quota: status == 429,
+        },
         // INVALID_ARGUMENT included: the payload is as likely at fault as the token.
-        _ => PushOutcome::Rejected { reason: detail },
+        _ => PushOutcome::Rejected {
+            reason: detailed(reason, error.message),
+        },
     }
 }
 
@@ -596,7 +601,7 @@ mod tests {
                 id: 1,
                 user_id: Some(2),
                 provider: Some(crate::audience::Provider::Fcm),
-                platform: Some(platform.into()),
+                platform: Some(Platform::parse(platform)),
                 token: token.into(),
                 locale: None,
                 updated_at: None,
@@ -740,7 +745,7 @@ mod tests {
                 PushOutcome::Unregistered { reason, .. }
                 | PushOutcome::Retryable { reason, .. }
                 | PushOutcome::Rejected { reason }
-                | PushOutcome::CredentialsRejected { reason, .. } => reason.clone(),
+                | PushOutcome::CredentialsRejected { reason, .. } => reason.to_string(),
                 other => format!("{other:?}"),
             };
             assert_eq!(&got, reason, "{status} {code:?}");
