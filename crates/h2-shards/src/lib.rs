@@ -65,6 +65,18 @@ pub enum Http2Error {
     Transport(#[source] Arc<h2::Error>),
 }
 
+impl Http2Error {
+    /// A short, stable name for the kind of failure, for metric labels and reason codes.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Http2Error::Connect(_) => "connect",
+            Http2Error::Timeout(_) => "timeout",
+            Http2Error::Unsent(_) => "not sent",
+            Http2Error::Transport(_) => "transport",
+        }
+    }
+}
+
 /// Why a client cannot be built from the settings.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

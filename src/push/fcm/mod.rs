@@ -401,14 +401,9 @@ impl Pusher for FcmPusher {
 
 fn transport_failure(e: &Http2Error) -> PushOutcome {
     // Resets and GOAWAY land here too: the request may not have reached FCM.
-    let (code, detail) = match e {
-        Http2Error::Connect(why) => ("connect", why.clone()),
-        Http2Error::Timeout(after) => ("timeout", format!("no response within {after:?}")),
-        Http2Error::Unsent(why) => ("not sent", why.clone()),
-        Http2Error::Transport(why) => ("transport", why.clone()),
-    };
+    let detail = std::error::Error::source(e).map_or_else(|| e.to_string(), error_chain);
     PushOutcome::Retryable {
-        reason: Reason::new(Provider::Fcm, code).with_detail(detail),
+        reason: Reason::new(Provider::Fcm, e.code()).with_detail(detail),
         retry_after: None,
         quota: false,
     }
