@@ -15,7 +15,6 @@ use crate::content::Notification;
 use crate::database::Database;
 use crate::event::TalkPosted;
 use crate::push::Pushers;
-use crate::push::apns::A2Transport;
 use crate::push::dry_run::DryRunPusher;
 use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
 use crate::push::retry::{RetryPolicy, deliver};
@@ -386,29 +385,17 @@ async fn check(settings: &Settings) -> anyhow::Result<()> {
     }
     if settings.apns.is_configured() {
         let a = &settings.apns;
-        let apns = if a.endpoint.trim().is_empty() {
-            A2Transport::new(a).map(|_| {
-                let host = if a.sandbox {
-                    "Apple sandbox"
-                } else {
-                    "Apple production"
-                };
-                format!(
-                    "key {} of team {} loaded, topic {}, {host}",
-                    a.key_id, a.team_id, a.topic
-                )
-            })
-        } else {
-            crate::push::http2_client(settings, &a.endpoint, 1, a.request_timeout_secs)
-                .map_err(|e| crate::push::apns::TransportError::Request(e.to_string()))
-                .and_then(|client| crate::push::apns::HttpTransport::new(client, a))
-                .map(|_| {
-                    format!(
-                        "key {} of team {} loaded, topic {}, stand-in at {} (APNS_ENDPOINT)",
-                        a.key_id, a.team_id, a.topic, a.endpoint
-                    )
-                })
-        };
+        let apns = crate::push::apns_transport(settings, 1).map(|_| {
+            let to = match a.endpoint.trim() {
+                "" if a.sandbox => "Apple sandbox".to_string(),
+                "" => "Apple production".to_string(),
+                endpoint => format!("stand-in at {endpoint} (APNS_ENDPOINT)"),
+            };
+            format!(
+                "key {} of team {} loaded, topic {}, {to}",
+                a.key_id, a.team_id, a.topic
+            )
+        });
         report("APNs (APNS_KEY_PATH)", apns.map_err(anyhow::Error::from));
     } else {
         println!("-       APNs: not configured (APNS_KEY_PATH unset)");

@@ -17,7 +17,7 @@ mod pushers;
 pub mod retry;
 
 pub use outcome::{OutcomeKind, PauseScope, PushOutcome, Reason};
-pub use providers::{ProviderError, fcm_pusher, http2_client, providers};
+pub use providers::{ProviderError, apns_transport, fcm_pusher, http2_client, providers};
 pub use pushers::{ProviderPushers, Pushers};
 
 use std::fmt;

@@ -23,8 +23,9 @@ use crate::tls::Connector;
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A PING unanswered this long closes the connection.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection no request has used for this long is closed (providers close idle ones anyway).
-const IDLE_CLOSE: Duration = Duration::from_secs(240);
+/// A connection no request has used for this long is closed (providers close idle ones anyway),
+/// unless the client says otherwise.
+pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(240);
 /// One address's TCP connect, when others remain to try (an IPv6 route that drops packets
 /// must not use up the whole dial).
 const ADDRESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,6 +93,8 @@ pub(crate) struct Target {
     pub(crate) authority: http::uri::Authority,
     /// The endpoint's own path (a proxy's prefix), without the trailing `/`; usually empty.
     pub(crate) prefix: String,
+    /// A connection unused this long is closed.
+    pub(crate) idle_close: Duration,
 }
 
 /// Opens one connection: TCP (through the proxy's tunnel if there is one), TLS with ALPN `h2`
@@ -119,9 +122,9 @@ pub(crate) async fn dial(target: &Target, shard: &Arc<Shard>) -> Result<Live, Co
                     port: target.port,
                 });
             }
-            handshake(tls, shard).await
+            handshake(tls, target, shard).await
         }
-        None => handshake(tcp, shard).await,
+        None => handshake(tcp, target, shard).await,
     }
 }
 
@@ -215,7 +218,7 @@ async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream, Conne
 /// The HTTP/2 handshake, then a PING round trip before the connection is used: the server's
 /// SETTINGS come first on the wire (RFC 9113 §3.4) and h2 applies them before it reads the PING's
 /// answer, so the stream limit is the server's, not a guess, from the first request on.
-async fn handshake<T>(io: T, shard: &Arc<Shard>) -> Result<Live, ConnectError>
+async fn handshake<T>(io: T, target: &Target, shard: &Arc<Shard>) -> Result<Live, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -233,6 +236,7 @@ where
     let (settled_tx, settled) = oneshot::channel();
     tokio::spawn(drive(
         connection,
+        target.idle_close,
         settled_tx,
         closed.clone(),
         used.clone(),
@@ -248,9 +252,10 @@ where
 }
 
 /// Drives the connection until it ends: first until the server has answered a PING (reported
-/// on `settled`), then PINGing it every 30 s and closing it after four idle minutes.
+/// on `settled`), then PINGing it every 30 s and closing it once idle for `idle_close`.
 async fn drive<T>(
     mut connection: h2::client::Connection<T, Bytes>,
+    idle_close: Duration,
     settled: oneshot::Sender<Result<(), ConnectError>>,
     closed: Arc<AtomicBool>,
     used: Arc<AtomicU64>,
@@ -280,7 +285,7 @@ async fn drive<T>(
                     tracing::debug!(error = %e, "HTTP/2 connection ended");
                 }
             }
-            why = keep_alive(ping_pong, used) => match why {
+            why = keep_alive(ping_pong, used, idle_close) => match why {
                 Idle::Unused => {
                     // Out of the shard, so no new request takes it; h2 closes it with GOAWAY
                     // once the requests still on it (if any raced the decision) are answered.
@@ -305,15 +310,19 @@ fn retire(shard: &Weak<Shard>, closed: &Arc<AtomicBool>) {
 }
 
 enum Idle {
-    /// No request used it for [`IDLE_CLOSE`].
+    /// No request used it for the idle time.
     Unused,
     /// A PING got no answer within [`PING_TIMEOUT`]: the connection is dead.
     Unanswered,
 }
 
 /// PINGs every 30 s; returns when one goes unanswered or no request has used the connection
-/// for four minutes.
-async fn keep_alive(ping_pong: Option<h2::PingPong>, used: Arc<AtomicU64>) -> Idle {
+/// for `idle_close`.
+async fn keep_alive(
+    ping_pong: Option<h2::PingPong>,
+    used: Arc<AtomicU64>,
+    idle_close: Duration,
+) -> Idle {
     let Some(mut ping_pong) = ping_pong else {
         return std::future::pending().await;
     };
@@ -323,7 +332,7 @@ async fn keep_alive(ping_pong: Option<h2::PingPong>, used: Arc<AtomicU64>) -> Id
         let now_used = used.load(Ordering::Relaxed);
         if now_used != seen {
             (seen, idle_since) = (now_used, Instant::now());
-        } else if idle_since.elapsed() >= IDLE_CLOSE {
+        } else if idle_since.elapsed() >= idle_close {
             return Idle::Unused;
         }
         match tokio::time::timeout(PING_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {

@@ -167,6 +167,7 @@ impl Http2Client {
                 scheme,
                 authority,
                 prefix: uri.path().trim_end_matches('/').to_string(),
+                idle_close: dial::IDLE_CLOSE,
             }),
             shards: (0..connections.max(1))
                 .map(|_| Arc::new(Shard::default()))
@@ -184,6 +185,19 @@ impl Http2Client {
             target.proxy = proxy;
         }
         self
+    }
+
+    /// Closes a connection no request has used for `idle` (four minutes unless set).
+    pub fn with_idle_close(mut self, idle: Duration) -> Self {
+        if let Some(target) = Arc::get_mut(&mut self.target) {
+            target.idle_close = idle;
+        }
+        self
+    }
+
+    /// How long a connection may idle before it is closed.
+    pub fn idle_close(&self) -> Duration {
+        self.target.idle_close
     }
 
     /// The endpoint's host, as proxies are chosen by it.
