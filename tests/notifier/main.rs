@@ -1,5 +1,7 @@
 //! One integration-test binary (faster to link than one per file), with shared helpers.
 
+mod apns_connections;
+mod apns_tokens;
 mod audience;
 mod cli;
 mod concurrency;
