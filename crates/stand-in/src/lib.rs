@@ -72,7 +72,8 @@ pub struct StandInConfig {
     /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
     /// service name, say).
     pub host_names: Vec<String>,
-    /// Take any bearer token (for load generators such as h2load); off, only issued ones pass.
+    /// Take any bearer token, FCM's or APNs' (for load generators such as h2load); off, only
+    /// issued FCM tokens and valid, Apple-rule-abiding APNs provider tokens pass.
     pub accept_any_token: bool,
     /// APNs-like start: each connection advertises this many streams until its first request is
     /// answered, then `max_streams` (APNs allows one until a request with a valid token).

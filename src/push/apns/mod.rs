@@ -88,7 +88,12 @@ impl Pusher for ApnsPusher {
         match self.transport.send(&request).await {
             Ok(response) => classify(&response),
             Err(TransportError::Unanswered(e)) => PushOutcome::Retryable {
-                reason: Reason::new(Provider::Apns, "transport").with_detail(error_chain(&e)),
+                // `apns:transport: connect: TCP connect to …: Connection refused`
+                reason: Reason::new(Provider::Apns, "transport").with_detail(format!(
+                    "{}: {}",
+                    e.code(),
+                    std::error::Error::source(&e).map_or_else(|| e.to_string(), error_chain)
+                )),
                 retry_after: None,
                 quota: false,
             },
