@@ -12,24 +12,29 @@
 //! a signing key (`apns-key.p8`), verifies the ES256 provider tokens made with it, checks Apple's
 //! headers and the 4096-byte limit, and answers with Apple's reasons: a token containing
 //! `unregistered` gets 410 Unregistered with a timestamp, `bad` 400 BadDeviceToken, `flaky` one
-//! 503 then success, `down` 503 every time.
+//! 503 then success, `down` 503 every time. Like Apple, it refuses provider tokens older than an
+//! hour and a connection's token changing within 20 minutes, and it can start connections with a
+//! low stream limit raised after the first answer, or send GOAWAY mid-burst (`conn`, `frames`).
 //!
-//! Modules: `tls` (the listeners), `oauth` (the token endpoint), `fcm` and `faults` (FCM
-//! and the failures tokens ask for), `apns`, and `counters` (what `GET /stats` reports). It is
+//! Modules: `tls` (the listeners), `conn` and `frames` (a connection's state and its rewritten
+//! frames), `oauth` (the token endpoint), `fcm` and `faults` (FCM and the failures tokens ask
+//! for), `apns`, and `counters` (what `GET /stats` reports). It is
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
 mod apns;
+mod conn;
 mod counters;
 mod faults;
 mod fcm;
+mod frames;
 mod oauth;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,8 +72,20 @@ pub struct StandInConfig {
     /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
     /// service name, say).
     pub host_names: Vec<String>,
-    /// Take any bearer token (for load generators such as h2load); off, only issued ones pass.
+    /// Take any bearer token, FCM's or APNs' (for load generators such as h2load); off, only
+    /// issued FCM tokens and valid, Apple-rule-abiding APNs provider tokens pass.
     pub accept_any_token: bool,
+    /// APNs-like start: each connection advertises this many streams until its first request is
+    /// answered, then `max_streams` (APNs allows one until a request with a valid token).
+    pub initial_streams: Option<u32>,
+    /// Each connection sends a GOAWAY (reason Shutdown) after this many requests: streams read
+    /// by then are answered, later ones are dropped unprocessed, and the connection closes.
+    pub goaway_after: Option<u64>,
+    /// APNs: a connection refuses a new provider token within this long of its last token
+    /// change (429 TooManyProviderTokenUpdates); tokens older than an hour are refused too
+    /// (403 ExpiredProviderToken). Both judged by the stand-in's clock (see
+    /// [`StandIn::advance_clock`]).
+    pub token_update_window: Duration,
 }
 
 impl Default for StandInConfig {
@@ -82,6 +99,9 @@ impl Default for StandInConfig {
             record: false,
             host_names: Vec::new(),
             accept_any_token: false,
+            initial_streams: None,
+            goaway_after: None,
+            token_update_window: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -96,6 +116,18 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// While set, every send gets 503 (a provider outage).
     pub(crate) outage: AtomicBool,
+    /// Seconds added to the system clock when judging APNs provider tokens.
+    pub(crate) clock_offset: AtomicU64,
+}
+
+impl Shared {
+    /// The stand-in's time, in seconds since the Unix epoch.
+    pub(crate) fn unix_now(&self) -> u64 {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        system + self.clock_offset.load(Ordering::Relaxed)
+    }
 }
 
 /// A running stand-in.
@@ -124,6 +156,7 @@ impl StandIn {
             config: config.clone(),
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
+            clock_offset: AtomicU64::new(0),
         });
         let app = router(Arc::clone(&shared));
         let stop = CancellationToken::new();
@@ -140,16 +173,14 @@ impl StandIn {
             tls_listener,
             Some(acceptor),
             app.clone(),
-            config.max_streams,
-            Arc::clone(&stand_in.counters),
+            Arc::clone(&stand_in.shared),
             stop.clone(),
         ));
         tokio::spawn(tls::serve(
             plain_listener,
             None,
             app,
-            config.max_streams,
-            Arc::clone(&stand_in.counters),
+            Arc::clone(&stand_in.shared),
             stop,
         ));
         Ok(stand_in)
@@ -196,6 +227,14 @@ impl StandIn {
     /// Makes every send fail with 503 (true) or answer normally again (false).
     pub fn set_outage(&self, on: bool) {
         self.shared.outage.store(on, Ordering::Relaxed);
+    }
+
+    /// Moves the stand-in's clock (used for APNs provider tokens only) forward by `by`, so a
+    /// test can live through hours of Apple's token rules in seconds.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared
+            .clock_offset
+            .fetch_add(by.as_secs(), Ordering::Relaxed);
     }
 
     pub fn stop(&self) {

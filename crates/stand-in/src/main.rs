@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             record: false,
             host_names: vec![args.host_name.clone()],
             accept_any_token: args.accept_any_token,
+            ..StandInConfig::default()
         })
         .await?;
         let plain = format!("http://{}:{}", args.host_name, stand_in.plain_addr.port());
