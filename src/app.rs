@@ -159,7 +159,7 @@ fn announce(settings: &Settings, db: &Database) {
 
 /// A token cancelled on SIGTERM or SIGINT, listening from this moment: a stop during start-up
 /// is still a graceful one.
-pub fn stop_on_signal() -> CancellationToken {
+pub(crate) fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
@@ -170,7 +170,7 @@ pub fn stop_on_signal() -> CancellationToken {
 }
 
 /// Completes on SIGTERM (what containers send) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -9,7 +9,7 @@
 //! the audience. A read that fails midway resumes after the last device handed on. Each device
 //! comes once: a device that the query returns twice (say, through a join) is dropped here.
 
-pub use crate::device::{Device, PerProvider, Platform, Provider};
+pub(crate) use crate::device::{Device, PerProvider, Platform, Provider};
 
 use crate::database::{
     Database, DatabaseError, FromRecord, Param, PreparedQuery, ReadEnd, Record, RowSink,

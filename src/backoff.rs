@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,
             max: max.max(initial),
@@ -23,23 +23,23 @@ impl Backoff {
     }
 
     /// The cap for the current attempt: `initial · 2^attempt`, at most `max`.
-    pub fn ceiling(&self) -> Duration {
+    pub(crate) fn ceiling(&self) -> Duration {
         let factor = 2u32.saturating_pow(self.attempt.min(30));
         self.initial.saturating_mul(factor).min(self.max)
     }
 
     /// The delay before the next attempt, drawn uniformly from zero to the ceiling.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         ceiling.mul_f64(fastrand::f64())
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 }
@@ -47,7 +47,7 @@ impl Backoff {
 /// Calls `op` until it succeeds or `again` gives up. After each failure `again` gets the error,
 /// the number of the attempt that failed and the delay before the next one (to log them), and
 /// says whether to try again; the last error is returned when it does not.
-pub async fn retry<T, E, Fut>(
+pub(crate) async fn retry<T, E, Fut>(
     mut backoff: Backoff,
     mut op: impl FnMut() -> Fut,
     mut again: impl FnMut(&E, u32, Duration) -> bool,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 /// Messages larger than this are rejected before parsing.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_EVENT_ID_CHARS: usize = 128;
 const PREVIEW_CHARS: usize = 120;
 
@@ -189,7 +189,7 @@ fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// The start of a raw message, safe to log: invalid UTF-8 and control characters are escaped.
-pub struct Preview<'a>(pub &'a [u8]);
+pub(crate) struct Preview<'a>(pub &'a [u8]);
 
 impl fmt::Display for Preview<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

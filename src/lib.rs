@@ -1,3 +1,5 @@
+#![warn(unreachable_pub)]
+
 //! notifier turns "a talk was posted" events into push notifications on every device whose user
 //! clipped (subscribed to) the talk's program.
 //!
@@ -40,25 +42,43 @@
 //! Dependencies run one way, from the wiring (cli, app, worker, status) down to the steps, and
 //! `tests/notifier/architecture.rs` fails on an import cycle or a provider reaching the database.
 
-pub mod app;
-pub mod audience;
-pub mod backoff;
-pub mod claims;
+mod app;
+mod audience;
+mod backoff;
+mod claims;
 pub mod cli;
-pub mod config;
-pub mod content;
-pub mod database;
-pub mod device;
-pub mod event;
-pub mod fanout;
-pub mod input;
-pub mod prune;
-pub mod push;
-pub mod redact;
-pub mod redis_client;
-pub mod status;
-pub mod telemetry;
-pub mod worker;
+mod config;
+mod content;
+mod database;
+mod device;
+mod event;
+mod fanout;
+mod input;
+mod prune;
+mod push;
+mod redact;
+mod redis_client;
+mod status;
+mod telemetry;
+mod worker;
+
+// The library's surface: what `main` and the integration tests use. Everything else is
+// `pub(crate)`, so a change inside a step cannot break a caller outside the crate.
+pub use app::{Application, Overrides};
+pub use audience::{Audience, PageSink};
+pub use config::{ApnsSettings, ENV_VARS, InputMode, Settings};
+pub use content::Notification;
+pub use database::{Backend, Database, Queries, ReadEnd};
+pub use device::{Device, PerProvider, Platform, Provider};
+pub use fanout::FanoutReport;
+pub use push::apns::{
+    ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, Clock, HttpTransport, ProviderToken,
+    SystemClock, TransportError,
+};
+pub use push::{Push, PushOutcome, Pusher, Pushers, apns_transport, providers};
+pub use redis_client::{Explained, open as open_redis};
+pub use telemetry::{LogFormat, init as init_logs};
+pub use worker::{EventOutcome, Summary, Worker};
 
 /// Makes ring the process's TLS crypto provider. Safe to call more than once.
 pub fn install_crypto_provider() {

@@ -19,7 +19,7 @@ use crate::database::{Database, Param, PreparedQuery};
 use crate::push::Reason;
 
 /// Devices per prune statement.
-pub const BATCH: usize = 500;
+pub(crate) const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Statements running at once; more batches wait in memory (ids and tokens only).
 const FLUSHES_AT_ONCE: usize = 2;
@@ -28,32 +28,32 @@ const FLUSH_ATTEMPTS: u32 = 4;
 
 /// A dead token to disable.
 #[derive(Debug, Clone)]
-pub struct Dead {
+pub(crate) struct Dead {
     pub device_id: i64,
     pub token: String,
     /// Why, stored in `disabled_reason` as it prints (`fcm:UNREGISTERED`).
     pub reason: Reason,
 }
 
-pub struct Pruner {
+pub(crate) struct Pruner {
     tx: mpsc::Sender<Dead>,
     task: JoinHandle<u64>,
 }
 
 impl Pruner {
-    pub fn start(db: Database, statement: PreparedQuery) -> Self {
+    pub(crate) fn start(db: Database, statement: PreparedQuery) -> Self {
         let (tx, rx) = mpsc::channel(BATCH * 2);
         let task = tokio::spawn(run(rx, db, statement).in_current_span());
         Self { tx, task }
     }
 
     /// Where pushes report dead tokens.
-    pub fn sender(&self) -> mpsc::Sender<Dead> {
+    pub(crate) fn sender(&self) -> mpsc::Sender<Dead> {
         self.tx.clone()
     }
 
     /// Flushes what is left; returns how many devices were disabled.
-    pub async fn finish(self) -> u64 {
+    pub(crate) async fn finish(self) -> u64 {
         drop(self.tx);
         self.task.await.unwrap_or_else(|e| {
             error!(error = %e, "The prune task failed.");

@@ -4,7 +4,7 @@
 
 /// Hides the password of a URL like `postgres://user:secret@host/db`, including one given as a
 /// `password=` query parameter.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

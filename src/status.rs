@@ -23,7 +23,7 @@ use crate::worker::Worker;
 
 /// The worker, once start-up has made it: probes are answered from the moment the port is
 /// bound, so a long start (a migration, say) is "alive, not ready" rather than a hung probe.
-pub type WorkerSlot = Arc<OnceLock<Arc<Worker>>>;
+pub(crate) type WorkerSlot = Arc<OnceLock<Arc<Worker>>>;
 
 #[derive(Clone)]
 struct Status {
@@ -33,21 +33,21 @@ struct Status {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on NOTIFIER_HTTP_ADDR {addr}: {source}")]
-pub struct BindError {
+pub(crate) struct BindError {
     addr: SocketAddr,
     #[source]
     source: std::io::Error,
 }
 
 /// Binds the listener (so a taken port fails start-up, naming the setting).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { addr, source })
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     worker: WorkerSlot,
     metrics: PrometheusHandle,
@@ -94,7 +94,7 @@ async fn render_metrics(State(status): State<Status>) -> impl IntoResponse {
 
 /// `notifier healthcheck`: asks the running notifier's `/healthz` (for a container HEALTHCHECK,
 /// so the image needs no curl). A wildcard listen address is reached on loopback.
-pub async fn healthcheck(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn healthcheck(addr: SocketAddr) -> anyhow::Result<()> {
     let target = if addr.ip().is_unspecified() {
         SocketAddr::new(
             if addr.is_ipv4() {

@@ -33,7 +33,7 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let lease = self.claims.lease();
         let mut renew = tokio::time::interval(lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -46,7 +46,7 @@ fn active(prefix: &str) -> String {
 
 /// What claiming an event gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// New: this replica processes it from the start.
     Claimed,
     /// Abandoned by a dead owner: this replica resumes it from the checkpoint (JSON, may be empty).
@@ -59,7 +59,7 @@ pub enum Claim {
 
 /// An abandoned event taken over by a scan.
 #[derive(Debug, Clone)]
-pub struct TakenOver {
+pub(crate) struct TakenOver {
     pub event_id: String,
     pub payload: String,
     pub checkpoint: String,
@@ -68,7 +68,7 @@ pub struct TakenOver {
 
 /// What renewing a lease found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Renewal {
+pub(crate) enum Renewal {
     Renewed,
     /// Another replica owns the event now: stop sending.
     Lost,
@@ -97,7 +97,7 @@ impl From<redis::RedisError> for ClaimError {
 /// claimed fresh and every write succeeds, for a worker that drives events directly (tests) and
 /// so has no other replica to agree with.
 #[derive(Clone)]
-pub struct Claims {
+pub(crate) struct Claims {
     redis: Option<ConnectionManager>,
     prefix: String,
     owner: String,
@@ -106,7 +106,7 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub async fn connect(
+    pub(crate) async fn connect(
         redis: &crate::config::RedisSettings,
         prefix: &str,
         owner: String,
@@ -129,7 +129,7 @@ impl Claims {
     }
 
     /// The store that remembers nothing (see [`Claims`]).
-    pub fn unshared(owner: String, lease: Duration) -> Self {
+    pub(crate) fn unshared(owner: String, lease: Duration) -> Self {
         Self {
             redis: None,
             prefix: String::new(),
@@ -141,7 +141,7 @@ impl Claims {
 
     /// Whether claims are kept in Redis, shared with other replicas: only then is there a lease
     /// to keep, a checkpoint to store, or an abandoned event to look for.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         self.redis.is_some()
     }
 
@@ -150,15 +150,15 @@ impl Claims {
     }
 
     /// The connection, for other short commands (stream acknowledgements).
-    pub fn connection(&self) -> Option<ConnectionManager> {
+    pub(crate) fn connection(&self) -> Option<ConnectionManager> {
         self.redis.clone()
     }
 
-    pub fn owner(&self) -> &str {
+    pub(crate) fn owner(&self) -> &str {
         &self.owner
     }
 
-    pub fn lease(&self) -> Duration {
+    pub(crate) fn lease(&self) -> Duration {
         self.lease
     }
 
@@ -182,7 +182,7 @@ impl Claims {
         invocation
     }
 
-    pub async fn claim(&self, event_id: &str, payload: &str) -> Result<Claim, ClaimError> {
+    pub(crate) async fn claim(&self, event_id: &str, payload: &str) -> Result<Claim, ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
             return Ok(Claim::Claimed);
         };
@@ -201,7 +201,7 @@ impl Claims {
         })
     }
 
-    pub async fn renew(
+    pub(crate) async fn renew(
         &self,
         event_id: &str,
         payload: &str,
@@ -224,7 +224,7 @@ impl Claims {
 
     /// Stores the checkpoint. A claim Redis lost (restarted without persistence) is written
     /// again, owned by us: we are still the ones sending.
-    pub async fn checkpoint(
+    pub(crate) async fn checkpoint(
         &self,
         event_id: &str,
         payload: &str,
@@ -247,7 +247,7 @@ impl Claims {
     }
 
     /// Marks the event done (or failed), kept for the dedup window.
-    pub async fn finish(&self, event_id: &str, failed: bool) -> Result<bool, ClaimError> {
+    pub(crate) async fn finish(&self, event_id: &str, failed: bool) -> Result<bool, ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
             return Ok(true);
         };
@@ -264,7 +264,7 @@ impl Claims {
     }
 
     /// Gives the event up unfinished: another replica (or this one, later) resumes it.
-    pub async fn release(&self, event_id: &str) -> Result<(), ClaimError> {
+    pub(crate) async fn release(&self, event_id: &str) -> Result<(), ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
             return Ok(());
         };
@@ -280,7 +280,7 @@ impl Claims {
 impl Claims {
     /// The same store under an owner name of its own: every run of an event gets one, so that a
     /// run taken over — even by its own process — finds out at its next renewal.
-    pub fn for_run(&self) -> Self {
+    pub(crate) fn for_run(&self) -> Self {
         static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
@@ -294,7 +294,7 @@ impl Claims {
     }
 
     /// The ids of the events being processed (or abandoned).
-    pub async fn active(&self) -> Result<Vec<String>, ClaimError> {
+    pub(crate) async fn active(&self) -> Result<Vec<String>, ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
             return Ok(Vec::new());
         };
@@ -307,7 +307,7 @@ impl Claims {
     }
 
     /// Takes over one active event if its lease ran out.
-    pub async fn take_over(&self, event_id: &str) -> Result<Option<TakenOver>, ClaimError> {
+    pub(crate) async fn take_over(&self, event_id: &str) -> Result<Option<TakenOver>, ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
             return Ok(None);
         };
@@ -334,7 +334,7 @@ impl Claims {
 }
 
 /// A name for this process, unique among replicas.
-pub fn owner_name() -> String {
+pub(crate) fn owner_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

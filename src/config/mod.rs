@@ -20,14 +20,16 @@ pub(crate) mod env;
 mod providers;
 mod validate;
 
-pub use crate::content::{ContentSettings, TemplateSettings};
-pub use crate::database::{DatabaseSettings, QuerySettings};
-pub use crate::input::{InputMode, InputSettings};
-pub use crate::redact::redact_url;
-pub use crate::redis_client::RedisSettings;
-pub use crate::telemetry::LogFormat;
+pub(crate) use crate::content::ContentSettings;
+pub(crate) use crate::database::{DatabaseSettings, QuerySettings};
+pub use crate::input::InputMode;
+pub(crate) use crate::input::InputSettings;
+pub(crate) use crate::redact::redact_url;
+pub(crate) use crate::redis_client::RedisSettings;
+pub(crate) use crate::telemetry::LogFormat;
 pub use env::ENV_VARS;
-pub use providers::{ApnsSettings, FcmSettings, RetrySettings};
+pub use providers::ApnsSettings;
+pub(crate) use providers::{FcmSettings, RetrySettings};
 
 /// The shipped configuration file; its values are the defaults for every key.
 const DEFAULTS: &str = include_str!("../../config/notifier.toml");

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use talk::{TalkError, load_talk};
+pub(crate) use talk::{TalkError, load_talk};
 
 /// FCM and APNs both refuse payloads above this many bytes.
-pub const PAYLOAD_LIMIT: usize = 4096;
+pub(crate) const PAYLOAD_LIMIT: usize = 4096;
 /// Bytes kept for the provider's own envelope around title, body and data: the APNs `aps`
 /// keys (`alert`, `sound`, `thread-id`) or the FCM `notification`/`data` keys, with room to spare.
-pub const ENVELOPE_RESERVE: usize = 384;
+pub(crate) const ENVELOPE_RESERVE: usize = 384;
 /// A title longer than this is cut: lock screens show a line or two.
-pub const TITLE_MAX_BYTES: usize = 512;
+pub(crate) const TITLE_MAX_BYTES: usize = 512;
 const PLACEHOLDERS: &[&str] = &["program_title", "talk_title", "talk_id", "program_id"];
 
 /// The `[content]` settings: templates by locale and the data map every push carries.
@@ -52,7 +52,7 @@ pub struct TemplateError {
 
 /// The talk as the content query returns it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Talk {
+pub(crate) struct Talk {
     pub talk_id: i64,
     pub program_id: i64,
     pub author_id: Option<i64>,
@@ -81,7 +81,7 @@ pub struct ContentError(usize);
 
 /// The configured templates, checked at start-up.
 #[derive(Debug, Clone)]
-pub struct Templates {
+pub(crate) struct Templates {
     default_locale: String,
     by_locale: Vec<(String, String, String)>,
     data: Vec<(String, String)>,
@@ -89,13 +89,13 @@ pub struct Templates {
 
 /// An event's notifications for every configured locale.
 #[derive(Debug, Clone)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     default: Arc<Notification>,
     by_locale: HashMap<String, Arc<Notification>>,
 }
 
 impl Templates {
-    pub fn new(settings: &ContentSettings) -> Result<Self, TemplateError> {
+    pub(crate) fn new(settings: &ContentSettings) -> Result<Self, TemplateError> {
         Self::check(settings)?;
         Ok(Self {
             default_locale: normalize_locale(&settings.default_locale),
@@ -113,7 +113,7 @@ impl Templates {
     }
 
     /// Refuses unknown placeholders and a default locale without templates.
-    pub fn check(settings: &ContentSettings) -> Result<(), TemplateError> {
+    pub(crate) fn check(settings: &ContentSettings) -> Result<(), TemplateError> {
         let default = normalize_locale(&settings.default_locale);
         if !settings
             .templates
@@ -148,7 +148,7 @@ impl Templates {
     }
 
     /// Renders the talk's notification in every configured locale.
-    pub fn render(&self, talk: &Talk, event_id: &str) -> Result<Rendered, ContentError> {
+    pub(crate) fn render(&self, talk: &Talk, event_id: &str) -> Result<Rendered, ContentError> {
         let values: HashMap<&str, String> = HashMap::from([
             ("program_title", talk.program_title.clone()),
             ("talk_title", talk.talk_title.clone()),
@@ -195,7 +195,7 @@ impl Templates {
 impl Rendered {
     /// The notification for a user's locale: exact match (`ja-jp`), then the language (`ja`),
     /// then the default.
-    pub fn for_locale(&self, locale: Option<&str>) -> &Arc<Notification> {
+    pub(crate) fn for_locale(&self, locale: Option<&str>) -> &Arc<Notification> {
         let Some(locale) = locale.filter(|l| !l.is_empty()) else {
             return &self.default;
         };
@@ -255,7 +255,7 @@ fn render(template: &str, values: &HashMap<&str, String>) -> Result<String, Stri
 }
 
 /// Bytes a string takes inside a JSON string literal (without the quotes), as serde_json writes it.
-pub fn json_len(s: &str) -> usize {
+pub(crate) fn json_len(s: &str) -> usize {
     s.chars()
         .map(|c| match c {
             '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
@@ -267,7 +267,7 @@ pub fn json_len(s: &str) -> usize {
 
 /// Cuts `s` on a character boundary so that its JSON form fits in `max` bytes, marking the cut
 /// with `…`.
-pub fn fit(s: &str, max: usize) -> String {
+pub(crate) fn fit(s: &str, max: usize) -> String {
     if json_len(s) <= max {
         return s.to_string();
     }

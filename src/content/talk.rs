@@ -52,7 +52,7 @@ impl TalkError {
 }
 
 /// Reads the event's talk with the content query (`query`, prepared for `db`'s backend).
-pub async fn load_talk(
+pub(crate) async fn load_talk(
     db: &Database,
     query: &PreparedQuery,
     event: &TalkPosted,

@@ -32,13 +32,13 @@ mod query;
 mod record;
 mod run;
 
-pub use queries::{
-    AUDIENCE_PARAMS, CONTENT_PARAMS, PRUNE_PARAMS, Queries, QueryConfigError, QuerySettings,
-    check_queries,
-};
-pub use query::{Param, PreparedQuery, QueryError};
-pub use record::{FromRecord, Record};
-pub use run::{ReadEnd, RowSink};
+pub use queries::Queries;
+pub(crate) use queries::check_queries;
+pub(crate) use queries::{QueryConfigError, QuerySettings};
+pub(crate) use query::{Param, PreparedQuery, QueryError};
+pub(crate) use record::{FromRecord, Record};
+pub use run::ReadEnd;
+pub(crate) use run::RowSink;
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
@@ -46,13 +46,13 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/s
 
 /// Pool connections left to short statements (the talk, prune batches, readiness pings): an
 /// audience read holds its connection for the whole read, so reads get the rest.
-pub const SHORT_STATEMENT_CONNECTIONS: u32 = 2;
+pub(crate) const SHORT_STATEMENT_CONNECTIONS: u32 = 2;
 
 /// How many audience reads may be open at once in a pool of `max_connections` (at least one).
 /// Each event reads with one per provider lane, so `2 × service.max_concurrent_events` more
 /// connections than [`SHORT_STATEMENT_CONNECTIONS`] let every running event read at once; with
 /// fewer, lanes wait their turn (first come, first served) and nothing deadlocks.
-pub fn audience_reads(max_connections: u32) -> usize {
+pub(crate) fn audience_reads(max_connections: u32) -> usize {
     max_connections
         .saturating_sub(SHORT_STATEMENT_CONNECTIONS)
         .max(1) as usize

@@ -6,11 +6,11 @@ use serde::Deserialize;
 use super::{Backend, PreparedQuery, QueryError};
 
 /// Parameters the prune statement may use.
-pub const PRUNE_PARAMS: &[&str] = &["device_ids", "tokens", "reason"];
+pub(crate) const PRUNE_PARAMS: &[&str] = &["device_ids", "tokens", "reason"];
 /// Parameters the content query may use.
-pub const CONTENT_PARAMS: &[&str] = &["talk_id", "program_id"];
+pub(crate) const CONTENT_PARAMS: &[&str] = &["talk_id", "program_id"];
 /// Parameters the audience query may use.
-pub const AUDIENCE_PARAMS: &[&str] = &[
+pub(crate) const AUDIENCE_PARAMS: &[&str] = &[
     "talk_id",
     "program_id",
     "author_id",
@@ -69,7 +69,7 @@ impl Queries {
 }
 
 /// Checks the configured queries at start-up, before any database is reached.
-pub fn check_queries(settings: &QuerySettings) -> Result<(), QueryConfigError> {
+pub(crate) fn check_queries(settings: &QuerySettings) -> Result<(), QueryConfigError> {
     Queries::prepare(settings, Backend::Postgres).map(|_| ())
 }
 

@@ -241,7 +241,7 @@ fn quoted_end(chars: &[char], start: usize, backend: Backend) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::database::PRUNE_PARAMS;
+    use crate::database::queries::PRUNE_PARAMS;
 
     const ALL: &[&str] = &["talk_id", "program_id", "after_id"];
 

@@ -17,19 +17,19 @@ use crate::audience::{PerProvider, Provider};
 /// Where one provider's lane stood when a checkpoint was written: every device with an id up to
 /// `upto` was handed out and has finished, except the `holes` (handed out, not finished).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LaneCheckpoint {
+pub(crate) struct LaneCheckpoint {
     pub upto: i64,
     pub holes: Vec<i64>,
 }
 
 impl LaneCheckpoint {
     /// Where the audience is read from on resume: the first hole, or just after `upto`.
-    pub fn read_after(&self) -> i64 {
+    pub(crate) fn read_after(&self) -> i64 {
         self.holes.iter().min().map_or(self.upto, |first| first - 1)
     }
 
     /// Whether a device finished before the checkpoint (and must not be sent again).
-    pub fn finished(&self, device_id: i64) -> bool {
+    pub(crate) fn finished(&self, device_id: i64) -> bool {
         device_id <= self.upto && !self.holes.contains(&device_id)
     }
 }
@@ -41,7 +41,7 @@ impl LaneCheckpoint {
 /// concurrency) and those finished since the last write. Writing every `min(page size,
 /// concurrency / 5)` finished pushes keeps the sum under the concurrency limit, with no per-push
 /// round trip to Redis.
-pub type Checkpoint = PerProvider<LaneCheckpoint>;
+pub(crate) type Checkpoint = PerProvider<LaneCheckpoint>;
 
 #[derive(Default)]
 struct LaneProgress {
@@ -51,7 +51,7 @@ struct LaneProgress {
 
 /// Live progress of one fan-out: what the checkpoint is made from, the counts progress lines
 /// show, and the hold the claim keeper puts on handing out pushes.
-pub struct Progress {
+pub(crate) struct Progress {
     /// Devices read from the audience, pushes settled, and lanes done reading.
     read: AtomicU64,
     settled: AtomicU64,
@@ -67,7 +67,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(resume: Option<Checkpoint>, write_every: usize) -> Arc<Self> {
+    pub(crate) fn new(resume: Option<Checkpoint>, write_every: usize) -> Arc<Self> {
         let resume = resume.unwrap_or_default();
         Arc::new(Self {
             read: AtomicU64::new(0),
@@ -96,7 +96,7 @@ impl Progress {
     /// The checkpoint as of now. A resumed run that has not yet passed where the last one stood
     /// keeps that run's position and its unfinished devices beyond here, so a checkpoint never
     /// moves back.
-    pub fn snapshot(&self) -> Checkpoint {
+    pub(crate) fn snapshot(&self) -> Checkpoint {
         Checkpoint::from_fn(|p| {
             let lane = self.lane(p);
             let mut holes: Vec<i64> = lane.in_flight.iter().copied().collect();
@@ -111,11 +111,11 @@ impl Progress {
     }
 
     /// Resolves when enough pushes finished since the last checkpoint that another is due.
-    pub async fn checkpoint_due(&self) {
+    pub(crate) async fn checkpoint_due(&self) {
         self.due.notified().await;
     }
 
-    pub fn set_hold(&self, hold: bool) {
+    pub(crate) fn set_hold(&self, hold: bool) {
         self.hold
             .send_if_modified(|h| std::mem::replace(h, hold) != hold);
     }
@@ -126,22 +126,22 @@ impl Progress {
     }
 
     /// Devices read from the audience so far, all lanes together.
-    pub fn read(&self) -> u64 {
+    pub(crate) fn read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
     }
 
     /// Pushes that reached their final outcome so far.
-    pub fn settled(&self) -> u64 {
+    pub(crate) fn settled(&self) -> u64 {
         self.settled.load(Ordering::Relaxed)
     }
 
     /// Whether every lane has read its whole audience.
-    pub fn all_read(&self) -> bool {
+    pub(crate) fn all_read(&self) -> bool {
         self.lanes_read.load(Ordering::Relaxed) >= Provider::ALL.len()
     }
 
     /// Where this lane's audience starts.
-    pub fn read_after(&self, provider: Provider) -> i64 {
+    pub(crate) fn read_after(&self, provider: Provider) -> i64 {
         self.resume[provider].read_after()
     }
 

@@ -17,7 +17,7 @@ mod lane;
 mod pages;
 mod tally;
 
-pub use checkpoint::{Checkpoint, LaneCheckpoint, Progress};
+pub(crate) use checkpoint::{Checkpoint, Progress};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ use tally::Tally;
 
 /// Limits shared by every event.
 #[derive(Debug, Clone)]
-pub struct FanoutLimits {
+pub(crate) struct FanoutLimits {
     /// Pushes in flight at once across the process.
     pub permits: Arc<Semaphore>,
     /// Pushes in flight at once per provider, each less than the global limit.
@@ -54,7 +54,7 @@ pub struct FanoutLimits {
 
 /// How one event's pushes are sent.
 #[derive(Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The pusher for each provider; `None` where the provider is not configured.
     pub pushers: ProviderPushers,
     pub retry: RetryPolicy,
@@ -100,7 +100,7 @@ pub enum FanoutError {
 
 /// Sends the event's notification to every device of the audience: `audiences` holds one reader
 /// per provider.
-pub async fn fan_out(
+pub(crate) async fn fan_out(
     audiences: Vec<(Provider, Audience)>,
     event_id: Arc<str>,
     content: Arc<Rendered>,

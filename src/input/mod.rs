@@ -5,8 +5,8 @@
 
 use serde::Deserialize;
 
-pub mod pubsub;
-pub mod stream;
+pub(crate) mod pubsub;
+pub(crate) mod stream;
 
 /// Which input events arrive on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

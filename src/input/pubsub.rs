@@ -20,7 +20,7 @@ use crate::redact::redact_url;
 use crate::redis_client::{Explained, RedisConfigError, RedisSettings};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SubscribeError {
+pub(crate) enum SubscribeError {
     #[error(transparent)]
     Settings(#[from] RedisConfigError),
 }
@@ -32,7 +32,7 @@ enum Ended {
     Dropped(String),
 }
 
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     client: redis::Client,
     channel: String,
     settings: RedisSettings,
@@ -42,7 +42,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// `subscribed` is set while the subscription stands (readiness follows it).
-    pub fn new(
+    pub(crate) fn new(
         settings: &RedisSettings,
         channel: &str,
         subscribed: watch::Sender<bool>,
@@ -56,14 +56,9 @@ impl Subscriber {
         })
     }
 
-    /// Follows the subscription state (`true` while subscribed).
-    pub fn subscribed(&self) -> watch::Receiver<bool> {
-        self.subscribed.subscribe()
-    }
-
     /// Delivers every message of the channel to `messages` until `stop` is cancelled or the
     /// receiver is dropped, reconnecting as often as needed.
-    pub async fn run(self, messages: mpsc::Sender<Incoming>, stop: CancellationToken) {
+    pub(crate) async fn run(self, messages: mpsc::Sender<Incoming>, stop: CancellationToken) {
         let mut backoff = Backoff::new(
             Duration::from_millis(self.settings.reconnect_initial_ms),
             Duration::from_millis(self.settings.reconnect_max_ms),

@@ -25,13 +25,13 @@ use crate::redis_client::{Explained, RedisConfigError, RedisSettings};
 
 /// One message from the input, whichever it is.
 #[derive(Debug, Clone)]
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub payload: Vec<u8>,
     /// The stream entry to acknowledge once the event is finished (stream input only).
     pub entry: Option<String>,
 }
 
-pub struct StreamInput {
+pub(crate) struct StreamInput {
     client: redis::Client,
     /// Set while the group is being read (readiness follows it).
     reading: watch::Sender<bool>,
@@ -49,7 +49,7 @@ const BLOCK: Duration = Duration::from_secs(5);
 const BATCH: usize = 16;
 
 impl StreamInput {
-    pub fn new(
+    pub(crate) fn new(
         redis: &RedisSettings,
         input: &InputSettings,
         consumer: &str,
@@ -69,7 +69,7 @@ impl StreamInput {
     }
 
     /// Delivers entries to `messages` until `stop`, reconnecting as often as needed.
-    pub async fn run(self, messages: mpsc::Sender<Incoming>, stop: CancellationToken) {
+    pub(crate) async fn run(self, messages: mpsc::Sender<Incoming>, stop: CancellationToken) {
         let mut backoff = Backoff::new(
             Duration::from_millis(self.redis.reconnect_initial_ms),
             Duration::from_millis(self.redis.reconnect_max_ms),
@@ -203,7 +203,7 @@ impl StreamInput {
 
 /// The event in a stream entry: the JSON in its `event` field (`XADD talk_posted * event '{…}'`),
 /// or else its fields as a JSON object (`XADD talk_posted * talk_id 42`).
-pub fn entry_payload(fields: &HashMap<String, redis::Value>) -> Vec<u8> {
+pub(crate) fn entry_payload(fields: &HashMap<String, redis::Value>) -> Vec<u8> {
     let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap_or_default();
     if let Some(event) = fields.get("event") {
         return text(event).into_bytes();
@@ -217,14 +217,14 @@ pub fn entry_payload(fields: &HashMap<String, redis::Value>) -> Vec<u8> {
 
 /// Acknowledges finished entries.
 #[derive(Clone)]
-pub struct Acker {
+pub(crate) struct Acker {
     redis: redis::aio::ConnectionManager,
     key: String,
     group: String,
 }
 
 impl Acker {
-    pub fn new(redis: redis::aio::ConnectionManager, input: &InputSettings) -> Self {
+    pub(crate) fn new(redis: redis::aio::ConnectionManager, input: &InputSettings) -> Self {
         Self {
             redis,
             key: input.stream.clone(),
@@ -232,7 +232,7 @@ impl Acker {
         }
     }
 
-    pub async fn ack(&self, entry: &str) {
+    pub(crate) async fn ack(&self, entry: &str) {
         let acked: redis::RedisResult<i64> =
             redis::AsyncCommands::xack(&mut self.redis.clone(), &self.key, &self.group, &[entry])
                 .await;

@@ -6,7 +6,7 @@ use tracing::info;
 use super::{MaskedToken, Push, PushOutcome, Pusher};
 
 #[derive(Debug, Default, Clone)]
-pub struct DryRunPusher;
+pub(crate) struct DryRunPusher;
 
 #[async_trait::async_trait]
 impl Pusher for DryRunPusher {

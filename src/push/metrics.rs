@@ -13,7 +13,7 @@ use crate::telemetry::{
 };
 
 /// Handles for the metrics every push touches.
-pub struct PushMetrics {
+pub(crate) struct PushMetrics {
     /// Indexed by [`OutcomeKind::index`].
     pushes: PerProvider<[Counter; OutcomeKind::ALL.len()]>,
     duration: PerProvider<Histogram>,
@@ -22,7 +22,7 @@ pub struct PushMetrics {
 }
 
 impl PushMetrics {
-    pub fn get() -> &'static PushMetrics {
+    pub(crate) fn get() -> &'static PushMetrics {
         static METRICS: OnceLock<PushMetrics> = OnceLock::new();
         METRICS.get_or_init(|| PushMetrics {
             pushes: PerProvider::from_fn(|p| {
@@ -37,28 +37,28 @@ impl PushMetrics {
         })
     }
 
-    pub fn outcome(&self, provider: Provider, outcome: OutcomeKind) {
+    pub(crate) fn outcome(&self, provider: Provider, outcome: OutcomeKind) {
         self.pushes[provider][outcome.index()].increment(1);
     }
 
-    pub fn duration(&self, provider: Provider, seconds: f64) {
+    pub(crate) fn duration(&self, provider: Provider, seconds: f64) {
         self.duration[provider].record(seconds);
     }
 
     /// Counts one push in flight until the guard is dropped.
-    pub fn in_flight_guard(&self, provider: Provider) -> InFlight {
+    pub(crate) fn in_flight_guard(&self, provider: Provider) -> InFlight {
         let gauge = self.in_flight[provider].clone();
         gauge.increment(1.0);
         InFlight(gauge)
     }
 
-    pub fn pruned(&self, provider: Provider) {
+    pub(crate) fn pruned(&self, provider: Provider) {
         self.pruned[provider].increment(1);
     }
 }
 
 /// One push in `notifier_pushes_in_flight` while it lives.
-pub struct InFlight(Gauge);
+pub(crate) struct InFlight(Gauge);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -68,7 +68,7 @@ impl Drop for InFlight {
 
 /// A retry, labelled by the failure's code (`UNAVAILABLE`, `timeout`, `ServiceUnavailable`…),
 /// never by its message.
-pub fn retry(provider: Provider, reason: &Reason) {
+pub(crate) fn retry(provider: Provider, reason: &Reason) {
     counter!(PUSH_RETRIES, "provider" => provider.as_str(), "reason" => reason.metric_label())
         .increment(1);
 }

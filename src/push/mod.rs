@@ -6,21 +6,24 @@
 //! Providers never touch the database and never sleep: an unregistered token is an outcome the
 //! fan-out batches into a prune, and a retryable failure is an outcome that [`retry`] schedules.
 
-pub mod apns;
-pub mod dry_run;
-pub mod fcm;
+pub(crate) mod apns;
+pub(crate) mod dry_run;
+pub(crate) mod fcm;
 /// The HTTP/2 client under both pushers (crates/h2-shards).
-pub use h2_shards as http2;
-pub mod metrics;
+pub(crate) use h2_shards as http2;
+pub(crate) mod metrics;
 
 mod outcome;
 mod providers;
 mod pushers;
-pub mod retry;
+pub(crate) mod retry;
 
-pub use outcome::{OutcomeKind, PauseScope, PushOutcome, Reason};
-pub use providers::{ProviderError, apns_transport, fcm_pusher, http2_client, providers};
-pub use pushers::{ProviderPushers, Pushers};
+pub use outcome::PushOutcome;
+pub(crate) use outcome::{OutcomeKind, PauseScope, Reason};
+pub(crate) use providers::http2_client;
+pub use providers::{apns_transport, providers};
+pub(crate) use pushers::ProviderPushers;
+pub use pushers::Pushers;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
@@ -50,7 +53,7 @@ pub trait Pusher: Send + Sync + 'static {
 /// What a provider builds once per notification and reuses for every device that gets it (the
 /// body around the token), found again by the notification's identity: an event has one
 /// notification per locale, shared by all its pushes, so the cache holds a handful of entries.
-pub struct PerNotification<T> {
+pub(crate) struct PerNotification<T> {
     entries: Mutex<Vec<Entry<T>>>,
 }
 
@@ -74,7 +77,7 @@ impl<T> Default for PerNotification<T> {
 }
 
 impl<T> PerNotification<T> {
-    pub fn get_or_build(
+    pub(crate) fn get_or_build(
         &self,
         notification: &Arc<Notification>,
         variant: u8,
@@ -102,7 +105,7 @@ impl<T> PerNotification<T> {
 }
 
 /// A device token as it may appear in logs: the first 8 characters, then `…`.
-pub struct MaskedToken<'a>(pub &'a str);
+pub(crate) struct MaskedToken<'a>(pub &'a str);
 
 impl fmt::Display for MaskedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,7 +115,7 @@ impl fmt::Display for MaskedToken<'_> {
 }
 
 /// Reads a `Retry-After` header given in seconds (providers do not send HTTP dates).
-pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

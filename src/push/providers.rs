@@ -40,7 +40,7 @@ pub fn providers(settings: &Settings) -> Result<ProviderPushers, ProviderError> 
 }
 
 /// The FCM pusher from the service account named in the settings.
-pub fn fcm_pusher(
+pub(crate) fn fcm_pusher(
     settings: &Settings,
     validate_only: bool,
 ) -> Result<fcm::FcmPusher, fcm::FcmError> {
@@ -98,7 +98,7 @@ fn connections_for(in_flight: usize, configured: usize) -> usize {
 /// The HTTP/2 connections to a provider's endpoint: TLS with the platform's roots plus
 /// `NOTIFIER_EXTRA_CA_FILE`, through `HTTPS_PROXY` unless `NO_PROXY` exempts the host (or, on a
 /// plain `http://` stand-in, HTTP/2 with prior knowledge, directly).
-pub fn http2_client(
+pub(crate) fn http2_client(
     settings: &Settings,
     endpoint: &str,
     connections: usize,

@@ -9,7 +9,7 @@ use crate::audience::{PerProvider, Provider};
 use crate::config::SendMode;
 
 /// One pusher per provider; `None` where the provider is not configured.
-pub type ProviderPushers = PerProvider<Option<Arc<dyn Pusher>>>;
+pub(crate) type ProviderPushers = PerProvider<Option<Arc<dyn Pusher>>>;
 
 /// The pushers an event can go through.
 #[derive(Clone)]

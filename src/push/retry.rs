@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::config::RetrySettings;
 
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -37,7 +37,7 @@ impl From<&RetrySettings> for RetryPolicy {
 
 /// What [`deliver`] ended with, and after how many attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub outcome: PushOutcome,
     pub attempts: u32,
 }
@@ -58,7 +58,7 @@ impl RetryPolicy {
 /// Sends `push`, retrying retryable failures while the policy allows. A retryable outcome comes
 /// back only once the attempts or the deadline are used up. `paused` stops further attempts when
 /// the provider's credentials were rejected meanwhile.
-pub async fn deliver(
+pub(crate) async fn deliver(
     pusher: &dyn Pusher,
     push: &Push,
     policy: &RetryPolicy,

@@ -25,17 +25,17 @@ pub enum LogFormat {
     Json,
 }
 
-pub const EVENTS: &str = "notifier_events_total";
-pub const EVENT_FANOUT_SECONDS: &str = "notifier_event_fanout_seconds";
-pub const EVENT_RECIPIENTS: &str = "notifier_event_recipients";
-pub const EVENT_LAG_SECONDS: &str = "notifier_event_lag_seconds";
-pub const PUSHES: &str = "notifier_pushes_total";
-pub const PUSH_DURATION_SECONDS: &str = "notifier_push_duration_seconds";
-pub const PUSHES_IN_FLIGHT: &str = "notifier_pushes_in_flight";
-pub const PUSH_RETRIES: &str = "notifier_push_retries_total";
-pub const TOKENS_PRUNED: &str = "notifier_tokens_pruned_total";
-pub const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
-pub const BUILD_INFO: &str = "notifier_build_info";
+pub(crate) const EVENTS: &str = "notifier_events_total";
+pub(crate) const EVENT_FANOUT_SECONDS: &str = "notifier_event_fanout_seconds";
+pub(crate) const EVENT_RECIPIENTS: &str = "notifier_event_recipients";
+pub(crate) const EVENT_LAG_SECONDS: &str = "notifier_event_lag_seconds";
+pub(crate) const PUSHES: &str = "notifier_pushes_total";
+pub(crate) const PUSH_DURATION_SECONDS: &str = "notifier_push_duration_seconds";
+pub(crate) const PUSHES_IN_FLIGHT: &str = "notifier_pushes_in_flight";
+pub(crate) const PUSH_RETRIES: &str = "notifier_push_retries_total";
+pub(crate) const TOKENS_PRUNED: &str = "notifier_tokens_pruned_total";
+pub(crate) const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
+pub(crate) const BUILD_INFO: &str = "notifier_build_info";
 
 /// Installs the global subscriber; a second call (as in tests) leaves the first in place.
 pub fn init(format: LogFormat) {
@@ -56,7 +56,7 @@ pub fn init(format: LogFormat) {
 
 /// An error and its causes, `outer: cause: root cause`, for a log field: the outer message says
 /// what failed, the causes say why, and an operator needs both.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +72,8 @@ impl std::fmt::Display for ErrorChain<'_> {
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
 /// Call it before any metric is touched: handles taken earlier would record nowhere.
-pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+pub(crate) fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError>
+{
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
@@ -113,7 +114,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus
 
 /// What becomes of an event, as `notifier_events_total{result}` labels (see `count_event` in the
 /// worker).
-pub const EVENT_RESULTS: [&str; 8] = [
+pub(crate) const EVENT_RESULTS: [&str; 8] = [
     "processed",
     "interrupted",
     "duplicate",

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use outcome::{EventError, EventOutcome, Summary};
+pub use outcome::{EventOutcome, Summary};
 
 use crate::claims::Claims;
 use crate::config::{InputMode, SendMode, Settings, SettingsError};

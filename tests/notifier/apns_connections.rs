@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use notifier::push::{PushOutcome, Pusher};
+use notifier::{PushOutcome, Pusher};
 use stand_in::StandInConfig;
 
 use crate::apns_tokens::{Apple, TestClock, push};

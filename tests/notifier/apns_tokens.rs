@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use h2_shards::{Http2Client, Trust};
-use notifier::audience::{Device, Platform, Provider};
-use notifier::config::ApnsSettings;
-use notifier::content::Notification;
-use notifier::push::apns::{ApnsPusher, Clock, HttpTransport, ProviderToken, SystemClock};
-use notifier::push::{Push, PushOutcome, Pusher};
+use notifier::ApnsSettings;
+use notifier::Notification;
+use notifier::{ApnsPusher, Clock, HttpTransport, ProviderToken, SystemClock};
+use notifier::{Device, Platform, Provider};
+use notifier::{Push, PushOutcome, Pusher};
 use stand_in::{StandIn, StandInConfig};
 
 use crate::helpers::settings_with;
@@ -228,7 +228,7 @@ async fn without_apns_endpoint_the_same_client_is_aimed_at_apples_hosts_with_the
     ];
     let built = |extra: &[(&str, &str)]| {
         let vars: Vec<_> = base.iter().chain(extra).copied().collect();
-        notifier::push::apns_transport(&settings_with(&vars), 4).expect("builds, dials nothing")
+        notifier::apns_transport(&settings_with(&vars), 4).expect("builds, dials nothing")
     };
     let system_roots = Some(&Trust {
         platform_roots: true,

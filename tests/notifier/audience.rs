@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notifier::audience::{Audience, Device, PageSink, Provider};
-use notifier::config::Settings;
-use notifier::database::{Backend, Database, Queries, ReadEnd};
-use notifier::push::Pushers;
-use notifier::push::{Push, PushOutcome, Pusher};
-use notifier::worker::EventOutcome;
+use notifier::EventOutcome;
+use notifier::Pushers;
+use notifier::Settings;
+use notifier::{Audience, Device, PageSink, Provider};
+use notifier::{Backend, Database, Queries, ReadEnd};
+use notifier::{Push, PushOutcome, Pusher};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +86,7 @@ fn settings_for(test_db: &TestDb, page_size: u32, audience: Option<&str>) -> Set
     settings
 }
 
-async fn processed(outcome: EventOutcome) -> notifier::fanout::FanoutReport {
+async fn processed(outcome: EventOutcome) -> notifier::FanoutReport {
     match outcome {
         EventOutcome::Processed(summary) => summary.report,
         other => panic!("{other:?}"),
@@ -342,9 +342,8 @@ async fn a_lane_stalled_past_mariadbs_net_write_timeout_resumes_its_read_with_no
         since: OnceCell::new(),
     });
     let settings = settings_for(&test_db, 200, Some(PADDED));
-    let worker =
-        notifier::worker::Worker::new(settings, db, Pushers::dry_run(stalling as Arc<dyn Pusher>))
-            .expect("worker settings");
+    let worker = notifier::Worker::new(settings, db, Pushers::dry_run(stalling as Arc<dyn Pusher>))
+        .expect("worker settings");
 
     let r = processed(
         worker

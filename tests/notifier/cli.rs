@@ -187,7 +187,7 @@ async fn the_demo_then_a_publish_prints_dry_run_pushes_and_a_summary_and_sigterm
 #[tokio::test]
 async fn every_json_line_of_an_event_carries_its_span_fields_even_in_push_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let db = scenario_db(notifier::database::Backend::Sqlite).await;
+    let db = scenario_db(notifier::Backend::Sqlite).await;
     let channel = unique("talk_posted");
     let vars = [
         ("DATABASE_URL", db.url.as_str()),
@@ -334,7 +334,7 @@ fn assert_no_secret(output: &str) {
 async fn check_passes_against_the_stand_in_and_prints_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let (_stand_in, vars) = stand_in(dir.path()).await;
-    let db = TestDb::new(notifier::database::Backend::Postgres).await;
+    let db = TestDb::new(notifier::Backend::Postgres).await;
     let url = db.url.replace("postgres@", "postgres:hunter2-secret@");
     let out = notifier(
         dir.path(),
@@ -444,7 +444,7 @@ async fn send_delivers_one_push_and_shows_only_a_masked_token() {
 async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token() {
     let dir = tempfile::tempdir().unwrap();
     let (stand_in, vars) = stand_in(dir.path()).await;
-    let db = scenario_db(notifier::database::Backend::Postgres).await;
+    let db = scenario_db(notifier::Backend::Postgres).await;
     db.execute(&["INSERT INTO devices (id, user_id, provider, platform, token) VALUES
         (21, 2, 'fcm', 'android', 'tok-unregistered-device-21'), (22, 2, 'fcm', 'android', 'tok-flaky-device-22')"])
         .await;

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
@@ -182,14 +182,14 @@ struct StalledFcm {
 }
 
 #[async_trait::async_trait]
-impl notifier::push::Pusher for StalledFcm {
-    async fn push(&self, push: &notifier::push::Push) -> notifier::push::PushOutcome {
-        if push.device.provider == Some(notifier::audience::Provider::Fcm) {
+impl notifier::Pusher for StalledFcm {
+    async fn push(&self, push: &notifier::Push) -> notifier::PushOutcome {
+        if push.device.provider == Some(notifier::Provider::Fcm) {
             self.release.notified().await;
         } else {
             self.apns_done.fetch_add(1, Ordering::SeqCst);
         }
-        notifier::push::PushOutcome::Delivered
+        notifier::PushOutcome::Delivered
     }
 }
 
@@ -208,10 +208,10 @@ async fn a_stalled_provider_does_not_hold_up_the_other() {
         apns_done: AtomicUsize::new(0),
     });
     let worker = std::sync::Arc::new(
-        notifier::worker::Worker::new(
+        notifier::Worker::new(
             settings,
             test_db.db.clone(),
-            notifier::push::Pushers::dry_run(pusher.clone()),
+            notifier::Pushers::dry_run(pusher.clone()),
         )
         .unwrap(),
     );

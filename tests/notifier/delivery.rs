@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use notifier::audience::PerProvider;
-use notifier::database::Backend;
-use notifier::push::Pushers;
-use notifier::push::apns::{ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, TransportError};
-use notifier::worker::{EventOutcome, Summary, Worker};
+use notifier::Backend;
+use notifier::PerProvider;
+use notifier::Pushers;
+use notifier::{ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, TransportError};
+use notifier::{EventOutcome, Summary, Worker};
 use serde_json::Value;
 use stand_in::{StandIn, StandInConfig};
 use tokio_util::sync::CancellationToken;
@@ -78,8 +78,8 @@ fn with<'a>(
 }
 
 /// A worker with the pushers the settings configure (FCM at the stand-in; APNs not configured).
-fn live_worker(settings: notifier::config::Settings, test_db: &TestDb) -> Worker {
-    let providers = notifier::push::providers(&settings).expect("providers from the settings");
+fn live_worker(settings: notifier::Settings, test_db: &TestDb) -> Worker {
+    let providers = notifier::providers(&settings).expect("providers from the settings");
     let pushers = Pushers::new(providers, RecordingPusher::new());
     Worker::new(settings, test_db.db.clone(), pushers).expect("worker")
 }
@@ -124,7 +124,7 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries(backend: Backend)
         ],
     ));
     settings.retry.initial_backoff_ms = 20;
-    let providers = notifier::push::providers(&settings).unwrap();
+    let providers = notifier::providers(&settings).unwrap();
     let pushers = Pushers::new(
         PerProvider {
             fcm: providers.fcm,

@@ -1,8 +1,8 @@
 //! Claims belong to one deployment (contract §6): two deployments sharing a Redis each notify for
 //! the same event, while the replicas of one deployment still skip each other's duplicates.
 
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
 
 use crate::helpers::*;
 

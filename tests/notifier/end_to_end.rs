@@ -1,8 +1,8 @@
 //! Publish on a real Redis channel; the pusher receives exactly the expected devices with the
 //! right content, on each database backend.
 
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
 
 use crate::helpers::*;
 
@@ -88,14 +88,14 @@ async fn a_dry_run_event_never_reaches_the_live_pusher() {
         ),
     ]);
     let (live, dry) = (RecordingPusher::new(), RecordingPusher::new());
-    let pushers = notifier::push::Pushers::new(
-        notifier::audience::PerProvider {
+    let pushers = notifier::Pushers::new(
+        notifier::PerProvider {
             fcm: Some(live.clone()),
             apns: Some(live.clone()),
         },
         dry.clone(),
     );
-    let worker = notifier::worker::Worker::new(settings, test_db.db.clone(), pushers).unwrap();
+    let worker = notifier::Worker::new(settings, test_db.db.clone(), pushers).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
 
     worker
@@ -154,9 +154,8 @@ async fn a_live_send_mode_without_a_live_pusher_refuses_to_start() {
         ),
     ]);
     let recorder = RecordingPusher::new();
-    let err =
-        notifier::worker::Worker::new(settings, test_db.db.clone(), dry_run_pushers(&recorder))
-            .err()
-            .expect("no worker without a live pusher");
+    let err = notifier::Worker::new(settings, test_db.db.clone(), dry_run_pushers(&recorder))
+        .err()
+        .expect("no worker without a live pusher");
     assert_eq!(err.setting, "NOTIFIER_SEND_MODE");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use notifier::database::Backend;
+use notifier::Backend;
 use stand_in::{StandIn, StandInConfig};
 use tokio::process::{Child, Command};
 

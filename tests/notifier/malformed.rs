@@ -1,7 +1,7 @@
 //! Malformed messages are rejected one by one with their reason, and the worker carries on.
 
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
 
 use crate::helpers::*;
 

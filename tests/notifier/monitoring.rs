@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use notifier::database::Backend;
+use notifier::Backend;
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
-use notifier::database::Backend;
+use notifier::Backend;
 use tokio::process::Command;
 
 use crate::helpers::*;
@@ -281,7 +281,7 @@ fn every_variable_compose_gives_the_notifier_is_one_it_understands() {
         for key in env.keys() {
             let key = key.as_str().unwrap();
             assert!(
-                notifier::config::ENV_VARS.contains(&key),
+                notifier::ENV_VARS.contains(&key),
                 "service {:?} sets {key}, which the notifier does not read",
                 name.as_str()
             );

@@ -1,8 +1,8 @@
 //! An app's own tables: the content and audience queries are overridden in the config file and
 //! read a differently named schema, with INT (and, on MySQL, unsigned) ids and duplicate rows.
 
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
 
 use crate::helpers::*;
 

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use notifier::config::Settings;
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
+use notifier::Settings;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -92,7 +92,7 @@ async fn tls_redis(
             vars.push(("REDIS_CLIENT_CERT_FILE", cert.as_str()));
             vars.push(("REDIS_CLIENT_KEY_FILE", key.as_str()));
         }
-        notifier::redis_client::open(&settings_with(&vars).redis).expect("the TLS settings load")
+        notifier::open_redis(&settings_with(&vars).redis).expect("the TLS settings load")
     })
     .await
 }
@@ -118,7 +118,7 @@ fn tls_url(userinfo: &str, port: u16) -> String {
 
 /// Publishes through the library's own client: TLS, the CA file and the credentials included.
 async fn publish_over(settings: &Settings, message: &str) {
-    let client = notifier::redis_client::open(&settings.redis).expect("Redis settings");
+    let client = notifier::open_redis(&settings.redis).expect("Redis settings");
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
@@ -132,7 +132,7 @@ async fn publish_over(settings: &Settings, message: &str) {
     assert_eq!(receivers, 1, "the worker is subscribed over TLS");
 }
 
-async fn processed(worker: &mut RunningWorker) -> notifier::worker::Summary {
+async fn processed(worker: &mut RunningWorker) -> notifier::Summary {
     match worker.next_outcome().await {
         EventOutcome::Processed(summary) => summary,
         other => panic!("expected a processed event, got {other:?}"),
@@ -182,7 +182,7 @@ async fn an_event_and_its_duplicate_over(url: &str, pki: &Pki) -> String {
 
 /// The claim keys under `prefix` in the database that `settings` reach.
 async fn claim_keys(settings: &Settings, prefix: &str) -> Vec<String> {
-    let client = notifier::redis_client::open(&settings.redis).expect("Redis settings");
+    let client = notifier::open_redis(&settings.redis).expect("Redis settings");
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
@@ -254,7 +254,7 @@ async fn the_stream_input_reads_and_acknowledges_over_tls() {
     )
     .await;
 
-    let client = notifier::redis_client::open(&settings.redis).unwrap();
+    let client = notifier::open_redis(&settings.redis).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let event = r#"{"talk_id": 100, "event_id": "tls-stream"}"#;
     let _: String = redis::AsyncCommands::xadd(&mut conn, &stream, "*", &[("event", event)])
@@ -421,13 +421,13 @@ async fn a_host_the_server_certificate_does_not_name_is_told_as_such() {
     // The same server, by an address its certificate does not name (it names localhost only).
     let url = format!("rediss://127.0.0.1:{}", server.port);
     let settings = settings_with(&[("REDIS_URL", &url), ("REDIS_CA_FILE", &ca)]);
-    let client = notifier::redis_client::open(&settings.redis).unwrap();
+    let client = notifier::open_redis(&settings.redis).unwrap();
 
     let Err(err) = client.get_multiplexed_async_connection().await else {
         panic!("no connection to a host the certificate does not name");
     };
 
-    let told = notifier::redis_client::Explained(&err).to_string();
+    let told = notifier::Explained(&err).to_string();
     assert_eq!(
         told,
         "Redis TLS: the server's certificate is not valid for the host in REDIS_URL"

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use notifier::database::Backend;
-use notifier::worker::EventOutcome;
+use notifier::Backend;
+use notifier::EventOutcome;
 
 use crate::helpers::*;
 

@@ -12,7 +12,7 @@ use crate::push::{PauseScope, PushOutcome, Reason};
 pub(super) const KEY_SETTINGS: &str = "APNS_KEY_PATH / APNS_KEY_ID / APNS_TEAM_ID";
 
 /// Maps an APNs response to what the fan-out does next: status first, reason second.
-pub fn classify(response: &ApnsResponse) -> PushOutcome {
+pub(crate) fn classify(response: &ApnsResponse) -> PushOutcome {
     let reason = |fallback: &str| {
         let code = response.reason.as_deref().unwrap_or(fallback);
         Reason::new(Provider::Apns, code.to_string())

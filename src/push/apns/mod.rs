@@ -21,16 +21,12 @@ mod payload;
 mod provider_token;
 mod transport;
 
-pub use classify::classify;
-pub use payload::collapse_id;
-pub use provider_token::{
-    Bearer, Clock, KEEP_AT_LEAST_SECS, KeyError, ProviderToken, RENEW_AFTER_SECS, Renewal,
-    SigningError, SystemClock,
-};
-pub use transport::{
-    ApnsRequest, ApnsResponse, ApnsTransport, HttpTransport, PRODUCTION, SANDBOX, TransportError,
-    endpoint,
-};
+pub(crate) use classify::classify;
+pub(crate) use payload::collapse_id;
+pub(crate) use provider_token::KeyError;
+pub use provider_token::{Clock, ProviderToken, SystemClock};
+pub(crate) use transport::endpoint;
+pub use transport::{ApnsRequest, ApnsResponse, ApnsTransport, HttpTransport, TransportError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +127,7 @@ mod tests {
 
     use chrono::TimeZone;
 
+    use super::provider_token::SigningError;
     use super::*;
     use crate::audience::Device;
     use crate::content::Notification;

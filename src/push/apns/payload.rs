@@ -31,7 +31,7 @@ pub(super) fn payload(n: &Notification, sound: &str) -> bytes::Bytes {
 
 /// The event's collapse id as APNs accepts it: as is up to 64 bytes, else its SHA-256 in hex
 /// (64 characters), the same for every push of the event.
-pub fn collapse_id(event_id: &str) -> Cow<'_, str> {
+pub(crate) fn collapse_id(event_id: &str) -> Cow<'_, str> {
     if event_id.len() <= MAX_COLLAPSE_ID {
         return Cow::Borrowed(event_id);
     }

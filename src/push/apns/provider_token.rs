@@ -19,9 +19,9 @@ use rustls::pki_types::pem::PemObject;
 use crate::config::ApnsSettings;
 
 /// A token this old is replaced by the next push that needs one (Apple: at least every 60).
-pub const RENEW_AFTER_SECS: u64 = 50 * 60;
+pub(crate) const RENEW_AFTER_SECS: u64 = 50 * 60;
 /// A token younger than this is never replaced (Apple: no more than once every 20 minutes).
-pub const KEEP_AT_LEAST_SECS: u64 = 20 * 60;
+pub(crate) const KEEP_AT_LEAST_SECS: u64 = 20 * 60;
 
 /// Where the token source reads the time.
 pub trait Clock: Send + Sync + 'static {

@@ -15,13 +15,13 @@ use super::provider_token::{Bearer, ProviderToken, Renewal, SigningError};
 use crate::config::ApnsSettings;
 
 /// Apple's production host.
-pub const PRODUCTION: &str = "https://api.push.apple.com";
+pub(crate) const PRODUCTION: &str = "https://api.push.apple.com";
 /// Apple's development host, for apps signed for development (`APNS_SANDBOX`).
-pub const SANDBOX: &str = "https://api.sandbox.push.apple.com";
+pub(crate) const SANDBOX: &str = "https://api.sandbox.push.apple.com";
 
 /// Where pushes go: `APNS_ENDPOINT` when set (a stand-in), else Apple's production or sandbox
 /// host.
-pub fn endpoint(settings: &ApnsSettings) -> &str {
+pub(crate) fn endpoint(settings: &ApnsSettings) -> &str {
     match settings.endpoint.trim() {
         "" if settings.sandbox => SANDBOX,
         "" => PRODUCTION,

@@ -73,7 +73,7 @@ fn parse_error(body: &[u8]) -> FcmErrorBody {
 }
 
 /// Maps a failed FCM response to what the fan-out does next.
-pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> PushOutcome {
+pub(crate) fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> PushOutcome {
     let error = parse_error(body);
     let code = error
         .error_code

@@ -9,8 +9,8 @@ mod classify;
 mod message;
 mod tokens;
 
-pub use classify::classify;
-pub use tokens::{AccessTokens, SCOPE, ServiceAccountTokens, StaticToken, TokenError};
+pub(crate) use classify::classify;
+pub(crate) use tokens::{AccessTokens, ServiceAccountTokens};
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub enum FcmError {
 }
 
 /// Sends pushes to FCM.
-pub struct FcmPusher {
+pub(crate) struct FcmPusher {
     /// A device always goes through the same connection; devices spread evenly.
     client: Http2Client,
     /// `…/v1/projects/{project}/messages:send`, parsed once.
@@ -47,7 +47,7 @@ pub struct FcmPusher {
 }
 
 impl FcmPusher {
-    pub fn new(
+    pub(crate) fn new(
         client: Http2Client,
         project: &str,
         tokens: Arc<dyn AccessTokens>,
@@ -67,7 +67,7 @@ impl FcmPusher {
 
     /// The request body for one push: the notification's shared body with the device's token
     /// spliced in, so the JSON shared by every device of the event is written once.
-    pub fn body(&self, push: &Push) -> Vec<u8> {
+    pub(crate) fn body(&self, push: &Push) -> Vec<u8> {
         self.bodies.body(push)
     }
 }

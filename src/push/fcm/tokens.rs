@@ -1,6 +1,6 @@
 //! OAuth2 access tokens for FCM: the [`AccessTokens`] seam, [`ServiceAccountTokens`] (minted by
 //! gcp_auth from a service account, cached, renewed by one task while the others keep the old
-//! token), and [`StaticToken`] for stand-ins. How a failed fetch is sorted (worth another try, or
+//! token). How a failed fetch is sorted (worth another try, or
 //! our credentials refused) is decided here; what a push does about it, in `classify`.
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::FcmError;
 
 /// The OAuth2 scope for sending with FCM.
-pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+pub(crate) const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// A token is renewed this long before it expires. gcp_auth hands back its cached token until 20 s
 /// before expiry, so asking earlier would only get the same token again.
 const RENEW_BEFORE: Duration = Duration::from_secs(15);
@@ -25,7 +25,7 @@ const FAILURE_SHARED_FOR: Duration = Duration::from_secs(5);
 
 /// Why no access token could be had.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// The key is unusable, or the token endpoint has refused the service account for a while
     /// (revoked key, wrong token_uri): every push would fail alike.
     #[error("the token endpoint refused the service account: {0}")]
@@ -37,7 +37,7 @@ pub enum TokenError {
 
 /// Where bearer tokens come from.
 #[async_trait::async_trait]
-pub trait AccessTokens: Send + Sync {
+pub(crate) trait AccessTokens: Send + Sync {
     /// An `Authorization` header value, `Bearer …`.
     async fn bearer(&self) -> Result<http::HeaderValue, TokenError>;
 
@@ -52,7 +52,7 @@ pub trait AccessTokens: Send + Sync {
 /// Access tokens minted by gcp_auth from a service-account JSON (whose `token_uri` it honours),
 /// cached until shortly before they expire. One task renews; the others keep the old token
 /// meanwhile or wait for the new one.
-pub struct ServiceAccountTokens {
+pub(crate) struct ServiceAccountTokens {
     account: gcp_auth::CustomServiceAccount,
     timeout: Duration,
     cached: RwLock<Option<(http::HeaderValue, Instant)>>,
@@ -69,7 +69,7 @@ struct Failures {
 }
 
 impl ServiceAccountTokens {
-    pub fn from_file(path: &Path, timeout: Duration) -> Result<Self, FcmError> {
+    pub(crate) fn from_file(path: &Path, timeout: Duration) -> Result<Self, FcmError> {
         let account = gcp_auth::CustomServiceAccount::from_file(path).map_err(|source| {
             FcmError::ServiceAccount {
                 path: path.display().to_string(),
@@ -84,7 +84,7 @@ impl ServiceAccountTokens {
         })
     }
 
-    pub fn project_id(&self) -> Option<&str> {
+    pub(crate) fn project_id(&self) -> Option<&str> {
         self.account.project_id()
     }
 
@@ -161,20 +161,6 @@ fn classify_token_error(e: &gcp_auth::Error, refused_since: &mut Option<Instant>
         }
         gcp_auth::Error::Str(_) => TokenError::Refused(e.to_string()),
         _ => TokenError::Unavailable(error_chain(e)),
-    }
-}
-
-/// A fixed token, for tests and for stand-ins that accept anything.
-pub struct StaticToken(pub http::HeaderValue);
-
-#[async_trait::async_trait]
-impl AccessTokens for StaticToken {
-    async fn bearer(&self) -> Result<http::HeaderValue, TokenError> {
-        Ok(self.0.clone())
-    }
-
-    fn fresh(&self) -> Option<http::HeaderValue> {
-        Some(self.0.clone())
     }
 }
 

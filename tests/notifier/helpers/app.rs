@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use notifier::app::{Application, Overrides};
-use notifier::config::{InputMode, Settings};
-use notifier::database::Database;
-use notifier::push::Pushers;
-use notifier::worker::{EventOutcome, Worker};
+use notifier::Database;
+use notifier::Pushers;
+use notifier::{Application, Overrides};
+use notifier::{EventOutcome, Worker};
+use notifier::{InputMode, Settings};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +62,7 @@ impl RunningWorker {
         let s = running.worker.settings();
         match s.input.mode {
             InputMode::Pubsub => {
-                let client = notifier::redis_client::open(&s.redis).expect("Redis settings");
+                let client = notifier::open_redis(&s.redis).expect("Redis settings");
                 wait_for_subscriber_with(&client, &s.service.channel).await;
             }
             InputMode::Stream => running.wait_until_reading().await,

@@ -1,7 +1,7 @@
 //! A database of its own per test, on PostgreSQL, MariaDB or SQLite, migrated and dropped with
 //! the value; the scenario most tests read.
 
-use notifier::database::{Backend, Database};
+use notifier::{Backend, Database};
 
 use super::{
     address, init_tracing, mysql_admin_url, postgres_admin_url, settings_with, unique,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use notifier::config::Settings;
+use notifier::Settings;
 
 pub use app::*;
 pub use db::*;
@@ -81,7 +81,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     // Logs only when asked for: TEST_LOG=1 cargo test.
     if std::env::var_os("TEST_LOG").is_some() {
-        notifier::telemetry::init(notifier::config::LogFormat::Pretty);
+        notifier::init_logs(notifier::LogFormat::Pretty);
     }
 });
 

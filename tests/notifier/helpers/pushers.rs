@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notifier::push::{Push, PushOutcome, Pusher, Pushers};
+use notifier::{Push, PushOutcome, Pusher, Pushers};
 
 /// What a recording pusher saw of one push.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl Pusher for RecordingPusher {
         let started_at = std::time::Instant::now();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let lane = usize::from(push.device.provider == Some(notifier::audience::Provider::Apns));
+        let lane = usize::from(push.device.provider == Some(notifier::Provider::Apns));
         let mine = self.by_provider[lane].fetch_add(1, Ordering::SeqCst) + 1;
         self.max_by_provider[lane].fetch_max(mine, Ordering::SeqCst);
         if !self.delay.is_zero() {
