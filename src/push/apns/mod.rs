@@ -36,6 +36,7 @@ use chrono::Utc;
 use super::{PauseScope, PerNotification, Push, PushOutcome, Pusher, Reason};
 use crate::audience::Provider;
 use crate::config::ApnsSettings;
+use crate::telemetry::ErrorChain;
 use classify::KEY_SETTINGS;
 
 /// Sends pushes to APNs.
@@ -88,13 +89,14 @@ impl Pusher for ApnsPusher {
                 reason: Reason::new(Provider::Apns, "transport").with_detail(format!(
                     "{}: {}",
                     e.code(),
-                    std::error::Error::source(&e).map_or_else(|| e.to_string(), error_chain)
+                    std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |source| ErrorChain(source).to_string())
                 )),
                 retry_after: None,
                 quota: false,
             },
             Err(e @ TransportError::Credentials(_)) => PushOutcome::CredentialsRejected {
-                reason: Reason::uncoded(Provider::Apns, error_chain(&e)),
+                reason: Reason::uncoded(Provider::Apns, ErrorChain(&e).to_string()),
                 setting: KEY_SETTINGS,
                 scope: PauseScope::Provider,
             },
@@ -107,18 +109,6 @@ impl Pusher for ApnsPusher {
     async fn warm(&self) {
         self.transport.warm().await;
     }
-}
-
-/// The error's words and its sources', for a reason's detail (`cannot connect: TCP connect to
-/// 17.188.0.1:443: Connection refused`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(source) = next {
-        text = format!("{text}: {source}");
-        next = source.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use gcp_auth::TokenProvider;
 use tokio::time::Instant;
 
 use super::FcmError;
+use crate::telemetry::ErrorChain;
 
 /// The OAuth2 scope for sending with FCM.
 pub(crate) const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -160,19 +161,8 @@ fn classify_token_error(e: &gcp_auth::Error, refused_since: &mut Option<Instant>
             }
         }
         gcp_auth::Error::Str(_) => TokenError::Refused(e.to_string()),
-        _ => TokenError::Unavailable(error_chain(e)),
+        _ => TokenError::Unavailable(ErrorChain(e).to_string()),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
