@@ -14,8 +14,11 @@
 //! `unregistered` gets 410 Unregistered with a timestamp, `bad` 400 BadDeviceToken, `flaky` one
 //! 503 then success, `down` 503 every time.
 //!
-//! Modules: `tls` (the listeners), `oauth` (the token endpoint), `fcm` and `faults` (FCM
-//! and the failures tokens ask for), `apns`, and `counters` (what `GET /stats` reports). It is
+//! With a per-project quota (`fcm_quota_per_minute`), FCM sends past it in a sliding minute get
+//! 429 QUOTA_EXCEEDED.
+//!
+//! Modules: `tls` (the listeners), `oauth` (the token endpoint), `fcm`, `faults` and `quota` (FCM,
+//! the failures tokens ask for, and the project's quota), `apns`, and `counters` (what `GET /stats` reports). It is
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
@@ -24,6 +27,7 @@ mod counters;
 mod faults;
 mod fcm;
 mod oauth;
+mod quota;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +73,9 @@ pub struct StandInConfig {
     pub host_names: Vec<String>,
     /// Take any bearer token (for load generators such as h2load); off, only issued ones pass.
     pub accept_any_token: bool,
+    /// FCM sends accepted per sliding minute for the project, like Google's per-project quota;
+    /// past it, 429 QUOTA_EXCEEDED. 0: no quota.
+    pub fcm_quota_per_minute: u64,
 }
 
 impl Default for StandInConfig {
@@ -82,6 +89,7 @@ impl Default for StandInConfig {
             record: false,
             host_names: Vec::new(),
             accept_any_token: false,
+            fcm_quota_per_minute: 0,
         }
     }
 }
@@ -96,6 +104,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// While set, every send gets 503 (a provider outage).
     pub(crate) outage: AtomicBool,
+    pub(crate) fcm_quota: quota::Quota,
 }
 
 /// A running stand-in.
@@ -124,6 +133,7 @@ impl StandIn {
             config: config.clone(),
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
+            fcm_quota: quota::Quota::new(config.fcm_quota_per_minute),
         });
         let app = router(Arc::clone(&shared));
         let stop = CancellationToken::new();
