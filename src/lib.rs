@@ -24,6 +24,7 @@ pub mod database;
 pub mod event;
 pub mod fanout;
 pub mod input;
+pub mod jobs;
 pub mod pacing;
 pub mod prune;
 pub mod push;
