@@ -9,49 +9,15 @@
 //! the audience. A read that fails midway resumes after the last device handed on. Each device
 //! comes once: a device that the query returns twice (say, through a join) is dropped here.
 
-use chrono::{DateTime, Utc};
+// `device` belongs at the crate root (`pub mod device;` in lib.rs); until lib.rs declares it, it
+// is compiled here and re-exported, so every `crate::audience::{Device, Provider}` path holds.
+#[path = "device.rs"]
+pub mod device;
+pub use device::{Device, PerProvider, Platform, Provider};
 
 use crate::database::{
     Database, DatabaseError, FromRecord, Param, PreparedQuery, ReadEnd, Record, RowSink,
 };
-
-/// The push provider that reaches a device (`devices.provider`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Provider {
-    Fcm,
-    Apns,
-}
-
-impl Provider {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "fcm" => Some(Provider::Fcm),
-            "apns" => Some(Provider::Apns),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Fcm => "fcm",
-            Provider::Apns => "apns",
-        }
-    }
-}
-
-/// A recipient device, as the audience query returns it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Device {
-    pub id: i64,
-    pub user_id: Option<i64>,
-    /// `None` when the row names a provider the notifier does not know; such a device is skipped.
-    pub provider: Option<Provider>,
-    pub platform: Option<String>,
-    pub token: String,
-    pub locale: Option<String>,
-    /// When the token was last registered, if the query says.
-    pub updated_at: Option<DateTime<Utc>>,
-}
 
 impl FromRecord for Device {
     fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
@@ -59,7 +25,7 @@ impl FromRecord for Device {
             id: r.required_int("device_id")?,
             user_id: r.optional_int("user_id")?,
             provider: Provider::parse(&r.required_text("provider")?),
-            platform: r.optional_text("platform")?,
+            platform: r.optional_text("platform")?.as_deref().map(Platform::parse),
             token: r.required_text("token")?,
             locale: r.optional_text("locale")?,
             updated_at: r.optional_timestamp("updated_at")?,

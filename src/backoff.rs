@@ -1,4 +1,5 @@
-//! Capped exponential backoff with full jitter, for reconnects and retries.
+//! Capped exponential backoff with full jitter, for reconnects and retries, and [`retry`], the
+//! one loop that retries a failing call with it.
 //!
 //! Full jitter (a uniform delay between zero and the exponential cap) spreads out the replicas
 //! and tasks that failed together, so they do not come back in lockstep and fail together again.
@@ -43,6 +44,32 @@ impl Backoff {
     }
 }
 
+/// Calls `op` until it succeeds or `again` gives up. After each failure `again` gets the error,
+/// the number of the attempt that failed and the delay before the next one (to log them), and
+/// says whether to try again; the last error is returned when it does not.
+pub async fn retry<T, E, Fut>(
+    mut backoff: Backoff,
+    mut op: impl FnMut() -> Fut,
+    mut again: impl FnMut(&E, u32, Duration) -> bool,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let delay = backoff.next_delay();
+        if !again(&e, attempt, delay) {
+            return Err(e);
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +95,34 @@ mod tests {
             b.next_delay();
         }
         assert_eq!(b.ceiling(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_at_success_or_when_told_to_give_up() {
+        let backoff = || Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut calls = 0;
+        let done: Result<u32, u32> = retry(
+            backoff(),
+            || {
+                calls += 1;
+                let n = calls;
+                async move { if n < 3 { Err(n) } else { Ok(n) } }
+            },
+            |_, _, delay| delay <= Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(done, Ok(3));
+        let mut failed = Vec::new();
+        let done: Result<(), &str> = retry(
+            backoff(),
+            || async { Err("down") },
+            |e, attempt, _| {
+                failed.push((*e, attempt));
+                attempt < 4
+            },
+        )
+        .await;
+        assert_eq!(done, Err("down"));
+        assert_eq!(failed, [("down", 1), ("down", 2), ("down", 3), ("down", 4)]);
     }
 }

@@ -14,6 +14,7 @@
 //! [`worker`] ties the steps together for each event; [`settings`], [`database`] and
 //! [`telemetry`] serve them all, and [`cli`] is the command line.
 
+pub mod app;
 pub mod audience;
 pub mod backoff;
 pub mod claims;
@@ -28,6 +29,7 @@ pub mod jobs;
 pub mod pacing;
 pub mod prune;
 pub mod push;
+pub mod redact;
 pub mod redis_client;
 pub mod status;
 pub mod telemetry;

@@ -12,23 +12,27 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, warn};
+use tracing::{Instrument, error, warn};
 
+use crate::backoff::{Backoff, retry};
 use crate::database::{Database, Param, PreparedQuery};
+use crate::push::Reason;
 
 /// Devices per prune statement.
 pub const BATCH: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Statements running at once; more batches wait in memory (ids and tokens only).
 const FLUSHES_AT_ONCE: usize = 2;
+/// Tries of one batch before its devices are left enabled for the next event to find.
+const FLUSH_ATTEMPTS: u32 = 4;
 
 /// A dead token to disable.
 #[derive(Debug, Clone)]
 pub struct Dead {
     pub device_id: i64,
     pub token: String,
-    /// Why, as stored in `disabled_reason` (`fcm:UNREGISTERED`).
-    pub reason: String,
+    /// Why, stored in `disabled_reason` as it prints (`fcm:UNREGISTERED`).
+    pub reason: Reason,
 }
 
 pub struct Pruner {
@@ -39,7 +43,7 @@ pub struct Pruner {
 impl Pruner {
     pub fn start(db: Database, statement: PreparedQuery) -> Self {
         let (tx, rx) = mpsc::channel(BATCH * 2);
-        let task = tokio::spawn(run(rx, db, statement));
+        let task = tokio::spawn(run(rx, db, statement).in_current_span());
         Self { tx, task }
     }
 
@@ -58,10 +62,10 @@ impl Pruner {
     }
 }
 
-type Batch = (String, Vec<i64>, Vec<String>);
+type Batch = (Reason, Vec<i64>, Vec<String>);
 
 async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuery) -> u64 {
-    let mut pending: BTreeMap<String, (Vec<i64>, Vec<String>)> = BTreeMap::new();
+    let mut pending: BTreeMap<Reason, (Vec<i64>, Vec<String>)> = BTreeMap::new();
     let mut ready: Vec<Batch> = Vec::new();
     let mut flushing = JoinSet::new();
     let mut disabled = 0;
@@ -72,7 +76,9 @@ async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuer
             && let Some((reason, ids, tokens)) = ready.pop()
         {
             let (db, statement) = (db.clone(), statement.clone());
-            flushing.spawn(async move { flush(&db, &statement, &reason, ids, tokens).await });
+            flushing.spawn(
+                async move { flush(&db, &statement, &reason, ids, tokens).await }.in_current_span(),
+            );
         }
         tokio::select! {
             dead = rx.recv(), if open => match dead {
@@ -108,7 +114,7 @@ async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuer
 async fn flush(
     db: &Database,
     statement: &PreparedQuery,
-    reason: &str,
+    reason: &Reason,
     ids: Vec<i64>,
     tokens: Vec<String>,
 ) -> u64 {
@@ -118,19 +124,22 @@ async fn flush(
         ("tokens", Param::Texts(tokens)),
         ("reason", Param::Text(Some(reason.to_string()))),
     ];
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=4 {
-        match db.execute(statement, &values).await {
-            Ok(rows) => return rows,
-            Err(e) if attempt < 4 => {
+    // Jittered, so the flushes of events that failed together do not retry in step.
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
+    let done = retry(
+        backoff,
+        || db.execute(statement, &values),
+        |e, attempt, _| {
+            let again = attempt < FLUSH_ATTEMPTS;
+            if again {
                 warn!(error = %e, attempt, "Pruning a batch failed; retrying.");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
             }
-            Err(e) => {
-                error!(error = %e, devices = count, reason, "Pruning a batch failed; those devices stay enabled.");
-            }
-        }
-    }
-    0
+            again
+        },
+    )
+    .await;
+    done.unwrap_or_else(|e| {
+        error!(error = %e, devices = count, %reason, "Pruning a batch failed; those devices stay enabled.");
+        0
+    })
 }

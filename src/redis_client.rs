@@ -2,30 +2,83 @@
 //! (contract §7), with the CA file and the client certificate, so that the subscriber, the claims,
 //! the stream input and the commands all reach Redis the same way.
 //!
-//! Start-up builds a client once to check the settings (settings.rs), which reads and parses the
-//! PEM files then; a wrong file stops the process with one line naming its variable.
+//! Start-up builds a client once to check the settings (config/validate.rs), which reads and
+//! parses the PEM files then; a wrong file stops the process with one line naming its variable.
+//! The `[redis]` settings and the names of their variables live here, so the config module
+//! composes them without this module reaching back into it.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine;
 use redis::{ClientTlsConfig, ConnectionAddr, TlsCertificates};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
 
-use crate::config::{RedisSettings, SettingsError, redact_url};
+use crate::redact::redact_url;
 
-const CA_FILE: &str = "REDIS_CA_FILE";
-const CERT_FILE: &str = "REDIS_CLIENT_CERT_FILE";
-const KEY_FILE: &str = "REDIS_CLIENT_KEY_FILE";
+/// The variables of the `[redis]` settings, named here because this module's errors name them.
+pub(crate) const REDIS_URL: &str = "REDIS_URL";
+pub(crate) const CA_FILE: &str = "REDIS_CA_FILE";
+pub(crate) const CERT_FILE: &str = "REDIS_CLIENT_CERT_FILE";
+pub(crate) const KEY_FILE: &str = "REDIS_CLIENT_KEY_FILE";
+
+/// Where Redis is and how the connection to it is kept (`[redis]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub ping_interval_secs: u64,
+    pub timeout_secs: u64,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// PEM roots trusted for `rediss://` in addition to the system's (`REDIS_CA_FILE`).
+    #[serde(skip)]
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and key, for servers that require one (`REDIS_CLIENT_CERT_FILE`,
+    /// `REDIS_CLIENT_KEY_FILE`).
+    #[serde(skip)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisSettings {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// Redis settings that cannot make a client, named the way the operator would set them. The
+/// config module reports it as a `RedisConfigError`; the inputs and the claims return it as is.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct RedisConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl RedisConfigError {
+    fn new(setting: &'static str, reason: impl fmt::Display) -> Self {
+        Self {
+            setting,
+            reason: reason.to_string(),
+        }
+    }
+}
 
 /// The client the settings describe. Every error names the setting to fix.
-pub fn open(settings: &RedisSettings) -> Result<redis::Client, SettingsError> {
+pub fn open(settings: &RedisSettings) -> Result<redis::Client, RedisConfigError> {
     let url = settings.url.as_str();
     let bad_url = |e: &dyn fmt::Display| {
-        SettingsError::new(
-            "REDIS_URL",
+        RedisConfigError::new(
+            REDIS_URL,
             format!("{} is not a usable Redis URL: {e}", redact_url(url)),
         )
     };
@@ -34,8 +87,8 @@ pub fn open(settings: &RedisSettings) -> Result<redis::Client, SettingsError> {
         if let Some(setting) = tls_files_set(settings) {
             // The operator expects encryption: sending the password in the clear instead would
             // be worse than not starting.
-            return Err(SettingsError::new(
-                "REDIS_URL",
+            return Err(RedisConfigError::new(
+                REDIS_URL,
                 format!(
                     "{} is not TLS but {setting} is set; use rediss:// (or unset {setting})",
                     redact_url(url)
@@ -78,14 +131,17 @@ fn tls_files_set(settings: &RedisSettings) -> Option<&'static str> {
     .find_map(|(name, path)| path.as_ref().map(|_| name))
 }
 
-fn read(setting: &str, path: &Path) -> Result<Vec<u8>, SettingsError> {
+fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, RedisConfigError> {
     std::fs::read(path)
-        .map_err(|e| SettingsError::new(setting, format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| RedisConfigError::new(setting, format!("cannot read {}: {e}", path.display())))
 }
 
-fn certificates(setting: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SettingsError> {
+fn certificates(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, RedisConfigError> {
     let not_pem = |reason: String| {
-        SettingsError::new(
+        RedisConfigError::new(
             setting,
             format!("{} is not a PEM certificate file: {reason}", path.display()),
         )
@@ -107,11 +163,11 @@ fn certificates(setting: &str, path: &Path) -> Result<Vec<CertificateDer<'static
 /// loaded here (rustls-native-certs, what redis-rs itself reads without `root_cert`) and passed
 /// along. A system certificate that rustls cannot use is left out, as a verifier would ignore it;
 /// one in the CA file is an error, since the operator named that file for a reason.
-fn roots_with(ca_file: &Path) -> Result<Vec<u8>, SettingsError> {
+fn roots_with(ca_file: &Path) -> Result<Vec<u8>, RedisConfigError> {
     let extra = certificates(CA_FILE, ca_file)?;
     for cert in &extra {
         RootCertStore::empty().add(cert.clone()).map_err(|e| {
-            SettingsError::new(
+            RedisConfigError::new(
                 CA_FILE,
                 format!(
                     "{} holds an unusable CA certificate: {e}",
@@ -145,17 +201,17 @@ fn pem_certificate(der: &[u8]) -> String {
 }
 
 /// The client certificate and key, both or neither, checked to belong together.
-fn client_identity(settings: &RedisSettings) -> Result<Option<ClientTlsConfig>, SettingsError> {
+fn client_identity(settings: &RedisSettings) -> Result<Option<ClientTlsConfig>, RedisConfigError> {
     let (cert_path, key_path) = match (&settings.client_cert_file, &settings.client_key_file) {
         (None, None) => return Ok(None),
         (Some(_), None) => {
-            return Err(SettingsError::new(
+            return Err(RedisConfigError::new(
                 KEY_FILE,
                 format!("must be set when {CERT_FILE} is"),
             ));
         }
         (None, Some(_)) => {
-            return Err(SettingsError::new(
+            return Err(RedisConfigError::new(
                 CERT_FILE,
                 format!("must be set when {KEY_FILE} is"),
             ));
@@ -165,14 +221,14 @@ fn client_identity(settings: &RedisSettings) -> Result<Option<ClientTlsConfig>, 
     let chain = certificates(CERT_FILE, cert_path)?;
     let key_pem = read(KEY_FILE, key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        SettingsError::new(
+        RedisConfigError::new(
             KEY_FILE,
             format!("{} is not a PEM private key: {e}", key_path.display()),
         )
     })?;
     let provider = rustls::crypto::ring::default_provider();
     rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-        SettingsError::new(
+        RedisConfigError::new(
             KEY_FILE,
             format!(
                 "{} does not go with the certificate in {CERT_FILE}: {e}",

@@ -10,21 +10,34 @@
 //! dies, its lease runs out and the event — listed in the active set — is taken over by whoever
 //! scans next, which resumes from the checkpoint. Every change is a Lua script reading Redis's own
 //! clock, so replicas never compare their local clocks.
+//!
+//! This file holds the store and its scripts; [`keeper`] holds what a running event does with
+//! its claim (renewing, checkpointing, retrying while Redis is away).
 
-use std::time::Duration;
+mod keeper;
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::Script;
+use redis::aio::ConnectionManager;
 
 /// Built once: a `Script` hashes its source, and renewals and checkpoints run many times an event.
-static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
-static TAKE_OVER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_OVER));
-static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
-static CHECKPOINT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CHECKPOINT));
-static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
-use redis::aio::ConnectionManager;
+/// Each script names its keys and arguments in its opening comment (`lua/*.lua`).
+static CLAIM_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+static TAKE_OVER_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/take_over.lua")));
+static RENEW_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
+static CHECKPOINT_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/checkpoint.lua")));
+static FINISH_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/finish.lua")));
+static RELEASE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+
+pub(crate) use keeper::{Keeper, retry_redis};
 
 /// Every event ever claimed and not finished, by claim time.
 fn active(prefix: &str) -> String {
@@ -68,7 +81,10 @@ pub enum ClaimError {
     #[error("{}", crate::redis_client::Explained(.0))]
     Redis(redis::RedisError),
     #[error(transparent)]
-    Settings(#[from] crate::config::SettingsError),
+    Settings(#[from] crate::redis_client::RedisConfigError),
+    /// Redis held the call past the point where the lease could be trusted.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl From<redis::RedisError> for ClaimError {
@@ -77,94 +93,17 @@ impl From<redis::RedisError> for ClaimError {
     }
 }
 
-/// The claim store.
+/// The claim store. Without Redis ([`Claims::unshared`]) it remembers nothing: every event is
+/// claimed fresh and every write succeeds, for a worker that drives events directly (tests) and
+/// so has no other replica to agree with.
 #[derive(Clone)]
 pub struct Claims {
-    redis: ConnectionManager,
+    redis: Option<ConnectionManager>,
     prefix: String,
     owner: String,
     lease: Duration,
     window: Duration,
 }
-
-/// `claim(key, active; owner, lease_ms, window_s, payload, event_id)`
-const CLAIM: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then
-  -- No expiry while running: a long event must not lose its claim. FINISH sets the window.
-  redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]),
-    'payload', ARGV[4], 'attempts', 1, 'checkpoint', '')
-  redis.call('ZADD', KEYS[2], now, ARGV[5])
-  return {'claimed', '', 1}
-end
-if state ~= 'running' then return {'done', '', 0} end
-if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then return {'busy', '', 0} end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]))
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-return {'resumed', redis.call('HGET', KEYS[1], 'checkpoint') or '', attempts}
-"#;
-
-/// `take_over(key, active; owner, lease_ms, event_id)`: only a running event whose lease ran out.
-const TAKE_OVER: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state ~= 'running' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-  return {}
-end
-if tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') > now then return {} end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]))
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-return {redis.call('HGET', KEYS[1], 'payload') or '', redis.call('HGET', KEYS[1], 'checkpoint') or '', attempts}
-"#;
-
-/// `renew(key, active; owner, lease_ms, window_s, payload, event_id, checkpoint)`. A missing hash
-/// (Redis restarted without persistence) is written again, owned by us: we are still sending.
-const RENEW: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then
-  redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]),
-    'payload', ARGV[4], 'attempts', 1, 'checkpoint', ARGV[6])
-  redis.call('ZADD', KEYS[2], now, ARGV[5])
-  return 1
-end
-if owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
-return 1
-"#;
-
-/// `checkpoint(key; owner, checkpoint)`: 1 written, 0 owned by another, -1 no claim at all
-/// (Redis lost it: the caller renews, which writes it again).
-const CHECKPOINT: &str = r#"
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return -1 end
-if owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
-return 1
-"#;
-
-/// `finish(key, active; owner, state, window_s, event_id)`
-const FINISH: &str = r#"
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'owner', ARGV[1])
-redis.call('HDEL', KEYS[1], 'payload', 'checkpoint', 'lease_until')
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[4])
-return 1
-"#;
-
-/// `release(key; owner)`: the lease ends now, so another replica can resume at once.
-const RELEASE: &str = r#"
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'lease_until', 0)
-return 1
-"#;
 
 impl Claims {
     pub async fn connect(
@@ -181,7 +120,7 @@ impl Claims {
             .set_number_of_retries(2);
         let redis = client.get_connection_manager_with_config(config).await?;
         Ok(Self {
-            redis,
+            redis: Some(redis),
             prefix: prefix.to_string(),
             owner,
             lease,
@@ -189,12 +128,29 @@ impl Claims {
         })
     }
 
+    /// The store that remembers nothing (see [`Claims`]).
+    pub fn unshared(owner: String, lease: Duration) -> Self {
+        Self {
+            redis: None,
+            prefix: String::new(),
+            owner,
+            lease,
+            window: Duration::ZERO,
+        }
+    }
+
+    /// Whether claims are kept in Redis, shared with other replicas: only then is there a lease
+    /// to keep, a checkpoint to store, or an abandoned event to look for.
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
     fn key(&self, event_id: &str) -> String {
         format!("{}event:{event_id}", self.prefix)
     }
 
     /// The connection, for other short commands (stream acknowledgements).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Option<ConnectionManager> {
         self.redis.clone()
     }
 
@@ -227,9 +183,12 @@ impl Claims {
     }
 
     pub async fn claim(&self, event_id: &str, payload: &str) -> Result<Claim, ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(Claim::Claimed);
+        };
         let (state, checkpoint, attempts): (String, String, u32) = self
             .leasing(&CLAIM_SCRIPT, event_id, payload)
-            .invoke_async(&mut self.redis.clone())
+            .invoke_async(&mut redis)
             .await?;
         Ok(match state.as_str() {
             "claimed" => Claim::Claimed,
@@ -248,10 +207,13 @@ impl Claims {
         payload: &str,
         checkpoint: &str,
     ) -> Result<Renewal, ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(Renewal::Renewed);
+        };
         let renewed: i64 = self
             .leasing(&RENEW_SCRIPT, event_id, payload)
             .arg(checkpoint)
-            .invoke_async(&mut self.redis.clone())
+            .invoke_async(&mut redis)
             .await?;
         Ok(if renewed == 1 {
             Renewal::Renewed
@@ -268,11 +230,14 @@ impl Claims {
         payload: &str,
         checkpoint: &str,
     ) -> Result<Renewal, ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(Renewal::Renewed);
+        };
         let written: i64 = CHECKPOINT_SCRIPT
             .key(self.key(event_id))
             .arg(&self.owner)
             .arg(checkpoint)
-            .invoke_async(&mut self.redis.clone())
+            .invoke_async(&mut redis)
             .await?;
         match written {
             1 => Ok(Renewal::Renewed),
@@ -283,6 +248,9 @@ impl Claims {
 
     /// Marks the event done (or failed), kept for the dedup window.
     pub async fn finish(&self, event_id: &str, failed: bool) -> Result<bool, ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(true);
+        };
         let done: i64 = FINISH_SCRIPT
             .key(self.key(event_id))
             .key(active(&self.prefix))
@@ -290,17 +258,20 @@ impl Claims {
             .arg(if failed { "failed" } else { "done" })
             .arg(self.window.as_secs())
             .arg(event_id)
-            .invoke_async(&mut self.redis.clone())
+            .invoke_async(&mut redis)
             .await?;
         Ok(done == 1)
     }
 
     /// Gives the event up unfinished: another replica (or this one, later) resumes it.
     pub async fn release(&self, event_id: &str) -> Result<(), ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(());
+        };
         let _: i64 = RELEASE_SCRIPT
             .key(self.key(event_id))
             .arg(&self.owner)
-            .invoke_async(&mut self.redis.clone())
+            .invoke_async(&mut redis)
             .await?;
         Ok(())
     }
@@ -324,23 +295,29 @@ impl Claims {
 
     /// The ids of the events being processed (or abandoned).
     pub async fn active(&self) -> Result<Vec<String>, ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(Vec::new());
+        };
         Ok(redis::cmd("ZRANGE")
             .arg(active(&self.prefix))
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.redis.clone())
+            .query_async(&mut redis)
             .await?)
     }
 
     /// Takes over one active event if its lease ran out.
     pub async fn take_over(&self, event_id: &str) -> Result<Option<TakenOver>, ClaimError> {
+        let Some(mut redis) = self.redis.clone() else {
+            return Ok(None);
+        };
         let got: Vec<redis::Value> = TAKE_OVER_SCRIPT
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)
             .arg(self.lease.as_millis() as u64)
             .arg(event_id)
-            .invoke_async(&mut self.redis.clone())
+            .invoke_async(&mut redis)
             .await?;
         let [payload, checkpoint, attempts] = &got[..] else {
             return Ok(None);

@@ -2,7 +2,35 @@
 //! users in English and Japanese who clip them, Android and iOS devices, one of them disabled.
 //! Talk 1 reaches four devices: the author's own device and the disabled one get nothing.
 
+use crate::config::{Settings, redact_url};
 use crate::database::{Database, DatabaseError};
+
+/// Migrates the configured database, seeds it, and shows how to trigger the demo talk.
+pub(super) async fn demo(settings: &Settings) -> anyhow::Result<()> {
+    let db = super::connect(settings).await?;
+    db.migrate().await?;
+    let seeded = seed(&db).await?;
+    db.close().await;
+    let channel = &settings.service.channel;
+    println!(
+        "{} {}.",
+        if seeded {
+            "Seeded the demo data into"
+        } else {
+            "The demo data is already in"
+        },
+        redact_url(&settings.database.url)
+    );
+    println!(
+        "\nStart the worker (dry run):   notifier run\n\
+         Then trigger talk 1 (4 devices) from a shell:\n\
+         \n    redis-cli PUBLISH {channel} '{{\"talk_id\": 1}}'\n\
+         \nor from PHP (phpredis):\n\
+         \n    php -r '$r = new Redis(); $r->connect(\"127.0.0.1\"); $r->publish(\"{channel}\", json_encode([\"talk_id\" => 1]));'\n\
+         \nor with the notifier itself:   notifier publish 1"
+    );
+    Ok(())
+}
 
 /// Seeds the demo data unless it is there already; returns whether it seeded.
 pub async fn seed(db: &Database) -> Result<bool, DatabaseError> {

@@ -1,27 +1,18 @@
-//! The command line: `run` (the default), `migrate`, `publish`, `demo`, `send` and `check`.
+//! The command line: `run` (the default), `migrate`, `publish`, `demo`, `send`, `check` and
+//! `healthcheck`. This file holds the arguments and the dispatch; each command with more to it
+//! than a call has a file of its own. Command and flag names are the contract (§4): keep them.
 
+mod check;
 pub mod demo;
+mod publish;
+mod send;
 
-use std::sync::Arc;
-
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::audience::{Device, Provider};
-use crate::config::{SendMode, Settings, redact_url};
-use crate::content::Notification;
+use crate::app::{Application, Overrides};
+use crate::config::{Settings, redact_url};
 use crate::database::Database;
-use crate::event::TalkPosted;
-use crate::push::Pushers;
-use crate::push::apns::A2Transport;
-use crate::push::dry_run::DryRunPusher;
-use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
-use crate::push::retry::{RetryPolicy, deliver};
-use crate::push::{MaskedToken, Push, PushOutcome};
-use crate::redis_client::Explained;
-use crate::worker::Worker;
 
 /// Turns talk-posted events on a Redis channel into push notifications (FCM, APNs).
 ///
@@ -98,16 +89,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             program_id,
             event_id,
             dry_run,
-        } => publish(&settings, talk_id, program_id, event_id, dry_run).await,
-        Command::Demo => demo(&settings).await,
+        } => publish::publish(&settings, talk_id, program_id, event_id, dry_run).await,
+        Command::Demo => demo::demo(&settings).await,
         Command::Send {
             provider,
             token,
             title,
             body,
             platform,
-        } => send(&settings, &provider, token, title, body, platform).await,
-        Command::Check => check(&settings).await,
+        } => send::send(&settings, &provider, token, title, body, platform).await,
+        Command::Check => check::check(&settings).await,
         Command::Healthcheck => crate::status::healthcheck(settings.service.http_addr).await,
     }
 }
@@ -117,334 +108,17 @@ async fn connect(settings: &Settings) -> anyhow::Result<Database> {
 }
 
 async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
-    // Listen for SIGTERM from the first moment: a stop during start-up is still a graceful one.
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown_signal().await;
-            stop.cancel();
-        }
-    });
-    // Before any metric is touched, so that every handle records into it.
-    let metrics = crate::telemetry::install_metrics()?;
-    let listener = crate::status::bind(settings.service.http_addr).await?;
-    // Probes are answered from here on; the listener outlives the drain (readiness says 503).
-    let slot = crate::status::WorkerSlot::default();
-    let status_stop = CancellationToken::new();
-    let status = tokio::spawn(crate::status::serve(
-        listener,
-        Arc::clone(&slot),
-        metrics,
-        status_stop.clone(),
-    ));
-    let start = async {
-        let db = connect(&settings).await?;
-        if migrate {
-            db.migrate().await?;
-        }
-        let claims = Worker::connect_claims(&settings).await.with_context(|| {
-            format!(
-                "cannot reach Redis at {} (REDIS_URL) for event claims",
-                redact_url(&settings.redis.url)
-            )
-        })?;
-        anyhow::Ok((db, claims))
+    let stop = crate::app::stop_on_signal();
+    let overrides = Overrides {
+        migrate,
+        ..Overrides::default()
     };
-    let started = tokio::select! {
-        started = start => started,
+    let app = tokio::select! {
+        app = Application::build(settings, overrides) => app?,
         _ = stop.cancelled() => {
             info!("Stopped during start-up.");
-            status_stop.cancel();
             return Ok(());
         }
     };
-    let (db, claims) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            status_stop.cancel();
-            return Err(e);
-        }
-    };
-    let providers = crate::push::providers(&settings)?;
-    let pushers = Pushers {
-        fcm: providers.fcm,
-        apns: providers.apns,
-        dry_run: Arc::new(DryRunPusher),
-    };
-    info!(
-        send_mode = settings.send_mode.as_str(),
-        channel = %settings.service.channel,
-        database = db.backend().name(),
-        concurrency = settings.service.concurrency,
-        "Starting notifier."
-    );
-    if settings.send_mode == SendMode::DryRun {
-        info!(
-            "Dry run: pushes are logged, no provider is contacted (set APP_ENV=production to send)."
-        );
-    }
-    let worker = Arc::new(Worker::new(settings, db, pushers)?.with_claims(claims));
-    let _ = slot.set(Arc::clone(&worker));
-    let result = Arc::clone(&worker).run(stop).await;
-    status_stop.cancel();
-    let _ = status.await;
-    worker.database().close().await;
-    result
-}
-
-/// Completes on SIGTERM (what containers send) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-}
-
-async fn publish(
-    settings: &Settings,
-    talk_id: i64,
-    program_id: Option<i64>,
-    event_id: Option<String>,
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let event = TalkPosted {
-        talk_id,
-        program_id,
-        event_id: event_id.unwrap_or_else(|| format!("talk_posted:{talk_id}")),
-        dry_run: dry_run.then_some(true),
-        published_at: Some(chrono::Utc::now()),
-    };
-    // Check it as the worker will, so a bad id fails here rather than in the worker's log.
-    let json = event.to_json();
-    TalkPosted::parse(json.as_bytes()).context("the event would be rejected")?;
-    let client = crate::redis_client::open(&settings.redis)?;
-    let publish = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PUBLISH")
-            .arg(&settings.service.channel)
-            .arg(&json)
-            .query_async::<i64>(&mut conn)
-            .await
-    };
-    let receivers = publish.await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot publish to Redis at {}: {}",
-            redact_url(&settings.redis.url),
-            Explained(&e)
-        )
-    })?;
-    println!(
-        "Published {json} on {}: {receivers} subscriber(s) received it.",
-        settings.service.channel
-    );
-    Ok(())
-}
-
-async fn send(
-    settings: &Settings,
-    provider: &str,
-    token: String,
-    title: String,
-    body: String,
-    platform: String,
-) -> anyhow::Result<()> {
-    let provider = Provider::parse(provider).context("--provider is fcm or apns")?;
-    let event_id: Arc<str> = Arc::from(format!("send:{}", chrono::Utc::now().timestamp_millis()));
-    let push = Push {
-        event_id: Arc::clone(&event_id),
-        device: Device {
-            id: 0,
-            user_id: None,
-            provider: Some(provider),
-            platform: Some(platform),
-            token,
-            locale: None,
-            updated_at: None,
-        },
-        notification: Arc::new(Notification {
-            title,
-            body,
-            data: vec![("type".into(), "test".into())],
-            collapse_id: event_id.to_string(),
-            thread_id: "notifier-send".into(),
-        }),
-    };
-    let providers = crate::push::providers(settings)?;
-    let pusher: Arc<dyn crate::push::Pusher> = match (provider, settings.send_mode) {
-        (_, SendMode::DryRun) | (Provider::Apns, SendMode::Validate) => Arc::new(DryRunPusher),
-        (Provider::Fcm, _) => providers
-            .fcm
-            .context("FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS")?,
-        (Provider::Apns, _) => providers
-            .apns
-            .context("APNs is not configured: set APNS_KEY_PATH")?,
-    };
-    let policy = RetryPolicy::from(&settings.retry);
-    let done = deliver(&*pusher, &push, &policy, &|| false).await;
-    let detail = match &done.outcome {
-        PushOutcome::Delivered => String::new(),
-        PushOutcome::Unregistered { reason, .. }
-        | PushOutcome::Retryable { reason, .. }
-        | PushOutcome::Rejected { reason }
-        | PushOutcome::Skipped { reason } => format!(": {reason}"),
-        PushOutcome::CredentialsRejected { reason, setting } => {
-            format!(": {reason} (check {setting})")
-        }
-    };
-    println!(
-        "{} push to {} ({} mode, {} attempt(s)): {}{detail}",
-        provider.as_str(),
-        MaskedToken(&push.device.token),
-        settings.send_mode.as_str(),
-        done.attempts,
-        done.outcome.label(),
-    );
-    anyhow::ensure!(
-        done.outcome == PushOutcome::Delivered,
-        "the push was not delivered"
-    );
-    Ok(())
-}
-
-async fn check(settings: &Settings) -> anyhow::Result<()> {
-    println!(
-        "Effective settings (secrets masked):\n{}",
-        settings.describe()
-    );
-    let mut failures = Vec::new();
-    let mut report = |what: &str, result: anyhow::Result<String>| match result {
-        Ok(detail) => println!("ok      {what}: {detail}"),
-        Err(e) => {
-            println!("FAILED  {what}: {e:#}");
-            failures.push(what.to_string());
-        }
-    };
-
-    let db = async {
-        let db = connect(settings).await?;
-        db.ping().await?;
-        crate::database::Queries::prepare(&settings.queries, db.backend())?;
-        let backend = db.backend().name();
-        db.close().await;
-        anyhow::Ok(format!("{backend} reachable, queries prepared"))
-    };
-    report("database (DATABASE_URL)", db.await);
-
-    let redis = async {
-        let client = crate::redis_client::open(&settings.redis)?;
-        let ping = async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await
-        };
-        let pong = tokio::time::timeout(settings.redis.timeout(), ping)
-            .await
-            .context("no answer in time")?
-            .map_err(|e| anyhow::anyhow!("{}", Explained(&e)))?;
-        anyhow::Ok(format!("{pong} from {}", redact_url(&settings.redis.url)))
-    };
-    report("Redis (REDIS_URL)", redis.await);
-
-    if settings.fcm.is_configured() {
-        let fcm = async {
-            let timeout = std::time::Duration::from_secs(settings.fcm.request_timeout_secs);
-            let tokens = ServiceAccountTokens::from_file(
-                std::path::Path::new(&settings.fcm.credentials),
-                timeout,
-            )?;
-            let project = match settings.fcm.project_id.trim() {
-                "" => tokens
-                    .project_id()
-                    .map(str::to_string)
-                    .context("no project_id: set FCM_PROJECT_ID")?,
-                id => id.to_string(),
-            };
-            tokens.bearer().await?;
-            crate::push::http2_client(
-                settings,
-                &settings.fcm.endpoint,
-                1,
-                settings.fcm.request_timeout_secs,
-            )?;
-            anyhow::Ok(format!(
-                "access token issued for project {project}, endpoint {}",
-                settings.fcm.endpoint
-            ))
-        };
-        report("FCM (GOOGLE_APPLICATION_CREDENTIALS)", fcm.await);
-    } else {
-        println!("-       FCM: not configured (GOOGLE_APPLICATION_CREDENTIALS unset)");
-    }
-    if settings.apns.is_configured() {
-        let a = &settings.apns;
-        let apns = if a.endpoint.trim().is_empty() {
-            A2Transport::new(a).map(|_| {
-                let host = if a.sandbox {
-                    "Apple sandbox"
-                } else {
-                    "Apple production"
-                };
-                format!(
-                    "key {} of team {} loaded, topic {}, {host}",
-                    a.key_id, a.team_id, a.topic
-                )
-            })
-        } else {
-            crate::push::http2_client(settings, &a.endpoint, 1, a.request_timeout_secs)
-                .map_err(|e| crate::push::apns::TransportError::Request(e.to_string()))
-                .and_then(|client| crate::push::apns::HttpTransport::new(client, a))
-                .map(|_| {
-                    format!(
-                        "key {} of team {} loaded, topic {}, stand-in at {} (APNS_ENDPOINT)",
-                        a.key_id, a.team_id, a.topic, a.endpoint
-                    )
-                })
-        };
-        report("APNs (APNS_KEY_PATH)", apns.map_err(anyhow::Error::from));
-    } else {
-        println!("-       APNs: not configured (APNS_KEY_PATH unset)");
-    }
-    anyhow::ensure!(failures.is_empty(), "check failed: {}", failures.join(", "));
-    println!("All checks passed ({} mode).", settings.send_mode.as_str());
-    Ok(())
-}
-
-async fn demo(settings: &Settings) -> anyhow::Result<()> {
-    let db = connect(settings).await?;
-    db.migrate().await?;
-    let seeded = crate::cli::demo::seed(&db).await?;
-    db.close().await;
-    let channel = &settings.service.channel;
-    println!(
-        "{} {}.",
-        if seeded {
-            "Seeded the demo data into"
-        } else {
-            "The demo data is already in"
-        },
-        redact_url(&settings.database.url)
-    );
-    println!(
-        "\nStart the worker (dry run):   notifier run\n\
-         Then trigger talk 1 (4 devices) from a shell:\n\
-         \n    redis-cli PUBLISH {channel} '{{\"talk_id\": 1}}'\n\
-         \nor from PHP (phpredis):\n\
-         \n    php -r '$r = new Redis(); $r->connect(\"127.0.0.1\"); $r->publish(\"{channel}\", json_encode([\"talk_id\" => 1]));'\n\
-         \nor with the notifier itself:   notifier publish 1"
-    );
-    Ok(())
+    app.run_until_stopped(stop).await
 }

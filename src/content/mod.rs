@@ -6,11 +6,14 @@
 //! the JSON the providers will receive, so that no payload crosses their 4096-byte limit even
 //! when a talk title is long Japanese text.
 
-use std::collections::HashMap;
+mod talk;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{ContentSettings, SettingsError};
-use crate::database::{DatabaseError, FromRecord, Record};
+use serde::Deserialize;
+
+pub use talk::{TalkError, load_talk};
 
 /// FCM and APNs both refuse payloads above this many bytes.
 pub const PAYLOAD_LIMIT: usize = 4096;
@@ -21,6 +24,32 @@ pub const ENVELOPE_RESERVE: usize = 384;
 pub const TITLE_MAX_BYTES: usize = 512;
 const PLACEHOLDERS: &[&str] = &["program_title", "talk_title", "talk_id", "program_id"];
 
+/// The `[content]` settings: templates by locale and the data map every push carries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentSettings {
+    pub default_locale: String,
+    pub templates: BTreeMap<String, TemplateSettings>,
+    pub data: BTreeMap<String, String>,
+}
+
+/// One locale's title and body, with `{placeholder}`s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub title: String,
+    pub body: String,
+}
+
+/// A template that cannot be used, named by its key in the configuration file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid setting {key}: {reason}")]
+pub struct TemplateError {
+    /// The file key to fix, like `content.templates.en.title`.
+    pub key: String,
+    pub reason: String,
+}
+
 /// The talk as the content query returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Talk {
@@ -29,26 +58,6 @@ pub struct Talk {
     pub author_id: Option<i64>,
     pub talk_title: String,
     pub program_title: String,
-}
-
-/// The content query's columns, without the talk id (the caller knows it).
-#[derive(Debug)]
-pub struct TalkRow {
-    pub program_id: i64,
-    pub author_id: Option<i64>,
-    pub talk_title: String,
-    pub program_title: String,
-}
-
-impl FromRecord for TalkRow {
-    fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
-        Ok(Self {
-            program_id: r.required_int("program_id")?,
-            author_id: r.int("author_id")?,
-            talk_title: r.required_text("talk_title")?,
-            program_title: r.required_text("program_title")?,
-        })
-    }
 }
 
 /// One rendered notification, shared by every push of an event in one locale.
@@ -86,7 +95,7 @@ pub struct Rendered {
 }
 
 impl Templates {
-    pub fn new(settings: &ContentSettings) -> Result<Self, SettingsError> {
+    pub fn new(settings: &ContentSettings) -> Result<Self, TemplateError> {
         Self::check(settings)?;
         Ok(Self {
             default_locale: normalize_locale(&settings.default_locale),
@@ -104,15 +113,15 @@ impl Templates {
     }
 
     /// Refuses unknown placeholders and a default locale without templates.
-    pub fn check(settings: &ContentSettings) -> Result<(), SettingsError> {
+    pub fn check(settings: &ContentSettings) -> Result<(), TemplateError> {
         let default = normalize_locale(&settings.default_locale);
         if !settings
             .templates
             .keys()
             .any(|l| normalize_locale(l) == default)
         {
-            return Err(SettingsError {
-                setting: "content.default_locale".into(),
+            return Err(TemplateError {
+                key: "content.default_locale".into(),
                 reason: format!("no [content.templates.{default}] section"),
             });
         }
@@ -124,10 +133,10 @@ impl Templates {
         for (key, value) in &settings.data {
             texts.push((format!("content.data.{key}"), value));
         }
-        for (setting, text) in texts {
+        for (key, text) in texts {
             if let Err(unknown) = render(text, &HashMap::new()) {
-                return Err(SettingsError {
-                    setting,
+                return Err(TemplateError {
+                    key,
                     reason: format!(
                         "unknown placeholder {{{unknown}}} (known: {})",
                         known_placeholders()
@@ -329,7 +338,7 @@ mod tests {
         let mut s = Settings::load(|_| None).unwrap().content;
         s.templates.get_mut("en").unwrap().title = "Hi {user_name}".into();
         let err = Templates::new(&s).unwrap_err();
-        assert_eq!(err.setting, "content.templates.en.title");
+        assert_eq!(err.key, "content.templates.en.title");
         assert!(err.reason.contains("{user_name}"));
     }
 

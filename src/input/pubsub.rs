@@ -15,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{RedisSettings, SettingsError, redact_url};
 use crate::input::stream::Incoming;
-use crate::redis_client::Explained;
+use crate::redact::redact_url;
+use crate::redis_client::{Explained, RedisConfigError, RedisSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     #[error(transparent)]
-    Settings(#[from] SettingsError),
+    Settings(#[from] RedisConfigError),
 }
 
 /// Why one subscription ended.

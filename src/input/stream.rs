@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{InputSettings, RedisSettings, SettingsError, redact_url};
-use crate::redis_client::Explained;
+use crate::input::InputSettings;
+use crate::redact::redact_url;
+use crate::redis_client::{Explained, RedisConfigError, RedisSettings};
 
 /// One message from the input, whichever it is.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ impl StreamInput {
         consumer: &str,
         claim_idle: Duration,
         reading: watch::Sender<bool>,
-    ) -> Result<Self, SettingsError> {
+    ) -> Result<Self, RedisConfigError> {
         Ok(Self {
             client: crate::redis_client::open(redis)?,
             reading,

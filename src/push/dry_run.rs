@@ -17,7 +17,6 @@ impl Pusher for DryRunPusher {
             };
         };
         info!(
-            event_id = %push.event_id,
             provider = provider.as_str(),
             token = %MaskedToken(&push.device.token),
             title = %push.notification.title,

@@ -1,6 +1,7 @@
 //! Sending one push: the [`Pusher`] trait that every provider implements, what a push carries,
-//! and the outcome of one attempt, shaped by what the fan-out does next: count it, prune the
-//! token, retry, report, or pause the provider.
+//! and (in [`outcome`]) the outcome of one attempt, shaped by what the fan-out does next: count
+//! it, prune the token, retry, report, or pause the provider. [`Pushers`] holds one pusher per
+//! provider and picks those a send mode uses.
 //!
 //! Providers never touch the database and never sleep: an unregistered token is an outcome the
 //! fan-out batches into a prune, and a retryable failure is an outcome that [`retry`] schedules.
@@ -9,16 +10,20 @@ pub mod apns;
 pub mod dry_run;
 pub mod fcm;
 pub mod http2;
+pub mod metrics;
+
+mod outcome;
 mod providers;
+mod pushers;
 pub mod retry;
 
-pub use providers::{ProviderError, Providers, fcm_pusher, http2_client, providers};
+pub use outcome::{OutcomeKind, PauseScope, PushOutcome, Reason};
+pub use providers::{ProviderError, fcm_pusher, http2_client, providers};
+pub use pushers::{ProviderPushers, Pushers};
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-
-use chrono::{DateTime, Utc};
 
 use crate::audience::Device;
 use crate::content::Notification;
@@ -29,50 +34,6 @@ pub struct Push {
     pub event_id: Arc<str>,
     pub device: Device,
     pub notification: Arc<Notification>,
-}
-
-/// What became of one attempt to send a push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PushOutcome {
-    /// The provider accepted it (or, in a dry run, would have been asked to).
-    Delivered,
-    /// The token is dead: disable the device. `since` is when the provider last saw it invalid
-    /// (APNs 410); a device registered after that keeps its token.
-    Unregistered {
-        reason: String,
-        since: Option<DateTime<Utc>>,
-    },
-    /// Worth another try later: 5xx, 429, timeouts, resets, GOAWAY.
-    Retryable {
-        reason: String,
-        retry_after: Option<Duration>,
-        /// A quota was exceeded: wait at least the quota delay (FCM asks for a minute).
-        quota: bool,
-    },
-    /// The request itself is wrong (payload, topic…); retrying cannot help, the token stays.
-    Rejected { reason: String },
-    /// The provider refused our credentials: every further push would fail the same way.
-    CredentialsRejected {
-        reason: String,
-        /// The setting the operator has to fix.
-        setting: &'static str,
-    },
-    /// Not attempted (provider not configured or paused, unknown provider).
-    Skipped { reason: String },
-}
-
-impl PushOutcome {
-    /// A low-cardinality label for logs and metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            PushOutcome::Delivered => "delivered",
-            PushOutcome::Unregistered { .. } => "unregistered",
-            PushOutcome::Retryable { .. } => "retryable",
-            PushOutcome::Rejected { .. } => "rejected",
-            PushOutcome::CredentialsRejected { .. } => "credentials_rejected",
-            PushOutcome::Skipped { .. } => "skipped",
-        }
-    }
 }
 
 /// A way to deliver pushes: one attempt per call. Implementations are shared across tasks.
@@ -146,29 +107,6 @@ impl fmt::Display for MaskedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let head: String = self.0.chars().take(8).collect();
         write!(f, "{head}…")
-    }
-}
-
-/// The pushers an event can go through.
-#[derive(Clone)]
-pub struct Pushers {
-    /// FCM in the configured mode (live, or validate-only); `None` when FCM is not configured.
-    pub fcm: Option<Arc<dyn Pusher>>,
-    /// APNs, live; `None` when not configured. (APNs has no validate mode: validate runs use the
-    /// dry-run pusher for it.)
-    pub apns: Option<Arc<dyn Pusher>>,
-    /// Used in dry-run mode and for events that ask for a dry run.
-    pub dry_run: Arc<dyn Pusher>,
-}
-
-impl Pushers {
-    /// Dry run only: what runs outside production.
-    pub fn dry_run(pusher: Arc<dyn Pusher>) -> Self {
-        Self {
-            fcm: None,
-            apns: None,
-            dry_run: pusher,
-        }
     }
 }
 

@@ -6,13 +6,7 @@ use std::time::Duration;
 
 use crate::config::{SendMode, Settings};
 
-use super::{Pusher, apns, fcm, http2};
-
-/// The live pushers, as the settings configure them.
-pub struct Providers {
-    pub fcm: Option<Arc<dyn Pusher>>,
-    pub apns: Option<Arc<dyn Pusher>>,
-}
+use super::{ProviderPushers, Pusher, apns, fcm, http2};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -24,7 +18,7 @@ pub enum ProviderError {
 
 /// Builds the pushers the send mode needs: none for a dry run (no key is read, no connection
 /// made), FCM validate-only for `validate`, FCM and APNs for `live`, each only if configured.
-pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
+pub fn providers(settings: &Settings) -> Result<ProviderPushers, ProviderError> {
     let mode = settings.send_mode;
     let fcm = if mode != SendMode::DryRun && settings.fcm.is_configured() {
         Some(Arc::new(fcm_pusher(settings, mode == SendMode::Validate)?) as Arc<dyn Pusher>)
@@ -50,7 +44,7 @@ pub fn providers(settings: &Settings) -> Result<Providers, ProviderError> {
     } else {
         None
     };
-    Ok(Providers { fcm, apns })
+    Ok(ProviderPushers { fcm, apns })
 }
 
 /// The FCM pusher from the service account named in the settings.

@@ -91,7 +91,7 @@ pub async fn deliver(
         if let (Some(provider), PushOutcome::Retryable { reason, .. }) =
             (push.device.provider, &outcome)
         {
-            crate::telemetry::retry(provider, reason);
+            super::metrics::retry(provider, reason);
         }
         tokio::time::sleep(delay).await;
     }
@@ -105,6 +105,7 @@ mod tests {
     use super::*;
     use crate::audience::{Device, Provider};
     use crate::content::Notification;
+    use crate::push::Reason;
 
     /// Answers from a script, and notes when each attempt came.
     struct Scripted {
@@ -171,7 +172,7 @@ mod tests {
 
     fn unavailable(after: Option<u64>) -> PushOutcome {
         PushOutcome::Retryable {
-            reason: "fcm:UNAVAILABLE".into(),
+            reason: Reason::new(Provider::Fcm, "UNAVAILABLE"),
             retry_after: after.map(Duration::from_secs),
             quota: false,
         }
@@ -223,7 +224,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quota_error_waits_at_least_a_minute() {
         let quota = PushOutcome::Retryable {
-            reason: "fcm:QUOTA_EXCEEDED".into(),
+            reason: Reason::new(Provider::Fcm, "QUOTA_EXCEEDED"),
             retry_after: Some(Duration::from_secs(5)),
             quota: true,
         };
@@ -256,15 +257,16 @@ mod tests {
     async fn permanent_outcomes_are_not_retried() {
         for outcome in [
             PushOutcome::Rejected {
-                reason: "fcm:INVALID_ARGUMENT".into(),
+                reason: Reason::new(Provider::Fcm, "INVALID_ARGUMENT"),
             },
             PushOutcome::Unregistered {
-                reason: "fcm:UNREGISTERED".into(),
+                reason: Reason::new(Provider::Fcm, "UNREGISTERED"),
                 since: None,
             },
             PushOutcome::CredentialsRejected {
-                reason: "x".into(),
+                reason: Reason::uncoded(Provider::Fcm, "x"),
                 setting: "S",
+                scope: crate::push::PauseScope::Provider,
             },
         ] {
             let p = Scripted::new(vec![outcome.clone()]);

@@ -185,6 +185,56 @@ async fn the_demo_then_a_publish_prints_dry_run_pushes_and_a_summary_and_sigterm
 }
 
 #[tokio::test]
+async fn every_json_line_of_an_event_carries_its_span_fields_even_in_push_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = scenario_db(notifier::database::Backend::Sqlite).await;
+    let channel = unique("talk_posted");
+    let vars = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("NOTIFIER_CHANNEL", channel.as_str()),
+        ("LOG_FORMAT", "json"),
+    ];
+    let mut child = notifier(dir.path(), &vars)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    wait_for_subscriber(&redis_url(), &channel).await;
+    publish(
+        &redis_url(),
+        &channel,
+        r#"{"talk_id": 100, "event_id": "span-check-1"}"#,
+    )
+    .await;
+
+    let (mut pushes, mut outside) = (Vec::new(), Vec::new());
+    let mut everything = String::new();
+    read_until(
+        &mut lines,
+        "Event processed.",
+        &mut everything,
+        |json| match json["message"].as_str() {
+            Some("Dry run: would push.") => pushes.push(json.clone()),
+            Some("Starting notifier.") => outside.push(json.clone()),
+            _ => {}
+        },
+    )
+    .await;
+    terminate(&child);
+
+    // Logged in the push tasks the fan-out spawns; the line names none of these fields itself.
+    assert_eq!(pushes.len(), SCENARIO_RECIPIENTS.len(), "{everything}");
+    for push in &pushes {
+        assert_eq!(push["event_id"], "span-check-1", "{push}");
+        assert_eq!(push["talk_id"], 100, "{push}");
+        assert_eq!(push["dry_run"], true, "{push}");
+    }
+    assert_eq!(outside.len(), 1, "{everything}");
+    assert!(outside[0].get("event_id").is_none(), "{}", outside[0]);
+}
+
+#[tokio::test]
 async fn a_wrong_setting_stops_start_up_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     for (var, value) in [

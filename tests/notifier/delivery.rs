@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
+use notifier::audience::PerProvider;
 use notifier::database::Backend;
 use notifier::push::Pushers;
 use notifier::push::apns::{ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, TransportError};
@@ -79,11 +80,7 @@ fn with<'a>(
 /// A worker with the pushers the settings configure (FCM at the stand-in; APNs not configured).
 fn live_worker(settings: notifier::config::Settings, test_db: &TestDb) -> Worker {
     let providers = notifier::push::providers(&settings).expect("providers from the settings");
-    let pushers = Pushers {
-        fcm: providers.fcm,
-        apns: providers.apns,
-        dry_run: RecordingPusher::new(),
-    };
+    let pushers = Pushers::new(providers, RecordingPusher::new());
     Worker::new(settings, test_db.db.clone(), pushers).expect("worker")
 }
 
@@ -128,11 +125,13 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries(backend: Backend)
     ));
     settings.retry.initial_backoff_ms = 20;
     let providers = notifier::push::providers(&settings).unwrap();
-    let pushers = Pushers {
-        fcm: providers.fcm,
-        apns: None,
-        dry_run: RecordingPusher::new(),
-    };
+    let pushers = Pushers::new(
+        PerProvider {
+            fcm: providers.fcm,
+            apns: None,
+        },
+        RecordingPusher::new(),
+    );
     let mut worker = RunningWorker::start(settings, test_db.db.clone(), pushers).await;
 
     // Act: through a real channel, as the PHP app would.
@@ -340,11 +339,13 @@ async fn apns_410_prunes_only_tokens_not_registered_again_since(backend: Backend
         ("APNS_TOPIC", "com.example.talks"),
     ]);
     let transport = Arc::new(FakeApns::default());
-    let pushers = Pushers {
-        fcm: None,
-        apns: Some(Arc::new(ApnsPusher::new(transport.clone(), &settings.apns))),
-        dry_run: RecordingPusher::new(),
-    };
+    let pushers = Pushers::new(
+        PerProvider {
+            fcm: None,
+            apns: Some(Arc::new(ApnsPusher::new(transport.clone(), &settings.apns))),
+        },
+        RecordingPusher::new(),
+    );
     let worker = Worker::new(settings, test_db.db.clone(), pushers).unwrap();
 
     let summary = processed(

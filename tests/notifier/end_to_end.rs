@@ -88,11 +88,13 @@ async fn a_dry_run_event_never_reaches_the_live_pusher() {
         ),
     ]);
     let (live, dry) = (RecordingPusher::new(), RecordingPusher::new());
-    let pushers = notifier::push::Pushers {
-        fcm: Some(live.clone()),
-        apns: Some(live.clone()),
-        dry_run: dry.clone(),
-    };
+    let pushers = notifier::push::Pushers::new(
+        notifier::audience::PerProvider {
+            fcm: Some(live.clone()),
+            apns: Some(live.clone()),
+        },
+        dry.clone(),
+    );
     let worker = notifier::worker::Worker::new(settings, test_db.db.clone(), pushers).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
 

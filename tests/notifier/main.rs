@@ -1,5 +1,6 @@
 //! One integration-test binary (faster to link than one per file), with shared helpers.
 
+mod architecture;
 mod audience;
 mod cli;
 mod concurrency;

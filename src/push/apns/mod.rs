@@ -13,7 +13,8 @@ use chrono::{TimeZone, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{PerNotification, Push, PushOutcome, Pusher};
+use super::{PauseScope, PerNotification, Push, PushOutcome, Pusher, Reason};
+use crate::audience::Provider;
 use crate::config::ApnsSettings;
 
 const KEY_SETTINGS: &str = "APNS_KEY_PATH / APNS_KEY_ID / APNS_TEAM_ID";
@@ -128,16 +129,17 @@ impl Pusher for ApnsPusher {
         match self.transport.send(&request).await {
             Ok(response) => classify(&response),
             Err(TransportError::Retryable(e)) => PushOutcome::Retryable {
-                reason: format!("apns:transport: {e}"),
+                reason: Reason::new(Provider::Apns, "transport").with_detail(e),
                 retry_after: None,
                 quota: false,
             },
             Err(TransportError::Credentials(e)) => PushOutcome::CredentialsRejected {
-                reason: format!("apns: {e}"),
+                reason: Reason::uncoded(Provider::Apns, e),
                 setting: KEY_SETTINGS,
+                scope: PauseScope::Provider,
             },
             Err(TransportError::Request(e)) => PushOutcome::Rejected {
-                reason: format!("apns:request: {e}"),
+                reason: Reason::new(Provider::Apns, "request").with_detail(e),
             },
         }
     }
@@ -159,31 +161,34 @@ pub fn collapse_id(event_id: &str) -> Cow<'_, str> {
 
 /// Maps an APNs response to what the fan-out does next: status first, reason second.
 pub fn classify(response: &ApnsResponse) -> PushOutcome {
-    let reason = response.reason.as_deref();
-    let label = |fallback: &str| format!("apns:{}", reason.unwrap_or(fallback));
-    match (response.status, reason) {
+    let reason = |fallback: &str| {
+        let code = response.reason.as_deref().unwrap_or(fallback);
+        Reason::new(Provider::Apns, code.to_string())
+    };
+    match (response.status, response.reason.as_deref()) {
         (200, _) => PushOutcome::Delivered,
         (410, _) => PushOutcome::Unregistered {
-            reason: label("Unregistered"),
+            reason: reason("Unregistered"),
             since: response
                 .timestamp_ms
                 .and_then(|ms| Utc.timestamp_millis_opt(ms as i64).single()),
         },
         (400, Some("BadDeviceToken" | "DeviceTokenNotForTopic")) => PushOutcome::Unregistered {
-            reason: label(""),
+            reason: reason(""),
             since: None,
         },
         (403, _) => PushOutcome::CredentialsRejected {
-            reason: label("Forbidden"),
+            reason: reason("Forbidden"),
             setting: KEY_SETTINGS,
+            scope: PauseScope::Provider,
         },
         (429 | 500 | 503, _) => PushOutcome::Retryable {
-            reason: label(&format!("HTTP {}", response.status)),
+            reason: reason(&format!("HTTP {}", response.status)),
             retry_after: None,
             quota: false,
         },
         (status, _) => PushOutcome::Rejected {
-            reason: label(&format!("HTTP {status}")),
+            reason: reason(&format!("HTTP {status}")),
         },
     }
 }
@@ -318,7 +323,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::audience::{Device, Provider};
+    use crate::audience::Device;
     use crate::content::Notification;
 
     fn settings() -> ApnsSettings {
@@ -332,7 +337,7 @@ mod tests {
                 id: 1,
                 user_id: Some(2),
                 provider: Some(Provider::Apns),
-                platform: Some("ios".into()),
+                platform: Some(crate::audience::Platform::Ios),
                 token: "a1b2c3d4e5f6".into(),
                 locale: Some("ja".into()),
                 updated_at: None,
@@ -455,7 +460,7 @@ mod tests {
         assert_eq!(
             gone,
             PushOutcome::Unregistered {
-                reason: "apns:Unregistered".into(),
+                reason: Reason::new(Provider::Apns, "Unregistered"),
                 since: Utc.timestamp_millis_opt(1_700_000_000_000).single(),
             }
         );

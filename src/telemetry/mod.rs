@@ -3,20 +3,27 @@
 //! `info`). Metrics: Prometheus, through the `metrics` crate; the names are below and in the README.
 //!
 //! Per-push metrics use handles registered once, so the hot path pays an atomic add, not a lookup.
+//!
+//! Every line logged while an event runs carries the event's span fields (`event_id`, `talk_id`,
+//! `dry_run`): in pretty logs as the span's prefix, in JSON at the top level ([`json_log`]).
+//! Errors are logged with their causes ([`ErrorChain`]).
+
+mod json_log;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
-};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::audience::Provider;
-use crate::config::LogFormat;
+/// How log lines are written (`LOG_FORMAT`). Here, not in config, so telemetry imports no settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 pub const EVENTS: &str = "notifier_events_total";
 pub const EVENT_FANOUT_SECONDS: &str = "notifier_event_fanout_seconds";
@@ -41,12 +48,26 @@ pub fn init(format: LogFormat) {
             .with_ansi(std::io::stdout().is_terminal())
             .try_init(),
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_log::FlatJson)
             .try_init(),
     };
+}
+
+/// An error and its causes, `outer: cause: root cause`, for a log field: the outer message says
+/// what failed, the causes say why, and an operator needs both.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
@@ -130,94 +151,7 @@ fn describe_and_register() {
     for result in EVENT_RESULTS {
         counter!(EVENTS, "result" => result).increment(0);
     }
-    PushMetrics::get();
     counter!(REDIS_RECONNECTS).increment(0);
-}
-
-/// Final push outcomes, as `notifier_pushes_total{outcome}` labels.
-pub const OUTCOMES: [&str; 6] = [
-    "delivered",
-    "unregistered",
-    "retryable",
-    "rejected",
-    "credentials_rejected",
-    "skipped",
-];
-
-/// Handles for the metrics every push touches.
-pub struct PushMetrics {
-    pushes: [[Counter; 6]; 2],
-    duration: [Histogram; 2],
-    in_flight: [Gauge; 2],
-    pruned: [Counter; 2],
-}
-
-fn lane(provider: Provider) -> usize {
-    usize::from(provider == Provider::Apns)
-}
-
-impl PushMetrics {
-    pub fn get() -> &'static PushMetrics {
-        static METRICS: OnceLock<PushMetrics> = OnceLock::new();
-        METRICS.get_or_init(|| {
-            let per = |p: &'static str| {
-                OUTCOMES.map(|o| counter!(PUSHES, "provider" => p, "outcome" => o))
-            };
-            PushMetrics {
-                pushes: [per("fcm"), per("apns")],
-                duration: ["fcm", "apns"]
-                    .map(|p| histogram!(PUSH_DURATION_SECONDS, "provider" => p)),
-                in_flight: ["fcm", "apns"].map(|p| gauge!(PUSHES_IN_FLIGHT, "provider" => p)),
-                pruned: ["fcm", "apns"].map(|p| counter!(TOKENS_PRUNED, "provider" => p)),
-            }
-        })
-    }
-
-    pub fn outcome(&self, provider: Provider, outcome: &str) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.pushes[lane(provider)][i].increment(1);
-        }
-    }
-
-    pub fn duration(&self, provider: Provider, seconds: f64) {
-        self.duration[lane(provider)].record(seconds);
-    }
-
-    /// Counts one push in flight until the guard is dropped.
-    pub fn in_flight_guard(&self, provider: Provider) -> InFlight {
-        let gauge = self.in_flight[lane(provider)].clone();
-        gauge.increment(1.0);
-        InFlight(gauge)
-    }
-
-    pub fn pruned(&self, provider: Provider) {
-        self.pruned[lane(provider)].increment(1);
-    }
-}
-
-/// One push in `notifier_pushes_in_flight` while it lives.
-pub struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// A retry, labelled by the failure's code (`UNAVAILABLE`, `timeout`, `ServiceUnavailable`…),
-/// never by its message.
-pub fn retry(provider: Provider, reason: &str) {
-    counter!(PUSH_RETRIES, "provider" => provider.as_str(), "reason" => reason_code(reason))
-        .increment(1);
-}
-
-/// `fcm:UNAVAILABLE: The service…` → `UNAVAILABLE`; `apns:transport: reset` → `transport`.
-pub fn reason_code(reason: &str) -> String {
-    let code = reason.split(':').nth(1).unwrap_or(reason).trim();
-    code.chars()
-        .take(32)
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 #[cfg(test)]
@@ -225,16 +159,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_reasons_become_short_codes_without_messages() {
+    fn an_error_chain_names_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the talk failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection reset"));
         assert_eq!(
-            reason_code("fcm:UNAVAILABLE: The service is currently unavailable."),
-            "UNAVAILABLE"
+            ErrorChain(&e).to_string(),
+            "reading the talk failed: connection reset"
         );
-        assert_eq!(
-            reason_code("fcm:transport: error sending request for url (https://x/y)"),
-            "transport"
-        );
-        assert_eq!(reason_code("apns:HTTP 503"), "HTTP_503");
-        assert_eq!(reason_code("apns:TooManyRequests"), "TooManyRequests");
     }
 }

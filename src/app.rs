@@ -1,0 +1,192 @@
+//! Start-up wiring, written once: `notifier run` and the integration tests both build the worker
+//! here, with the status listener, the database, the claim store and the pushers.
+//!
+//! [`Application::build`] starts the status listener first, so probes are answered ("alive, not
+//! ready") through a long start; [`Application::run_until_stopped`] runs the worker, then closes
+//! what it opened. What a test needs different (its own database, recording pushers) comes in
+//! through [`Overrides`]; everything else follows the settings, as in production.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::info;
+
+use crate::claims::Claims;
+use crate::config::{SendMode, Settings, redact_url};
+use crate::database::Database;
+use crate::push::Pushers;
+use crate::push::dry_run::DryRunPusher;
+use crate::status::WorkerSlot;
+use crate::worker::Worker;
+
+/// What the caller provides instead of what the settings describe.
+#[derive(Default)]
+pub struct Overrides {
+    /// A database connected already; the application leaves it open when it stops.
+    pub database: Option<Database>,
+    /// Pushers to use instead of the providers the settings configure.
+    pub pushers: Option<Pushers>,
+    /// Apply the database migrations before starting.
+    pub migrate: bool,
+}
+
+/// A worker ready to run, its status listener already serving.
+pub struct Application {
+    worker: Arc<Worker>,
+    status: StatusListener,
+    /// Connected here rather than handed in, so closed here.
+    owns_database: bool,
+}
+
+/// The status listener's task; dropping it (a failed start) stops the listener.
+struct StatusListener {
+    addr: SocketAddr,
+    task: JoinHandle<std::io::Result<()>>,
+    stop: DropGuard,
+}
+
+impl StatusListener {
+    async fn start(addr: SocketAddr, slot: WorkerSlot) -> anyhow::Result<Self> {
+        // Before any metric is touched, so that every handle records into it.
+        let metrics = crate::telemetry::install_metrics()?;
+        // Every push series at 0 from the start, so `increase()` sees the first push.
+        crate::push::metrics::PushMetrics::get();
+        let listener = crate::status::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::status::serve(listener, slot, metrics, stop.clone()));
+        Ok(Self {
+            addr,
+            task,
+            stop: stop.drop_guard(),
+        })
+    }
+
+    async fn shut_down(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+        // Probes are answered from here on; the listener outlives the drain (readiness says 503).
+        let slot = WorkerSlot::default();
+        let status = StatusListener::start(settings.service.http_addr, Arc::clone(&slot)).await?;
+        let owns_database = overrides.database.is_none();
+        let db = match overrides.database {
+            Some(db) => db,
+            None => Database::connect(&settings.database).await?,
+        };
+        if overrides.migrate {
+            db.migrate().await?;
+        }
+        let claims = connect_claims(&settings).await?;
+        let pushers = match overrides.pushers {
+            Some(pushers) => pushers,
+            None => configured_pushers(&settings)?,
+        };
+        announce(&settings, &db);
+        let worker = Arc::new(Worker::new(settings, db, pushers)?.with_claims(claims));
+        let _ = slot.set(Arc::clone(&worker));
+        Ok(Self {
+            worker,
+            status,
+            owns_database,
+        })
+    }
+
+    pub fn worker(&self) -> &Arc<Worker> {
+        &self.worker
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (the bound port when it was 0).
+    pub fn status_addr(&self) -> SocketAddr {
+        self.status.addr
+    }
+
+    /// Runs the worker until `stop`, drains, then stops the status listener.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let result = Arc::clone(&self.worker).run(stop).await;
+        self.status.shut_down().await;
+        if self.owns_database {
+            self.worker.database().close().await;
+        }
+        result
+    }
+}
+
+/// The claim store the settings describe, under a name unique to this process.
+async fn connect_claims(settings: &Settings) -> anyhow::Result<Claims> {
+    Claims::connect(
+        &settings.redis,
+        &settings.claims_prefix(),
+        crate::claims::owner_name(),
+        settings.claims.lease(),
+        settings.claims.window(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot reach Redis at {} (REDIS_URL) for event claims",
+            redact_url(&settings.redis.url)
+        )
+    })
+}
+
+fn configured_pushers(settings: &Settings) -> anyhow::Result<Pushers> {
+    let providers = crate::push::providers(settings)?;
+    Ok(Pushers::new(providers, Arc::new(DryRunPusher)))
+}
+
+fn announce(settings: &Settings, db: &Database) {
+    info!(
+        send_mode = settings.send_mode.as_str(),
+        channel = %settings.service.channel,
+        database = db.backend().name(),
+        concurrency = settings.service.concurrency,
+        "Starting notifier."
+    );
+    if settings.send_mode == SendMode::DryRun {
+        info!(
+            "Dry run: pushes are logged, no provider is contacted (set APP_ENV=production to send)."
+        );
+    }
+}
+
+/// A token cancelled on SIGTERM or SIGINT, listening from this moment: a stop during start-up
+/// is still a graceful one.
+pub fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    stop
+}
+
+/// Completes on SIGTERM (what containers send) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

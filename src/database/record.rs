@@ -1,0 +1,145 @@
+//! Rows read by column name whatever the backend: [`Record`] accepts the integer widths real
+//! schemas use (INT, BIGINT, unsigned) and binary-collated text, so an app's own tables work
+//! without casts. A new column type, or a backend's quirk in decoding one, goes here.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::Row;
+use sqlx::mysql::MySqlRow;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+
+use super::DatabaseError;
+
+/// One result row, read by column name whatever the backend.
+pub trait Record {
+    /// An integer column of any width; `None` for SQL NULL.
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError>;
+    /// A text column; `None` for SQL NULL.
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError>;
+    /// A timestamp column (with or without a time zone; naive ones are taken as UTC).
+    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError>;
+    fn has_column(&self, column: &str) -> bool;
+
+    fn optional_timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        if self.has_column(column) {
+            self.timestamp(column)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn required_int(&self, column: &str) -> Result<i64, DatabaseError> {
+        self.int(column)?.ok_or_else(|| null_column(column))
+    }
+    fn required_text(&self, column: &str) -> Result<String, DatabaseError> {
+        self.text(column)?.ok_or_else(|| null_column(column))
+    }
+    fn optional_int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        if self.has_column(column) {
+            self.int(column)
+        } else {
+            Ok(None)
+        }
+    }
+    fn optional_text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        if self.has_column(column) {
+            self.text(column)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn null_column(column: &str) -> DatabaseError {
+    DatabaseError::Column {
+        column: column.into(),
+        reason: "it is NULL".into(),
+    }
+}
+
+fn column_error(column: &str, e: sqlx::Error) -> DatabaseError {
+    DatabaseError::Column {
+        column: column.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// A row type decoded from a [`Record`].
+pub trait FromRecord: Sized {
+    fn from_record(record: &dyn Record) -> Result<Self, DatabaseError>;
+}
+
+/// Tries i64, then each narrower or unsigned type in turn: the first that decodes the column wins.
+macro_rules! first_decoding {
+    ($row:expr, $col:expr; $($t:ty),*) => {{
+        match $row.try_get::<Option<i64>, _>($col) {
+            Ok(v) => Ok(v),
+            Err(first_err) => {
+                $( if let Ok(v) = $row.try_get::<Option<$t>, _>($col) {
+                    return Ok(v.and_then(|v| i64::try_from(v).ok()));
+                } )*
+                Err(column_error($col, first_err))
+            }
+        }
+    }};
+}
+
+/// The `Record` methods every backend implements alike.
+macro_rules! record_common {
+    () => {
+        fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+            match self.try_get::<Option<DateTime<Utc>>, _>(column) {
+                Ok(v) => Ok(v),
+                Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
+                    Ok(v) => Ok(v.map(|n| n.and_utc())),
+                    Err(_) => Err(column_error(column, e)),
+                },
+            }
+        }
+        fn has_column(&self, column: &str) -> bool {
+            self.try_column(column).is_ok()
+        }
+    };
+}
+
+/// Text as PostgreSQL and SQLite return it (MySQL needs more).
+macro_rules! record_text {
+    () => {
+        fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+            self.try_get(column).map_err(|e| column_error(column, e))
+        }
+    };
+}
+
+impl Record for PgRow {
+    record_common!();
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        first_decoding!(self, column; i32, i16)
+    }
+    record_text!();
+}
+
+impl Record for MySqlRow {
+    record_common!();
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        first_decoding!(self, column; u64, i32, u32, i16, u16)
+    }
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        match self.try_get::<Option<String>, _>(column) {
+            Ok(v) => Ok(v),
+            // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
+            Err(e) => match self.try_get::<Option<Vec<u8>>, _>(column) {
+                Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
+                Err(_) => Err(column_error(column, e)),
+            },
+        }
+    }
+}
+
+impl Record for SqliteRow {
+    record_common!();
+    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+        first_decoding!(self, column; )
+    }
+    record_text!();
+}

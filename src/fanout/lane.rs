@@ -1,0 +1,274 @@
+//! One provider's lane of a fan-out: takes the pages its reader hands over and turns each device
+//! into a push task, once the device is admitted (not finished in an earlier run, a pusher and a
+//! token, not paused, the claim not on hold) and both its provider's and the global permit are
+//! held. Then it waits for its pushes, or after a stop gives them the drain timeout.
+//!
+//! This is the hot path: per device, no allocation beyond the [`Push`] and its task, and the
+//! permits are taken *before* the spawn so live tasks never exceed either limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, warn};
+
+use super::FanoutLimits;
+use super::checkpoint::LaneCheckpoint;
+use super::pages::{Page, read_pages};
+use super::tally::{Tally, skipped};
+use crate::audience::{Audience, Device, Provider};
+use crate::database::DatabaseError;
+use crate::push::metrics::PushMetrics;
+use crate::push::retry::deliver;
+use crate::push::{Push, Pusher};
+
+/// The provider's permit and the global one, held by a push task until its push is done.
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// What becomes of a device taken from a page.
+enum Admit {
+    /// Settled without a push (skipped, or finished in an earlier run).
+    Passed,
+    /// Ready to go, its permits held.
+    Send(Arc<dyn Pusher>, Permits),
+    /// A stop came while the device waited.
+    Stopped,
+    /// The semaphores were closed (they never are): hand out nothing more.
+    Closed,
+}
+
+pub(super) struct Lane {
+    provider: Provider,
+    pusher: Option<Arc<dyn Pusher>>,
+    provider_permits: Arc<Semaphore>,
+    permits: Arc<Semaphore>,
+    /// Where the run this one resumes stood: devices finished then are not sent again.
+    resume: LaneCheckpoint,
+    hold: watch::Receiver<bool>,
+    tasks: JoinSet<()>,
+    warmed: bool,
+    tally: Arc<Tally>,
+    drain_timeout: Duration,
+    stop: CancellationToken,
+}
+
+impl Lane {
+    /// Sends one provider's devices: take a page, then permits first and a task per push.
+    pub(super) async fn run(
+        provider: Provider,
+        audience: Audience,
+        tally: Arc<Tally>,
+        limits: FanoutLimits,
+        stop: CancellationToken,
+    ) -> Result<(), DatabaseError> {
+        // Capacity 1: one page waits while another is sent, and the reader may hold a third.
+        let (pages_tx, mut pages) = mpsc::channel(1);
+        let reader = tokio::spawn(
+            read_pages(
+                audience,
+                pages_tx,
+                Arc::clone(&limits.audience_reads),
+                limits.retry_pages_for,
+                Arc::clone(&tally),
+            )
+            .in_current_span(),
+        );
+        let mut lane = Lane {
+            provider,
+            pusher: tally.delivery.pushers[provider].clone(),
+            provider_permits: Arc::clone(&limits.provider_permits[provider]),
+            permits: limits.permits,
+            resume: tally.progress.resumed_from(provider).clone(),
+            hold: tally.progress.watch_hold(),
+            tasks: JoinSet::new(),
+            warmed: false,
+            tally,
+            drain_timeout: limits.drain_timeout,
+            stop,
+        };
+        let failure = lane.send_pages(&mut pages).await;
+        reader.abort();
+        lane.finish().await;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Hands out every page until the audience ends, it fails (the error is returned), or a stop.
+    async fn send_pages(&mut self, pages: &mut mpsc::Receiver<Page>) -> Option<DatabaseError> {
+        loop {
+            let page = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => {
+                    self.interrupt(0);
+                    return None;
+                }
+                page = pages.recv() => page,
+            };
+            let page = match page {
+                Some(Ok(page)) => page,
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            };
+            self.tally.count_page();
+            let mut devices = page.into_iter();
+            while let Some(device) = devices.next() {
+                self.tally.unbuffer(1);
+                match self.admit(&device).await {
+                    Admit::Passed => {}
+                    Admit::Send(pusher, permits) => self.spawn_push(device, pusher, permits),
+                    Admit::Stopped => {
+                        self.interrupt(devices.len());
+                        return None;
+                    }
+                    Admit::Closed => return None,
+                }
+            }
+        }
+    }
+
+    /// Decides what becomes of a device, waiting (for the hold to lift, for permits) as needed.
+    async fn admit(&mut self, device: &Device) -> Admit {
+        if self.resume.finished(device.id) {
+            // Sent before the checkpoint this run resumes from.
+            self.tally.progress.passed(self.provider, device.id);
+            return Admit::Passed;
+        }
+        let Some(pusher) = self.pusher.clone().filter(|_| !device.token.is_empty()) else {
+            let why = if device.token.is_empty() {
+                "empty token"
+            } else {
+                "not configured"
+            };
+            return self.pass(device, why).await;
+        };
+        if self.tally.is_paused(self.provider, device) {
+            return self.pass(device, "paused").await;
+        }
+        if *self.hold.borrow() {
+            // The claim cannot be renewed: sending on could race a replica that takes over.
+            tokio::select! {
+                _ = self.stop.cancelled() => return Admit::Stopped,
+                _ = self.hold.wait_for(|held| !*held) => {}
+            }
+        }
+        if !self.warmed {
+            self.warmed = true;
+            pusher.warm().await;
+        }
+        let permits = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Admit::Stopped,
+            permits = async {
+                let own = Arc::clone(&self.provider_permits).acquire_owned().await?;
+                let global = Arc::clone(&self.permits).acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((own, global))
+            } => permits,
+        };
+        match permits {
+            Ok(permits) => Admit::Send(pusher, permits),
+            Err(_) => Admit::Closed,
+        }
+    }
+
+    /// Settles a device as skipped, without a push.
+    async fn pass(&self, device: &Device, why: &str) -> Admit {
+        let outcome = skipped(self.provider, why);
+        self.tally.settle(self.provider, device, outcome, 0).await;
+        self.tally.progress.passed(self.provider, device.id);
+        Admit::Passed
+    }
+
+    fn spawn_push(&mut self, device: Device, pusher: Arc<dyn Pusher>, permits: Permits) {
+        let tally = &self.tally;
+        tally.progress.handed_out(self.provider, device.id);
+        let push = Push {
+            event_id: Arc::clone(&tally.event_id),
+            notification: Arc::clone(tally.content.for_locale(device.locale.as_deref())),
+            device,
+        };
+        let task = send(Arc::clone(tally), self.provider, pusher, push, permits);
+        // In the event's span, so the push's log lines carry its event_id.
+        self.tasks.spawn(task.in_current_span());
+        // Reap what has finished, so the set holds only live tasks.
+        while let Some(done) = self.tasks.try_join_next() {
+            self.tally.task_ended(done);
+        }
+    }
+
+    /// The fan-out stops here: the `remaining` devices of the page are dropped unsent.
+    fn interrupt(&self, remaining: usize) {
+        self.tally.unbuffer(remaining);
+        self.tally.interrupt();
+    }
+
+    /// Waits for the pushes handed out, unless a stop comes first; after a stop, in-flight
+    /// pushes get the drain timeout, and any still running then are abandoned.
+    async fn finish(mut self) {
+        if !self.tally.is_interrupted() {
+            tokio::select! {
+                _ = join_all(&mut self.tasks, &self.tally) => {}
+                // In-flight pushes get the drain below; any it abandons leave the event unfinished.
+                _ = self.stop.cancelled() => {}
+            }
+        }
+        // After a stop, in-flight pushes get the drain timeout; without one, nothing is left.
+        let drained =
+            tokio::time::timeout(self.drain_timeout, join_all(&mut self.tasks, &self.tally)).await;
+        if drained.is_err() {
+            self.abandon().await;
+        }
+    }
+
+    async fn abandon(&mut self) {
+        self.tasks.abort_all();
+        let mut abandoned = 0;
+        while let Some(done) = self.tasks.join_next().await {
+            // A task may have finished (and counted itself) just before the abort.
+            if matches!(&done, Err(e) if e.is_cancelled()) {
+                abandoned += 1;
+            } else {
+                self.tally.task_ended(done);
+            }
+        }
+        warn!(
+            provider = self.provider.as_str(),
+            abandoned, "Pushes still in flight at the drain deadline were abandoned."
+        );
+        self.tally.count_lost(abandoned);
+        // Abandoned pushes stay holes in the checkpoint: the event must be resumed, not done.
+        if abandoned > 0 {
+            self.tally.interrupt();
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>, tally: &Tally) {
+    while let Some(done) = tasks.join_next().await {
+        tally.task_ended(done);
+    }
+}
+
+/// One push task: delivers with retries, gives the permits back, then settles the outcome.
+async fn send(
+    tally: Arc<Tally>,
+    provider: Provider,
+    pusher: Arc<dyn Pusher>,
+    push: Push,
+    permits: Permits,
+) {
+    let paused = || tally.is_paused(provider, &push.device);
+    let metrics = PushMetrics::get();
+    // A guard, so an aborted or panicking push still leaves the gauge.
+    let in_flight = metrics.in_flight_guard(provider);
+    let started = std::time::Instant::now();
+    let done = deliver(&*pusher, &push, &tally.delivery.retry, &paused).await;
+    metrics.duration(provider, started.elapsed().as_secs_f64());
+    drop(in_flight);
+    // The slots go back before the bookkeeping: a slow prune queue must not hold them.
+    drop(permits);
+    tally
+        .settle(provider, &push.device, done.outcome, done.attempts)
+        .await;
+    tally.progress.finished(provider, push.device.id);
+}

@@ -1,0 +1,51 @@
+//! The limits every running event shares: pushes in flight (all providers, and per provider),
+//! audience reads open at once, how long a failed page read is retried, and the drain.
+//!
+//! Sized once from the settings when the worker is made; the numbers live in the settings, the
+//! reasoning for their defaults in the README's performance notes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use crate::audience::PerProvider;
+use crate::config::Settings;
+use crate::database::audience_reads;
+use crate::fanout::FanoutLimits;
+
+pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
+    let service = &settings.service;
+    FanoutLimits {
+        permits: Arc::new(Semaphore::new(service.concurrency)),
+        provider_permits: PerProvider {
+            fcm: Arc::new(Semaphore::new(
+                service.provider_limit(settings.fcm.concurrency),
+            )),
+            apns: Arc::new(Semaphore::new(
+                service.provider_limit(settings.apns.concurrency),
+            )),
+        },
+        audience_reads: Arc::new(Semaphore::new(reads_budget(settings))),
+        retry_pages_for: Duration::from_secs(settings.database.retry_for_secs),
+        drain_timeout: service.drain_timeout(),
+    }
+}
+
+/// Audience reads open at once; a WARN when the pool is too small for every running event's
+/// lanes to read at once.
+fn reads_budget(settings: &Settings) -> usize {
+    let reads = audience_reads(settings.database.max_connections);
+    let lanes = 2 * settings.service.max_concurrent_events;
+    if reads < lanes {
+        warn!(
+            max_connections = settings.database.max_connections,
+            max_concurrent_events = settings.service.max_concurrent_events,
+            audience_reads = reads,
+            "database.max_connections leaves room for {reads} audience reads at once, fewer than the {lanes} lanes of service.max_concurrent_events events: some lanes will wait their turn. Set it to {} to avoid that.",
+            lanes + crate::database::SHORT_STATEMENT_CONNECTIONS as usize
+        );
+    }
+    reads
+}
