@@ -86,6 +86,24 @@ pub fn claim_id(event_id: &str, number: u32) -> String {
     format!("{event_id}#j{number}")
 }
 
+/// Whether a claim is a job's: those are resumed through the job stream, not as events.
+pub fn is_job_claim(claim_id: &str) -> bool {
+    claim_id
+        .rsplit_once("#j")
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Why an event could not be cut into jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error("the audience query cannot be wrapped for job boundaries: {0}")]
+    Query(#[source] crate::database::QueryError),
+    #[error("probing the audience for job boundaries failed")]
+    Database(#[source] crate::database::DatabaseError),
+    #[error("adding the event's jobs failed")]
+    Jobs(#[source] JobError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Not a `source`: the message already tells the cause (`Explained`).
@@ -119,7 +137,9 @@ mod tests {
                 .collect();
             assert_eq!(Job::from_fields(&fields), Some(job.clone()));
             assert_eq!(job.claim_id(), "e-1#j3");
+            assert!(is_job_claim(&job.claim_id()));
         }
         assert_eq!(Job::from_fields(&HashMap::new()), None);
+        assert!(!is_job_claim("e-1") && !is_job_claim("e#jx") && !is_job_claim("e#j"));
     }
 }

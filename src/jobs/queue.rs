@@ -51,6 +51,7 @@ pub struct Delivered {
     pub taken_over: bool,
 }
 
+/// A clone shares the short-command connection and makes its own reading one when it reads.
 pub struct JobQueue {
     client: redis::Client,
     /// Short commands: adding, finishing, touching.
@@ -63,6 +64,20 @@ pub struct JobQueue {
     claim_idle: Duration,
     /// When abandoned entries were last looked for.
     last_claim: Option<Instant>,
+}
+
+impl Clone for JobQueue {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            redis: self.redis.clone(),
+            reader: None,
+            key: self.key.clone(),
+            consumer: self.consumer.clone(),
+            claim_idle: self.claim_idle,
+            last_claim: None,
+        }
+    }
 }
 
 impl JobQueue {

@@ -154,6 +154,7 @@ impl Worker {
             claim,
             resume,
             attempts,
+            job: None,
         }
     }
 
@@ -171,7 +172,11 @@ impl Worker {
                 return ControlFlow::Continue(());
             }
         };
-        for event_id in active {
+        // Jobs come back through the job stream, bounded to their range: never as events.
+        for event_id in active
+            .into_iter()
+            .filter(|id| !crate::jobs::is_job_claim(id))
+        {
             // A slot first, then the take-over: a lease taken must be renewed at once.
             let Ok(permit) = Arc::clone(events).try_acquire_owned() else {
                 break; // busy: the next scan looks again
@@ -242,7 +247,7 @@ fn entry_time(entry: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A stored checkpoint; an unreadable one resumes from the start (pushes repeat, none is lost).
-fn parse_checkpoint(text: &str) -> Checkpoint {
+pub(super) fn parse_checkpoint(text: &str) -> Checkpoint {
     if text.is_empty() {
         return Checkpoint::default();
     }

@@ -76,6 +76,9 @@ pub struct StandInConfig {
     /// FCM sends accepted per sliding minute for the project, like Google's per-project quota;
     /// past it, 429 QUOTA_EXCEEDED. 0: no quota.
     pub fcm_quota_per_minute: u64,
+    /// The quota's sliding window: a minute, as Google counts; tests shorten it (the count stays
+    /// `fcm_quota_per_minute` per window).
+    pub fcm_quota_window: Duration,
 }
 
 impl Default for StandInConfig {
@@ -90,6 +93,7 @@ impl Default for StandInConfig {
             host_names: Vec::new(),
             accept_any_token: false,
             fcm_quota_per_minute: 0,
+            fcm_quota_window: Duration::from_secs(60),
         }
     }
 }
@@ -133,7 +137,7 @@ impl StandIn {
             config: config.clone(),
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
-            fcm_quota: quota::Quota::new(config.fcm_quota_per_minute),
+            fcm_quota: quota::Quota::new(config.fcm_quota_per_minute, config.fcm_quota_window),
         });
         let app = router(Arc::clone(&shared));
         let stop = CancellationToken::new();
