@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
@@ -92,7 +92,10 @@ impl Worker {
         Ok(count)
     }
 
-    /// Takes jobs from the stream, one event slot each, until `stop`.
+    /// Takes jobs from the stream, one event slot each, until `stop`. A job is read only while a
+    /// slot is free, but the slot is not held while waiting on the stream: events keep every
+    /// slot they had. A job read while events took the slots waits for one (unclaimed, so if it
+    /// waits past the lease another replica takes it over).
     pub(super) async fn run_jobs(
         self: Arc<Self>,
         events: Arc<Semaphore>,
@@ -103,14 +106,8 @@ impl Worker {
             return;
         };
         let mut queue = jobs.queue.clone();
-        loop {
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return,
-                permit = Arc::clone(&events).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
+        while let Some(free) = slot(&events, &stop).await {
+            drop(free);
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
                 next = queue.next(READ_BLOCK, 1) => next,
@@ -119,20 +116,23 @@ impl Worker {
                 Ok(delivered) => delivered,
                 Err(e) => {
                     warn!(error = %e, "Reading the job stream failed; trying again.");
-                    drop(permit);
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
             };
-            if let Some(delivered) = delivered.into_iter().next() {
-                let (worker, queue, stop) = (Arc::clone(&self), queue.clone(), stop.clone());
-                running.spawn(async move {
-                    worker.run_job(&queue, delivered, &stop).await;
-                    drop(permit);
-                });
-            }
+            let Some(delivered) = delivered.into_iter().next() else {
+                continue;
+            };
+            let Some(permit) = slot(&events, &stop).await else {
+                return;
+            };
+            let (worker, queue, stop) = (Arc::clone(&self), queue.clone(), stop.clone());
+            running.spawn(async move {
+                worker.run_job(&queue, delivered, &stop).await;
+                drop(permit);
+            });
         }
     }
 
@@ -270,6 +270,14 @@ impl Worker {
             }
         }
         finish_entry(queue, entry).await;
+    }
+}
+
+/// An event slot, or `None` once stopping.
+async fn slot(events: &Arc<Semaphore>, stop: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        permit = Arc::clone(events).acquire_owned() => permit.ok(),
     }
 }
 
