@@ -3,6 +3,12 @@
 stand-in over TLS/HTTP2 on loopback, with the machine's raw HTTP/2 ceiling (h2load) measured in the
 same run against the same stand-in and the same request.
 
+APNs devices (--apns-every) go through the transport that ships: the notifier builds the same
+h2-shards client and provider-token path it uses for api.push.apple.com, aimed at the stand-in's
+APNs side by APNS_ENDPOINT (only the host differs). With APNs in the mix, h2load also measures the
+APNs endpoint (/3/device/…, APNs headers and payload), and the row's ceiling is the two ceilings
+blended in the row's proportions.
+
     python3 bench/fanout.py --devices 100000 --latency-ms 0 --runs 3
     python3 bench/fanout.py --devices 10000 --latency-ms 200 --concurrency 1000 --runs 3   # no ceiling
     python3 bench/fanout.py --devices 1000000 --runs 1 --no-ceiling
@@ -178,18 +184,51 @@ def make_audience(db, devices, workdir, apns_every, analyze=True):
     return url, lambda: None
 
 
-def ceiling(tls_port, body_path, requests, connections, streams):
-    """The raw HTTP/2 rate of this machine against the stand-in: h2load, same request."""
+FCM_BODY = {"message": {"token": "h2load-token", "notification": {"title": "New talk on Big show", "body": "Everyone listens"},
+            "data": {"type": "talk_posted", "talk_id": "1", "program_id": "1", "url": "notifier-demo://talks/1"},
+            "android": {"priority": "high", "ttl": "86400s", "collapse_key": "bench", "notification": {"tag": "bench"}}}}
+APNS_BODY = {"aps": {"alert": {"title": "New talk on Big show", "body": "Everyone listens"}, "sound": "default",
+                     "thread-id": "program-1"},
+             "program_id": "1", "talk_id": "1", "type": "talk_posted", "url": "notifier-demo://talks/1"}
+
+
+def ceiling(tls_port, body_path, requests, connections, streams, apns=False):
+    """The raw HTTP/2 rate of this machine against the stand-in: h2load, same request (FCM's, or
+    with apns APNs' path, headers and payload)."""
+    if apns:
+        headers = ["authorization: bearer h2load", "apns-topic: com.example.notifier", "apns-push-type: alert",
+                   "apns-priority: 10", f"apns-expiration: {int(time.time()) + 86400}", "apns-collapse-id: bench",
+                   "content-type: application/json"]
+        path = "/3/device/h2load-token"
+    else:
+        headers = ["authorization: Bearer h2load", "content-type: application/json"]
+        path = "/v1/projects/stand-in-project/messages:send"
     out = subprocess.run(
         ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(streams),
-         "-H", "authorization: Bearer h2load", "-H", "content-type: application/json",
-         "-d", body_path,
-         f"https://127.0.0.1:{tls_port}/v1/projects/stand-in-project/messages:send"],
+         *[arg for h in headers for arg in ("-H", h)], "-d", body_path, f"https://127.0.0.1:{tls_port}{path}"],
         capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         if line.startswith("finished in"):
             return float(line.split(",")[1].split()[0])  # "finished in 1.2s, 83000.00 req/s, …"
     raise RuntimeError(out)
+
+
+def ceilings(args, tmp, tls_port):
+    """h2load against the endpoints the row's pushes went to, in the same run; the row's ceiling is
+    their harmonic blend in the row's proportions (the time each share would take at its ceiling)."""
+    apns_share = 0.0 if args.apns_every <= 0 else (args.devices // args.apns_every) / args.devices
+    out, time_per_push = {}, 0.0
+    for name, body, apns, share in (("fcm", FCM_BODY, False, 1 - apns_share), ("apns", APNS_BODY, True, apns_share)):
+        if share <= 0:
+            continue
+        path = os.path.join(tmp, f"{name}-body.json")
+        with open(path, "w") as f:
+            json.dump(body, f)
+        rate = ceiling(tls_port, path, args.ceiling_requests, 4, args.max_streams, apns=apns)
+        out[f"{name}_ceiling_per_s"] = rate
+        time_per_push += share / rate
+    out["ceiling_per_s"] = 1 / time_per_push
+    return out
 
 
 def one_run(args, url, run):
@@ -228,7 +267,7 @@ def one_run(args, url, run):
             "FCM_ENDPOINT": f"https://localhost:{tls_port}", "NOTIFIER_EXTRA_CA_FILE": os.path.join(tmp, "ca.pem"),
             "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(tmp, "service-account.json"),
             "LOG_FORMAT": "json", "RUST_LOG": args.rust_log,
-            # APNs through the transport seam: our HTTP/2 transport to the stand-in's APNs side.
+            # APNs through the shipped transport (h2-shards, provider token), aimed at the stand-in.
             "APNS_ENDPOINT": f"https://localhost:{tls_port}", "APNS_KEY_PATH": os.path.join(tmp, "apns-key.p8"),
             "APNS_KEY_ID": "STANDIN123", "APNS_TEAM_ID": "TEAM123456", "APNS_TOPIC": "com.example.notifier",
             # Runtime and allocator experiments (TOKIO_WORKER_THREADS=1, MIMALLOC_…) reach the notifier.
@@ -274,12 +313,7 @@ def one_run(args, url, run):
         # With latency, h2load's fixed connections and streams would measure the latency, not the
         # machine: the ceiling is taken at zero latency only.
         if not args.no_ceiling and args.latency_ms == 0:
-            body = os.path.join(tmp, "body.json")
-            with open(body, "w") as f:
-                json.dump({"message": {"token": "h2load-token", "notification": {"title": "New talk on Big show", "body": "Everyone listens"},
-                           "data": {"type": "talk_posted", "talk_id": "1", "program_id": "1", "url": "notifier-demo://talks/1"},
-                           "android": {"priority": "high", "ttl": "86400s", "collapse_key": "bench", "notification": {"tag": "bench"}}}}, f)
-            result["ceiling_per_s"] = ceiling(tls_port, body, args.ceiling_requests, 4, args.max_streams)
+            result.update(ceilings(args, tmp, tls_port))
             result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
             result["steady_of_ceiling"] = result["steady_per_s"] / result["ceiling_per_s"]
         return result

@@ -9,11 +9,7 @@
 //! the audience. A read that fails midway resumes after the last device handed on. Each device
 //! comes once: a device that the query returns twice (say, through a join) is dropped here.
 
-// `device` belongs at the crate root (`pub mod device;` in lib.rs); until lib.rs declares it, it
-// is compiled here and re-exported, so every `crate::audience::{Device, Provider}` path holds.
-#[path = "device.rs"]
-pub mod device;
-pub use device::{Device, PerProvider, Platform, Provider};
+pub use crate::device::{Device, PerProvider, Platform, Provider};
 
 use crate::database::{
     Database, DatabaseError, FromRecord, Param, PreparedQuery, ReadEnd, Record, RowSink,

@@ -1,18 +1,44 @@
-//! notifier turns "a talk was posted" events on a Redis channel into push notifications on every
-//! device whose user clipped (subscribed to) the talk's program.
+//! notifier turns "a talk was posted" events into push notifications on every device whose user
+//! clipped (subscribed to) the talk's program.
 //!
-//! The flow, one module a step:
+//! The flow, one folder or file a step, in the order an event takes:
 //!
 //! ```text
-//! subscriber ─► event ─► audience ─┐
-//!  (Redis)     (parse)   (database)├─► fanout ─► push::{fcm, apns, dry_run}
-//!                        content ──┘  (lanes,    (one Pusher per provider,
-//!                       (templates)    bounded)   push::retry by their rules)
-//!                                        └──► prune (dead tokens, batched)
+//! input ──► event ──► claims ──► content ──┐
+//! (pub/sub  (parse,   (one run    (talk,    ├──► fanout ──► push::{fcm, apns, dry_run} ──► prune
+//!  or a     validate)  a deploy-   templates)│   (a lane     (one Pusher per provider,    (dead
+//!  stream)             ment)     audience ──┘    per          push::retry by its rules)   tokens)
+//!                                (streamed       provider)
+//!                                 query)
 //! ```
 //!
-//! [`worker`] ties the steps together for each event; [`settings`], [`database`] and
-//! [`telemetry`] serve them all, and [`cli`] is the command line.
+//! # Layout
+//!
+//! The steps:
+//! - [`input`]: where events come in (`pubsub`, `stream`), and the Redis connection they share.
+//! - [`event`]: the event's shape and its validation; every rejection names a reason.
+//! - [`claims`]: exactly one run of an event per deployment: claim, lease, checkpoint, keeper.
+//! - [`content`]: the talk (`talk`) and the per-locale notification that fits the payload limit.
+//! - [`audience`]: the devices of an event, streamed from the database; [`device`] is what a
+//!   device is (provider, platform) and `PerProvider`, one of something per provider.
+//! - [`fanout`]: one lane per provider under bounded concurrency (`lane`), the tally of
+//!   outcomes and pauses (`tally`), checkpoints (`checkpoint`) and page reads (`pages`).
+//! - [`push`]: the `Pusher` trait, typed outcomes, retries, and one folder per provider
+//!   (`fcm`, `apns`) plus `dry_run`; HTTP/2 goes through the `h2-shards` crate.
+//! - [`prune`]: dead tokens disabled in batches.
+//!
+//! Around them:
+//! - [`worker`]: runs each event through the steps (`intake`, `run`, `outcome`).
+//! - [`app`]: builds the running service from the settings, for `main` and the tests alike.
+//! - [`config`]: the settings: file, environment (one table), validation, `notifier check`'s
+//!   listing. Each component owns its own section; config only composes them.
+//! - [`database`]: the pool and the configured queries, on PostgreSQL, MySQL/MariaDB or SQLite.
+//! - [`redis_client`]: every Redis client, TLS included. [`redact`]: how secrets look in logs.
+//! - [`telemetry`]: logs (an event's span on every line) and metric names; [`status`]: health,
+//!   readiness and `/metrics`; [`backoff`]: retry delays; [`cli`]: the command line.
+//!
+//! Dependencies run one way, from the wiring (cli, app, worker, status) down to the steps, and
+//! `tests/notifier/architecture.rs` fails on an import cycle or a provider reaching the database.
 
 pub mod app;
 pub mod audience;
@@ -22,6 +48,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod database;
+pub mod device;
 pub mod event;
 pub mod fanout;
 pub mod input;

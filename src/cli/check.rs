@@ -6,7 +6,6 @@
 use anyhow::Context;
 
 use crate::config::{Settings, redact_url};
-use crate::push::apns::A2Transport;
 use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
 use crate::redis_client::Explained;
 
@@ -89,17 +88,11 @@ fn apns(settings: &Settings) -> anyhow::Result<String> {
         "key {} of team {} loaded, topic {}",
         a.key_id, a.team_id, a.topic
     );
-    if a.endpoint.trim().is_empty() {
-        A2Transport::new(a)?;
-        let host = if a.sandbox {
-            "Apple sandbox"
-        } else {
-            "Apple production"
-        };
-        Ok(format!("{key}, {host}"))
-    } else {
-        let client = crate::push::http2_client(settings, &a.endpoint, 1, a.request_timeout_secs)?;
-        crate::push::apns::HttpTransport::new(client, a)?;
-        Ok(format!("{key}, stand-in at {} (APNS_ENDPOINT)", a.endpoint))
-    }
+    // The same transport a push goes through: Apple's host, or the stand-in at APNS_ENDPOINT.
+    crate::push::apns_transport(settings, 1)?;
+    Ok(match a.endpoint.trim() {
+        "" if a.sandbox => format!("{key}, Apple sandbox"),
+        "" => format!("{key}, Apple production"),
+        endpoint => format!("{key}, stand-in at {endpoint} (APNS_ENDPOINT)"),
+    })
 }

@@ -9,7 +9,8 @@
 pub mod apns;
 pub mod dry_run;
 pub mod fcm;
-pub mod http2;
+/// The HTTP/2 client under both pushers (crates/h2-shards).
+pub use h2_shards as http2;
 pub mod metrics;
 
 mod outcome;
@@ -18,7 +19,7 @@ mod pushers;
 pub mod retry;
 
 pub use outcome::{OutcomeKind, PauseScope, PushOutcome, Reason};
-pub use providers::{ProviderError, fcm_pusher, http2_client, providers};
+pub use providers::{ProviderError, apns_transport, fcm_pusher, http2_client, providers};
 pub use pushers::{ProviderPushers, Pushers};
 
 use std::fmt;

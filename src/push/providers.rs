@@ -12,8 +12,10 @@ use super::{ProviderPushers, Pusher, apns, fcm, http2};
 pub enum ProviderError {
     #[error(transparent)]
     Fcm(#[from] fcm::FcmError),
-    #[error("APNs: {0}")]
-    Apns(#[from] apns::TransportError),
+    #[error(transparent)]
+    ApnsKey(#[from] apns::KeyError),
+    #[error("APNs connections")]
+    ApnsClient(#[source] http2::SetupError),
 }
 
 /// Builds the pushers the send mode needs: none for a dry run (no key is read, no connection
@@ -26,21 +28,11 @@ pub fn providers(settings: &Settings) -> Result<ProviderPushers, ProviderError> 
         None
     };
     let apns = if mode == SendMode::Live && settings.apns.is_configured() {
-        // a2 reaches only Apple's hosts; a stand-in is reached through our own HTTP/2 client.
-        let transport: Arc<dyn apns::ApnsTransport> = if settings.apns.endpoint.trim().is_empty() {
-            Arc::new(apns::A2Transport::new(&settings.apns)?)
-        } else {
-            let in_flight = settings.service.provider_limit(settings.apns.concurrency);
-            let client = http2_client(
-                settings,
-                &settings.apns.endpoint,
-                connections_for(in_flight, 0),
-                settings.apns.request_timeout_secs,
-            )
-            .map_err(|e| apns::TransportError::Request(e.to_string()))?;
-            Arc::new(apns::HttpTransport::new(client, &settings.apns)?)
-        };
-        Some(Arc::new(apns::ApnsPusher::new(transport, &settings.apns)) as Arc<dyn Pusher>)
+        let in_flight = settings.service.provider_limit(settings.apns.concurrency);
+        let transport = apns_transport(settings, connections_for(in_flight, 0))?;
+        Some(
+            Arc::new(apns::ApnsPusher::new(Arc::new(transport), &settings.apns)) as Arc<dyn Pusher>,
+        )
     } else {
         None
     };
@@ -73,6 +65,25 @@ pub fn fcm_pusher(
         s.request_timeout_secs,
     )?;
     fcm::FcmPusher::new(client, &project, Arc::new(tokens), s, validate_only)
+}
+
+/// APNs through the same HTTP/2 client as FCM, `connections` of them: to Apple's production or
+/// sandbox host, or to `APNS_ENDPOINT`; closed after `apns.pool_idle_timeout_secs` unused.
+pub fn apns_transport(
+    settings: &Settings,
+    connections: usize,
+) -> Result<apns::HttpTransport, ProviderError> {
+    let a = &settings.apns;
+    let token = apns::ProviderToken::load(a)?;
+    let client = http2_client(
+        settings,
+        apns::endpoint(a),
+        connections,
+        a.request_timeout_secs,
+    )
+    .map_err(ProviderError::ApnsClient)?
+    .with_idle_close(Duration::from_secs(a.pool_idle_timeout_secs));
+    Ok(apns::HttpTransport::new(Arc::new(client), Arc::new(token)))
 }
 
 /// HTTP/2 connections for `in_flight` pushes: about 100 streams each (Google's and Apple's front

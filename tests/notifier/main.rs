@@ -1,10 +1,11 @@
 //! One integration-test binary (faster to link than one per file), with shared helpers.
 
+mod apns_connections;
+mod apns_tokens;
 mod architecture;
 mod audience;
 mod cli;
 mod concurrency;
-mod connections;
 mod delivery;
 mod deployments;
 mod end_to_end;

@@ -30,6 +30,14 @@ pub struct Counters {
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
     pub errors: Mutex<HashMap<String, u64>>,
+    /// APNs side: requests that arrived while the connection already had as many streams open
+    /// as it had advertised (a client ignoring SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub stream_limit_exceeded: AtomicU64,
+    /// GOAWAYs sent mid-burst, and the streams that arrived after one and were dropped unseen.
+    pub goaways: AtomicU64,
+    pub refused_after_goaway: AtomicU64,
+    /// Times a connection's provider token was replaced by a new one.
+    pub token_updates: AtomicU64,
     /// Delivery count per message, by hash of token and collapse key.
     pub(crate) seen: Mutex<HashMap<u64, u32>>,
     /// Tokens that already had their one injected failure.
@@ -62,6 +70,12 @@ impl Counters {
                 "plain": self.plain_connections.load(Ordering::Relaxed),
             },
             "max_in_flight": self.max_in_flight.load(Ordering::Relaxed),
+            "apns": {
+                "stream_limit_exceeded": self.stream_limit_exceeded.load(Ordering::Relaxed),
+                "goaways": self.goaways.load(Ordering::Relaxed),
+                "refused_after_goaway": self.refused_after_goaway.load(Ordering::Relaxed),
+                "token_updates": self.token_updates.load(Ordering::Relaxed),
+            },
         })
     }
 
@@ -94,6 +108,10 @@ impl Counters {
             &self.tls_connections,
             &self.plain_connections,
             &self.max_in_flight,
+            &self.stream_limit_exceeded,
+            &self.goaways,
+            &self.refused_after_goaway,
+            &self.token_updates,
         ] {
             c.store(0, Ordering::Relaxed);
         }

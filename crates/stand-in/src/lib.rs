@@ -12,20 +12,25 @@
 //! a signing key (`apns-key.p8`), verifies the ES256 provider tokens made with it, checks Apple's
 //! headers and the 4096-byte limit, and answers with Apple's reasons: a token containing
 //! `unregistered` gets 410 Unregistered with a timestamp, `bad` 400 BadDeviceToken, `flaky` one
-//! 503 then success, `down` 503 every time.
+//! 503 then success, `down` 503 every time. Like Apple, it refuses provider tokens older than an
+//! hour and a connection's token changing within 20 minutes, and it can start connections with a
+//! low stream limit raised after the first answer, or send GOAWAY mid-burst (`conn`, `frames`).
 //!
 //! With a per-project quota (`fcm_quota_per_minute`), FCM sends past it in a sliding minute get
 //! 429 QUOTA_EXCEEDED.
 //!
-//! Modules: `tls` (the listeners), `oauth` (the token endpoint), `fcm`, `faults` and `quota` (FCM,
-//! the failures tokens ask for, and the project's quota), `apns`, and `counters` (what `GET /stats` reports). It is
+//! Modules: `tls` (the listeners), `conn` and `frames` (a connection's state and its rewritten
+//! frames), `oauth` (the token endpoint), `fcm`, `faults` and `quota` (FCM, the failures tokens
+//! ask for, and the project's quota), `apns`, and `counters` (what `GET /stats` reports). It is
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
 mod apns;
+mod conn;
 mod counters;
 mod faults;
 mod fcm;
+mod frames;
 mod oauth;
 mod quota;
 mod tls;
@@ -33,7 +38,7 @@ mod tls;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,7 +76,8 @@ pub struct StandInConfig {
     /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
     /// service name, say).
     pub host_names: Vec<String>,
-    /// Take any bearer token (for load generators such as h2load); off, only issued ones pass.
+    /// Take any bearer token, FCM's or APNs' (for load generators such as h2load); off, only
+    /// issued FCM tokens and valid, Apple-rule-abiding APNs provider tokens pass.
     pub accept_any_token: bool,
     /// FCM sends accepted per sliding minute for the project, like Google's per-project quota;
     /// past it, 429 QUOTA_EXCEEDED. 0: no quota.
@@ -79,6 +85,17 @@ pub struct StandInConfig {
     /// The quota's sliding window: a minute, as Google counts; tests shorten it (the count stays
     /// `fcm_quota_per_minute` per window).
     pub fcm_quota_window: Duration,
+    /// APNs-like start: each connection advertises this many streams until its first request is
+    /// answered, then `max_streams` (APNs allows one until a request with a valid token).
+    pub initial_streams: Option<u32>,
+    /// Each connection sends a GOAWAY (reason Shutdown) after this many requests: streams read
+    /// by then are answered, later ones are dropped unprocessed, and the connection closes.
+    pub goaway_after: Option<u64>,
+    /// APNs: a connection refuses a new provider token within this long of its last token
+    /// change (429 TooManyProviderTokenUpdates); tokens older than an hour are refused too
+    /// (403 ExpiredProviderToken). Both judged by the stand-in's clock (see
+    /// [`StandIn::advance_clock`]).
+    pub token_update_window: Duration,
 }
 
 impl Default for StandInConfig {
@@ -94,6 +111,9 @@ impl Default for StandInConfig {
             accept_any_token: false,
             fcm_quota_per_minute: 0,
             fcm_quota_window: Duration::from_secs(60),
+            initial_streams: None,
+            goaway_after: None,
+            token_update_window: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -109,6 +129,18 @@ pub(crate) struct Shared {
     /// While set, every send gets 503 (a provider outage).
     pub(crate) outage: AtomicBool,
     pub(crate) fcm_quota: quota::Quota,
+    /// Seconds added to the system clock when judging APNs provider tokens.
+    pub(crate) clock_offset: AtomicU64,
+}
+
+impl Shared {
+    /// The stand-in's time, in seconds since the Unix epoch.
+    pub(crate) fn unix_now(&self) -> u64 {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        system + self.clock_offset.load(Ordering::Relaxed)
+    }
 }
 
 /// A running stand-in.
@@ -138,6 +170,7 @@ impl StandIn {
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
             fcm_quota: quota::Quota::new(config.fcm_quota_per_minute, config.fcm_quota_window),
+            clock_offset: AtomicU64::new(0),
         });
         let app = router(Arc::clone(&shared));
         let stop = CancellationToken::new();
@@ -154,16 +187,14 @@ impl StandIn {
             tls_listener,
             Some(acceptor),
             app.clone(),
-            config.max_streams,
-            Arc::clone(&stand_in.counters),
+            Arc::clone(&stand_in.shared),
             stop.clone(),
         ));
         tokio::spawn(tls::serve(
             plain_listener,
             None,
             app,
-            config.max_streams,
-            Arc::clone(&stand_in.counters),
+            Arc::clone(&stand_in.shared),
             stop,
         ));
         Ok(stand_in)
@@ -210,6 +241,14 @@ impl StandIn {
     /// Makes every send fail with 503 (true) or answer normally again (false).
     pub fn set_outage(&self, on: bool) {
         self.shared.outage.store(on, Ordering::Relaxed);
+    }
+
+    /// Moves the stand-in's clock (used for APNs provider tokens only) forward by `by`, so a
+    /// test can live through hours of Apple's token rules in seconds.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared
+            .clock_offset
+            .fetch_add(by.as_secs(), Ordering::Relaxed);
     }
 
     pub fn stop(&self) {

@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             host_names: vec![args.host_name.clone()],
             accept_any_token: args.accept_any_token,
             fcm_quota_per_minute: args.fcm_quota_per_minute,
-            fcm_quota_window: Duration::from_secs(60),
+            ..StandInConfig::default()
         })
         .await?;
         let plain = format!("http://{}:{}", args.host_name, stand_in.plain_addr.port());

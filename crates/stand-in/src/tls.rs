@@ -9,7 +9,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::Counters;
+use crate::Shared;
+use crate::conn::Conn;
+use crate::frames::Frames;
 
 pub(crate) fn tls_config(host_names: &[String]) -> anyhow::Result<(String, rustls::ServerConfig)> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -38,13 +40,9 @@ pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
-    max_streams: u32,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -52,28 +50,31 @@ pub(crate) async fn serve(
         };
         let Ok((tcp, _)) = accepted else { continue };
         let _ = tcp.set_nodelay(true);
-        let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+        let counters = &shared.counters;
         match &tls {
             Some(_) => counters.tls_connections.fetch_add(1, Ordering::Relaxed),
             None => counters.plain_connections.fetch_add(1, Ordering::Relaxed),
         };
+        let config = &shared.config;
+        let conn = Arc::new(Conn::new(
+            Arc::clone(counters),
+            config.initial_streams,
+            config.max_streams,
+            config.goaway_after,
+        ));
+        // Handlers find the connection's state (its provider token, its limits) here.
+        let app = app.clone().layer(axum::Extension(Arc::clone(&conn)));
+        let (tls, stop) = (tls.clone(), stop.clone());
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder.http2().max_concurrent_streams(max_streams);
             let served = async {
                 match tls {
                     Some(acceptor) => {
                         let Ok(stream) = acceptor.accept(tcp).await else {
                             return;
                         };
-                        let _ = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        serve_connection(stream, app, conn).await;
                     }
-                    None => {
-                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-                    }
+                    None => serve_connection(tcp, app, conn).await,
                 }
             };
             tokio::select! {
@@ -82,4 +83,37 @@ pub(crate) async fn serve(
             }
         });
     }
+}
+
+/// Serves one connection, its frames shaped as `conn` asks; when `conn` calls for a GOAWAY,
+/// hyper finishes the streams it has and closes.
+async fn serve_connection<T>(io: T, app: Router, conn: Arc<Conn>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if conn.shapes_frames() {
+        serve_io(Frames::new(io, Arc::clone(&conn)), app, conn).await;
+    } else {
+        serve_io(io, app, conn).await;
+    }
+}
+
+async fn serve_io<T>(io: T, app: Router, conn: Arc<Conn>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let service = TowerToHyperService::new(app);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(conn.max_streams());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = conn.shutdown.notified() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }

@@ -10,6 +10,7 @@ use super::tokens::TokenError;
 use crate::audience::Provider;
 use crate::push::http2::Http2Error;
 use crate::push::{PauseScope, PushOutcome, Reason};
+use crate::telemetry::ErrorChain;
 
 /// What to fix after FCM refuses our credentials.
 const CREDENTIALS_SETTING: &str = "GOOGLE_APPLICATION_CREDENTIALS";
@@ -35,14 +36,10 @@ pub(super) fn token_failure(e: TokenError) -> PushOutcome {
 
 pub(super) fn transport_failure(e: &Http2Error) -> PushOutcome {
     // Resets and GOAWAY land here too: the request may not have reached FCM.
-    let (code, detail) = match e {
-        Http2Error::Connect(why) => ("connect", why.clone()),
-        Http2Error::Timeout(after) => ("timeout", format!("no response within {after:?}")),
-        Http2Error::Unsent(why) => ("not sent", why.clone()),
-        Http2Error::Transport(why) => ("transport", why.clone()),
-    };
+    let detail = std::error::Error::source(e)
+        .map_or_else(|| e.to_string(), |source| ErrorChain(source).to_string());
     PushOutcome::Retryable {
-        reason: Reason::new(Provider::Fcm, code).with_detail(detail),
+        reason: Reason::new(Provider::Fcm, e.code()).with_detail(detail),
         retry_after: None,
         quota: false,
     }

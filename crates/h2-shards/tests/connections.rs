@@ -1,11 +1,11 @@
-//! The HTTP/2 connections below both pushers, against the stand-in: how many are opened, and
+//! The client's HTTP/2 connections, against the stand-in: how many are opened, and
 //! how they recover when the provider goes away.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use notifier::push::http2::{Http2Client, Http2Error, Proxy};
+use h2_shards::{Http2Client, Http2Error, Proxy};
 use stand_in::{StandIn, StandInConfig};
 
 fn fcm_request(client: &Http2Client, token: &str) -> (http::Request<()>, bytes::Bytes) {

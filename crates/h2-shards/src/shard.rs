@@ -1,0 +1,166 @@
+//! A shard: the slot one connection lives in, and the gate that keeps the streams on that
+//! connection within the server's limit. What may change here: how the gate follows the limit;
+//! the slot's locking is on every request's path and should stay a read lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use crate::Http2Error;
+
+/// Streams one connection carries at once, at most, whatever the server allows: what Google's
+/// front ends allow, and past this more connections (shards) spread the load better than more
+/// streams on one.
+pub(crate) const STREAMS_PER_CONNECTION: usize = 100;
+
+#[derive(Default)]
+pub(crate) struct Shard {
+    /// The current connection: read (to clone the handle) by every request, from every worker
+    /// thread; written only when a connection is dialled or dropped.
+    live: RwLock<Option<Live>>,
+    /// Held while dialling, with the last failed dial.
+    pub(crate) dialing: tokio::sync::Mutex<Option<(Instant, Http2Error)>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) send: SendRequest<Bytes>,
+    /// One permit per stream the connection may carry now.
+    pub(crate) streams: Arc<StreamGate>,
+    /// Set by the connection's task when it ends.
+    pub(crate) closed: Arc<AtomicBool>,
+    /// Requests started on it, for the idle check.
+    pub(crate) used: Arc<AtomicU64>,
+}
+
+impl Shard {
+    pub(crate) fn current(&self) -> Option<Live> {
+        let live = self.live.read().unwrap_or_else(PoisonError::into_inner);
+        live.as_ref()
+            .filter(|l| !l.closed.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    pub(crate) fn install(&self, live: Live) {
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = Some(live);
+    }
+
+    /// Drops `dead` as the shard's connection, unless another has already replaced it.
+    pub(crate) fn forget(&self, dead: &Live) {
+        self.forget_by(&dead.closed);
+    }
+
+    pub(crate) fn forget_by(&self, closed: &Arc<AtomicBool>) {
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        if live
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.closed, closed))
+        {
+            *live = None;
+        }
+    }
+}
+
+/// The streams a connection may carry at once: the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+/// or [`STREAMS_PER_CONNECTION`], whichever is lower, followed as the server changes it (APNs
+/// allows one stream until the first request with a valid token, then raises it).
+///
+/// A request waits for a permit before its stream exists, so a request that times out waiting
+/// never reaches the wire: h2's own queue would send it later and reset it at once, and bursts of
+/// those look like a rapid-reset attack.
+pub(crate) struct StreamGate {
+    permits: Semaphore,
+    /// The limit the permits are sized for: read without a lock on every release, changed
+    /// under the lock.
+    limit: AtomicUsize,
+    resizing: Mutex<()>,
+    /// Permits to take back as they are returned, after the limit fell below the streams open.
+    owed: AtomicUsize,
+}
+
+impl StreamGate {
+    /// A gate sized for what the connection allows now (its SETTINGS already applied).
+    pub(crate) fn new(send: &SendRequest<Bytes>) -> Self {
+        let limit = allowed(send);
+        Self {
+            permits: Semaphore::new(limit),
+            limit: AtomicUsize::new(limit),
+            resizing: Mutex::new(()),
+            owed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for a stream to be free. The limit is read again first when none is, so a raise
+    /// is seen even if it arrived while nothing was in flight.
+    pub(crate) async fn enter<'a>(&'a self, send: &'a SendRequest<Bytes>) -> StreamPermit<'a> {
+        if self.permits.available_permits() == 0 {
+            self.follow(send);
+        }
+        StreamPermit {
+            gate: self,
+            send,
+            // The semaphore is never closed.
+            permit: self.permits.acquire().await.ok(),
+        }
+    }
+
+    /// Resizes the permits to what the server allows now.
+    fn follow(&self, send: &SendRequest<Bytes>) {
+        let wanted = allowed(send);
+        if wanted == self.limit.load(Ordering::Relaxed) {
+            return;
+        }
+        let _resizing = self.resizing.lock().unwrap_or_else(PoisonError::into_inner);
+        let limit = self.limit.swap(wanted, Ordering::Relaxed);
+        if wanted > limit {
+            let more = wanted - limit;
+            let owed = self
+                .owed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                    Some(o - o.min(more))
+                })
+                .unwrap_or_default();
+            self.permits.add_permits(more - owed.min(more));
+        } else if wanted < limit {
+            let fewer = limit - wanted;
+            let unavailable = fewer - self.permits.forget_permits(fewer);
+            self.owed.fetch_add(unavailable, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives a stream back, or keeps it if the limit fell since it was taken.
+    fn release(&self, permit: SemaphorePermit<'_>) {
+        let owed = self
+            .owed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1));
+        if owed.is_ok() {
+            permit.forget();
+        }
+    }
+}
+
+fn allowed(send: &SendRequest<Bytes>) -> usize {
+    send.current_max_send_streams().min(STREAMS_PER_CONNECTION)
+}
+
+/// One stream's place on the connection, given back when dropped.
+pub(crate) struct StreamPermit<'a> {
+    gate: &'a StreamGate,
+    send: &'a SendRequest<Bytes>,
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl Drop for StreamPermit<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.gate.release(permit);
+        }
+        // A finished stream is when a new SETTINGS is most likely in: APNs raises its limit
+        // with the answer to the first request.
+        self.gate.follow(self.send);
+    }
+}
