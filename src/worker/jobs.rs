@@ -258,18 +258,36 @@ impl Worker {
             ("resumed", u64::from(resumed)),
         ];
         let Some(jobs) = &self.jobs else { return };
-        match jobs.totals.record(&job.event_id, job.number, &counts).await {
+        match record(&jobs.totals, job, &counts).await {
             Ok(Completion::Complete(totals)) => {
                 log_event_totals(event, self.is_dry_run(event), &totals);
             }
             Ok(Completion::Pending) => {}
             Err(e) => {
-                // The entry stays: the job is found done when it comes back, and counted then.
-                warn!(error = %e, "Could not add the job's counts to the event's totals.");
-                return;
+                // Its claim is done: nothing would count it later. The event gets no summary.
+                error!(error = %e, "Could not add the job's counts to the event's totals; the event will have no summary line.");
             }
         }
         finish_entry(queue, entry).await;
+    }
+}
+
+/// Adds a job's counts, retrying for half a minute: once its claim is done, nothing else would.
+async fn record(
+    totals: &JobTotals,
+    job: &Job,
+    counts: &[(&str, u64)],
+) -> Result<Completion, crate::jobs::JobError> {
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let started = Instant::now();
+    loop {
+        match totals.record(&job.event_id, job.number, counts).await {
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            result => return result,
+        }
     }
 }
 
