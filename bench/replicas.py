@@ -6,7 +6,9 @@ NOTIFIER_JOB_SIZE devices.
     python3 bench/replicas.py scaling                     # 200,000 devices, 100 ms, 500 in flight, 1/2/4 replicas
     python3 bench/replicas.py crash                       # the same with one of 4 replicas SIGKILLed at 30 %
     python3 bench/replicas.py quota                       # 3 replicas, stand-in quota 30,000/min, paced at 27,000/min, and unpaced
-    python3 bench/replicas.py all --devices 2000 --job-size 500 --quota-devices 600   # a quick check
+    python3 bench/replicas.py all --bin-dir target/debug --devices 2000 --job-size 500 --latency-ms 20 \
+        --concurrency 50 --quota-devices 120 --fcm-quota 540 --stand-in-quota 600 --replicas 1 2 \
+        --crash-replicas 2 --timeout 120     # a smoke check of the script itself, in about a minute
 
 Targets (the issue's): 4 replicas >= 3.2x one replica's rate; after a crash 0 lost and duplicates
 <= that replica's pushes in flight; with pacing <= 1 % of pushes answered 429 and the event done
@@ -27,7 +29,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fanout  # noqa: E402  (the stand-in, database and Redis helpers)
-from fanout import free_port, make_audience, publish, reset, sh, stats  # noqa: E402
+from fanout import free_port, make_audience, reset, sh, stats  # noqa: E402
+import socket  # noqa: E402
+
+
+def publish(channel, payload):
+    """PUBLISH over a connection opened beforehand (as bench/fanout.py does), to every replica
+    subscribed; returns the time it was sent, in ms."""
+    with socket.create_connection(("127.0.0.1", 6379)) as s:
+        parts = [b"PUBLISH", channel.encode(), payload.encode()]
+        command = b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        sent_ms = time.time() * 1000
+        s.sendall(command)
+        answer = s.recv(64)
+    if not answer.startswith(b":") or answer[1:2] == b"0":
+        raise RuntimeError(f"PUBLISH reached {answer!r} subscribers")
+    return sent_ms
 
 
 class Deployment:
@@ -179,7 +196,8 @@ def quota(args, url):
                       quota_per_min=args.fcm_quota if paced else 0, stand_in_quota=args.stand_in_quota)
         r["paced_floor_s"] = floor_s
         r["of_floor"] = r["last_push_s"] / floor_s
-        r["target_met"] = r["quota_exceeded_share"] <= 0.01 and r["of_floor"] <= 1.2
+        if paced:  # the unpaced run is the comparison, with no target of its own
+            r["target_met"] = r["quota_exceeded_share"] <= 0.01 and r["of_floor"] <= 1.2
         runs.append(r)
     return runs
 
