@@ -131,7 +131,7 @@ impl JobQueue {
     }
 
     /// The next jobs for this replica: abandoned ones first (looked for every half claim
-    /// lease), else new ones, waiting up to `block` for some. Empty when none came.
+    /// lease, and again at once while some are found), else new ones, waiting up to `block` for some. Empty when none came.
     pub async fn next(
         &mut self,
         block: Duration,
@@ -141,11 +141,12 @@ impl JobQueue {
             .last_claim
             .is_none_or(|at| at.elapsed() >= self.claim_idle / 2);
         if due {
-            self.last_claim = Some(Instant::now());
             let abandoned = self.take_over(count).await?;
             if !abandoned.is_empty() {
+                // More may be waiting: look again at the next call.
                 return Ok(abandoned);
             }
+            self.last_claim = Some(Instant::now());
         }
         match self.read_new(block, count).await {
             Err(JobError::Redis(e)) if e.code() == Some("NOGROUP") => {

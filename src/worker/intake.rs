@@ -241,7 +241,7 @@ impl Worker {
 }
 
 /// The time a stream entry was added, from its id (`<milliseconds>-<sequence>`).
-fn entry_time(entry: &str) -> Option<DateTime<Utc>> {
+pub(super) fn entry_time(entry: &str) -> Option<DateTime<Utc>> {
     let ms = entry.split('-').next()?.parse::<i64>().ok()?;
     DateTime::from_timestamp_millis(ms)
 }

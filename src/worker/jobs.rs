@@ -87,7 +87,7 @@ impl Worker {
         // Every job may already be done (small jobs, quick replicas): then the summary is ours.
         let done = jobs.totals.split_done(claim_id, count).await;
         if let Completion::Complete(totals) = done.map_err(SplitError::Jobs)? {
-            log_event_totals(event, self.is_dry_run(event), &totals);
+            log_event_totals(event, self.is_dry_run(event), None, &totals);
         }
         Ok(count)
     }
@@ -260,7 +260,8 @@ impl Worker {
         let Some(jobs) = &self.jobs else { return };
         match record(&jobs.totals, job, &counts).await {
             Ok(Completion::Complete(totals)) => {
-                log_event_totals(event, self.is_dry_run(event), &totals);
+                let split_at = super::intake::entry_time(entry);
+                log_event_totals(event, self.is_dry_run(event), split_at, &totals);
             }
             Ok(Completion::Pending) => {}
             Err(e) => {
@@ -346,6 +347,7 @@ async fn touch_while_running(
 fn log_event_totals(
     event: &TalkPosted,
     dry_run: bool,
+    split_at: Option<chrono::DateTime<Utc>>,
     totals: &std::collections::BTreeMap<String, u64>,
 ) {
     let count = |name: &str| totals.get(name).copied().unwrap_or(0);
@@ -358,13 +360,15 @@ fn log_event_totals(
         retries: count("retries"),
         ..FanoutReport::default()
     };
-    // From publication when known: no replica saw the whole event run.
-    let since_published = event
+    // No replica saw the whole event run: from its publication when known, else from when its
+    // jobs were added (the job's stream entry id is that time).
+    let since = event
         .published_at
-        .and_then(|p| (Utc::now() - p).to_std().ok())
+        .or(split_at)
+        .and_then(|at| (Utc::now() - at).to_std().ok())
         .unwrap_or_default();
     let started = Instant::now()
-        .checked_sub(since_published)
+        .checked_sub(since)
         .unwrap_or_else(Instant::now);
     Summary {
         event_id: event.event_id.clone(),
