@@ -14,13 +14,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
+use crate::audience::PerProvider;
 use crate::claims::Claims;
 use crate::config::{SendMode, Settings, redact_url};
 use crate::database::Database;
+use crate::jobs::{JobQueue, JobTotals};
+use crate::pacing::Pacer;
 use crate::push::Pushers;
 use crate::push::dry_run::DryRunPusher;
 use crate::status::WorkerSlot;
-use crate::worker::Worker;
+use crate::worker::{Jobs, Worker};
 
 /// What the caller provides instead of what the settings describe.
 #[derive(Default)]
@@ -90,7 +93,12 @@ impl Application {
             None => configured_pushers(&settings)?,
         };
         announce(&settings, &db);
-        let worker = Arc::new(Worker::new(settings, db, pushers)?.with_claims(claims));
+        let (pacers, jobs) = connect_replicas(&settings, &claims).await?;
+        let worker = Arc::new(
+            Worker::new(settings, db, pushers)?
+                .with_claims(claims)
+                .with_replicas(pacers, jobs),
+        );
         let _ = slot.set(Arc::clone(&worker));
         Ok(Self {
             worker,
@@ -117,6 +125,38 @@ impl Application {
         }
         result
     }
+}
+
+/// The deployment's pace per provider and its job stream, beside the claims in Redis.
+async fn connect_replicas(
+    settings: &Settings,
+    claims: &Claims,
+) -> anyhow::Result<(PerProvider<Pacer>, Jobs)> {
+    let client = crate::redis_client::open(&settings.redis)?;
+    let prefix = settings.claims_prefix();
+    let rates = PerProvider {
+        fcm: settings.fcm.quota_per_minute as f64 / 60.0,
+        apns: settings.apns.rate_per_second as f64,
+    };
+    let pacers = rates.map(|p, rate| Pacer::new(client.clone(), &prefix, p.as_str(), rate));
+    let queue = JobQueue::connect(client, &prefix, claims.owner(), settings.claims.lease())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach Redis at {} (REDIS_URL) for the job stream",
+                redact_url(&settings.redis.url)
+            )
+        })?;
+    let redis = claims
+        .connection()
+        .context("the claims of `notifier run` are kept in Redis")?;
+    let totals = JobTotals::new(redis, &prefix, settings.claims.window());
+    let jobs = Jobs {
+        queue,
+        totals,
+        size: settings.service.job_size,
+    };
+    Ok((pacers, jobs))
 }
 
 /// The claim store the settings describe, under a name unique to this process.

@@ -47,6 +47,8 @@ pub struct Audience {
     provider: Option<Provider>,
     /// Where the next read starts: the highest device id handed on so far.
     after_id: i64,
+    /// The last device id to read (a job's range), if any.
+    upto: Option<i64>,
 }
 
 impl Audience {
@@ -67,7 +69,14 @@ impl Audience {
             page_size,
             provider: None,
             after_id: 0,
+            upto: None,
         }
+    }
+
+    /// Stops after this device id (the end of a job's range): later rows end the read.
+    pub fn until(mut self, device_id: Option<i64>) -> Self {
+        self.upto = device_id;
+        self
     }
 
     /// Only this provider's devices: bound as `:provider` when the query uses it, and checked
@@ -114,8 +123,16 @@ impl Audience {
             provider: self.provider,
             cursor: self.after_id,
             handed: &mut self.after_id,
+            upto: self.upto,
+            past_upto: false,
         };
         let end = self.db.stream(&self.query, &values, &mut pager).await?;
+        // Past the range's end is the range's end: the rest belongs to other jobs.
+        let end = if pager.past_upto {
+            ReadEnd::Exhausted
+        } else {
+            end
+        };
         if end == ReadEnd::Exhausted && !pager.flush().await {
             return Ok(ReadEnd::Stopped);
         }
@@ -133,6 +150,9 @@ struct Pager<'a, S> {
     cursor: i64,
     /// The last device id handed on (with every row before it): where a retry starts.
     handed: &'a mut i64,
+    upto: Option<i64>,
+    /// A row past `upto` came: the read ends there.
+    past_upto: bool,
 }
 
 impl<S: PageSink> Pager<'_, S> {
@@ -156,6 +176,10 @@ impl<S: PageSink> RowSink<Device> for Pager<'_, S> {
         }
         if device.id == self.cursor {
             return Ok(true); // the same device again (a duplicate row, or an inclusive cursor)
+        }
+        if self.upto.is_some_and(|upto| device.id > upto) {
+            self.past_upto = true;
+            return Ok(false);
         }
         self.cursor = device.id;
         if self.provider.is_none() || device.provider == self.provider {

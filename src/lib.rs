@@ -54,6 +54,8 @@ mod device;
 mod event;
 mod fanout;
 mod input;
+mod jobs;
+mod pacing;
 mod prune;
 mod push;
 mod redact;

@@ -46,9 +46,15 @@ pub(super) async fn send(
     let policy = RetryPolicy::from(&settings.retry);
     // The span names the push in its log lines, as an event's span does in `run`.
     let span = tracing::info_span!("send", event_id = %event_id);
-    let done = deliver(&*pusher, &push, &policy, &|| false)
-        .instrument(span)
-        .await;
+    let done = deliver(
+        &*pusher,
+        &push,
+        &policy,
+        &crate::pacing::Pacer::unpaced(),
+        &|| false,
+    )
+    .instrument(span)
+    .await;
     let detail = match &done.outcome {
         PushOutcome::Delivered => String::new(),
         PushOutcome::Unregistered { reason, .. }

@@ -60,10 +60,12 @@ NOTIFIER_INPUT = pubsub
 claims = notifier:{channel:talks}:event:…
 NOTIFIER_CONCURRENCY = 64
 NOTIFIER_HTTP_ADDR = 0.0.0.0:9000
+NOTIFIER_JOB_SIZE = 50000
 database.page_size = 1000
 FCM_ENDPOINT = https://fcm.googleapis.com
 GOOGLE_APPLICATION_CREDENTIALS = /etc/sa.json
 FCM_PROJECT_ID = proj
+FCM_QUOTA_PER_MINUTE = 600000
 NOTIFIER_EXTRA_CA_FILE = Cargo.toml
 APNS_KEY_PATH = /k.p8
 APNS_KEY_ID = KID
@@ -71,6 +73,7 @@ APNS_TEAM_ID = TEAM
 APNS_TOPIC = com.example
 APNS_SANDBOX = true
 APNS_ENDPOINT = https://apns.test
+APNS_RATE_PER_SECOND = 0
 "
         );
         let stream = load(&[("NOTIFIER_INPUT", "stream"), ("NOTIFIER_STREAM", "talks")]).unwrap();
@@ -88,9 +91,10 @@ APNS_ENDPOINT = https://apns.test
             ]
         );
         assert_eq!(
-            lines[16..18],
+            lines[17..20],
             [
                 "FCM_PROJECT_ID = (unset)",
+                "FCM_QUOTA_PER_MINUTE = 600000",
                 "NOTIFIER_EXTRA_CA_FILE = (unset)"
             ]
         );

@@ -30,6 +30,9 @@ pub(crate) const APNS_KEY_PATH: &str = "APNS_KEY_PATH";
 pub(crate) const APNS_KEY_ID: &str = "APNS_KEY_ID";
 pub(crate) const APNS_TEAM_ID: &str = "APNS_TEAM_ID";
 pub(crate) const APNS_TOPIC: &str = "APNS_TOPIC";
+pub(crate) const NOTIFIER_JOB_SIZE: &str = "NOTIFIER_JOB_SIZE";
+pub(crate) const FCM_QUOTA_PER_MINUTE: &str = "FCM_QUOTA_PER_MINUTE";
+pub(crate) const APNS_RATE_PER_SECOND: &str = "APNS_RATE_PER_SECOND";
 
 /// Every environment variable the notifier reads.
 pub const ENV_VARS: &[&str] = &variable_names::<{ count_variables(TABLE) }>(TABLE);
@@ -81,11 +84,13 @@ pub(super) const TABLE: &[Row] = &[
     shown("claims", |s| format!("{}event:…", s.claims_prefix())),
     parse(NOTIFIER_CONCURRENCY, concurrency, Some(|s| s.service.concurrency.to_string())),
     parse(NOTIFIER_HTTP_ADDR, http_addr, Some(|s| s.service.http_addr.to_string())),
+    parse(NOTIFIER_JOB_SIZE, job_size, Some(|s| s.service.job_size.to_string())),
     shown("database.page_size", |s| s.database.page_size.to_string()),
     text(FCM_ENDPOINT, |s| &mut s.fcm.endpoint, Some(|s| s.fcm.endpoint.clone())),
     text(GOOGLE_APPLICATION_CREDENTIALS, |s| &mut s.fcm.credentials,
         Some(|s| or_unset(&s.fcm.credentials))),
     text("FCM_PROJECT_ID", |s| &mut s.fcm.project_id, Some(|s| or_unset(&s.fcm.project_id))),
+    parse(FCM_QUOTA_PER_MINUTE, fcm_quota, Some(|s| s.fcm.quota_per_minute.to_string())),
     path(NOTIFIER_EXTRA_CA_FILE, |s| &mut s.extra_ca_file,
         Some(|s| path_or_unset(&s.extra_ca_file))),
     text(APNS_KEY_PATH, |s| &mut s.apns.key_path, Some(|s| or_unset(&s.apns.key_path))),
@@ -94,6 +99,7 @@ pub(super) const TABLE: &[Row] = &[
     text(APNS_TOPIC, |s| &mut s.apns.topic, Some(|s| or_unset(&s.apns.topic))),
     parse("APNS_SANDBOX", apns_sandbox, Some(|s| s.apns.sandbox.to_string())),
     text("APNS_ENDPOINT", |s| &mut s.apns.endpoint, Some(|s| or_unset(&s.apns.endpoint))),
+    parse(APNS_RATE_PER_SECOND, apns_rate, Some(|s| s.apns.rate_per_second.to_string())),
     // The lower-case names too, as curl and reqwest read them; the upper-case one wins.
     first_of("HTTPS_PROXY", |s| &mut s.https_proxy),
     first_of("https_proxy", |s| &mut s.https_proxy),
@@ -200,6 +206,27 @@ fn describe_input(s: &Settings) -> String {
 fn concurrency(s: &mut Settings, v: &str) -> Result<(), String> {
     s.service.concurrency = v.trim().parse().map_err(|_| "must be a whole number")?;
     Ok(())
+}
+
+fn job_size(s: &mut Settings, v: &str) -> Result<(), String> {
+    s.service.job_size = whole(v)?;
+    Ok(())
+}
+
+fn fcm_quota(s: &mut Settings, v: &str) -> Result<(), String> {
+    s.fcm.quota_per_minute = whole(v)?;
+    Ok(())
+}
+
+fn apns_rate(s: &mut Settings, v: &str) -> Result<(), String> {
+    s.apns.rate_per_second = whole(v)?;
+    Ok(())
+}
+
+fn whole(v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| "must be a whole number (0 turns it off)".into())
 }
 
 fn http_addr(s: &mut Settings, v: &str) -> Result<(), String> {
@@ -311,6 +338,9 @@ mod tests {
             "NOTIFIER_CHANNEL",
             "NOTIFIER_CONCURRENCY",
             "NOTIFIER_HTTP_ADDR",
+            "NOTIFIER_JOB_SIZE",
+            "FCM_QUOTA_PER_MINUTE",
+            "APNS_RATE_PER_SECOND",
             "NOTIFIER_INPUT",
             "NOTIFIER_STREAM",
             "GOOGLE_APPLICATION_CREDENTIALS",

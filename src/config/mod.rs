@@ -126,6 +126,9 @@ pub struct ServiceSettings {
     pub http_addr: SocketAddr,
     pub drain_timeout_secs: u64,
     pub max_event_age_secs: u64,
+    /// An audience larger than this is split into jobs of about this many devices shared by
+    /// every replica; 0 never splits.
+    pub job_size: u64,
 }
 
 impl ServiceSettings {

@@ -17,6 +17,8 @@ pub struct FcmSettings {
     pub ttl_secs: u64,
     pub android_channel_id: String,
     pub request_timeout_secs: u64,
+    /// FCM sends a minute for the whole deployment, shared through Redis; 0 = unpaced.
+    pub quota_per_minute: u64,
 }
 
 impl FcmSettings {
@@ -43,6 +45,8 @@ pub struct ApnsSettings {
     pub sound: String,
     pub request_timeout_secs: u64,
     pub pool_idle_timeout_secs: u64,
+    /// APNs sends a second for the whole deployment, shared through Redis; 0 = unpaced.
+    pub rate_per_second: u64,
 }
 
 impl ApnsSettings {

@@ -262,7 +262,14 @@ async fn send(
     // A guard, so an aborted or panicking push still leaves the gauge.
     let in_flight = metrics.in_flight_guard(provider);
     let started = std::time::Instant::now();
-    let done = deliver(&*pusher, &push, &tally.delivery.retry, &paused).await;
+    let done = deliver(
+        &*pusher,
+        &push,
+        &tally.delivery.retry,
+        &tally.delivery.pacers[provider],
+        &paused,
+    )
+    .await;
     metrics.duration(provider, started.elapsed().as_secs_f64());
     drop(in_flight);
     // The slots go back before the bookkeeping: a slow prune queue must not hold them.

@@ -29,6 +29,7 @@ use tracing::{Instrument, error};
 use crate::audience::{Audience, PerProvider, Provider};
 use crate::content::Rendered;
 use crate::database::DatabaseError;
+use crate::pacing::Pacer;
 use crate::prune::Dead;
 use crate::push::ProviderPushers;
 use crate::push::retry::RetryPolicy;
@@ -58,6 +59,8 @@ pub(crate) struct Delivery {
     /// The pusher for each provider; `None` where the provider is not configured.
     pub pushers: ProviderPushers,
     pub retry: RetryPolicy,
+    /// The deployment's rate for each provider (unpaced in dry runs).
+    pub pacers: PerProvider<Pacer>,
     /// Where dead tokens go to be pruned; `None` in dry and validate runs.
     pub prune: Option<mpsc::Sender<Dead>>,
 }
@@ -85,6 +88,8 @@ pub struct FanoutReport {
     pub peak_buffered: usize,
     /// The fan-out was stopped (shutdown) before the whole audience was reached.
     pub interrupted: bool,
+    /// The event was cut into this many jobs for every replica instead of sent here (0: not).
+    pub jobs: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

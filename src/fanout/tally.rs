@@ -260,6 +260,7 @@ impl Tally {
             queries: self.queries.load(Ordering::Relaxed),
             peak_buffered: self.peak_buffered.load(Ordering::Relaxed),
             interrupted: self.is_interrupted(),
+            jobs: 0,
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::{Push, PushOutcome, Pusher};
 use crate::backoff::Backoff;
 use crate::config::RetrySettings;
+use crate::pacing::Pacer;
 
 #[derive(Debug, Clone)]
 pub(crate) struct RetryPolicy {
@@ -57,11 +58,13 @@ impl RetryPolicy {
 
 /// Sends `push`, retrying retryable failures while the policy allows. A retryable outcome comes
 /// back only once the attempts or the deadline are used up. `paused` stops further attempts when
-/// the provider's credentials were rejected meanwhile.
+/// the provider's credentials were rejected meanwhile. Every attempt waits for a permit from
+/// `pacer` (the deployment's rate for the provider), and a quota error slows that rate.
 pub(crate) async fn deliver(
     pusher: &dyn Pusher,
     push: &Push,
     policy: &RetryPolicy,
+    pacer: &Pacer,
     paused: &(dyn Fn() -> bool + Send + Sync),
 ) -> Delivered {
     let first = Instant::now();
@@ -77,6 +80,7 @@ pub(crate) async fn deliver(
             };
         }
         attempts += 1;
+        pacer.acquire().await;
         let outcome = pusher.push(push).await;
         let PushOutcome::Retryable {
             retry_after, quota, ..
@@ -84,6 +88,9 @@ pub(crate) async fn deliver(
         else {
             return Delivered { outcome, attempts };
         };
+        if *quota {
+            pacer.quota_exceeded().await;
+        }
         let delay = policy.delay(&mut backoff, *retry_after, *quota);
         if attempts >= policy.max_attempts || first.elapsed() + delay > policy.deadline {
             return Delivered { outcome, attempts };
@@ -181,7 +188,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retryable_failure_is_retried_until_it_succeeds() {
         let p = Scripted::new(vec![unavailable(None), unavailable(None)]);
-        let done = deliver(&p, &push(), &policy(), &|| false).await;
+        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
         assert_eq!(
             done,
             Delivered {
@@ -200,7 +207,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_when_longer_than_the_backoff() {
         let p = Scripted::new(vec![unavailable(Some(7))]);
-        deliver(&p, &push(), &policy(), &|| false).await;
+        deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
         assert!(p.gaps()[0] >= Duration::from_secs(7), "{:?}", p.gaps());
     }
 
@@ -229,7 +236,7 @@ mod tests {
             quota: true,
         };
         let p = Scripted::new(vec![quota]);
-        let done = deliver(&p, &push(), &policy(), &|| false).await;
+        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
         assert_eq!(done.outcome, PushOutcome::Delivered);
         assert!(p.gaps()[0] >= Duration::from_secs(60), "{:?}", p.gaps());
     }
@@ -237,7 +244,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn attempts_and_the_deadline_bound_the_retries() {
         let p = Scripted::new(vec![unavailable(None); 10]);
-        let done = deliver(&p, &push(), &policy(), &|| false).await;
+        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
         assert_eq!(done.attempts, 4);
         assert_eq!(done.outcome.label(), "retryable");
 
@@ -246,7 +253,7 @@ mod tests {
             ..policy()
         };
         let p = Scripted::new(vec![unavailable(Some(30)); 10]);
-        let done = deliver(&p, &push(), &short, &|| false).await;
+        let done = deliver(&p, &push(), &short, &Pacer::unpaced(), &|| false).await;
         assert_eq!(
             done.attempts, 1,
             "a 30 s Retry-After does not fit a 10 s deadline"
@@ -270,7 +277,7 @@ mod tests {
             },
         ] {
             let p = Scripted::new(vec![outcome.clone()]);
-            let done = deliver(&p, &push(), &policy(), &|| false).await;
+            let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
             assert_eq!(
                 done,
                 Delivered {
@@ -284,7 +291,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_paused_provider_gets_no_further_attempt() {
         let p = Scripted::new(vec![]);
-        let done = deliver(&p, &push(), &policy(), &|| true).await;
+        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| true).await;
         assert_eq!((done.outcome.label(), done.attempts), ("skipped", 0));
     }
 }

@@ -129,6 +129,7 @@ pub(crate) const EVENT_RESULTS: [&str; 8] = [
 /// Prometheus's `increase()` cannot count a series' first increment when the series appears
 /// with it, and an alert on "no event processed" needs the series before any event arrives.
 fn describe_and_register() {
+    crate::pacing::describe_metrics();
     describe_counter!(EVENTS, "Events by what became of them.");
     describe_histogram!(
         EVENT_FANOUT_SECONDS,

@@ -154,6 +154,7 @@ impl Worker {
             claim,
             resume,
             attempts,
+            job: None,
         }
     }
 
@@ -171,7 +172,11 @@ impl Worker {
                 return ControlFlow::Continue(());
             }
         };
-        for event_id in active {
+        // Jobs come back through the job stream, bounded to their range: never as events.
+        for event_id in active
+            .into_iter()
+            .filter(|id| !crate::jobs::is_job_claim(id))
+        {
             // A slot first, then the take-over: a lease taken must be renewed at once.
             let Ok(permit) = Arc::clone(events).try_acquire_owned() else {
                 break; // busy: the next scan looks again
@@ -236,13 +241,13 @@ impl Worker {
 }
 
 /// The time a stream entry was added, from its id (`<milliseconds>-<sequence>`).
-fn entry_time(entry: &str) -> Option<DateTime<Utc>> {
+pub(super) fn entry_time(entry: &str) -> Option<DateTime<Utc>> {
     let ms = entry.split('-').next()?.parse::<i64>().ok()?;
     DateTime::from_timestamp_millis(ms)
 }
 
 /// A stored checkpoint; an unreadable one resumes from the start (pushes repeat, none is lost).
-fn parse_checkpoint(text: &str) -> Checkpoint {
+pub(super) fn parse_checkpoint(text: &str) -> Checkpoint {
     if text.is_empty() {
         return Checkpoint::default();
     }

@@ -15,6 +15,7 @@
 //! fan-out's progress, and [`limits`] sizes the concurrency every event shares.
 
 mod intake;
+mod jobs;
 mod limits;
 mod outcome;
 mod progress_log;
@@ -31,8 +32,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub(crate) use jobs::Jobs;
 pub use outcome::{EventOutcome, Summary};
 
+use crate::audience::PerProvider;
 use crate::claims::Claims;
 use crate::config::{InputMode, SendMode, Settings, SettingsError};
 use crate::content::Templates;
@@ -41,6 +44,7 @@ use crate::event::Preview;
 use crate::fanout::FanoutLimits;
 use crate::input::pubsub::Subscriber;
 use crate::input::stream::{Acker, Incoming, StreamInput};
+use crate::pacing::Pacer;
 use crate::push::Pushers;
 
 pub struct Worker {
@@ -59,6 +63,10 @@ pub struct Worker {
     input_ready: watch::Sender<bool>,
     /// Set when a stop begins: readiness turns 503 so no new traffic is routed here.
     stopping: AtomicBool,
+    /// The deployment's rate per provider; unpaced unless [`Worker::with_replicas`] says.
+    pacers: PerProvider<Pacer>,
+    /// The job stream, for an event split across replicas; `None` never splits.
+    jobs: Option<jobs::Jobs>,
 }
 
 enum Next {
@@ -94,7 +102,17 @@ impl Worker {
             outcomes: broadcast::Sender::new(64),
             input_ready: watch::Sender::new(false),
             stopping: AtomicBool::new(false),
+            pacers: PerProvider::from_fn(|_| Pacer::unpaced()),
+            jobs: None,
         })
+    }
+
+    /// Paces each provider for the whole deployment and shares large events with the other
+    /// replicas through the job stream (what `notifier run` does).
+    pub(crate) fn with_replicas(mut self, pacers: PerProvider<Pacer>, jobs: jobs::Jobs) -> Self {
+        self.pacers = pacers;
+        self.jobs = Some(jobs);
+        self
     }
 
     /// Claims every event in `claims` before sending it (what `notifier run` does).
@@ -156,6 +174,11 @@ impl Worker {
         let mut scan = tokio::time::interval(every);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.claims.is_shared();
+        let jobs = tokio::spawn(Arc::clone(&self).run_jobs(
+            Arc::clone(&events),
+            running.clone(),
+            stop.clone(),
+        ));
         loop {
             let next = tokio::select! {
                 biased;
@@ -189,6 +212,7 @@ impl Worker {
                 break;
             }
         }
+        jobs.abort();
         self.drain(input, messages, running).await;
         Ok(())
     }

@@ -73,6 +73,8 @@ pub enum EventError {
     Render(#[from] ContentError),
     #[error(transparent)]
     Fanout(#[from] FanoutError),
+    #[error(transparent)]
+    Split(#[from] crate::jobs::SplitError),
 }
 
 impl EventError {

@@ -19,12 +19,14 @@ use tracing::{Instrument, error, warn};
 use super::Worker;
 use super::outcome::{EventError, EventOutcome, Summary};
 use super::progress_log::report_progress;
-use crate::audience::{Audience, Provider};
+use crate::audience::{Audience, PerProvider, Provider};
 use crate::claims::{Claims, Keeper, Renewal, retry_redis};
 use crate::config::SendMode;
 use crate::content::{Talk, load_talk};
 use crate::event::TalkPosted;
 use crate::fanout::{Checkpoint, Delivery, FanoutError, FanoutReport, Progress, fan_out};
+use crate::jobs::JobRange;
+use crate::pacing::Pacer;
 use crate::prune::Pruner;
 use crate::push::retry::RetryPolicy;
 use crate::telemetry::ErrorChain;
@@ -68,6 +70,8 @@ pub(super) struct EventRun<'w> {
     pub resume: Option<Checkpoint>,
     /// This run's attempt at the event, counting from 1.
     pub attempts: u32,
+    /// The devices of one job of a split event (`crate::worker::jobs`); `None` for a whole event.
+    pub job: Option<JobRange>,
 }
 
 /// What runs beside the fan-out: the claim's keeper and the progress line.
@@ -138,7 +142,11 @@ impl EventRun<'_> {
             record_finished(report, started);
         }
         let outcome = into_outcome(result, summary);
-        if let EventOutcome::Processed(summary) = &outcome {
+        // A job's line is its own; a split event's summary is written by its last job.
+        if let EventOutcome::Processed(summary) = &outcome
+            && self.job.is_none()
+            && summary.report.jobs == 0
+        {
             summary.log(started);
         }
         outcome
@@ -232,6 +240,17 @@ impl EventRun<'_> {
         let worker = self.worker;
         let talk = load_talk(&worker.db, &worker.queries.content, &self.event).await?;
         let content = worker.templates.render(&talk, &self.event.event_id)?;
+        // Split only what has not started: a resumed event was not split when it began.
+        let fresh = Provider::ALL.iter().all(|p| progress.read_after(*p) == 0);
+        if self.job.is_none() && fresh {
+            let jobs = worker.split(&self.event, &self.claim.id, &talk).await?;
+            if jobs > 0 {
+                return Ok(FanoutReport {
+                    jobs,
+                    ..FanoutReport::default()
+                });
+            }
+        }
         let mode = if dry_run {
             SendMode::DryRun
         } else {
@@ -281,16 +300,23 @@ impl EventRun<'_> {
                     talk.author_id,
                     worker.settings.database.page_size,
                 );
-                (provider, audience.only(provider))
+                let upto = self.job.and_then(|job| job.upto);
+                (provider, audience.only(provider).until(upto))
             })
             .collect()
     }
 
     /// The pusher for each provider in `mode` (see [`crate::push::Pushers::for_mode`]).
     fn delivery(&self, mode: SendMode, pruner: Option<&Pruner>) -> Delivery {
+        let pacers = match mode {
+            // Nothing reaches a provider: nothing counts against its quota.
+            SendMode::DryRun => PerProvider::from_fn(|_| Pacer::unpaced()),
+            _ => self.worker.pacers.clone(),
+        };
         Delivery {
             pushers: self.worker.pushers.for_mode(mode),
             retry: RetryPolicy::from(&self.worker.settings.retry),
+            pacers,
             prune: pruner.map(Pruner::sender),
         }
     }

@@ -13,30 +13,49 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_notifier");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_notifier");
 /// NOTIFIER_CONCURRENCY in these tests: the bound on pushes repeated after a crash.
-const CONCURRENCY: u64 = 100;
+pub(crate) const CONCURRENCY: u64 = 100;
 
-/// Everything a fault test runs against.
-struct Cluster {
-    dir: tempfile::TempDir,
-    redis: OwnRedis,
-    db: TestDb,
-    stand_in: StandIn,
-    channel: String,
-    devices: u64,
-    replicas: Vec<Replica>,
+/// Everything a fault test runs against (the replica tests too).
+pub(crate) struct Cluster {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) redis: OwnRedis,
+    pub(crate) db: TestDb,
+    pub(crate) stand_in: StandIn,
+    pub(crate) channel: String,
+    pub(crate) devices: u64,
+    pub(crate) replicas: Vec<Replica>,
 }
 
-struct Replica {
-    child: Child,
+pub(crate) struct Replica {
+    pub(crate) child: Child,
     log: PathBuf,
 }
 
 impl Cluster {
     /// `devices` FCM devices of one listener, a talk 1 they all get, the stand-in answering after
     /// `latency_ms`.
-    async fn new(backend: Backend, devices: u64, latency_ms: u64, extra_config: &str) -> Self {
+    pub(crate) async fn new(
+        backend: Backend,
+        devices: u64,
+        latency_ms: u64,
+        extra_config: &str,
+    ) -> Self {
+        let stand_in = StandInConfig {
+            latency: Duration::from_millis(latency_ms),
+            ..Default::default()
+        };
+        Self::with_stand_in(backend, devices, stand_in, extra_config).await
+    }
+
+    /// The same, with the stand-in configured as given (a quota, say).
+    pub(crate) async fn with_stand_in(
+        backend: Backend,
+        devices: u64,
+        stand_in: StandInConfig,
+        extra_config: &str,
+    ) -> Self {
         let redis = OwnRedis::start().await;
         let db = TestDb::new(backend).await;
         db.execute(&[
@@ -65,12 +84,7 @@ impl Cluster {
             ),
         };
         db.execute(&[&insert]).await;
-        let stand_in = StandIn::start(StandInConfig {
-            latency: Duration::from_millis(latency_ms),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let stand_in = StandIn::start(stand_in).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         stand_in.write_files(dir.path()).unwrap();
         let config = format!(
@@ -95,7 +109,7 @@ impl Cluster {
     }
 
     /// Starts one more replica, as `notifier run` in production.
-    async fn start_replica(&mut self, extra: &[(&str, &str)]) -> usize {
+    pub(crate) async fn start_replica(&mut self, extra: &[(&str, &str)]) -> usize {
         let n = self.replicas.len();
         let log = self.dir.path().join(format!("replica-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
@@ -129,7 +143,7 @@ impl Cluster {
         n
     }
 
-    async fn wait_subscribed(&self, count: i64) {
+    pub(crate) async fn wait_subscribed(&self, count: i64) {
         let mut conn = redis_connection(&self.redis.url()).await;
         for _ in 0..300 {
             let (_, n): (String, i64) = redis::cmd("PUBSUB")
@@ -149,30 +163,30 @@ impl Cluster {
         );
     }
 
-    async fn publish(&self, event: &str) {
+    pub(crate) async fn publish(&self, event: &str) {
         publish(&self.redis.url(), &self.channel, event).await;
     }
 
-    fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.stand_in.counters.snapshot()["delivered"]
             .as_u64()
             .unwrap()
     }
 
-    fn unique(&self) -> u64 {
+    pub(crate) fn unique(&self) -> u64 {
         self.stand_in.counters.snapshot()["unique_delivered"]
             .as_u64()
             .unwrap()
     }
 
-    fn duplicates(&self) -> u64 {
+    pub(crate) fn duplicates(&self) -> u64 {
         self.stand_in.counters.snapshot()["duplicates"]
             .as_u64()
             .unwrap()
     }
 
     /// Waits until the stand-in has delivered at least `n` messages.
-    async fn wait_delivered(&self, n: u64, within: Duration) {
+    pub(crate) async fn wait_delivered(&self, n: u64, within: Duration) {
         let started = std::time::Instant::now();
         while self.delivered() < n {
             if started.elapsed() > within {
@@ -188,7 +202,7 @@ impl Cluster {
 
     /// Waits until every device has the event `event_id`, and checks each has it once more at
     /// most than `allowed_duplicates` allows overall.
-    async fn assert_everyone_got(
+    pub(crate) async fn assert_everyone_got(
         &self,
         event_id: &str,
         events: u64,
@@ -225,11 +239,11 @@ impl Cluster {
         );
     }
 
-    fn kill(&mut self, n: usize) {
+    pub(crate) fn kill(&mut self, n: usize) {
         let _ = self.replicas[n].child.start_kill();
     }
 
-    fn terminate(&self, n: usize) {
+    pub(crate) fn terminate(&self, n: usize) {
         let pid = self.replicas[n].child.id().expect("running");
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -237,18 +251,18 @@ impl Cluster {
             .unwrap();
     }
 
-    fn log(&self, n: usize) -> String {
+    pub(crate) fn log(&self, n: usize) -> String {
         std::fs::read_to_string(&self.replicas[n].log).unwrap_or_default()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         (0..self.replicas.len())
             .map(|n| format!("--- replica {n}\n{}", tail(&self.log(n), 30)))
             .collect()
     }
 
     /// How many replicas logged a finished `event_id`.
-    fn processed_by(&self, event_id: &str) -> usize {
+    pub(crate) fn processed_by(&self, event_id: &str) -> usize {
         (0..self.replicas.len())
             .filter(|n| {
                 self.log(*n).lines().any(|l| {
@@ -260,7 +274,7 @@ impl Cluster {
     }
 
     /// The replica (by index) whose process owns `event_id`'s claim.
-    async fn owner_of(&self, event_id: &str) -> Option<usize> {
+    pub(crate) async fn owner_of(&self, event_id: &str) -> Option<usize> {
         let mut conn = redis_connection(&self.redis.url()).await;
         let prefix = std::fs::read_to_string(self.dir.path().join("notifier.toml")).unwrap();
         let prefix = prefix

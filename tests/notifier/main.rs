@@ -17,5 +17,6 @@ mod operations;
 mod promql;
 mod queries;
 mod redis_tls;
+mod replicas;
 mod subscriber;
 mod test_command;

@@ -1,7 +1,7 @@
 //! FCM HTTP v1 `messages:send`: the bearer token must be one the token endpoint issued, the
 //! project the configured one, and the request what FCM accepts (fields, types, TTL, priority, the
-//! 4096-byte limit); then an outage, or a failure the token asks for (`faults`), or a
-//! delivery. Errors carry FCM's real bodies.
+//! 4096-byte limit); then an outage, or a failure the token asks for (`faults`), or the
+//! project's quota (`quota`), or a delivery. Errors carry FCM's real bodies.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -119,6 +119,9 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
     if let Some(failure) = injected(c, token) {
         return failure;
     }
+    if !validate_only && !shared.fcm_quota.admit() {
+        return quota_exceeded();
+    }
     if validate_only {
         c.validated.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -129,6 +132,20 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
     }
     let n = c.requests.load(Ordering::Relaxed);
     Json(json!({"name": format!("projects/{project}/messages/0:{n}")})).into_response()
+}
+
+/// FCM's answer to a send over the project's quota. Google names no wait; FCM's documentation
+/// asks for at least a minute's backoff, which clients read from their own rules.
+fn quota_exceeded() -> Response {
+    tagged(
+        fcm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RESOURCE_EXHAUSTED",
+            Some("QUOTA_EXCEEDED"),
+            "Quota exceeded for quota metric 'Send requests' and limit 'Send requests per minute' of service 'fcm.googleapis.com'.",
+        ),
+        "QUOTA_EXCEEDED",
+    )
 }
 
 /// Checks a send request as FCM does; returns the message and `validate_only`.

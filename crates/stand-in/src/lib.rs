@@ -16,9 +16,12 @@
 //! hour and a connection's token changing within 20 minutes, and it can start connections with a
 //! low stream limit raised after the first answer, or send GOAWAY mid-burst (`conn`, `frames`).
 //!
+//! With a per-project quota (`fcm_quota_per_minute`), FCM sends past it in a sliding minute get
+//! 429 QUOTA_EXCEEDED.
+//!
 //! Modules: `tls` (the listeners), `conn` and `frames` (a connection's state and its rewritten
-//! frames), `oauth` (the token endpoint), `fcm` and `faults` (FCM and the failures tokens ask
-//! for), `apns`, and `counters` (what `GET /stats` reports). It is
+//! frames), `oauth` (the token endpoint), `fcm`, `faults` and `quota` (FCM, the failures tokens
+//! ask for, and the project's quota), `apns`, and `counters` (what `GET /stats` reports). It is
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
@@ -29,6 +32,7 @@ mod faults;
 mod fcm;
 mod frames;
 mod oauth;
+mod quota;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -75,6 +79,12 @@ pub struct StandInConfig {
     /// Take any bearer token, FCM's or APNs' (for load generators such as h2load); off, only
     /// issued FCM tokens and valid, Apple-rule-abiding APNs provider tokens pass.
     pub accept_any_token: bool,
+    /// FCM sends accepted per sliding minute for the project, like Google's per-project quota;
+    /// past it, 429 QUOTA_EXCEEDED. 0: no quota.
+    pub fcm_quota_per_minute: u64,
+    /// The quota's sliding window: a minute, as Google counts; tests shorten it (the count stays
+    /// `fcm_quota_per_minute` per window).
+    pub fcm_quota_window: Duration,
     /// APNs-like start: each connection advertises this many streams until its first request is
     /// answered, then `max_streams` (APNs allows one until a request with a valid token).
     pub initial_streams: Option<u32>,
@@ -99,6 +109,8 @@ impl Default for StandInConfig {
             record: false,
             host_names: Vec::new(),
             accept_any_token: false,
+            fcm_quota_per_minute: 0,
+            fcm_quota_window: Duration::from_secs(60),
             initial_streams: None,
             goaway_after: None,
             token_update_window: Duration::from_secs(20 * 60),
@@ -116,6 +128,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// While set, every send gets 503 (a provider outage).
     pub(crate) outage: AtomicBool,
+    pub(crate) fcm_quota: quota::Quota,
     /// Seconds added to the system clock when judging APNs provider tokens.
     pub(crate) clock_offset: AtomicU64,
 }
@@ -156,6 +169,7 @@ impl StandIn {
             config: config.clone(),
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
+            fcm_quota: quota::Quota::new(config.fcm_quota_per_minute, config.fcm_quota_window),
             clock_offset: AtomicU64::new(0),
         });
         let app = router(Arc::clone(&shared));

@@ -37,6 +37,10 @@ struct Args {
     /// Take any bearer token, for load generators such as h2load.
     #[arg(long)]
     accept_any_token: bool,
+    /// FCM sends per sliding minute the project may make (Google's default: 600000); past it,
+    /// 429 QUOTA_EXCEEDED. 0: no quota.
+    #[arg(long, default_value_t = 0)]
+    fcm_quota_per_minute: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             record: false,
             host_names: vec![args.host_name.clone()],
             accept_any_token: args.accept_any_token,
+            fcm_quota_per_minute: args.fcm_quota_per_minute,
             ..StandInConfig::default()
         })
         .await?;

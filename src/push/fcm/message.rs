@@ -218,6 +218,7 @@ mod tests {
             ttl_secs: 3600,
             android_channel_id: "talks".into(),
             request_timeout_secs: 5,
+            quota_per_minute: 0,
         };
         Bodies::new(&settings, validate_only)
     }

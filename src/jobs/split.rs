@@ -1,0 +1,297 @@
+//! Cutting an audience into jobs of about `NOTIFIER_JOB_SIZE` devices by device-id range, without
+//! reading it: each cut is one boundary probe, "the id of the N-th device after this one", which
+//! the database answers from the audience query wrapped as
+//! `SELECT device_id FROM (<audience>) ORDER BY device_id LIMIT 1 OFFSET N-1`. The rows stay in
+//! the database; one id comes back a job. A device the query returns twice (through a join) is
+//! counted twice, so a job is *about* the size asked for.
+//!
+//! [`Ranges`] walks the cuts one job at a time, so the caller can put each job on the stream and
+//! checkpoint where it is before asking for the next, and a splitter taken over resumes there.
+
+use std::sync::LazyLock;
+
+use crate::audience::Provider;
+use crate::database::{
+    AUDIENCE_PARAMS, Backend, Database, DatabaseError, FromRecord, Param, PreparedQuery,
+    QueryError, Record,
+};
+
+/// The devices of one job: `after < device id <= upto`, with no upper end for the last job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRange {
+    pub after: i64,
+    pub upto: Option<i64>,
+}
+
+/// Finds where jobs end.
+pub trait Boundaries: Send + Sync {
+    /// The id of the `n`-th device after `after` (`n` ≥ 1), or `None` when fewer remain.
+    fn nth_after(
+        &self,
+        after: i64,
+        n: u64,
+    ) -> impl Future<Output = Result<Option<i64>, DatabaseError>> + Send;
+}
+
+/// The ranges of an event's jobs, in order, one probe each.
+pub struct Ranges<'b, B> {
+    boundaries: &'b B,
+    size: u64,
+    after: i64,
+    next: u32,
+    ended: bool,
+}
+
+impl<'b, B: Boundaries> Ranges<'b, B> {
+    /// From the start of the audience.
+    pub fn new(boundaries: &'b B, size: u64) -> Self {
+        Self::resume(boundaries, size, 0, 0)
+    }
+
+    /// After job `next - 1`, which ended at `after` (a splitter's checkpoint).
+    pub fn resume(boundaries: &'b B, size: u64, next: u32, after: i64) -> Self {
+        Self {
+            boundaries,
+            size: size.max(1),
+            after,
+            next,
+            ended: false,
+        }
+    }
+
+    /// The next job's number and range; `None` once the last (open-ended) one was given.
+    pub async fn next(&mut self) -> Result<Option<(u32, JobRange)>, DatabaseError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let upto = self.boundaries.nth_after(self.after, self.size).await?;
+        // The last job is open-ended, so devices added while the event runs are not lost,
+        // and a job ending exactly at the audience's end leaves no empty one after it.
+        let upto = match upto {
+            Some(upto) => {
+                let beyond = self.boundaries.nth_after(upto, 1).await?;
+                beyond.map(|_| upto)
+            }
+            None => None,
+        };
+        let range = JobRange {
+            after: self.after,
+            upto,
+        };
+        let number = self.next;
+        self.next += 1;
+        match upto {
+            Some(upto) => self.after = upto,
+            None => self.ended = true,
+        }
+        Ok(Some((number, range)))
+    }
+
+    /// Where to resume: the next job's number and the id the last one ended at.
+    pub fn position(&self) -> (u32, i64) {
+        (self.next, self.after)
+    }
+}
+
+/// Boundary probes through the configured audience query.
+pub struct AudienceBoundaries {
+    db: Database,
+    probe: PreparedQuery,
+    talk_id: i64,
+    program_id: i64,
+    author_id: Option<i64>,
+    /// The query reads one provider at a time: the probe reads it for each.
+    per_provider: bool,
+}
+
+/// The audience query's parameters, and the probe's offset.
+static PROBE_PARAMS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut params = AUDIENCE_PARAMS.to_vec();
+    params.extend(["job_offset", OTHER_PROVIDER]);
+    params
+});
+
+impl AudienceBoundaries {
+    /// Probes for one talk's audience, as `audience` (the configured query) selects it.
+    pub fn new(
+        db: Database,
+        audience: &str,
+        backend: Backend,
+        talk_id: i64,
+        program_id: i64,
+        author_id: Option<i64>,
+    ) -> Result<Self, QueryError> {
+        let (sql, per_provider) = probe_sql(audience);
+        let probe = PreparedQuery::new(&sql, backend, &PROBE_PARAMS, &["after_id"])?;
+        Ok(Self {
+            db,
+            probe,
+            per_provider,
+            talk_id,
+            program_id,
+            author_id,
+        })
+    }
+}
+
+/// The second provider's name for `:provider`, in a query that reads one provider at a time.
+const OTHER_PROVIDER: &str = "job_other_provider";
+
+/// The audience query as a derived table (on a line of its own, so that a trailing comment
+/// ends before the parenthesis), its trailing semicolons dropped. A query that reads one
+/// provider at a time (`:provider`) is read for both, each copy with its own parameter.
+fn probe_sql(audience: &str) -> (String, bool) {
+    let inner = audience.trim_end().trim_end_matches(';').trim_end();
+    let per_provider = param_positions(inner, "provider").next().is_some();
+    let rows = if per_provider {
+        let mut other = inner.to_string();
+        let at: Vec<usize> = param_positions(inner, "provider").collect();
+        for start in at.into_iter().rev() {
+            other.replace_range(
+                start..start + ":provider".len(),
+                &format!(":{OTHER_PROVIDER}"),
+            );
+        }
+        format!(
+            "SELECT device_id FROM (\n{inner}\n) job_probe_a\n\
+             UNION ALL\nSELECT device_id FROM (\n{other}\n) job_probe_b"
+        )
+    } else {
+        inner.to_string()
+    };
+    let sql = format!(
+        "SELECT device_id FROM (\n{rows}\n) job_probe ORDER BY device_id LIMIT 1 OFFSET :job_offset"
+    );
+    (sql, per_provider)
+}
+
+/// Where `:name` stands in `sql` as a parameter (not `::name`, not a longer name).
+fn param_positions<'s>(sql: &'s str, name: &'s str) -> impl Iterator<Item = usize> + 's {
+    let token = format!(":{name}");
+    let bytes = sql.as_bytes();
+    sql.match_indices(&token)
+        .map(|(i, _)| i)
+        .filter(move |&i| {
+            let before = i.checked_sub(1).map(|b| bytes[b]);
+            let after = bytes.get(i + name.len() + 1).copied();
+            before != Some(b':') && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+impl AudienceBoundaries {
+    /// `:provider` in a query read once per provider; NULL (all) in one read once.
+    fn provider(&self, provider: Provider) -> Param {
+        Param::Text(self.per_provider.then(|| provider.as_str().to_string()))
+    }
+}
+
+struct DeviceId(i64);
+
+impl FromRecord for DeviceId {
+    fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
+        Ok(Self(r.required_int("device_id")?))
+    }
+}
+
+impl Boundaries for AudienceBoundaries {
+    async fn nth_after(&self, after: i64, n: u64) -> Result<Option<i64>, DatabaseError> {
+        let offset = i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX);
+        let values = [
+            ("talk_id", Param::Int(Some(self.talk_id))),
+            ("program_id", Param::Int(Some(self.program_id))),
+            ("author_id", Param::Int(self.author_id)),
+            ("after_id", Param::Int(Some(after))),
+            ("limit", self.db.backend().no_limit()),
+            // Both providers: a job is a range of devices, each lane reads its own in it.
+            ("provider", self.provider(Provider::Fcm)),
+            (OTHER_PROVIDER, self.provider(Provider::Apns)),
+            ("job_offset", Param::Int(Some(offset))),
+        ];
+        let found: Option<DeviceId> = self.db.fetch_optional(&self.probe, &values).await?;
+        Ok(found.map(|d| d.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An audience of these ids.
+    struct Ids(Vec<i64>);
+
+    impl Boundaries for Ids {
+        async fn nth_after(&self, after: i64, n: u64) -> Result<Option<i64>, DatabaseError> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|&&id| id > after)
+                .nth(n as usize - 1)
+                .copied())
+        }
+    }
+
+    async fn all(ids: &Ids, size: u64) -> Vec<(u32, JobRange)> {
+        let mut ranges = Ranges::new(ids, size);
+        let mut out = Vec::new();
+        while let Some(job) = ranges.next().await.unwrap() {
+            out.push(job);
+        }
+        out
+    }
+
+    fn range(after: i64, upto: Option<i64>) -> JobRange {
+        JobRange { after, upto }
+    }
+
+    #[tokio::test]
+    async fn an_audience_is_cut_into_ranges_of_the_job_size_the_last_open() {
+        let ids = Ids((1..=10).map(|i| i * 10).collect());
+        assert_eq!(
+            all(&ids, 4).await,
+            vec![
+                (0, range(0, Some(40))),
+                (1, range(40, Some(80))),
+                (2, range(80, None))
+            ]
+        );
+        // Exactly two jobs' worth: no empty third.
+        assert_eq!(
+            all(&ids, 5).await,
+            vec![(0, range(0, Some(50))), (1, range(50, None))]
+        );
+        assert_eq!(all(&Ids(vec![]), 5).await, vec![(0, range(0, None))]);
+    }
+
+    #[tokio::test]
+    async fn a_split_resumes_where_its_checkpoint_says() {
+        let ids = Ids((1..=10).collect());
+        let mut first = Ranges::new(&ids, 3);
+        first.next().await.unwrap();
+        let (next, after) = first.position();
+        assert_eq!((next, after), (1, 3));
+        let mut resumed = Ranges::resume(&ids, 3, next, after);
+        assert_eq!(resumed.next().await.unwrap(), Some((1, range(3, Some(6)))));
+    }
+
+    #[test]
+    fn the_probe_wraps_the_audience_query() {
+        let (sql, per_provider) =
+            probe_sql("SELECT id AS device_id FROM devices WHERE id > :after_id -- note\n;\n");
+        assert!(!per_provider);
+        assert!(sql.starts_with("SELECT device_id FROM (\nSELECT id AS device_id"));
+        assert!(sql.contains("-- note\n) job_probe ORDER BY device_id"));
+        let query = PreparedQuery::new(&sql, Backend::Postgres, &PROBE_PARAMS, &["after_id"]);
+        assert!(query.unwrap().sql().ends_with("LIMIT 1 OFFSET $2"));
+        let (sql, per_provider) = probe_sql(
+            "SELECT id AS device_id FROM devices WHERE id > :after_id AND p = :provider::text",
+        );
+        assert!(per_provider);
+        assert!(
+            sql.contains("p = :provider::text) job_probe_a")
+                || sql.contains("p = :provider::text\n) job_probe_a")
+        );
+        assert!(sql.contains(&format!("p = :{OTHER_PROVIDER}::text")));
+    }
+}
