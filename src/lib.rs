@@ -28,6 +28,8 @@
 //! - [`push`]: the `Pusher` trait, typed outcomes, retries, and one folder per provider
 //!   (`fcm`, `apns`) plus `dry_run`; HTTP/2 goes through the `h2-shards` crate.
 //! - [`prune`]: dead tokens disabled in batches.
+//! - [`jobs`] and [`pacing`]: one large event cut into jobs every replica of the deployment takes
+//!   from a Redis Stream, and one rate per provider shared by all of them, kept in Redis.
 //!
 //! Around them:
 //! - [`worker`]: runs each event through the steps (`intake`, `run`, `outcome`).

@@ -33,7 +33,7 @@ mod record;
 mod run;
 
 pub use queries::Queries;
-pub(crate) use queries::check_queries;
+pub(crate) use queries::{AUDIENCE_PARAMS, check_queries};
 pub(crate) use queries::{QueryConfigError, QuerySettings};
 pub(crate) use query::{Param, PreparedQuery, QueryError};
 pub(crate) use record::{FromRecord, Record};

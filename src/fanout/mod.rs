@@ -17,7 +17,7 @@ mod lane;
 mod pages;
 mod tally;
 
-pub(crate) use checkpoint::{Checkpoint, Progress};
+pub(crate) use checkpoint::{Checkpoint, LaneCheckpoint, Progress};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -18,9 +18,9 @@ mod totals;
 
 use std::collections::HashMap;
 
-pub use queue::{Delivered, JobQueue};
-pub use split::{AudienceBoundaries, Boundaries, JobRange, Ranges};
-pub use totals::{Completion, JobTotals};
+pub(crate) use queue::{Delivered, JobQueue};
+pub(crate) use split::{AudienceBoundaries, Boundaries, JobRange, Ranges};
+pub(crate) use totals::{Completion, JobTotals};
 
 /// The field names of a job's stream entry.
 const EVENT_ID: &str = "event_id";
@@ -31,7 +31,7 @@ const EVENT: &str = "event";
 
 /// One job of an event: the devices with `after < id <= upto` (no upper end for the last job).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
+pub(crate) struct Job {
     pub event_id: String,
     /// 0, 1, 2… in device-id order.
     pub number: u32,
@@ -42,7 +42,7 @@ pub struct Job {
 
 impl Job {
     /// The job's id in the event claims.
-    pub fn claim_id(&self) -> String {
+    pub(crate) fn claim_id(&self) -> String {
         claim_id(&self.event_id, self.number)
     }
 
@@ -82,12 +82,12 @@ impl Job {
 }
 
 /// Job `number` of `event_id`, as the event claims know it.
-pub fn claim_id(event_id: &str, number: u32) -> String {
+pub(crate) fn claim_id(event_id: &str, number: u32) -> String {
     format!("{event_id}#j{number}")
 }
 
 /// Whether a claim is a job's: those are resumed through the job stream, not as events.
-pub fn is_job_claim(claim_id: &str) -> bool {
+pub(crate) fn is_job_claim(claim_id: &str) -> bool {
     claim_id
         .rsplit_once("#j")
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

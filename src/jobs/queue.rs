@@ -42,7 +42,7 @@ return acked
 
 /// A job as read from the stream.
 #[derive(Debug, Clone)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// The stream entry, to finish or touch.
     pub entry: String,
     /// `None` for an entry that is not a job (finish it and move on).
@@ -52,7 +52,7 @@ pub struct Delivered {
 }
 
 /// A clone shares the short-command connection and makes its own reading one when it reads.
-pub struct JobQueue {
+pub(crate) struct JobQueue {
     client: redis::Client,
     /// Short commands: adding, finishing, touching.
     redis: ConnectionManager,
@@ -83,7 +83,7 @@ impl Clone for JobQueue {
 impl JobQueue {
     /// The job stream of the deployment whose claims live under `prefix`; `consumer` names
     /// this replica (unique among them).
-    pub async fn connect(
+    pub(crate) async fn connect(
         client: redis::Client,
         prefix: &str,
         consumer: &str,
@@ -121,7 +121,7 @@ impl JobQueue {
     }
 
     /// Puts a job on the stream for any replica to take.
-    pub async fn add(&self, job: &Job) -> Result<String, JobError> {
+    pub(crate) async fn add(&self, job: &Job) -> Result<String, JobError> {
         let id: String = self
             .redis
             .clone()
@@ -132,7 +132,7 @@ impl JobQueue {
 
     /// The next jobs for this replica: abandoned ones first (looked for every half claim
     /// lease, and again at once while some are found), else new ones, waiting up to `block` for some. Empty when none came.
-    pub async fn next(
+    pub(crate) async fn next(
         &mut self,
         block: Duration,
         count: usize,
@@ -226,7 +226,7 @@ impl JobQueue {
     }
 
     /// Marks the entry's job finished: acknowledged, then removed from the stream.
-    pub async fn finish(&self, entry: &str) -> Result<(), JobError> {
+    pub(crate) async fn finish(&self, entry: &str) -> Result<(), JobError> {
         let _: i64 = DONE_SCRIPT
             .key(&self.key)
             .arg(GROUP)
@@ -238,7 +238,7 @@ impl JobQueue {
 
     /// Resets the entry's idle time (and keeps it with this replica) while its job runs, so
     /// that no other replica takes it over; `XCLAIM … JUSTID` leaves the delivery count alone.
-    pub async fn touch(&self, entry: &str) -> Result<(), JobError> {
+    pub(crate) async fn touch(&self, entry: &str) -> Result<(), JobError> {
         let _: redis::Value = redis::cmd("XCLAIM")
             .arg(&self.key)
             .arg(GROUP)
@@ -252,7 +252,8 @@ impl JobQueue {
     }
 
     /// Entries in the stream: jobs pending or not yet read.
-    pub async fn backlog(&self) -> Result<u64, JobError> {
+    #[cfg(test)]
+    pub(crate) async fn backlog(&self) -> Result<u64, JobError> {
         Ok(self.redis.clone().xlen(&self.key).await?)
     }
 }

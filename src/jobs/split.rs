@@ -18,13 +18,13 @@ use crate::database::{
 
 /// The devices of one job: `after < device id <= upto`, with no upper end for the last job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JobRange {
+pub(crate) struct JobRange {
     pub after: i64,
     pub upto: Option<i64>,
 }
 
 /// Finds where jobs end.
-pub trait Boundaries: Send + Sync {
+pub(crate) trait Boundaries: Send + Sync {
     /// The id of the `n`-th device after `after` (`n` ≥ 1), or `None` when fewer remain.
     fn nth_after(
         &self,
@@ -34,7 +34,7 @@ pub trait Boundaries: Send + Sync {
 }
 
 /// The ranges of an event's jobs, in order, one probe each.
-pub struct Ranges<'b, B> {
+pub(crate) struct Ranges<'b, B> {
     boundaries: &'b B,
     size: u64,
     after: i64,
@@ -44,12 +44,12 @@ pub struct Ranges<'b, B> {
 
 impl<'b, B: Boundaries> Ranges<'b, B> {
     /// From the start of the audience.
-    pub fn new(boundaries: &'b B, size: u64) -> Self {
+    pub(crate) fn new(boundaries: &'b B, size: u64) -> Self {
         Self::resume(boundaries, size, 0, 0)
     }
 
     /// After job `next - 1`, which ended at `after` (a splitter's checkpoint).
-    pub fn resume(boundaries: &'b B, size: u64, next: u32, after: i64) -> Self {
+    pub(crate) fn resume(boundaries: &'b B, size: u64, next: u32, after: i64) -> Self {
         Self {
             boundaries,
             size: size.max(1),
@@ -60,7 +60,7 @@ impl<'b, B: Boundaries> Ranges<'b, B> {
     }
 
     /// The next job's number and range; `None` once the last (open-ended) one was given.
-    pub async fn next(&mut self) -> Result<Option<(u32, JobRange)>, DatabaseError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<(u32, JobRange)>, DatabaseError> {
         if self.ended {
             return Ok(None);
         }
@@ -88,13 +88,13 @@ impl<'b, B: Boundaries> Ranges<'b, B> {
     }
 
     /// Where to resume: the next job's number and the id the last one ended at.
-    pub fn position(&self) -> (u32, i64) {
+    pub(crate) fn position(&self) -> (u32, i64) {
         (self.next, self.after)
     }
 }
 
 /// Boundary probes through the configured audience query.
-pub struct AudienceBoundaries {
+pub(crate) struct AudienceBoundaries {
     db: Database,
     probe: PreparedQuery,
     talk_id: i64,
@@ -113,7 +113,7 @@ static PROBE_PARAMS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 
 impl AudienceBoundaries {
     /// Probes for one talk's audience, as `audience` (the configured query) selects it.
-    pub fn new(
+    pub(crate) fn new(
         db: Database,
         audience: &str,
         backend: Backend,

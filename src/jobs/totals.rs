@@ -67,7 +67,7 @@ return complete(KEYS[1], ARGV[2])
 
 /// What adding to an event's totals found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
+pub(crate) enum Completion {
     /// Jobs remain (or another caller completed the event).
     Pending,
     /// This call completed the event: its totals, by name.
@@ -75,7 +75,7 @@ pub enum Completion {
 }
 
 #[derive(Clone)]
-pub struct JobTotals {
+pub(crate) struct JobTotals {
     redis: ConnectionManager,
     prefix: String,
     /// The dedup window: how long a finished event's totals are kept.
@@ -83,7 +83,7 @@ pub struct JobTotals {
 }
 
 impl JobTotals {
-    pub fn new(redis: ConnectionManager, prefix: &str, window: Duration) -> Self {
+    pub(crate) fn new(redis: ConnectionManager, prefix: &str, window: Duration) -> Self {
         Self {
             redis,
             prefix: prefix.to_string(),
@@ -96,7 +96,7 @@ impl JobTotals {
     }
 
     /// Adds job `number`'s counts to the event's totals (once, however often called).
-    pub async fn record(
+    pub(crate) async fn record(
         &self,
         event_id: &str,
         number: u32,
@@ -115,7 +115,11 @@ impl JobTotals {
     }
 
     /// The splitter added all `jobs` jobs of the event.
-    pub async fn split_done(&self, event_id: &str, jobs: u32) -> Result<Completion, JobError> {
+    pub(crate) async fn split_done(
+        &self,
+        event_id: &str,
+        jobs: u32,
+    ) -> Result<Completion, JobError> {
         let reply = SPLIT_DONE_SCRIPT
             .key(self.key(event_id))
             .arg(jobs)

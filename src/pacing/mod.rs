@@ -27,32 +27,31 @@ use metrics::{describe_histogram, gauge, histogram};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-pub use shared::{DECREASE, FLOOR, RECOVERY_PER_SECOND, SLOW_DOWN_GAP};
 use shared::{LocalRate, Take};
 
 /// Seconds a push waited for a permit (only pushes that waited), by provider.
-pub const PACING_WAIT_SECONDS: &str = "notifier_pacing_wait_seconds";
+pub(crate) const PACING_WAIT_SECONDS: &str = "notifier_pacing_wait_seconds";
 /// The deployment's rate now, in sends a second, by provider (below the configured one after a
 /// `QUOTA_EXCEEDED`).
-pub const PACING_RATE: &str = "notifier_pacing_rate";
+pub(crate) const PACING_RATE: &str = "notifier_pacing_rate";
 /// Slow-downs of the shared rate this replica caused, by provider.
-pub const PACING_SLOWDOWNS: &str = "notifier_pacing_slowdowns_total";
+pub(crate) const PACING_SLOWDOWNS: &str = "notifier_pacing_slowdowns_total";
 
 /// Unused budget Redis lets accumulate while nobody sends.
-pub const BURST: Duration = Duration::from_millis(500);
+pub(crate) const BURST: Duration = Duration::from_millis(500);
 /// A batch of permits is at most this much of the rate.
-pub const BATCH_SPAN: Duration = Duration::from_millis(50);
+pub(crate) const BATCH_SPAN: Duration = Duration::from_millis(50);
 /// Pooled permits older than this are dropped rather than sent late in a burst.
-pub const HOLD: Duration = Duration::from_millis(500);
+pub(crate) const HOLD: Duration = Duration::from_millis(500);
 /// The longest a take waits for Redis before this replica paces alone.
-pub const REDIS_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const REDIS_WAIT: Duration = Duration::from_secs(1);
 /// How long a replica paces alone after Redis failed to answer, before asking it again.
-pub const LOCAL_SPELL: Duration = Duration::from_secs(5);
+pub(crate) const LOCAL_SPELL: Duration = Duration::from_secs(5);
 /// The most permits one batch takes, however high the rate.
 const MAX_BATCH: u32 = 256;
 
 /// HELP lines for the pacing metrics; for the telemetry set-up to call with the others.
-pub fn describe_metrics() {
+pub(crate) fn describe_metrics() {
     describe_histogram!(
         PACING_WAIT_SECONDS,
         "Time a push waited for a pacing permit."
@@ -66,7 +65,7 @@ pub fn describe_metrics() {
 
 /// One provider's pace. Cheap to clone; an unpaced one (rate 0) lets every push through at once.
 #[derive(Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     inner: Option<Arc<Inner>>,
 }
 
@@ -97,12 +96,17 @@ struct State {
 
 impl Pacer {
     /// A pacer that never waits.
-    pub fn unpaced() -> Self {
+    pub(crate) fn unpaced() -> Self {
         Self { inner: None }
     }
 
     /// `rate` sends a second for the deployment (0 = unpaced), under `{prefix}pace:{provider}`.
-    pub fn new(client: redis::Client, prefix: &str, provider: &'static str, rate: f64) -> Self {
+    pub(crate) fn new(
+        client: redis::Client,
+        prefix: &str,
+        provider: &'static str,
+        rate: f64,
+    ) -> Self {
         if rate <= 0.0 || !rate.is_finite() {
             return Self::unpaced();
         }
@@ -133,13 +137,8 @@ impl Pacer {
         }
     }
 
-    /// The configured rate, sends a second (0 when unpaced).
-    pub fn rate(&self) -> f64 {
-        self.inner.as_ref().map_or(0.0, |i| i.rate)
-    }
-
     /// Waits for one permit to send. Pushes wait in turn (the lock is fair).
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let Some(inner) = &self.inner else { return };
         let started = Instant::now();
         let mut state = inner.state.lock().await;
@@ -170,7 +169,7 @@ impl Pacer {
     /// The provider answered `QUOTA_EXCEEDED`: slows the deployment's rate (once per
     /// [`SLOW_DOWN_GAP`], however many pushes report it) and drops the permits in hand. Returns
     /// the new share of the configured rate when this call slowed it.
-    pub async fn quota_exceeded(&self) -> Option<f64> {
+    pub(crate) async fn quota_exceeded(&self) -> Option<f64> {
         let inner = self.inner.as_ref()?;
         let mut state = inner.state.lock().await;
         state.permits = 0;
@@ -197,8 +196,9 @@ impl Pacer {
         slowed
     }
 
-    /// Takes from Redis so far (for tests).
-    pub fn refills(&self) -> u64 {
+    /// Takes from Redis so far.
+    #[cfg(test)]
+    pub(crate) fn refills(&self) -> u64 {
         self.inner
             .as_ref()
             .map_or(0, |i| i.refills.load(Ordering::Relaxed))

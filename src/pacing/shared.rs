@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use redis::Script;
 
 /// The rate is multiplied by this on a `QUOTA_EXCEEDED`.
-pub const DECREASE: f64 = 0.8;
+pub(crate) const DECREASE: f64 = 0.8;
 /// 429s within this long of a slow-down are answers to the same overshoot: they do not slow again.
-pub const SLOW_DOWN_GAP: Duration = Duration::from_secs(5);
+pub(crate) const SLOW_DOWN_GAP: Duration = Duration::from_secs(5);
 /// The slowest the shared rate goes, as a share of the configured rate.
-pub const FLOOR: f64 = 0.1;
+pub(crate) const FLOOR: f64 = 0.1;
 /// The share of the configured rate regained each second after a slow-down (0.8 → 1 in 20 s).
-pub const RECOVERY_PER_SECOND: f64 = 0.01;
+pub(crate) const RECOVERY_PER_SECOND: f64 = 0.01;
 /// How long the state of an idle rate is kept.
 const IDLE_EXPIRY_MS: u64 = 60_000;
 
@@ -72,7 +72,7 @@ return {1, tostring(factor)}
 
 /// What a take from the shared rate gave.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Take {
+pub(super) enum Take {
     /// This many permits (at least one), and the shared rate now, per second.
     Granted { permits: u32, rate: f64 },
     /// None yet: the next one is due after this long.
@@ -80,7 +80,7 @@ pub enum Take {
 }
 
 /// Takes `want` permits (all or none) from the rate at `key`, allowing `burst` of accumulated budget.
-pub async fn take(
+pub(super) async fn take(
     redis: &mut redis::aio::ConnectionManager,
     key: &str,
     rate: f64,
@@ -113,7 +113,7 @@ pub async fn take(
 
 /// Slows the rate at `key` after a `QUOTA_EXCEEDED`; returns the new share of the configured
 /// rate when this call slowed it, `None` when a recent slow-down already had.
-pub async fn slow_down(
+pub(super) async fn slow_down(
     redis: &mut redis::aio::ConnectionManager,
     key: &str,
 ) -> redis::RedisResult<Option<f64>> {
@@ -131,14 +131,14 @@ pub async fn slow_down(
 
 /// The same rate for this replica alone, while Redis cannot be reached.
 #[derive(Debug)]
-pub struct LocalRate {
+pub(super) struct LocalRate {
     tat: Instant,
     factor: f64,
     slowed_at: Option<Instant>,
 }
 
 impl LocalRate {
-    pub fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Self {
             tat: now,
             factor: 1.0,
@@ -154,7 +154,7 @@ impl LocalRate {
     }
 
     /// [`TAKE`] on this replica's clock.
-    pub fn take(&mut self, now: Instant, rate: f64, want: u32, burst: Duration) -> Take {
+    pub(super) fn take(&mut self, now: Instant, rate: f64, want: u32, burst: Duration) -> Take {
         let rate = rate * self.factor(now);
         let interval = 1.0 / rate;
         self.tat = self.tat.max(now);
@@ -173,7 +173,7 @@ impl LocalRate {
     }
 
     /// [`SLOW_DOWN`] on this replica's clock.
-    pub fn slow_down(&mut self, now: Instant) -> Option<f64> {
+    pub(super) fn slow_down(&mut self, now: Instant) -> Option<f64> {
         if self
             .slowed_at
             .is_some_and(|at| now.saturating_duration_since(at) < SLOW_DOWN_GAP)

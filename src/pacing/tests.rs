@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
+use super::shared::{DECREASE, RECOVERY_PER_SECOND};
 use super::*;
 
 fn prefix() -> String {

@@ -152,6 +152,10 @@ impl Worker {
             }
         };
         let span = tracing::info_span!("job", event_id = %event.event_id, talk_id = event.talk_id, job = job.number);
+        if delivered.taken_over {
+            // Its replica stopped answering for it; the job's claim decides whether we resume it.
+            span.in_scope(|| info!(entry, "Took over a job another replica held too long."));
+        }
         self.claim_and_run_job(queue, &entry, job, event, stop)
             .instrument(span)
             .await;
