@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
 use crate::audience::PerProvider;
 use crate::claims::Claims;
+use crate::config::env::{NOTIFIER_API_ADDR, NOTIFIER_HTTP_ADDR};
 use crate::config::{SendMode, Settings, redact_url};
 use crate::database::Database;
 use crate::jobs::{JobQueue, JobTotals};
@@ -36,28 +38,47 @@ pub struct Overrides {
     pub migrate: bool,
 }
 
-/// A worker ready to run, its status listener already serving.
+/// A worker ready to run, its status listener (and the API's, when configured) already serving.
 pub struct Application {
     worker: Arc<Worker>,
-    status: StatusListener,
+    status: Listener,
+    api: Option<Listener>,
     /// Connected here rather than handed in, so closed here.
     owns_database: bool,
 }
 
-/// The status listener's task; dropping it (a failed start) stops the listener.
-struct StatusListener {
+/// A listener's task; dropping it (a failed start) stops the listener.
+struct Listener {
     addr: SocketAddr,
     task: JoinHandle<std::io::Result<()>>,
     stop: DropGuard,
 }
 
-impl StatusListener {
-    async fn start(addr: SocketAddr, slot: WorkerSlot) -> anyhow::Result<Self> {
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {setting} {addr}: {source}")]
+struct BindError {
+    setting: &'static str,
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds a listener, so that a taken port fails start-up naming the setting.
+async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError {
+        setting,
+        addr,
+        source,
+    })
+}
+
+impl Listener {
+    async fn status(addr: SocketAddr, slot: WorkerSlot) -> anyhow::Result<Self> {
         // Before any metric is touched, so that every handle records into it.
         let metrics = crate::telemetry::install_metrics()?;
         // Every push series at 0 from the start, so `increase()` sees the first push.
         crate::push::metrics::PushMetrics::get();
-        let listener = crate::status::bind(addr).await?;
+        let listener = bind(NOTIFIER_HTTP_ADDR, addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(crate::status::serve(listener, slot, metrics, stop.clone()));
@@ -66,6 +87,22 @@ impl StatusListener {
             task,
             stop: stop.drop_guard(),
         })
+    }
+
+    /// The HTTP API, when `NOTIFIER_API_ADDR` is set.
+    async fn api(settings: &crate::api::ApiSettings) -> anyhow::Result<Option<Self>> {
+        let Some(addr) = settings.addr else {
+            return Ok(None);
+        };
+        let listener = bind(NOTIFIER_API_ADDR, addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::api::serve(listener, settings.clone(), stop.clone()));
+        Ok(Some(Self {
+            addr,
+            task,
+            stop: stop.drop_guard(),
+        }))
     }
 
     async fn shut_down(self) {
@@ -78,7 +115,7 @@ impl Application {
     pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         // Probes are answered from here on; the listener outlives the drain (readiness says 503).
         let slot = WorkerSlot::default();
-        let status = StatusListener::start(settings.service.http_addr, Arc::clone(&slot)).await?;
+        let status = Listener::status(settings.service.http_addr, Arc::clone(&slot)).await?;
         let owns_database = overrides.database.is_none();
         let db = match overrides.database {
             Some(db) => db,
@@ -100,9 +137,11 @@ impl Application {
                 .with_replicas(pacers, jobs),
         );
         let _ = slot.set(Arc::clone(&worker));
+        let api = Listener::api(&worker.settings().api).await?;
         Ok(Self {
             worker,
             status,
+            api,
             owns_database,
         })
     }
@@ -116,9 +155,17 @@ impl Application {
         self.status.addr
     }
 
-    /// Runs the worker until `stop`, drains, then stops the status listener.
+    /// Where the HTTP API is served (the bound port when it was 0); `None` when it is off.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(|l| l.addr)
+    }
+
+    /// Runs the worker until `stop`, drains, then stops the listeners.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let result = Arc::clone(&self.worker).run(stop).await;
+        if let Some(api) = self.api {
+            api.shut_down().await;
+        }
         self.status.shut_down().await;
         if self.owns_database {
             self.worker.database().close().await;

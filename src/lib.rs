@@ -38,12 +38,15 @@
 //!   listing. Each component owns its own section; config only composes them.
 //! - [`database`]: the pool and the configured queries, on PostgreSQL, MySQL/MariaDB or SQLite.
 //! - [`redis_client`]: every Redis client, TLS included. [`redact`]: how secrets look in logs.
+//! - [`api`]: the HTTP API on its own listener: Gaurun's `POST /push` (`gaurun`, mapped onto
+//!   the providers' requests by `gaurun_map`) behind bearer tokens and limits (`guard`).
 //! - [`telemetry`]: logs (an event's span on every line) and metric names; [`status`]: health,
 //!   readiness and `/metrics`; [`backoff`]: retry delays; [`cli`]: the command line.
 //!
 //! Dependencies run one way, from the wiring (cli, app, worker, status) down to the steps, and
 //! `tests/notifier/architecture.rs` fails on an import cycle or a provider reaching the database.
 
+mod api;
 mod app;
 mod audience;
 mod backoff;

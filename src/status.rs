@@ -31,21 +31,6 @@ struct Status {
     metrics: PrometheusHandle,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on NOTIFIER_HTTP_ADDR {addr}: {source}")]
-pub(crate) struct BindError {
-    addr: SocketAddr,
-    #[source]
-    source: std::io::Error,
-}
-
-/// Binds the listener (so a taken port fails start-up, naming the setting).
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })
-}
-
 /// Serves until `stop` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,

@@ -33,6 +33,8 @@ mod tests {
             ("NOTIFIER_CHANNEL", "talks"),
             ("NOTIFIER_CONCURRENCY", "64"),
             ("NOTIFIER_HTTP_ADDR", "0.0.0.0:9000"),
+            ("NOTIFIER_API_ADDR", "0.0.0.0:1056"),
+            ("NOTIFIER_API_TOKENS", "tok-one,tok-two"),
             ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/sa.json"),
             ("FCM_PROJECT_ID", "proj"),
             ("APNS_KEY_PATH", "/k.p8"),
@@ -60,6 +62,8 @@ NOTIFIER_INPUT = pubsub
 claims = notifier:{channel:talks}:event:…
 NOTIFIER_CONCURRENCY = 64
 NOTIFIER_HTTP_ADDR = 0.0.0.0:9000
+NOTIFIER_API_ADDR = 0.0.0.0:1056
+NOTIFIER_API_TOKENS = (2 set)
 NOTIFIER_JOB_SIZE = 50000
 database.page_size = 1000
 FCM_ENDPOINT = https://fcm.googleapis.com
@@ -91,7 +95,7 @@ APNS_RATE_PER_SECOND = 0
             ]
         );
         assert_eq!(
-            lines[17..20],
+            lines[19..22],
             [
                 "FCM_PROJECT_ID = (unset)",
                 "FCM_QUOTA_PER_MINUTE = 600000",

@@ -33,6 +33,9 @@ pub(crate) const APNS_TOPIC: &str = "APNS_TOPIC";
 pub(crate) const NOTIFIER_JOB_SIZE: &str = "NOTIFIER_JOB_SIZE";
 pub(crate) const FCM_QUOTA_PER_MINUTE: &str = "FCM_QUOTA_PER_MINUTE";
 pub(crate) const APNS_RATE_PER_SECOND: &str = "APNS_RATE_PER_SECOND";
+pub(crate) const NOTIFIER_API_ADDR: &str = "NOTIFIER_API_ADDR";
+pub(crate) const NOTIFIER_API_TOKENS: &str = "NOTIFIER_API_TOKENS";
+pub(crate) const NOTIFIER_API_ALLOW_UNAUTHENTICATED: &str = "NOTIFIER_API_ALLOW_UNAUTHENTICATED";
 
 /// Every environment variable the notifier reads.
 pub const ENV_VARS: &[&str] = &variable_names::<{ count_variables(TABLE) }>(TABLE);
@@ -84,6 +87,9 @@ pub(super) const TABLE: &[Row] = &[
     shown("claims", |s| format!("{}event:…", s.claims_prefix())),
     parse(NOTIFIER_CONCURRENCY, concurrency, Some(|s| s.service.concurrency.to_string())),
     parse(NOTIFIER_HTTP_ADDR, http_addr, Some(|s| s.service.http_addr.to_string())),
+    parse(NOTIFIER_API_ADDR, api_addr, Some(|s| s.api.addr.map_or("(off)".into(), |a| a.to_string()))),
+    parse(NOTIFIER_API_TOKENS, api_tokens, Some(|s| format!("({} set)", s.api.tokens.len()))),
+    parse(NOTIFIER_API_ALLOW_UNAUTHENTICATED, api_open, None),
     parse(NOTIFIER_JOB_SIZE, job_size, Some(|s| s.service.job_size.to_string())),
     shown("database.page_size", |s| s.database.page_size.to_string()),
     text(FCM_ENDPOINT, |s| &mut s.fcm.endpoint, Some(|s| s.fcm.endpoint.clone())),
@@ -235,13 +241,33 @@ fn http_addr(s: &mut Settings, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn apns_sandbox(s: &mut Settings, v: &str) -> Result<(), String> {
-    s.apns.sandbox = match v.trim() {
-        "true" | "1" | "yes" => true,
-        "false" | "0" | "no" => false,
-        other => return Err(format!("{other:?} is not true or false")),
-    };
+fn api_addr(s: &mut Settings, v: &str) -> Result<(), String> {
+    let addr = v.trim().parse();
+    s.api.addr = Some(addr.map_err(|_| "must be an address like 127.0.0.1:1056")?);
     Ok(())
+}
+
+fn api_tokens(s: &mut Settings, v: &str) -> Result<(), String> {
+    s.api.tokens = crate::api::ApiTokens::parse(v);
+    Ok(())
+}
+
+fn api_open(s: &mut Settings, v: &str) -> Result<(), String> {
+    s.api.allow_unauthenticated = boolean(v)?;
+    Ok(())
+}
+
+fn apns_sandbox(s: &mut Settings, v: &str) -> Result<(), String> {
+    s.apns.sandbox = boolean(v)?;
+    Ok(())
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
 }
 
 fn log_format(s: &mut Settings, v: &str) -> Result<(), String> {
@@ -339,6 +365,9 @@ mod tests {
             "NOTIFIER_CONCURRENCY",
             "NOTIFIER_HTTP_ADDR",
             "NOTIFIER_JOB_SIZE",
+            "NOTIFIER_API_ADDR",
+            "NOTIFIER_API_TOKENS",
+            "NOTIFIER_API_ALLOW_UNAUTHENTICATED",
             "FCM_QUOTA_PER_MINUTE",
             "APNS_RATE_PER_SECOND",
             "NOTIFIER_INPUT",

@@ -20,6 +20,7 @@ pub(crate) mod env;
 mod providers;
 mod validate;
 
+pub(crate) use crate::api::ApiSettings;
 pub(crate) use crate::content::ContentSettings;
 pub(crate) use crate::database::{DatabaseSettings, QuerySettings};
 pub use crate::input::InputMode;
@@ -87,6 +88,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub queries: QuerySettings,
     pub content: ContentSettings,
+    pub api: ApiSettings,
     /// PEM roots trusted in addition to the system's (`NOTIFIER_EXTRA_CA_FILE`).
     #[serde(skip)]
     pub extra_ca_file: Option<PathBuf>,

@@ -5,8 +5,8 @@
 
 use super::env::{
     APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC, DATABASE_URL, FCM_ENDPOINT,
-    GOOGLE_APPLICATION_CREDENTIALS, NOTIFIER_CHANNEL, NOTIFIER_CONCURRENCY, NOTIFIER_EXTRA_CA_FILE,
-    NOTIFIER_STREAM,
+    GOOGLE_APPLICATION_CREDENTIALS, NOTIFIER_API_ALLOW_UNAUTHENTICATED, NOTIFIER_API_TOKENS,
+    NOTIFIER_CHANNEL, NOTIFIER_CONCURRENCY, NOTIFIER_EXTRA_CA_FILE, NOTIFIER_STREAM,
 };
 use super::{SendMode, Settings, SettingsError};
 use crate::content::{TemplateError, Templates};
@@ -46,6 +46,7 @@ impl Settings {
         self.validate_stores()?;
         self.validate_providers()?;
         self.validate_send_mode()?;
+        self.validate_api()?;
         Templates::check(&self.content)?;
         crate::database::check_queries(&self.queries)?;
         Ok(())
@@ -169,5 +170,25 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Anyone who can reach a non-loopback API address could push to every token they know.
+    fn validate_api(&self) -> Result<(), SettingsError> {
+        let api = &self.api;
+        if api.is_open_beyond_loopback() && !api.allow_unauthenticated {
+            let addr = api.addr.map(|a| a.to_string()).unwrap_or_default();
+            return Err(SettingsError::new(
+                NOTIFIER_API_ALLOW_UNAUTHENTICATED,
+                format!(
+                    "NOTIFIER_API_ADDR {addr} is not a loopback address: set {NOTIFIER_API_TOKENS}, \
+                     or {NOTIFIER_API_ALLOW_UNAUTHENTICATED}=true to serve it without tokens"
+                ),
+            ));
+        }
+        require(
+            api.notification_max > 0 && api.body_limit_bytes > 0 && api.request_timeout_secs > 0,
+            "api.notification_max / body_limit_bytes / request_timeout_secs",
+            "must be at least 1",
+        )
     }
 }
