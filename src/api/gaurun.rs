@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::guard::Family;
@@ -29,7 +29,7 @@ pub(super) struct PushRequest {
 }
 
 /// One notification, each field as Gaurun's `RequestGaurunNotification`; absent means Go's zero.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub(super) struct GaurunNotification {
     pub(super) token: Vec<String>,
@@ -55,7 +55,7 @@ pub(super) struct GaurunNotification {
 }
 
 /// A custom key: `{"key": .., "val": ..}` (Gaurun's spelling; `value` is read too).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub(super) struct Extend {
     pub(super) key: String,

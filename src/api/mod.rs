@@ -1,6 +1,7 @@
 //! The HTTP API on `NOTIFIER_API_ADDR` (contract §9): Gaurun's routes (`gaurun`, mapped onto the
 //! providers' requests by `gaurun_map`) on a listener of their own, apart from `/metrics`, behind
-//! the checks of `guard` (bearer tokens, body size, request time).
+//! the checks of `guard` (bearer tokens, body size, request time); `backlog` is the Redis Stream
+//! where accepted notifications are to wait for delivery.
 //!
 //! This file holds the `[api]` settings and the listener's start and stop; a new route is added
 //! in [`router`], its handler in the file of its family of routes.
@@ -19,6 +20,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+// Written by POST /push and read by the delivering consumer once that consumer exists; until
+// then the route answers 501 rather than accept what nothing would deliver.
+#[allow(dead_code)]
+mod backlog;
 mod gaurun;
 // Used by the consumer that delivers accepted notifications, which is not built yet; its tests
 // pin the JSON the providers will get.
