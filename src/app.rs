@@ -15,10 +15,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
+use crate::api::EventIntake;
 use crate::audience::PerProvider;
 use crate::claims::Claims;
 use crate::config::env::{NOTIFIER_API_ADDR, NOTIFIER_HTTP_ADDR};
-use crate::config::{SendMode, Settings, redact_url};
+use crate::config::{InputMode, SendMode, Settings, redact_url};
 use crate::database::Database;
 use crate::jobs::{JobQueue, JobTotals};
 use crate::pacing::Pacer;
@@ -90,14 +91,22 @@ impl Listener {
     }
 
     /// The HTTP API, when `NOTIFIER_API_ADDR` is set.
-    async fn api(settings: &crate::api::ApiSettings) -> anyhow::Result<Option<Self>> {
+    async fn api(
+        settings: &crate::api::ApiSettings,
+        events: Option<EventIntake>,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(addr) = settings.addr else {
             return Ok(None);
         };
         let listener = bind(NOTIFIER_API_ADDR, addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::api::serve(listener, settings.clone(), stop.clone()));
+        let task = tokio::spawn(crate::api::serve(
+            listener,
+            settings.clone(),
+            events,
+            stop.clone(),
+        ));
         Ok(Some(Self {
             addr,
             task,
@@ -125,6 +134,7 @@ impl Application {
             db.migrate().await?;
         }
         let claims = connect_claims(&settings).await?;
+        let events = event_intake(&settings, &claims);
         let pushers = match overrides.pushers {
             Some(pushers) => pushers,
             None => configured_pushers(&settings)?,
@@ -137,7 +147,7 @@ impl Application {
                 .with_replicas(pacers, jobs),
         );
         let _ = slot.set(Arc::clone(&worker));
-        let api = Listener::api(&worker.settings().api).await?;
+        let api = Listener::api(&worker.settings().api, events).await?;
         Ok(Self {
             worker,
             status,
@@ -204,6 +214,13 @@ async fn connect_replicas(
         size: settings.service.job_size,
     };
     Ok((pacers, jobs))
+}
+
+/// Where `POST /v1/events` puts events: the input stream, when events are read from one.
+fn event_intake(settings: &Settings, claims: &Claims) -> Option<EventIntake> {
+    let redis = claims.connection()?;
+    (settings.input.mode == InputMode::Stream)
+        .then(|| EventIntake::new(redis, &settings.input.stream))
 }
 
 /// The claim store the settings describe, under a name unique to this process.

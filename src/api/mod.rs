@@ -24,12 +24,15 @@ use tracing::info;
 // then the route answers 501 rather than accept what nothing would deliver.
 #[allow(dead_code)]
 mod backlog;
+mod events;
 mod gaurun;
 // Used by the consumer that delivers accepted notifications, which is not built yet; its tests
 // pin the JSON the providers will get.
 #[allow(dead_code)]
 mod gaurun_map;
 mod guard;
+
+pub(crate) use events::EventIntake;
 
 /// The `[api]` settings; the address and the tokens come from the environment only.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,19 +117,23 @@ impl fmt::Debug for ApiTokens {
     }
 }
 
-/// What every handler reads: the settings of the API.
+/// What every handler reads: the settings of the API, and where events go (`None`: nowhere
+/// durable with this input).
 #[derive(Clone)]
 pub(crate) struct ApiState {
     settings: Arc<ApiSettings>,
+    events: Option<EventIntake>,
 }
 
 /// Every route of the API with its checks.
-pub(crate) fn router(settings: &ApiSettings) -> Router {
+pub(crate) fn router(settings: &ApiSettings, events: Option<EventIntake>) -> Router {
     let state = ApiState {
         settings: Arc::new(settings.clone()),
+        events,
     };
     Router::new()
         .route("/push", post(gaurun::push))
+        .route("/v1/events", post(events::post))
         .fallback(guard::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -140,12 +147,13 @@ pub(crate) fn router(settings: &ApiSettings) -> Router {
 pub(crate) async fn serve(
     listener: TcpListener,
     settings: ApiSettings,
+    events: Option<EventIntake>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, tokens = settings.tokens.len(), "Serving the HTTP API.");
     }
-    axum::serve(listener, router(&settings))
+    axum::serve(listener, router(&settings, events))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
@@ -191,10 +199,15 @@ pub(crate) mod tests {
     }
 
     /// Serves `router` on a free loopback port; the server stops with the test's runtime.
-    async fn serve_on_loopback(settings: &ApiSettings) -> String {
+    async fn serve_on_loopback(settings: &ApiSettings, events: Option<EventIntake>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, settings.clone(), CancellationToken::new()));
+        tokio::spawn(serve(
+            listener,
+            settings.clone(),
+            events,
+            CancellationToken::new(),
+        ));
         base
     }
 
@@ -212,7 +225,7 @@ pub(crate) mod tests {
     async fn errors_come_in_each_family_s_format() {
         let mut s = settings(&[("NOTIFIER_API_TOKENS", "secret")]);
         s.body_limit_bytes = 64;
-        let base = serve_on_loopback(&s).await;
+        let base = serve_on_loopback(&s, None).await;
         let c = client();
         let (status, body) = call(c.post(format!("{base}/push"))).await;
         assert_eq!(status, 401);
@@ -240,9 +253,51 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_valid_push_is_not_promised_before_delivery_exists() {
-        let base = serve_on_loopback(&settings(&[])).await;
+        let base = serve_on_loopback(&settings(&[]), None).await;
         let body = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"}]}"#;
         let (status, reply) = call(client().post(format!("{base}/push")).body(body)).await;
         assert_eq!(status, 501, "{reply}");
+    }
+
+    #[tokio::test]
+    async fn an_event_is_202_once_on_the_input_stream_and_400_with_its_reason() {
+        let local = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+        let redis = redis::aio::ConnectionManager::new(local).await.unwrap();
+        let stream = format!("test:api-events:{:016x}", fastrand::u64(..));
+        let intake = EventIntake::new(redis.clone(), &stream);
+        let base = serve_on_loopback(&settings(&[]), Some(intake)).await;
+        let post = |body: &'static str| client().post(format!("{base}/v1/events")).body(body);
+        let (status, body) = call(post(r#"{"talk_id": "42", "event_id": "e-1"}"#)).await;
+        assert_eq!(
+            (status, body),
+            (202, serde_json::json!({"event_id": "e-1"}))
+        );
+        let entries: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut redis.clone(), &stream)
+                .await
+                .unwrap();
+        let event: String = entries.ids[0].get("event").unwrap();
+        let stored = crate::event::TalkPosted::parse(event.as_bytes()).unwrap();
+        assert_eq!((stored.talk_id, stored.event_id.as_str()), (42, "e-1"));
+        let (status, body) = call(post(r#"{"talk_id": 0}"#)).await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"].as_str().unwrap().contains("talk_id"),
+            "{body}"
+        );
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &stream)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_has_nowhere_durable_to_go_with_the_pubsub_input() {
+        let base = serve_on_loopback(&settings(&[]), None).await;
+        let req = client()
+            .post(format!("{base}/v1/events"))
+            .body(r#"{"talk_id": 1}"#);
+        let (status, body) = call(req).await;
+        assert_eq!(status, 501, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("NOTIFIER_INPUT"));
     }
 }
