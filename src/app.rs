@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
-use crate::api::EventIntake;
+use crate::api::EventStore;
 use crate::audience::PerProvider;
 use crate::claims::Claims;
 use crate::config::env::{NOTIFIER_API_ADDR, NOTIFIER_HTTP_ADDR};
@@ -92,8 +92,8 @@ impl Listener {
 
     /// The HTTP API, when `NOTIFIER_API_ADDR` is set.
     async fn api(
-        settings: &crate::api::ApiSettings,
-        events: Option<EventIntake>,
+        settings: &crate::config::ApiSettings,
+        events: Option<EventStore>,
     ) -> anyhow::Result<Option<Self>> {
         let Some(addr) = settings.addr else {
             return Ok(None);
@@ -134,7 +134,7 @@ impl Application {
             db.migrate().await?;
         }
         let claims = connect_claims(&settings).await?;
-        let events = event_intake(&settings, &claims);
+        let events = event_store(&settings, &claims);
         let pushers = match overrides.pushers {
             Some(pushers) => pushers,
             None => configured_pushers(&settings)?,
@@ -216,11 +216,17 @@ async fn connect_replicas(
     Ok((pacers, jobs))
 }
 
-/// Where `POST /v1/events` puts events: the input stream, when events are read from one.
-fn event_intake(settings: &Settings, claims: &Claims) -> Option<EventIntake> {
-    let redis = claims.connection()?;
-    (settings.input.mode == InputMode::Stream)
-        .then(|| EventIntake::new(redis, &settings.input.stream))
+/// Where the API's event routes read claims and put events (the input stream, when events are
+/// read from one).
+fn event_store(settings: &Settings, claims: &Claims) -> Option<EventStore> {
+    let stream =
+        (settings.input.mode == InputMode::Stream).then_some(settings.input.stream.as_str());
+    Some(EventStore::new(
+        claims.connection()?,
+        &settings.claims_prefix(),
+        settings.claims.window(),
+        stream,
+    ))
 }
 
 /// The claim store the settings describe, under a name unique to this process.

@@ -1,15 +1,19 @@
-//! `POST /v1/events`: the event of contract §1 over HTTP, answered 202 once it is durable in
-//! Redis. It is appended to the deployment's own input stream (`NOTIFIER_STREAM`), so it runs
-//! through the same pipeline and the same claims as an event a publisher put there.
+//! The native event routes. `POST /v1/events` takes the event of contract §1 and answers 202 once
+//! it is durable in Redis: it is appended to the deployment's own input stream
+//! (`NOTIFIER_STREAM`), so it runs through the same pipeline and the same claims as an event a
+//! publisher put there. `GET /v1/events/{event_id}` reads the event's claim record.
 //!
-//! With the pub/sub input there is no durable place to put it yet (a PUBLISH is lost while no
-//! replica listens), so the route answers 501 naming the setting; a stream of the API's own,
-//! read beside the channel, is what would lift that.
+//! With the pub/sub input there is no durable place to put an event yet (a PUBLISH is lost while
+//! no replica listens), so the POST answers 501 naming the setting; a stream of the API's own,
+//! read beside the channel, is what would lift that. The counts of the status are `null` until
+//! the fan-out stores them with the claim.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use redis::aio::ConnectionManager;
@@ -20,31 +24,71 @@ use super::guard::Family;
 use crate::event::TalkPosted;
 use crate::redis_client::Explained;
 
-/// Where accepted events go: the deployment's input stream.
+/// The deployment's events in Redis: its claims, and its input stream when it reads one.
 #[derive(Clone)]
-pub(crate) struct EventIntake {
+pub(crate) struct EventStore {
     redis: ConnectionManager,
-    stream: String,
+    claims_prefix: String,
+    /// How long a queued event is remembered: the claims' dedup window.
+    window: Duration,
+    /// `None` with the pub/sub input.
+    stream: Option<String>,
 }
 
-impl EventIntake {
-    pub(crate) fn new(redis: ConnectionManager, stream: &str) -> Self {
+impl EventStore {
+    pub(crate) fn new(
+        redis: ConnectionManager,
+        claims_prefix: &str,
+        window: Duration,
+        stream: Option<&str>,
+    ) -> Self {
         Self {
             redis,
-            stream: stream.to_string(),
+            claims_prefix: claims_prefix.to_string(),
+            window,
+            stream: stream.map(str::to_string),
         }
     }
 
-    /// `XADD {stream} * event {json}`, the shape the stream input reads.
-    async fn append(&self, event: &TalkPosted) -> redis::RedisResult<String> {
-        redis::AsyncCommands::xadd(
-            &mut self.redis.clone(),
-            &self.stream,
-            "*",
-            &[("event", event.to_json())],
-        )
-        .await
+    /// Kept beside the claims, not in the claim record: a record's absence is what lets the
+    /// first replica claim the event.
+    fn queued_key(&self, event_id: &str) -> String {
+        format!("{}api:queued:{event_id}", self.claims_prefix)
     }
+
+    /// `XADD {stream} * event {json}` (the shape the stream input reads) with the queued mark,
+    /// both or neither.
+    async fn append(&self, stream: &str, event: &TalkPosted) -> redis::RedisResult<()> {
+        redis::pipe()
+            .atomic()
+            .xadd(stream, "*", &[("event", event.to_json())])
+            .ignore()
+            .set_ex(self.queued_key(&event.event_id), 1, self.window.as_secs())
+            .ignore()
+            .query_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// The claim's state, else `queued` while the mark lasts; `None` for an unknown event.
+    async fn state(&self, event_id: &str) -> redis::RedisResult<Option<String>> {
+        let mut redis = self.redis.clone();
+        let key = crate::claims::event_key(&self.claims_prefix, event_id);
+        let state: Option<String> = redis::AsyncCommands::hget(&mut redis, key, "state").await?;
+        if state.is_some() {
+            return Ok(state);
+        }
+        let queued: bool =
+            redis::AsyncCommands::exists(&mut redis, self.queued_key(event_id)).await?;
+        Ok(queued.then(|| "queued".to_string()))
+    }
+}
+
+fn unavailable(e: &redis::RedisError) -> Response {
+    tracing::warn!(error = %Explained(e), "The API could not reach the events in Redis.");
+    Family::Native.error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Redis cannot be reached; retry",
+    )
 }
 
 pub(super) async fn post(
@@ -60,24 +104,44 @@ pub(super) async fn post(
         Ok(event) => event,
         Err(rejection) => return native.error(StatusCode::BAD_REQUEST, rejection.to_string()),
     };
-    let Some(intake) = &state.events else {
+    let Some((store, stream)) =
+        (state.events.as_ref()).and_then(|store| Some((store, store.stream.as_deref()?)))
+    else {
         return native.error(
             StatusCode::NOT_IMPLEMENTED,
             "events over HTTP need the stream input (NOTIFIER_INPUT=stream) in this build",
         );
     };
-    match intake.append(&event).await {
-        Ok(_) => (
+    match store.append(stream, &event).await {
+        Ok(()) => (
             StatusCode::ACCEPTED,
             Json(json!({ "event_id": event.event_id })),
         )
             .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %Explained(&e), "An event over HTTP could not be stored.");
-            native.error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the event could not be stored in Redis; retry",
-            )
-        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+pub(super) async fn get(State(state): State<ApiState>, Path(event_id): Path<String>) -> Response {
+    let native = Family::Native;
+    let Some(store) = &state.events else {
+        return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
+    };
+    match store.state(&event_id).await {
+        Ok(Some(state)) => Json(json!({
+            "event_id": event_id,
+            "state": state,
+            "recipients": null,
+            "sent": null,
+            "failed": null,
+            "pruned": null,
+            "skipped": null,
+        }))
+        .into_response(),
+        Ok(None) => native.error(
+            StatusCode::NOT_FOUND,
+            "no such event within the dedup window",
+        ),
+        Err(e) => unavailable(&e),
     }
 }

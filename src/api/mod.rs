@@ -3,19 +3,14 @@
 //! the checks of `guard` (bearer tokens, body size, request time); `backlog` is the Redis Stream
 //! where accepted notifications are to wait for delivery.
 //!
-//! This file holds the `[api]` settings and the listener's start and stop; a new route is added
-//! in [`router`], its handler in the file of its family of routes.
+//! This file holds the router and the listener (its settings are `config::ApiSettings`); a new
+//! route is added in [`router`], its handler in the file of its family of routes.
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -32,101 +27,19 @@ mod gaurun;
 mod gaurun_map;
 mod guard;
 
-pub(crate) use events::EventIntake;
-
-/// The `[api]` settings; the address and the tokens come from the environment only.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSettings {
-    /// `NOTIFIER_API_ADDR`; unset: no API.
-    #[serde(skip)]
-    pub addr: Option<SocketAddr>,
-    /// `NOTIFIER_API_TOKENS`.
-    #[serde(skip)]
-    pub tokens: ApiTokens,
-    /// `NOTIFIER_API_ALLOW_UNAUTHENTICATED`: a non-loopback address without tokens.
-    #[serde(skip)]
-    pub allow_unauthenticated: bool,
-    /// Gaurun's `core.notification_max`: notifications in one `POST /push`.
-    pub notification_max: usize,
-    /// Gaurun's `core.allows_empty_message`.
-    pub allow_empty_message: bool,
-    /// A larger request body is refused with 413 before it is read whole.
-    pub body_limit_bytes: usize,
-    /// A request that takes longer (its body included) is answered 503.
-    pub request_timeout_secs: u64,
-}
-
-impl ApiSettings {
-    pub(crate) fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
-    }
-
-    /// Whether anyone who reaches the address may use the API: no tokens on a non-loopback
-    /// address is refused at start-up unless explicitly allowed.
-    pub(crate) fn is_open_beyond_loopback(&self) -> bool {
-        self.addr.is_some_and(|a| !a.ip().is_loopback()) && self.tokens.is_empty()
-    }
-}
-
-/// The bearer tokens, kept as digests: the secrets are never printed (`Debug` shows the count),
-/// and comparing digests takes the same time wherever a guess differs.
-#[derive(Clone, Default)]
-pub struct ApiTokens(Arc<[[u8; 32]]>);
-
-impl ApiTokens {
-    /// From `a,b,c`; blanks around and between commas are ignored.
-    pub(crate) fn parse(list: &str) -> Self {
-        let digests: Vec<[u8; 32]> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(digest)
-            .collect();
-        Self(digests.into())
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when no token is required, or `presented` is one of them.
-    pub(crate) fn admit(&self, presented: Option<&str>) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        let Some(presented) = presented else {
-            return false;
-        };
-        let presented = digest(presented);
-        self.0.contains(&presented)
-    }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-impl fmt::Debug for ApiTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiTokens({} set)", self.len())
-    }
-}
+use crate::config::ApiSettings;
+pub(crate) use events::EventStore;
 
 /// What every handler reads: the settings of the API, and where events go (`None`: nowhere
 /// durable with this input).
 #[derive(Clone)]
 pub(crate) struct ApiState {
     settings: Arc<ApiSettings>,
-    events: Option<EventIntake>,
+    events: Option<EventStore>,
 }
 
 /// Every route of the API with its checks.
-pub(crate) fn router(settings: &ApiSettings, events: Option<EventIntake>) -> Router {
+pub(crate) fn router(settings: &ApiSettings, events: Option<EventStore>) -> Router {
     let state = ApiState {
         settings: Arc::new(settings.clone()),
         events,
@@ -134,6 +47,7 @@ pub(crate) fn router(settings: &ApiSettings, events: Option<EventIntake>) -> Rou
     Router::new()
         .route("/push", post(gaurun::push))
         .route("/v1/events", post(events::post))
+        .route("/v1/events/{event_id}", get(events::get))
         .fallback(guard::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -147,7 +61,7 @@ pub(crate) fn router(settings: &ApiSettings, events: Option<EventIntake>) -> Rou
 pub(crate) async fn serve(
     listener: TcpListener,
     settings: ApiSettings,
-    events: Option<EventIntake>,
+    events: Option<EventStore>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
@@ -160,21 +74,13 @@ pub(crate) async fn serve(
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// The shipped defaults with `vars` applied, as start-up would load them.
     pub(crate) fn settings(vars: &[(&str, &str)]) -> ApiSettings {
         crate::config::load_with(vars).unwrap().api
-    }
-
-    #[test]
-    fn tokens_admit_only_their_own_and_never_print() {
-        let tokens = ApiTokens::parse(" alpha, ,beta ");
-        assert_eq!(tokens.len(), 2);
-        assert!(tokens.admit(Some("alpha")) && tokens.admit(Some("beta")));
-        assert!(!tokens.admit(Some("alph")) && !tokens.admit(None));
-        assert_eq!(format!("{tokens:?}"), "ApiTokens(2 set)");
-        assert!(ApiTokens::parse("").admit(None), "no tokens: open");
     }
 
     #[test]
@@ -199,7 +105,7 @@ pub(crate) mod tests {
     }
 
     /// Serves `router` on a free loopback port; the server stops with the test's runtime.
-    async fn serve_on_loopback(settings: &ApiSettings, events: Option<EventIntake>) -> String {
+    async fn serve_on_loopback(settings: &ApiSettings, events: Option<EventStore>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(serve(
@@ -260,11 +166,13 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_is_202_once_on_the_input_stream_and_400_with_its_reason() {
+    async fn an_event_is_202_once_on_the_input_stream_then_queued_then_its_claim_s_state() {
         let local = redis::Client::open("redis://127.0.0.1:6379").unwrap();
         let redis = redis::aio::ConnectionManager::new(local).await.unwrap();
         let stream = format!("test:api-events:{:016x}", fastrand::u64(..));
-        let intake = EventIntake::new(redis.clone(), &stream);
+        let prefix = format!("{stream}:claims:");
+        let window = Duration::from_secs(60);
+        let intake = EventStore::new(redis.clone(), &prefix, window, Some(&stream));
         let base = serve_on_loopback(&settings(&[]), Some(intake)).await;
         let post = |body: &'static str| client().post(format!("{base}/v1/events")).body(body);
         let (status, body) = call(post(r#"{"talk_id": "42", "event_id": "e-1"}"#)).await;
@@ -279,6 +187,23 @@ pub(crate) mod tests {
         let event: String = entries.ids[0].get("event").unwrap();
         let stored = crate::event::TalkPosted::parse(event.as_bytes()).unwrap();
         assert_eq!((stored.talk_id, stored.event_id.as_str()), (42, "e-1"));
+        let status_of = |id: &'static str| client().get(format!("{base}/v1/events/{id}"));
+        let (status, body) = call(status_of("e-1")).await;
+        assert_eq!(
+            (status, &body["state"]),
+            (200, &serde_json::json!("queued")),
+            "{body}"
+        );
+        let claim = crate::claims::event_key(&prefix, "e-1");
+        let _: () = redis::AsyncCommands::hset(&mut redis.clone(), &claim, "state", "done")
+            .await
+            .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(
+            body["state"], "done",
+            "the claim record wins once there is one"
+        );
+        assert_eq!(call(status_of("e-2")).await.0, 404);
         let (status, body) = call(post(r#"{"talk_id": 0}"#)).await;
         assert_eq!(status, 400);
         assert!(

@@ -39,6 +39,12 @@ static RELEASE_SCRIPT: LazyLock<Script> =
 
 pub(crate) use keeper::{Keeper, retry_redis};
 
+/// An event's claim record, whose `state` field is `running`, `done` or `failed`; read by the
+/// API's event status too.
+pub(crate) fn event_key(prefix: &str, event_id: &str) -> String {
+    format!("{prefix}event:{event_id}")
+}
+
 /// Every event ever claimed and not finished, by claim time.
 fn active(prefix: &str) -> String {
     format!("{prefix}events:active")
@@ -146,7 +152,7 @@ impl Claims {
     }
 
     fn key(&self, event_id: &str) -> String {
-        format!("{}event:{event_id}", self.prefix)
+        event_key(&self.prefix, event_id)
     }
 
     /// The connection, for other short commands (stream acknowledgements).

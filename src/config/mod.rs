@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod api;
 mod describe;
 pub(crate) mod env;
 mod providers;
 mod validate;
 
-pub(crate) use crate::api::ApiSettings;
 pub(crate) use crate::content::ContentSettings;
 pub(crate) use crate::database::{DatabaseSettings, QuerySettings};
 pub use crate::input::InputMode;
@@ -28,6 +28,7 @@ pub(crate) use crate::input::InputSettings;
 pub(crate) use crate::redact::redact_url;
 pub(crate) use crate::redis_client::RedisSettings;
 pub(crate) use crate::telemetry::LogFormat;
+pub(crate) use api::{ApiSettings, ApiTokens};
 pub use env::ENV_VARS;
 pub use providers::ApnsSettings;
 pub(crate) use providers::{FcmSettings, RetrySettings};
