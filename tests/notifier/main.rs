@@ -1,5 +1,6 @@
 //! One integration-test binary (faster to link than one per file), with shared helpers.
 
+mod api;
 mod apns_connections;
 mod apns_tokens;
 mod architecture;

@@ -1,0 +1,71 @@
+//! The HTTP API on a running replica: an event posted over HTTP runs through the deployment's
+//! input stream and claims, once, and its status follows the claim.
+
+use std::time::Duration;
+
+use notifier::Backend;
+
+use crate::faults::Cluster;
+
+/// A loopback address with a port free right now.
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+async fn state_of(base: &str, event_id: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("{base}/v1/events/{event_id}")).await;
+    match r {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn an_event_posted_over_http_reaches_each_device_once_and_its_status_follows_the_claim() {
+    notifier::install_crypto_provider();
+    let mut cluster = Cluster::new(Backend::Postgres, 40, 0, "").await;
+    let addr = free_addr();
+    let stream = crate::helpers::unique("api_events");
+    cluster
+        .start_replica(&[
+            ("NOTIFIER_INPUT", "stream"),
+            ("NOTIFIER_STREAM", stream.as_str()),
+            ("NOTIFIER_API_ADDR", addr.as_str()),
+        ])
+        .await;
+    let base = format!("http://{addr}");
+    let mut up = false;
+    for _ in 0..200 {
+        if state_of(&base, "api-1").await.0 == 404 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the API answers: {}", cluster.logs());
+
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{base}/v1/events"))
+            .body(r#"{"talk_id": 1, "event_id": "api-1"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+
+    cluster.wait_delivered(40, Duration::from_secs(60)).await;
+    let mut state = serde_json::Value::Null;
+    for _ in 0..100 {
+        state = state_of(&base, "api-1").await.1;
+        if state["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state["state"], "done", "{state}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((cluster.unique(), cluster.duplicates()), (40, 0));
+}
