@@ -48,6 +48,7 @@ pub(crate) fn router(settings: &ApiSettings, events: Option<EventStore>) -> Rout
         .route("/push", post(gaurun::push))
         .route("/v1/events", post(events::post))
         .route("/v1/events/{event_id}", get(events::get))
+        .route("/openapi.json", get(openapi))
         .fallback(guard::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -55,6 +56,16 @@ pub(crate) fn router(settings: &ApiSettings, events: Option<EventStore>) -> Rout
         ))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .with_state(state)
+}
+
+/// The API's description, kept in the repo beside the handlers (`openapi.json`).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// Serves until `stop` is cancelled.
@@ -224,5 +235,30 @@ pub(crate) mod tests {
         let (status, body) = call(req).await;
         assert_eq!(status, 501, "{body}");
         assert!(body["error"].as_str().unwrap().contains("NOTIFIER_INPUT"));
+    }
+
+    /// The document describes every route the router serves, and only those.
+    #[tokio::test]
+    async fn openapi_json_is_served_and_lists_the_routes() {
+        let base = serve_on_loopback(&settings(&[]), None).await;
+        let (status, doc) = call(client().get(format!("{base}/openapi.json"))).await;
+        assert_eq!(status, 200);
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/openapi.json",
+                "/push",
+                "/v1/events",
+                "/v1/events/{event_id}"
+            ]
+        );
     }
 }
