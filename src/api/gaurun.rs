@@ -208,6 +208,11 @@ pub(super) fn parse(
         .collect()
 }
 
+/// Any other method on `/push`: Gaurun's 400, which its clients may match.
+pub(super) async fn not_post() -> Response {
+    Family::Gaurun.error(StatusCode::BAD_REQUEST, "method must be POST")
+}
+
 /// `POST /push`: validated whole before any answer.
 pub(super) async fn push(
     State(state): State<ApiState>,

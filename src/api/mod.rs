@@ -45,7 +45,7 @@ pub(crate) fn router(settings: &ApiSettings, events: Option<EventStore>) -> Rout
         events,
     };
     Router::new()
-        .route("/push", post(gaurun::push))
+        .route("/push", post(gaurun::push).fallback(gaurun::not_post))
         .route("/v1/events", post(events::post))
         .route("/v1/events/{event_id}", get(events::get))
         .route("/openapi.json", get(openapi))
@@ -166,6 +166,11 @@ pub(crate) mod tests {
         );
         let (status, body) = call(push.body(vec![b' '; 65])).await;
         assert_eq!(status, 413, "{body}");
+        let (status, body) = call(c.get(format!("{base}/push")).bearer_auth("secret")).await;
+        assert_eq!(
+            (status, body),
+            (400, serde_json::json!({"message": "method must be POST"}))
+        );
     }
 
     #[tokio::test]
