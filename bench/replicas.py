@@ -29,22 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fanout  # noqa: E402  (the stand-in, database and Redis helpers)
-from fanout import free_port, make_audience, reset, sh, stats  # noqa: E402
-import socket  # noqa: E402
-
-
-def publish(channel, payload):
-    """PUBLISH over a connection opened beforehand (as bench/fanout.py does), to every replica
-    subscribed; returns the time it was sent, in ms."""
-    with socket.create_connection(("127.0.0.1", 6379)) as s:
-        parts = [b"PUBLISH", channel.encode(), payload.encode()]
-        command = b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        sent_ms = time.time() * 1000
-        s.sendall(command)
-        answer = s.recv(64)
-    if not answer.startswith(b":") or answer[1:2] == b"0":
-        raise RuntimeError(f"PUBLISH reached {answer!r} subscribers")
-    return sent_ms
+from fanout import free_port, make_audience, publish, reset, sh, stats  # noqa: E402
 
 
 class Deployment:
@@ -143,7 +128,7 @@ def run_event(args, url, name, replicas, devices, *, kill_at=None, quota_per_min
     d = Deployment(args, url, name, replicas, quota_per_min=quota_per_min, stand_in_quota=stand_in_quota)
     try:
         reset(d.plain)
-        published_ms = publish(d.channel, json.dumps({"talk_id": 1, "event_id": f"bench-{name}"}))
+        published_ms = publish(d.channel, json.dumps({"talk_id": 1, "event_id": f"bench-{name}"}), None)
         killed_in_flight = None
         deadline = time.time() + args.timeout
         while True:
