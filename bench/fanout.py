@@ -266,6 +266,9 @@ def one_run(args, url, run):
             "REDIS_URL": "redis://127.0.0.1:6379", "NOTIFIER_CHANNEL": channel,
             "NOTIFIER_CONFIG": os.path.join(tmp, "notifier.toml"),
             "NOTIFIER_CONCURRENCY": str(args.concurrency), "NOTIFIER_HTTP_ADDR": f"127.0.0.1:{http_port}",
+            # One replica against the machine's ceiling: unpaced and unsplit unless asked
+            # (bench/replicas.py measures the split and the shared quota).
+            "FCM_QUOTA_PER_MINUTE": str(args.fcm_quota), "NOTIFIER_JOB_SIZE": str(args.job_size),
             "FCM_ENDPOINT": f"https://localhost:{tls_port}", "NOTIFIER_EXTRA_CA_FILE": os.path.join(tmp, "ca.pem"),
             "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(tmp, "service-account.json"),
             "LOG_FORMAT": "json", "RUST_LOG": args.rust_log,
@@ -351,6 +354,8 @@ def main():
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--latency-ms", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=256, help="NOTIFIER_CONCURRENCY (FCM may use all of it)")
+    p.add_argument("--fcm-quota", type=int, default=0, help="FCM_QUOTA_PER_MINUTE (0: unpaced)")
+    p.add_argument("--job-size", type=int, default=0, help="NOTIFIER_JOB_SIZE (0: one replica sends it whole)")
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--max-streams", type=int, default=100, help="the stand-in's SETTINGS_MAX_CONCURRENT_STREAMS")
     p.add_argument("--db", choices=["postgres", "mariadb", "sqlite"], default="postgres")
