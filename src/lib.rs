@@ -48,6 +48,7 @@
 
 mod api;
 mod app;
+mod apps;
 mod audience;
 mod backoff;
 mod claims;
@@ -72,17 +73,18 @@ mod worker;
 // The library's surface: what `main` and the integration tests use. Everything else is
 // `pub(crate)`, so a change inside a step cannot break a caller outside the crate.
 pub use app::{Application, Overrides};
+pub use apps::{AppId, AppName, AppNames, Apps, DEFAULT_APP};
 pub use audience::{Audience, PageSink};
-pub use config::{ApnsSettings, ENV_VARS, InputMode, Settings};
+pub use config::{ApnsSettings, AppProviders, AppSettings, ENV_VARS, InputMode, Settings};
 pub use content::Notification;
 pub use database::{Backend, Database, Queries, ReadEnd};
 pub use device::{Device, PerProvider, Platform, Provider};
-pub use fanout::FanoutReport;
+pub use fanout::{AppReport, FanoutReport};
 pub use push::apns::{
     ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, Clock, HttpTransport, ProviderToken,
     SystemClock, TransportError,
 };
-pub use push::{Push, PushOutcome, Pusher, Pushers, apns_transport, providers};
+pub use push::{Push, PushOutcome, Pusher, Pushers, apns_transport, configured_pushers, providers};
 pub use redis_client::{Explained, open as open_redis};
 pub use telemetry::{LogFormat, init as init_logs};
 pub use worker::{EventOutcome, Summary, Worker};
