@@ -74,7 +74,7 @@ mod worker;
 // `pub(crate)`, so a change inside a step cannot break a caller outside the crate.
 pub use app::{Application, Overrides};
 pub use apps::{AppId, AppName, AppNames, Apps, DEFAULT_APP};
-pub use audience::{Audience, PageSink};
+pub use audience::{AppResolver, Audience, PageSink};
 pub use config::{ApnsSettings, AppProviders, AppSettings, ENV_VARS, InputMode, Settings};
 pub use content::Notification;
 pub use database::{Backend, Database, Queries, ReadEnd};
