@@ -5,7 +5,7 @@
 //! credentials pause only that app; a crash mid-event resumes both apps' devices exactly; the
 //! audience query may or may not return `app`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notifier::{AppId, Backend, EventOutcome, FanoutReport, Worker};
@@ -82,7 +82,7 @@ impl TwoApps {
     }
 
     /// The default app through the environment, as before there were apps.
-    fn vars(&self, config: &PathBuf) -> Vec<(&'static str, String)> {
+    fn vars(&self, config: &Path) -> Vec<(&'static str, String)> {
         vec![
             ("NOTIFIER_CONFIG", config.display().to_string()),
             ("APP_ENV", "production".into()),
