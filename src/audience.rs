@@ -255,3 +255,30 @@ impl<S: PageSink> RowSink<DeviceRow> for Pager<'_, S> {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::AppName;
+
+    #[test]
+    fn an_unknown_app_is_warned_about_once_per_event_across_its_lanes() {
+        let names = AppNames::new([AppName::parse("lite").unwrap()]);
+        let event = AppResolver::new(names.clone());
+        let other_lane = event.clone();
+        assert_eq!(event.resolve(None), Some(AppId::DEFAULT));
+        assert_eq!(event.resolve(Some("lite")), names.resolve(Some("lite")));
+        for resolver in [&event, &other_lane, &event] {
+            assert_eq!(resolver.resolve(Some("gone")), None);
+        }
+        assert_eq!(other_lane.resolve(Some("old")), None);
+        let warned = event.warned.lock().unwrap().clone();
+        assert_eq!(
+            warned,
+            ["gone", "old"],
+            "one warning per name, shared by the lanes"
+        );
+        let next_event = AppResolver::new(names);
+        assert!(next_event.warned.lock().unwrap().is_empty());
+    }
+}

@@ -184,8 +184,11 @@ impl FanoutReport {
                 last.set(field, *value);
             }
         }
-        // The default app first, as a single run reports them.
-        apps.sort_by_key(|a| a.app != crate::apps::DEFAULT_APP);
+        // The default app first, then by name, as a single run reports them.
+        apps.sort_by(|a, b| {
+            let key = |r: &AppReport| (r.app != crate::apps::DEFAULT_APP, r.app.clone());
+            key(a).cmp(&key(b))
+        });
         Self {
             recipients: count("recipients"),
             sent: count("sent"),
@@ -274,5 +277,55 @@ pub(crate) async fn fan_out(
     match failure {
         Some(source) => Err(FanoutError::Audience { source, report }),
         None => Ok(report),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_apps_counts_survive_the_round_trip_through_a_split_events_totals() {
+        let app = |app: &str, sent, skipped| AppReport {
+            app: app.into(),
+            sent,
+            failed: 1,
+            pruned: 0,
+            skipped,
+        };
+        let report = FanoutReport {
+            recipients: 12,
+            sent: 9,
+            failed: 2,
+            skipped: 1,
+            unknown_app: 1,
+            apps: vec![app("default", 5, 0), app("lite-2", 4, 0), app("lite", 0, 0)],
+            ..FanoutReport::default()
+        };
+        // Two jobs' counts added up, as the Redis script does.
+        let mut totals = std::collections::BTreeMap::new();
+        for _ in 0..2 {
+            for (k, v) in report.totals() {
+                *totals.entry(k).or_insert(0) += v;
+            }
+        }
+        let back = FanoutReport::from_totals(&totals);
+        assert_eq!((back.recipients, back.sent, back.unknown_app), (24, 18, 2));
+        let apps: Vec<_> = back
+            .apps
+            .iter()
+            .map(|a| (a.app.as_str(), a.sent, a.failed))
+            .collect();
+        assert_eq!(apps, [("default", 10, 2), ("lite", 0, 2), ("lite-2", 8, 2)]);
+        assert_eq!(
+            back.apps_detail().unwrap(),
+            "default sent=10 failed=2 pruned=0 skipped=0; lite sent=0 failed=2 pruned=0 skipped=0; \
+             lite-2 sent=8 failed=2 pruned=0 skipped=0; unknown skipped=2"
+        );
+        assert_eq!(
+            FanoutReport::default().apps_detail(),
+            None,
+            "one app: no field"
+        );
     }
 }
