@@ -22,7 +22,9 @@
 //! - [`claims`]: exactly one run of an event per deployment: claim, lease, checkpoint, keeper.
 //! - [`content`]: the talk (`talk`) and the per-locale notification that fits the payload limit.
 //! - [`audience`]: the devices of an event, streamed from the database; [`device`] is what a
-//!   device is (provider, platform) and `PerProvider`, one of something per provider.
+//!   device is (provider, platform, app) and `PerProvider`, one of something per provider;
+//!   [`apps`] the apps one deployment serves (`AppName`, the `AppId` a row resolves to once, and
+//!   `Apps`, one of something per app: pushers, permits, pace, counts).
 //! - [`fanout`]: one lane per provider under bounded concurrency (`lane`), the tally of
 //!   outcomes and pauses (`tally`), checkpoints (`checkpoint`) and page reads (`pages`).
 //! - [`push`]: the `Pusher` trait, typed outcomes, retries, and one folder per provider
