@@ -16,6 +16,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
 use crate::api::EventStore;
+use crate::apps::{AppNames, Apps};
 use crate::audience::PerProvider;
 use crate::claims::Claims;
 use crate::config::env::{NOTIFIER_API_ADDR, NOTIFIER_HTTP_ADDR};
@@ -74,11 +75,13 @@ async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, Bi
 }
 
 impl Listener {
-    async fn status(addr: SocketAddr, slot: WorkerSlot) -> anyhow::Result<Self> {
+    async fn status(addr: SocketAddr, slot: WorkerSlot, apps: &AppNames) -> anyhow::Result<Self> {
         // Before any metric is touched, so that every handle records into it.
         let metrics = crate::telemetry::install_metrics()?;
-        // Every push series at 0 from the start, so `increase()` sees the first push.
-        crate::push::metrics::PushMetrics::get();
+        // Every app's push series at 0 from the start, so `increase()` sees the first push.
+        for app in apps.ids() {
+            crate::push::metrics::PushMetrics::for_app(apps.name(app));
+        }
         let listener = bind(NOTIFIER_HTTP_ADDR, addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -124,7 +127,8 @@ impl Application {
     pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         // Probes are answered from here on; the listener outlives the drain (readiness says 503).
         let slot = WorkerSlot::default();
-        let status = Listener::status(settings.service.http_addr, Arc::clone(&slot)).await?;
+        let apps = settings.app_names();
+        let status = Listener::status(settings.service.http_addr, Arc::clone(&slot), &apps).await?;
         let owns_database = overrides.database.is_none();
         let db = match overrides.database {
             Some(db) => db,
@@ -184,18 +188,23 @@ impl Application {
     }
 }
 
-/// The deployment's pace per provider and its job stream, beside the claims in Redis.
+/// The deployment's pace per app and provider and its job stream, beside the claims in Redis.
 async fn connect_replicas(
     settings: &Settings,
     claims: &Claims,
-) -> anyhow::Result<(PerProvider<Pacer>, Jobs)> {
+) -> anyhow::Result<(Apps<PerProvider<Pacer>>, Jobs)> {
     let client = crate::redis_client::open(&settings.redis)?;
     let prefix = settings.claims_prefix();
-    let rates = PerProvider {
-        fcm: settings.fcm.quota_per_minute as f64 / 60.0,
-        apns: settings.apns.rate_per_second as f64,
-    };
-    let pacers = rates.map(|p, rate| Pacer::new(client.clone(), &prefix, p.as_str(), rate));
+    let apps = settings.app_providers();
+    // Each app's FCM project has its own quota, and each app its own APNs rate.
+    let pacers = Apps::from_fn(&settings.app_names(), |id| {
+        let app = &apps[id.index()];
+        let rates = PerProvider {
+            fcm: app.fcm.map_or(0.0, |f| f.quota_per_minute as f64 / 60.0),
+            apns: app.apns.map_or(0.0, |a| a.rate_per_second as f64),
+        };
+        rates.map(|p, rate| Pacer::new(client.clone(), &prefix, app.name, p.as_str(), rate))
+    });
     let queue = JobQueue::connect(client, &prefix, claims.owner(), settings.claims.lease())
         .await
         .with_context(|| {
@@ -248,8 +257,10 @@ async fn connect_claims(settings: &Settings) -> anyhow::Result<Claims> {
 }
 
 fn configured_pushers(settings: &Settings) -> anyhow::Result<Pushers> {
-    let providers = crate::push::providers(settings)?;
-    Ok(Pushers::new(providers, Arc::new(DryRunPusher)))
+    Ok(crate::push::configured_pushers(
+        settings,
+        Arc::new(DryRunPusher),
+    )?)
 }
 
 fn announce(settings: &Settings, db: &Database) {

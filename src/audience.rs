@@ -11,21 +11,69 @@
 
 pub(crate) use crate::device::{Device, PerProvider, Platform, Provider};
 
+use std::sync::{Arc, Mutex};
+
+use tracing::warn;
+
+use crate::apps::{AppId, AppNames};
 use crate::database::{
     Database, DatabaseError, FromRecord, Param, PreparedQuery, ReadEnd, Record, RowSink,
 };
 
-impl FromRecord for Device {
+/// A row as read: the device, and the app it names (`None`: NULL, or no `app` column), resolved
+/// to an [`AppId`] by the reader before the device is handed on.
+struct DeviceRow {
+    device: Device,
+    app: Option<String>,
+}
+
+impl FromRecord for DeviceRow {
     fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
-        Ok(Self {
+        let device = Device {
             id: r.required_int("device_id")?,
             user_id: r.optional_int("user_id")?,
             provider: Provider::parse(&r.required_text("provider")?),
             platform: r.optional_text("platform")?.as_deref().map(Platform::parse),
+            app: None,
             token: r.required_text("token")?,
             locale: r.optional_text("locale")?,
             updated_at: r.optional_timestamp("updated_at")?,
+        };
+        Ok(Self {
+            device,
+            app: r.optional_text("app")?,
         })
+    }
+}
+
+/// The apps an event's rows resolve against, shared by its lanes, with the unknown app names
+/// already warned about: one WARN per event and name, not one per device.
+#[derive(Clone, Default)]
+pub struct AppResolver {
+    names: AppNames,
+    warned: Arc<Mutex<Vec<String>>>,
+}
+
+impl AppResolver {
+    /// A resolver for one event (its own record of warnings).
+    pub fn new(names: AppNames) -> Self {
+        Self {
+            names,
+            warned: Arc::default(),
+        }
+    }
+
+    fn resolve(&self, name: Option<&str>) -> Option<AppId> {
+        let app = self.names.resolve(name);
+        if let (None, Some(name)) = (app, name) {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            if !warned.iter().any(|w| w == name) {
+                warned.push(name.to_string());
+                warn!(app = %name.escape_debug(),
+                    "Devices name an app this notifier does not serve: they are skipped and counted (configure [apps.NAME], or fix the devices' app).");
+            }
+        }
+        app
     }
 }
 
@@ -49,6 +97,7 @@ pub struct Audience {
     after_id: i64,
     /// The last device id to read (a job's range), if any.
     upto: Option<i64>,
+    apps: AppResolver,
 }
 
 impl Audience {
@@ -70,7 +119,15 @@ impl Audience {
             provider: None,
             after_id: 0,
             upto: None,
+            apps: AppResolver::default(),
         }
+    }
+
+    /// Resolves each row's `app` against these apps (by default, every device is the default
+    /// app's unless its row names another app, which is then unknown).
+    pub fn apps(mut self, apps: AppResolver) -> Self {
+        self.apps = apps;
+        self
     }
 
     /// Stops after this device id (the end of a job's range): later rows end the read.
@@ -125,6 +182,7 @@ impl Audience {
             handed: &mut self.after_id,
             upto: self.upto,
             past_upto: false,
+            apps: &self.apps,
         };
         let end = self.db.stream(&self.query, &values, &mut pager).await?;
         // Past the range's end is the range's end: the rest belongs to other jobs.
@@ -153,6 +211,7 @@ struct Pager<'a, S> {
     upto: Option<i64>,
     /// A row past `upto` came: the read ends there.
     past_upto: bool,
+    apps: &'a AppResolver,
 }
 
 impl<S: PageSink> Pager<'_, S> {
@@ -166,8 +225,9 @@ impl<S: PageSink> Pager<'_, S> {
     }
 }
 
-impl<S: PageSink> RowSink<Device> for Pager<'_, S> {
-    async fn take(&mut self, device: Device) -> Result<bool, DatabaseError> {
+impl<S: PageSink> RowSink<DeviceRow> for Pager<'_, S> {
+    async fn take(&mut self, row: DeviceRow) -> Result<bool, DatabaseError> {
+        let DeviceRow { mut device, app } = row;
         if device.id < self.cursor {
             return Err(DatabaseError::Column {
                 column: "device_id".into(),
@@ -183,6 +243,7 @@ impl<S: PageSink> RowSink<Device> for Pager<'_, S> {
         }
         self.cursor = device.id;
         if self.provider.is_none() || device.provider == self.provider {
+            device.app = self.apps.resolve(app.as_deref());
             if self.page.capacity() == 0 {
                 self.page.reserve_exact(self.page_size);
             }
@@ -192,5 +253,32 @@ impl<S: PageSink> RowSink<Device> for Pager<'_, S> {
             return Ok(self.flush().await);
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::AppName;
+
+    #[test]
+    fn an_unknown_app_is_warned_about_once_per_event_across_its_lanes() {
+        let names = AppNames::new([AppName::parse("lite").unwrap()]);
+        let event = AppResolver::new(names.clone());
+        let other_lane = event.clone();
+        assert_eq!(event.resolve(None), Some(AppId::DEFAULT));
+        assert_eq!(event.resolve(Some("lite")), names.resolve(Some("lite")));
+        for resolver in [&event, &other_lane, &event] {
+            assert_eq!(resolver.resolve(Some("gone")), None);
+        }
+        assert_eq!(other_lane.resolve(Some("old")), None);
+        let warned = event.warned.lock().unwrap().clone();
+        assert_eq!(
+            warned,
+            ["gone", "old"],
+            "one warning per name, shared by the lanes"
+        );
+        let next_event = AppResolver::new(names);
+        assert!(next_event.warned.lock().unwrap().is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! What a push is addressed to: a [`Device`] row of the audience, the [`Provider`] that reaches
-//! it, its [`Platform`], and [`PerProvider`], the one container for "one of each per provider"
+//! it, its [`Platform`] and app ([`AppId`]), and [`PerProvider`], the one container for "one of each per provider"
 //! (pushers, permits, metric handles, checkpoint lanes).
 //!
 //! A new provider is a new [`Provider`] variant and a new [`PerProvider`] field here; the
@@ -10,6 +10,8 @@ use std::ops::{Index, IndexMut};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::apps::AppId;
 
 /// The push provider that reaches a device (`devices.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +77,9 @@ pub struct Device {
     pub provider: Option<Provider>,
     /// `None` when the row has no platform.
     pub platform: Option<Platform>,
+    /// The app the device belongs to, resolved from the row's `app` once; `None` when the row
+    /// names an app this process does not serve (such a device is skipped).
+    pub app: Option<AppId>,
     pub token: String,
     pub locale: Option<String>,
     /// When the token was last registered, if the query says.

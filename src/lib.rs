@@ -22,7 +22,9 @@
 //! - [`claims`]: exactly one run of an event per deployment: claim, lease, checkpoint, keeper.
 //! - [`content`]: the talk (`talk`) and the per-locale notification that fits the payload limit.
 //! - [`audience`]: the devices of an event, streamed from the database; [`device`] is what a
-//!   device is (provider, platform) and `PerProvider`, one of something per provider.
+//!   device is (provider, platform, app) and `PerProvider`, one of something per provider;
+//!   [`apps`] the apps one deployment serves (`AppName`, the `AppId` a row resolves to once, and
+//!   `Apps`, one of something per app: pushers, permits, pace, counts).
 //! - [`fanout`]: one lane per provider under bounded concurrency (`lane`), the tally of
 //!   outcomes and pauses (`tally`), checkpoints (`checkpoint`) and page reads (`pages`).
 //! - [`push`]: the `Pusher` trait, typed outcomes, retries, and one folder per provider
@@ -48,6 +50,7 @@
 
 mod api;
 mod app;
+mod apps;
 mod audience;
 mod backoff;
 mod claims;
@@ -72,17 +75,18 @@ mod worker;
 // The library's surface: what `main` and the integration tests use. Everything else is
 // `pub(crate)`, so a change inside a step cannot break a caller outside the crate.
 pub use app::{Application, Overrides};
-pub use audience::{Audience, PageSink};
-pub use config::{ApnsSettings, ENV_VARS, InputMode, Settings};
+pub use apps::{AppId, AppName, AppNames, Apps, DEFAULT_APP};
+pub use audience::{AppResolver, Audience, PageSink};
+pub use config::{ApnsSettings, AppProviders, AppSettings, ENV_VARS, InputMode, Settings};
 pub use content::Notification;
 pub use database::{Backend, Database, Queries, ReadEnd};
 pub use device::{Device, PerProvider, Platform, Provider};
-pub use fanout::FanoutReport;
+pub use fanout::{AppReport, FanoutReport};
 pub use push::apns::{
     ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, Clock, HttpTransport, ProviderToken,
     SystemClock, TransportError,
 };
-pub use push::{Push, PushOutcome, Pusher, Pushers, apns_transport, providers};
+pub use push::{Push, PushOutcome, Pusher, Pushers, apns_transport, configured_pushers, providers};
 pub use redis_client::{Explained, open as open_redis};
 pub use telemetry::{LogFormat, init as init_logs};
 pub use worker::{EventOutcome, Summary, Worker};

@@ -1,11 +1,11 @@
-//! `notifier check`: loads and checks everything the worker will use (database, Redis, FCM
-//! token, APNs key) and prints the effective settings with secrets masked.
+//! `notifier check`: loads and checks everything the worker will use (database, Redis, each app's
+//! FCM token and APNs key) and prints the effective settings with secrets masked.
 //!
 //! Each check prints one `ok`/`FAILED` line; the output is read by people and by the CLI tests.
 
 use anyhow::Context;
 
-use crate::config::{Settings, redact_url};
+use crate::config::{ApnsSettings, FcmSettings, Settings, redact_url};
 use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
 use crate::redis_client::Explained;
 
@@ -24,15 +24,32 @@ pub(super) async fn check(settings: &Settings) -> anyhow::Result<()> {
     };
     report("database (DATABASE_URL)", database(settings).await);
     report("Redis (REDIS_URL)", redis(settings).await);
-    if settings.fcm.is_configured() {
-        report("FCM (GOOGLE_APPLICATION_CREDENTIALS)", fcm(settings).await);
-    } else {
-        println!("-       FCM: not configured (GOOGLE_APPLICATION_CREDENTIALS unset)");
+    match &settings.fcm {
+        f if f.is_configured() => report(
+            "FCM (GOOGLE_APPLICATION_CREDENTIALS)",
+            fcm(settings, f).await,
+        ),
+        _ => println!("-       FCM: not configured (GOOGLE_APPLICATION_CREDENTIALS unset)"),
     }
-    if settings.apns.is_configured() {
-        report("APNs (APNS_KEY_PATH)", apns(settings));
-    } else {
-        println!("-       APNs: not configured (APNS_KEY_PATH unset)");
+    match &settings.apns {
+        a if a.is_configured() => report("APNs (APNS_KEY_PATH)", apns(settings, a)),
+        _ => println!("-       APNs: not configured (APNS_KEY_PATH unset)"),
+    }
+    // Each further app by name, so the line that fails says which app's section to fix.
+    for app in &settings.apps {
+        let name = &app.name;
+        if let Some(f) = &app.fcm {
+            report(
+                &format!("app {name}: FCM ([apps.{name}.fcm])"),
+                fcm(settings, f).await,
+            );
+        }
+        if let Some(a) = &app.apns {
+            report(
+                &format!("app {name}: APNs ([apps.{name}.apns])"),
+                apns(settings, a),
+            );
+        }
     }
     anyhow::ensure!(failures.is_empty(), "check failed: {}", failures.join(", "));
     println!("All checks passed ({} mode).", settings.send_mode.as_str());
@@ -62,15 +79,14 @@ async fn redis(settings: &Settings) -> anyhow::Result<String> {
 }
 
 /// A token issued for the service account proves the key; the client proves the endpoint.
-async fn fcm(settings: &Settings) -> anyhow::Result<String> {
-    let fcm = &settings.fcm;
+async fn fcm(settings: &Settings, fcm: &FcmSettings) -> anyhow::Result<String> {
     let timeout = std::time::Duration::from_secs(fcm.request_timeout_secs);
     let tokens = ServiceAccountTokens::from_file(std::path::Path::new(&fcm.credentials), timeout)?;
     let project = match fcm.project_id.trim() {
         "" => tokens
             .project_id()
             .map(str::to_string)
-            .context("no project_id: set FCM_PROJECT_ID")?,
+            .context("no project_id in the service-account JSON: set it (FCM_PROJECT_ID)")?,
         id => id.to_string(),
     };
     tokens.bearer().await?;
@@ -82,14 +98,13 @@ async fn fcm(settings: &Settings) -> anyhow::Result<String> {
 }
 
 /// The key loads and signs; Apple is not asked (a push needs a device token).
-fn apns(settings: &Settings) -> anyhow::Result<String> {
-    let a = &settings.apns;
+fn apns(settings: &Settings, a: &ApnsSettings) -> anyhow::Result<String> {
     let key = format!(
         "key {} of team {} loaded, topic {}",
         a.key_id, a.team_id, a.topic
     );
     // The same transport a push goes through: Apple's host, or the stand-in at APNS_ENDPOINT.
-    crate::push::apns_transport(settings, 1)?;
+    crate::push::apns_transport(settings, a, 1)?;
     Ok(match a.endpoint.trim() {
         "" if a.sandbox => format!("{key}, Apple sandbox"),
         "" => format!("{key}, Apple production"),

@@ -65,6 +65,10 @@ pub enum Command {
         /// The device's platform (an iPhone reached through FCM gets the APNs block).
         #[arg(long, default_value = "android", value_parser = ["android", "ios", "web"])]
         platform: String,
+        /// The app whose credentials send it: an [apps.NAME] section (default: the top-level
+        /// [fcm] and [apns]).
+        #[arg(long)]
+        app: Option<String>,
     },
     /// Load and check everything (database, Redis, FCM token, APNs key) and print the effective
     /// settings with secrets masked.
@@ -97,7 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             title,
             body,
             platform,
-        } => send::send(&settings, &provider, token, title, body, platform).await,
+            app,
+        } => send::send(&settings, &provider, token, title, body, platform, app).await,
         Command::Check => check::check(&settings).await,
         Command::Healthcheck => crate::status::healthcheck(settings.service.http_addr).await,
     }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tracing::Instrument;
 
+use crate::apps::DEFAULT_APP;
 use crate::audience::{Device, Platform, Provider};
 use crate::config::Settings;
 use crate::content::Notification;
 use crate::push::dry_run::DryRunPusher;
 use crate::push::retry::{RetryPolicy, deliver};
-use crate::push::{MaskedToken, Push, PushOutcome, Pusher, Pushers};
+use crate::push::{MaskedToken, Push, PushOutcome, Pusher};
 
 pub(super) async fn send(
     settings: &Settings,
@@ -20,8 +21,10 @@ pub(super) async fn send(
     title: String,
     body: String,
     platform: String,
+    app: Option<String>,
 ) -> anyhow::Result<()> {
     let provider = Provider::parse(provider).context("--provider is fcm or apns")?;
+    let app = app.unwrap_or_else(|| DEFAULT_APP.to_string());
     let event_id: Arc<str> = Arc::from(format!("send:{}", chrono::Utc::now().timestamp_millis()));
     let push = Push {
         event_id: Arc::clone(&event_id),
@@ -30,6 +33,7 @@ pub(super) async fn send(
             user_id: None,
             provider: Some(provider),
             platform: Some(Platform::parse(&platform)),
+            app: settings.app_names().resolve(Some(&app)),
             token,
             locale: None,
             updated_at: None,
@@ -42,7 +46,7 @@ pub(super) async fn send(
             thread_id: "notifier-send".into(),
         }),
     };
-    let pusher = pusher_for(settings, provider)?;
+    let pusher = pusher_for(settings, &app, provider)?;
     let policy = RetryPolicy::from(&settings.retry);
     // The span names the push in its log lines, as an event's span does in `run`.
     let span = tracing::info_span!("send", event_id = %event_id);
@@ -51,6 +55,7 @@ pub(super) async fn send(
         &push,
         &policy,
         &crate::pacing::Pacer::unpaced(),
+        &app,
         &|| false,
     )
     .instrument(span)
@@ -67,8 +72,12 @@ pub(super) async fn send(
             format!(": {reason} (check {setting})")
         }
     };
+    let of_app = match app.as_str() {
+        DEFAULT_APP => String::new(),
+        app => format!(" of app {app}"),
+    };
     println!(
-        "{} push to {} ({} mode, {} attempt(s)): {}{detail}",
+        "{}{of_app} push to {} ({} mode, {} attempt(s)): {}{detail}",
         provider.as_str(),
         MaskedToken(&push.device.token),
         settings.send_mode.as_str(),
@@ -82,13 +91,26 @@ pub(super) async fn send(
     Ok(())
 }
 
-/// The pusher the send mode picks for `provider`: APNs has no validate mode, so it dry-runs.
-fn pusher_for(settings: &Settings, provider: Provider) -> anyhow::Result<Arc<dyn Pusher>> {
-    let pushers = Pushers::new(crate::push::providers(settings)?, Arc::new(DryRunPusher));
-    pushers.for_mode(settings.send_mode)[provider]
+/// The pusher the send mode picks for `provider` of `app`: APNs has no validate mode, so it
+/// dry-runs.
+fn pusher_for(
+    settings: &Settings,
+    app: &str,
+    provider: Provider,
+) -> anyhow::Result<Arc<dyn Pusher>> {
+    let pushers = crate::push::configured_pushers(settings, Arc::new(DryRunPusher))?;
+    let Some(in_mode) = pushers.for_app(app, settings.send_mode) else {
+        anyhow::bail!("--app {app}: no [apps.{app}] section configures such an app");
+    };
+    in_mode[provider]
         .clone()
-        .with_context(|| match provider {
-            Provider::Fcm => "FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS",
-            Provider::Apns => "APNs is not configured: set APNS_KEY_PATH",
+        .with_context(|| match (app, provider) {
+            (DEFAULT_APP, Provider::Fcm) => {
+                "FCM is not configured: set GOOGLE_APPLICATION_CREDENTIALS".to_string()
+            }
+            (DEFAULT_APP, Provider::Apns) => {
+                "APNs is not configured: set APNS_KEY_PATH".to_string()
+            }
+            (app, provider) => format!("app {app} has no [apps.{app}.{provider}] section"),
         })
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod api;
+mod apps;
 mod describe;
 pub(crate) mod env;
 mod providers;
@@ -29,6 +30,7 @@ pub(crate) use crate::redact::redact_url;
 pub(crate) use crate::redis_client::RedisSettings;
 pub(crate) use crate::telemetry::LogFormat;
 pub(crate) use api::{ApiSettings, ApiTokens};
+pub use apps::{AppProviders, AppSettings};
 pub use env::ENV_VARS;
 pub use providers::ApnsSettings;
 pub(crate) use providers::{FcmSettings, RetrySettings};
@@ -90,6 +92,10 @@ pub struct Settings {
     pub queries: QuerySettings,
     pub content: ContentSettings,
     pub api: ApiSettings,
+    /// The `[apps.NAME]` sections, by name; the top-level `[fcm]` and `[apns]` are the default
+    /// app and not listed here.
+    #[serde(skip)]
+    pub apps: Vec<AppSettings>,
     /// PEM roots trusted in addition to the system's (`NOTIFIER_EXTRA_CA_FILE`).
     #[serde(skip)]
     pub extra_ca_file: Option<PathBuf>,
@@ -180,6 +186,7 @@ impl Settings {
         let mut table: toml::Table = DEFAULTS
             .parse()
             .map_err(|e| SettingsError::new("built-in defaults", e))?;
+        let defaults = table.clone();
 
         let (path, explicit) = match env(env::NOTIFIER_CONFIG) {
             Some(p) if !p.is_empty() => (PathBuf::from(p), true),
@@ -192,6 +199,7 @@ impl Settings {
             }
             None => None,
         };
+        let apps = apps::read_apps(table.remove("apps"), &defaults)?;
 
         let mut settings: Settings =
             toml::Value::Table(table)
@@ -200,6 +208,7 @@ impl Settings {
                     SettingsError::new(config_name(&config_path), e.message())
                 })?;
         settings.config_path = config_path;
+        settings.apps = apps;
         settings.apply_env(&env)?;
         settings.validate()?;
         Ok(settings)

@@ -116,17 +116,7 @@ impl Settings {
     }
 
     fn validate_providers(&self) -> Result<(), SettingsError> {
-        require(
-            self.fcm.connections <= 64,
-            "fcm.connections",
-            "must be from 0 (auto) to 64",
-        )?;
-        let endpoint = &self.fcm.endpoint;
-        require(
-            endpoint.starts_with("https://") || endpoint.starts_with("http://"),
-            FCM_ENDPOINT,
-            "must be an http(s):// URL",
-        )?;
+        super::apps::check_fcm(&self.fcm, FCM_ENDPOINT, "fcm.connections")?;
         if self.apns.is_configured() {
             for (name, value) in [
                 (APNS_KEY_ID, &self.apns.key_id),
@@ -157,10 +147,7 @@ impl Settings {
     }
 
     fn validate_send_mode(&self) -> Result<(), SettingsError> {
-        if self.send_mode != SendMode::DryRun
-            && !self.fcm.is_configured()
-            && !self.apns.is_configured()
-        {
+        if self.send_mode != SendMode::DryRun && !self.any_provider() {
             return Err(SettingsError::new(
                 GOOGLE_APPLICATION_CREDENTIALS,
                 format!(

@@ -1,7 +1,7 @@
 //! One provider's lane of a fan-out: takes the pages its reader hands over and turns each device
-//! into a push task, once the device is admitted (not finished in an earlier run, a pusher and a
-//! token, not paused, the claim not on hold) and both its provider's and the global permit are
-//! held. Then it waits for its pushes, or after a stop gives them the drain timeout.
+//! into a push task, once the device is admitted (not finished in an earlier run, an app this
+//! process serves, a pusher and a token, not paused, the claim not on hold) and both its app's
+//! provider permit and the global one are held. Then it waits for its pushes, or after a stop gives them the drain timeout.
 //!
 //! This is the hot path: per device, no allocation beyond the [`Push`] and its task, and the
 //! permits are taken *before* the spawn so live tasks never exceed either limit.
@@ -18,9 +18,9 @@ use super::FanoutLimits;
 use super::checkpoint::LaneCheckpoint;
 use super::pages::{Page, read_pages};
 use super::tally::{Tally, skipped};
+use crate::apps::{AppId, Apps};
 use crate::audience::{Audience, Device, Provider};
 use crate::database::DatabaseError;
-use crate::push::metrics::PushMetrics;
 use crate::push::retry::deliver;
 use crate::push::{Push, Pusher};
 
@@ -39,16 +39,21 @@ enum Admit {
     Closed,
 }
 
+/// What a lane holds for each app: the app's pusher for the provider and its permits.
+struct LaneApp {
+    pusher: Option<Arc<dyn Pusher>>,
+    permits: Arc<Semaphore>,
+    warmed: bool,
+}
+
 pub(super) struct Lane {
     provider: Provider,
-    pusher: Option<Arc<dyn Pusher>>,
-    provider_permits: Arc<Semaphore>,
+    apps: Apps<LaneApp>,
     permits: Arc<Semaphore>,
     /// Where the run this one resumes stood: devices finished then are not sent again.
     resume: LaneCheckpoint,
     hold: watch::Receiver<bool>,
     tasks: JoinSet<()>,
-    warmed: bool,
     tally: Arc<Tally>,
     drain_timeout: Duration,
     stop: CancellationToken,
@@ -75,15 +80,25 @@ impl Lane {
             )
             .in_current_span(),
         );
+        let apps = Apps::from_fn(&tally.delivery.apps, |app| LaneApp {
+            pusher: tally.delivery.pushers[app][provider].clone(),
+            // An app the worker's limits do not know (none: both come from the settings)
+            // shares the default app's permits rather than going unlimited.
+            permits: Arc::clone(
+                &limits
+                    .provider_permits
+                    .get(app)
+                    .unwrap_or(&limits.provider_permits[AppId::DEFAULT])[provider],
+            ),
+            warmed: false,
+        });
         let mut lane = Lane {
             provider,
-            pusher: tally.delivery.pushers[provider].clone(),
-            provider_permits: Arc::clone(&limits.provider_permits[provider]),
+            apps,
             permits: limits.permits,
             resume: tally.progress.resumed_from(provider).clone(),
             hold: tally.progress.watch_hold(),
             tasks: JoinSet::new(),
-            warmed: false,
             tally,
             drain_timeout: limits.drain_timeout,
             stop,
@@ -134,16 +149,22 @@ impl Lane {
             self.tally.progress.passed(self.provider, device.id);
             return Admit::Passed;
         }
-        let Some(pusher) = self.pusher.clone().filter(|_| !device.token.is_empty()) else {
+        let Some(app) = device.app else {
+            self.tally.count_unknown_app();
+            self.tally.progress.passed(self.provider, device.id);
+            return Admit::Passed;
+        };
+        let lane_app = &self.apps[app];
+        let Some(pusher) = lane_app.pusher.clone().filter(|_| !device.token.is_empty()) else {
             let why = if device.token.is_empty() {
                 "empty token"
             } else {
                 "not configured"
             };
-            return self.pass(device, why).await;
+            return self.pass(app, device, why).await;
         };
-        if self.tally.is_paused(self.provider, device) {
-            return self.pass(device, "paused").await;
+        if self.tally.is_paused(app, self.provider, device) {
+            return self.pass(app, device, "paused").await;
         }
         if *self.hold.borrow() {
             // The claim cannot be renewed: sending on could race a replica that takes over.
@@ -152,15 +173,16 @@ impl Lane {
                 _ = self.hold.wait_for(|held| !*held) => {}
             }
         }
-        if !self.warmed {
-            self.warmed = true;
+        if !self.apps[app].warmed {
+            self.apps[app].warmed = true;
             pusher.warm().await;
         }
+        let own_permits = Arc::clone(&self.apps[app].permits);
         let permits = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Admit::Stopped,
             permits = async {
-                let own = Arc::clone(&self.provider_permits).acquire_owned().await?;
+                let own = own_permits.acquire_owned().await?;
                 let global = Arc::clone(&self.permits).acquire_owned().await?;
                 Ok::<_, tokio::sync::AcquireError>((own, global))
             } => permits,
@@ -172,9 +194,11 @@ impl Lane {
     }
 
     /// Settles a device as skipped, without a push.
-    async fn pass(&self, device: &Device, why: &str) -> Admit {
+    async fn pass(&self, app: AppId, device: &Device, why: &str) -> Admit {
         let outcome = skipped(self.provider, why);
-        self.tally.settle(self.provider, device, outcome, 0).await;
+        self.tally
+            .settle((app, self.provider), device, outcome, 0)
+            .await;
         self.tally.progress.passed(self.provider, device.id);
         Admit::Passed
     }
@@ -257,8 +281,10 @@ async fn send(
     push: Push,
     permits: Permits,
 ) {
-    let paused = || tally.is_paused(provider, &push.device);
-    let metrics = PushMetrics::get();
+    // Admitted devices are of a served app.
+    let app = push.device.app.unwrap_or(AppId::DEFAULT);
+    let paused = || tally.is_paused(app, provider, &push.device);
+    let metrics = &tally.delivery.metrics[app];
     // A guard, so an aborted or panicking push still leaves the gauge.
     let in_flight = metrics.in_flight_guard(provider);
     let started = std::time::Instant::now();
@@ -266,7 +292,8 @@ async fn send(
         &*pusher,
         &push,
         &tally.delivery.retry,
-        &tally.delivery.pacers[provider],
+        &tally.delivery.pacers[app][provider],
+        tally.delivery.apps.name(app),
         &paused,
     )
     .await;
@@ -275,7 +302,7 @@ async fn send(
     // The slots go back before the bookkeeping: a slow prune queue must not hold them.
     drop(permits);
     tally
-        .settle(provider, &push.device, done.outcome, done.attempts)
+        .settle((app, provider), &push.device, done.outcome, done.attempts)
         .await;
     tally.progress.finished(provider, push.device.id);
 }

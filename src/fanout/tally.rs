@@ -1,6 +1,7 @@
-//! What the push tasks of one event share: the counts that become its [`FanoutReport`], the
-//! pauses a credentials rejection sets, and [`Tally::settle`], which counts a push's final
-//! outcome and acts on it (queue the token for pruning, log a failure once, pause).
+//! What the push tasks of one event share: the counts that become its [`FanoutReport`] (per
+//! app), the pauses a credentials rejection sets (per app and provider), and [`Tally::settle`],
+//! which counts a push's final outcome and acts on it (queue the token for pruning, log a failure
+//! once, pause).
 //!
 //! Everything here is touched by every push, so it is atomics and one rarely taken lock: keep it
 //! that way (no allocation per push that the outcome does not already carry).
@@ -14,11 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tracing::{error, warn};
 
 use super::checkpoint::Progress;
-use super::{Delivery, FanoutReport};
+use super::{AppReport, Delivery, FanoutReport};
+use crate::apps::{AppId, Apps};
 use crate::audience::{Device, PerProvider, Platform, Provider};
 use crate::content::Rendered;
 use crate::prune::Dead;
-use crate::push::metrics::PushMetrics;
 use crate::push::{MaskedToken, PauseScope, PushOutcome, Reason};
 
 /// Distinct failure reasons logged per event at most; beyond, failures are only counted.
@@ -27,17 +28,38 @@ const LOGGED_REASONS: usize = 1000;
 /// What a credentials rejection pauses for the rest of the event, as listed in the report.
 #[derive(Clone, Copy)]
 struct Pause {
+    app: AppId,
     provider: Provider,
     scope: PauseScope,
 }
 
 impl Pause {
-    fn label(self) -> &'static str {
-        match self.scope {
+    /// `fcm`, `fcm:ios+web`, `apns` for the default app; `lite/fcm` for another.
+    fn label(self, app: &str) -> String {
+        let what = match self.scope {
             PauseScope::Provider => self.provider.as_str(),
             // Only FCM reaches Apple and web devices beside Android ones.
             PauseScope::NonAndroid => "fcm:ios+web",
+        };
+        match self.app {
+            AppId::DEFAULT => what.to_string(),
+            _ => format!("{app}/{what}"),
         }
+    }
+}
+
+/// One app's outcomes in this event.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    pruned: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Counts {
+    fn load(&self) -> [u64; 4] {
+        [&self.sent, &self.failed, &self.pruned, &self.skipped].map(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -47,15 +69,16 @@ pub(super) struct Tally {
     pub(super) content: Arc<Rendered>,
     pub(super) delivery: Delivery,
     pub(super) progress: Arc<Progress>,
-    sent: AtomicU64,
-    failed: AtomicU64,
-    pruned: AtomicU64,
-    skipped: AtomicU64,
+    counts: Apps<Counts>,
+    /// Devices whose row names an app this process does not serve: skipped.
+    unknown_app: AtomicU64,
+    /// Pushes that will not settle (see [`Tally::count_lost`]): failed, under no app.
+    lost: AtomicU64,
     retries: AtomicU64,
     pages: AtomicU64,
     queries: AtomicU64,
     /// Indexed by [`PauseScope::index`].
-    paused: PerProvider<[AtomicBool; PauseScope::ALL.len()]>,
+    paused: Apps<PerProvider<[AtomicBool; PauseScope::ALL.len()]>>,
     /// Failure reasons already logged for this event: each is logged once, then only counted.
     logged: Mutex<HashSet<String>>,
     buffered: AtomicUsize,
@@ -73,16 +96,15 @@ impl Tally {
         Self {
             event_id,
             content,
+            counts: Apps::from_fn(&delivery.apps, |_| Counts::default()),
+            paused: Apps::from_fn(&delivery.apps, |_| PerProvider::default()),
             delivery,
             progress,
-            sent: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            pruned: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
+            unknown_app: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             pages: AtomicU64::new(0),
             queries: AtomicU64::new(0),
-            paused: PerProvider::default(),
             logged: Mutex::new(HashSet::new()),
             buffered: AtomicUsize::new(0),
             peak_buffered: AtomicUsize::new(0),
@@ -91,13 +113,19 @@ impl Tally {
     }
 
     fn flag(&self, pause: Pause) -> &AtomicBool {
-        &self.paused[pause.provider][pause.scope.index()]
+        &self.paused[pause.app][pause.provider][pause.scope.index()]
     }
 
-    /// Whether pushes to this device are paused for the rest of the event.
-    pub(super) fn is_paused(&self, provider: Provider, device: &Device) -> bool {
-        let paused =
-            |scope: PauseScope| self.flag(Pause { provider, scope }).load(Ordering::Relaxed);
+    /// Whether pushes to this device (of a served app) are paused for the rest of the event.
+    pub(super) fn is_paused(&self, app: AppId, provider: Provider, device: &Device) -> bool {
+        let paused = |scope: PauseScope| {
+            let pause = Pause {
+                app,
+                provider,
+                scope,
+            };
+            self.flag(pause).load(Ordering::Relaxed)
+        };
         paused(PauseScope::Provider)
             || (device.platform != Some(Platform::Android) && paused(PauseScope::NonAndroid))
     }
@@ -122,8 +150,16 @@ impl Tally {
     }
 
     /// Pushes that will not settle: abandoned at the drain deadline, or their task panicked.
+    /// Failed, but under no app: a task that panicked or was abandoned leaves no device behind.
     pub(super) fn count_lost(&self, pushes: u64) {
-        self.failed.fetch_add(pushes, Ordering::Relaxed);
+        self.lost.fetch_add(pushes, Ordering::Relaxed);
+    }
+
+    /// A device of an app this process does not serve, skipped.
+    pub(super) fn count_unknown_app(&self) {
+        self.unknown_app.fetch_add(1, Ordering::Relaxed);
+        self.progress.count_settled();
+        crate::push::metrics::unknown_app();
     }
 
     /// The fan-out stopped before the whole audience was reached.
@@ -144,7 +180,7 @@ impl Tally {
     /// Counts a push's final outcome and acts on it.
     pub(super) async fn settle(
         &self,
-        provider: Provider,
+        (app, provider): (AppId, Provider),
         device: &Device,
         outcome: PushOutcome,
         attempts: u32,
@@ -152,36 +188,37 @@ impl Tally {
         self.retries
             .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
         self.progress.count_settled();
-        PushMetrics::get().outcome(provider, outcome.kind());
+        self.delivery.metrics[app].outcome(provider, outcome.kind());
+        let counts = &self.counts[app];
         match outcome {
             PushOutcome::Delivered => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
+                counts.sent.fetch_add(1, Ordering::Relaxed);
             }
             PushOutcome::Unregistered { reason, since } => {
                 // APNs: a token registered again after Apple saw it invalid is alive.
                 if let (Some(since), Some(updated)) = (since, device.updated_at)
                     && updated >= since
                 {
-                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
                     if self.first_time("re-registered") {
                         warn!(token = %MaskedToken(&device.token), %reason,
                             "The provider calls a token unregistered that was registered again since; keeping it.");
                     }
                     return;
                 }
-                self.unregistered(provider, device, reason).await;
+                self.unregistered((app, provider), device, reason).await;
             }
             PushOutcome::Retryable { reason, .. } => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
-                    warn!(provider = provider.as_str(), %reason, attempts,
+                    warn!(provider = provider.as_str(), app = self.delivery.apps.name(app), %reason, attempts,
                         "A push failed after its retries (further pushes failing for this reason are counted, not logged).");
                 }
             }
             PushOutcome::Rejected { reason } => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
-                    warn!(provider = provider.as_str(), %reason, token = %MaskedToken(&device.token),
+                    warn!(provider = provider.as_str(), app = self.delivery.apps.name(app), %reason, token = %MaskedToken(&device.token),
                         "The provider rejected a push; the token is kept (further pushes failing for this reason are counted, not logged).");
                 }
             }
@@ -189,15 +226,29 @@ impl Tally {
                 reason,
                 setting,
                 scope,
-            } => self.credentials_rejected(Pause { provider, scope }, &reason, setting),
+            } => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                let pause = Pause {
+                    app,
+                    provider,
+                    scope,
+                };
+                self.credentials_rejected(pause, &reason, setting);
+            }
             PushOutcome::Skipped { .. } => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
+                counts.skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     /// A dead token: queued for pruning, or only counted where this send mode writes nothing.
-    async fn unregistered(&self, provider: Provider, device: &Device, reason: Reason) {
+    async fn unregistered(
+        &self,
+        (app, provider): (AppId, Provider),
+        device: &Device,
+        reason: Reason,
+    ) {
+        let counts = &self.counts[app];
         match &self.delivery.prune {
             Some(prune) => {
                 let dead = Dead {
@@ -206,12 +257,12 @@ impl Tally {
                     reason,
                 };
                 let _ = prune.send(dead).await;
-                self.pruned.fetch_add(1, Ordering::Relaxed);
-                PushMetrics::get().pruned(provider);
+                counts.pruned.fetch_add(1, Ordering::Relaxed);
+                self.delivery.metrics[app].pruned(provider);
             }
             // Validate runs write nothing: "pruned" would promise a change that is not made.
             None => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
                     warn!(%reason,
                         "The provider reports a dead token; not pruned in this send mode (further ones are counted, not logged).");
@@ -221,9 +272,14 @@ impl Tally {
     }
 
     fn credentials_rejected(&self, pause: Pause, reason: &Reason, setting: &'static str) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
         if !self.flag(pause).swap(true, Ordering::Relaxed) {
-            error!(paused = pause.label(), %reason, setting,
+            let app = self.delivery.apps.name(pause.app);
+            // Another app's credentials are its [apps.NAME] section's, not the variable's.
+            let setting = match pause.app {
+                AppId::DEFAULT => setting.to_string(),
+                _ => format!("[apps.{app}.{}]", pause.provider),
+            };
+            error!(paused = %pause.label(app), app, %reason, setting,
                 "The provider rejected our credentials; these pushes are paused for the rest of this event. Check {setting}.");
         }
     }
@@ -237,12 +293,41 @@ impl Tally {
     }
 
     pub(super) fn report(&self) -> FanoutReport {
-        let (sent, failed, pruned, skipped) = (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            self.pruned.load(Ordering::Relaxed),
-            self.skipped.load(Ordering::Relaxed),
-        );
+        let names = &self.delivery.apps;
+        let apps: Vec<AppReport> = self
+            .counts
+            .iter()
+            .map(|(app, counts)| {
+                let [sent, failed, pruned, skipped] = counts.load();
+                AppReport {
+                    app: names.name(app).to_string(),
+                    sent,
+                    failed,
+                    pruned,
+                    skipped,
+                }
+            })
+            .collect();
+        let sum = |field: fn(&AppReport) -> u64| apps.iter().map(field).sum::<u64>();
+        let unknown_app = self.unknown_app.load(Ordering::Relaxed);
+        let failed = sum(|a| a.failed) + self.lost.load(Ordering::Relaxed);
+        let (sent, pruned) = (sum(|a| a.sent), sum(|a| a.pruned));
+        let skipped = sum(|a| a.skipped) + unknown_app;
+        let paused = self
+            .paused
+            .iter()
+            .flat_map(|(app, _)| {
+                Provider::ALL.into_iter().flat_map(move |provider| {
+                    PauseScope::ALL.map(|scope| Pause {
+                        app,
+                        provider,
+                        scope,
+                    })
+                })
+            })
+            .filter(|p| self.flag(*p).load(Ordering::Relaxed))
+            .map(|p| p.label(names.name(p.app)))
+            .collect();
         FanoutReport {
             recipients: sent + failed + pruned + skipped,
             sent,
@@ -250,17 +335,14 @@ impl Tally {
             pruned,
             skipped,
             retries: self.retries.load(Ordering::Relaxed),
-            paused: Provider::ALL
-                .into_iter()
-                .flat_map(|provider| PauseScope::ALL.map(|scope| Pause { provider, scope }))
-                .filter(|p| self.flag(*p).load(Ordering::Relaxed))
-                .map(Pause::label)
-                .collect(),
+            paused,
             pages: self.pages.load(Ordering::Relaxed),
             queries: self.queries.load(Ordering::Relaxed),
             peak_buffered: self.peak_buffered.load(Ordering::Relaxed),
             interrupted: self.is_interrupted(),
             jobs: 0,
+            apps: if names.several() { apps } else { Vec::new() },
+            unknown_app,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Pacing shared by every replica of a deployment (contract §8): one rate per provider, kept in
-//! Redis under the deployment's claims prefix (`{prefix}pace:fcm`), so that the sends of all
+//! Pacing shared by every replica of a deployment (contract §8): one rate per app and provider,
+//! kept in Redis under the deployment's claims prefix (`{prefix}pace:fcm` for the default app,
+//! `{prefix}pace:fcm:NAME` for another: each app's FCM project has its own quota), so that the sends of all
 //! replicas together stay under the provider's quota (`FCM_QUOTA_PER_MINUTE`,
 //! `APNS_RATE_PER_SECOND`).
 //!
@@ -100,10 +101,12 @@ impl Pacer {
         Self { inner: None }
     }
 
-    /// `rate` sends a second for the deployment (0 = unpaced), under `{prefix}pace:{provider}`.
+    /// `rate` sends a second for the deployment (0 = unpaced), under `{prefix}pace:{provider}`
+    /// for the default app and `{prefix}pace:{provider}:{app}` for another.
     pub(crate) fn new(
         client: redis::Client,
         prefix: &str,
+        app: &str,
         provider: &'static str,
         rate: f64,
     ) -> Self {
@@ -113,12 +116,16 @@ impl Pacer {
         let batch = (rate * BATCH_SPAN.as_secs_f64())
             .floor()
             .clamp(1.0, f64::from(MAX_BATCH));
-        let rate_now = gauge!(PACING_RATE, "provider" => provider);
+        let label = app.to_string();
+        let rate_now = gauge!(PACING_RATE, "app" => label.clone(), "provider" => provider);
         rate_now.set(rate);
         Self {
             inner: Some(Arc::new(Inner {
                 provider,
-                key: format!("{prefix}pace:{provider}"),
+                key: match app {
+                    crate::apps::DEFAULT_APP => format!("{prefix}pace:{provider}"),
+                    app => format!("{prefix}pace:{provider}:{app}"),
+                },
                 rate,
                 batch: batch as u32,
                 client,
@@ -130,9 +137,9 @@ impl Pacer {
                     local: LocalRate::new(Instant::now()),
                 }),
                 refills: AtomicU64::new(0),
-                wait: histogram!(PACING_WAIT_SECONDS, "provider" => provider),
+                wait: histogram!(PACING_WAIT_SECONDS, "app" => label.clone(), "provider" => provider),
                 rate_now,
-                slowdowns: counter!(PACING_SLOWDOWNS, "provider" => provider),
+                slowdowns: counter!(PACING_SLOWDOWNS, "app" => label, "provider" => provider),
             })),
         }
     }

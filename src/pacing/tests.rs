@@ -60,7 +60,15 @@ async fn three_replicas_share_one_smooth_rate_in_batches() {
     let prefix = prefix();
     let rate = 400.0;
     let pacers: Vec<Pacer> = (0..3)
-        .map(|_| Pacer::new(client("redis://127.0.0.1:6379"), &prefix, "fcm", rate))
+        .map(|_| {
+            Pacer::new(
+                client("redis://127.0.0.1:6379"),
+                &prefix,
+                "default",
+                "fcm",
+                rate,
+            )
+        })
         .collect();
     let times = send_for(&pacers, 20, Duration::from_secs(3)).await;
     let sent = times.len() as f64;
@@ -82,8 +90,20 @@ async fn three_replicas_share_one_smooth_rate_in_batches() {
 async fn quota_exceeded_slows_every_replica_once_per_gap() {
     let prefix = prefix();
     let rate = 400.0;
-    let a = Pacer::new(client("redis://127.0.0.1:6379"), &prefix, "fcm", rate);
-    let b = Pacer::new(client("redis://127.0.0.1:6379"), &prefix, "fcm", rate);
+    let a = Pacer::new(
+        client("redis://127.0.0.1:6379"),
+        &prefix,
+        "default",
+        "fcm",
+        rate,
+    );
+    let b = Pacer::new(
+        client("redis://127.0.0.1:6379"),
+        &prefix,
+        "default",
+        "fcm",
+        rate,
+    );
     assert_eq!(a.quota_exceeded().await, Some(DECREASE));
     // The 429s of the same overshoot, from any replica, do not slow it again.
     assert_eq!(b.quota_exceeded().await, None);
@@ -97,14 +117,26 @@ async fn quota_exceeded_slows_every_replica_once_per_gap() {
     );
     assert!(second >= rate * DECREASE * 0.85, "{second} a second");
     // Another provider's rate is its own.
-    let apns = Pacer::new(client("redis://127.0.0.1:6379"), &prefix, "apns", rate);
+    let apns = Pacer::new(
+        client("redis://127.0.0.1:6379"),
+        &prefix,
+        "default",
+        "apns",
+        rate,
+    );
     assert_eq!(apns.quota_exceeded().await, Some(DECREASE));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_a_replica_paces_alone_after_a_bounded_wait() {
     // Nothing listens on port 1: the connection is refused at once.
-    let alone = Pacer::new(client("redis://127.0.0.1:1"), &prefix(), "fcm", 200.0);
+    let alone = Pacer::new(
+        client("redis://127.0.0.1:1"),
+        &prefix(),
+        "default",
+        "fcm",
+        200.0,
+    );
     let started = Instant::now();
     alone.acquire().await;
     assert!(started.elapsed() <= REDIS_WAIT + Duration::from_millis(500));
@@ -118,7 +150,13 @@ async fn without_redis_a_replica_paces_alone_after_a_bounded_wait() {
 
 #[tokio::test]
 async fn an_unpaced_provider_never_waits() {
-    let free = Pacer::new(client("redis://127.0.0.1:1"), &prefix(), "apns", 0.0);
+    let free = Pacer::new(
+        client("redis://127.0.0.1:1"),
+        &prefix(),
+        "default",
+        "apns",
+        0.0,
+    );
     let started = Instant::now();
     for _ in 0..10_000 {
         free.acquire().await;

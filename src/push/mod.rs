@@ -21,7 +21,7 @@ pub(crate) mod retry;
 pub use outcome::PushOutcome;
 pub(crate) use outcome::{OutcomeKind, PauseScope, Reason};
 pub(crate) use providers::http2_client;
-pub use providers::{apns_transport, providers};
+pub use providers::{apns_transport, configured_pushers, providers};
 pub(crate) use pushers::ProviderPushers;
 pub use pushers::Pushers;
 

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{SendMode, Settings};
+use crate::config::{ApnsSettings, AppProviders, FcmSettings, SendMode, Settings};
 
-use super::{ProviderPushers, Pusher, apns, fcm, http2};
+use super::{ProviderPushers, Pusher, Pushers, apns, fcm, http2};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -16,35 +16,71 @@ pub enum ProviderError {
     ApnsKey(#[from] apns::KeyError),
     #[error("APNs connections")]
     ApnsClient(#[source] http2::SetupError),
+    /// One of the `[apps.NAME]` apps: the name says which section to fix.
+    #[error("app {app} ([apps.{app}]): {source}")]
+    App {
+        app: String,
+        #[source]
+        source: Box<ProviderError>,
+    },
 }
 
-/// Builds the pushers the send mode needs: none for a dry run (no key is read, no connection
-/// made), FCM validate-only for `validate`, FCM and APNs for `live`, each only if configured.
+/// Builds the default app's pushers the send mode needs: none for a dry run (no key is read, no
+/// connection made), FCM validate-only for `validate`, FCM and APNs for `live`, each only if
+/// configured.
 pub fn providers(settings: &Settings) -> Result<ProviderPushers, ProviderError> {
+    let apps = settings.app_providers();
+    app_pushers(settings, &apps[0])
+}
+
+/// Every app's pushers (see [`providers`]), with `dry_run` for the dry runs.
+pub fn configured_pushers(
+    settings: &Settings,
+    dry_run: Arc<dyn Pusher>,
+) -> Result<Pushers, ProviderError> {
+    let apps = settings.app_providers();
+    let mut pushers = Pushers::new(app_pushers(settings, &apps[0])?, dry_run);
+    for app in &apps[1..] {
+        let live = app_pushers(settings, app).map_err(|e| ProviderError::App {
+            app: app.name.to_string(),
+            source: Box::new(e),
+        })?;
+        pushers = pushers.with_app(app.name, live);
+    }
+    Ok(pushers)
+}
+
+/// One app's pushers: each of its providers the send mode needs, with its own connections.
+fn app_pushers(
+    settings: &Settings,
+    app: &AppProviders<'_>,
+) -> Result<ProviderPushers, ProviderError> {
     let mode = settings.send_mode;
-    let fcm = if mode != SendMode::DryRun && settings.fcm.is_configured() {
-        Some(Arc::new(fcm_pusher(settings, mode == SendMode::Validate)?) as Arc<dyn Pusher>)
-    } else {
-        None
+    let fcm = match app.fcm {
+        Some(fcm) if mode != SendMode::DryRun => {
+            Some(
+                Arc::new(fcm_pusher(settings, fcm, mode == SendMode::Validate)?) as Arc<dyn Pusher>,
+            )
+        }
+        _ => None,
     };
-    let apns = if mode == SendMode::Live && settings.apns.is_configured() {
-        let in_flight = settings.service.provider_limit(settings.apns.concurrency);
-        let transport = apns_transport(settings, connections_for(in_flight, 0))?;
-        Some(
-            Arc::new(apns::ApnsPusher::new(Arc::new(transport), &settings.apns)) as Arc<dyn Pusher>,
-        )
-    } else {
-        None
+    let apns = match app.apns {
+        Some(a) if mode == SendMode::Live => {
+            let in_flight = settings.service.provider_limit(a.concurrency);
+            let transport = apns_transport(settings, a, connections_for(in_flight, 0))?;
+            Some(Arc::new(apns::ApnsPusher::new(Arc::new(transport), a)) as Arc<dyn Pusher>)
+        }
+        _ => None,
     };
     Ok(ProviderPushers { fcm, apns })
 }
 
-/// The FCM pusher from the service account named in the settings.
+/// The FCM pusher from the service account an FCM section names.
 pub(crate) fn fcm_pusher(
     settings: &Settings,
+    s: &FcmSettings,
     validate_only: bool,
 ) -> Result<fcm::FcmPusher, fcm::FcmError> {
-    let s = &settings.fcm;
     let timeout = Duration::from_secs(s.request_timeout_secs);
     let tokens =
         fcm::ServiceAccountTokens::from_file(std::path::Path::new(&s.credentials), timeout)?;
@@ -71,9 +107,9 @@ pub(crate) fn fcm_pusher(
 /// sandbox host, or to `APNS_ENDPOINT`; closed after `apns.pool_idle_timeout_secs` unused.
 pub fn apns_transport(
     settings: &Settings,
+    a: &ApnsSettings,
     connections: usize,
 ) -> Result<apns::HttpTransport, ProviderError> {
-    let a = &settings.apns;
     let token = apns::ProviderToken::load(a)?;
     let client = http2_client(
         settings,

@@ -1,10 +1,12 @@
-//! The pushers an event can go through: one per provider as the settings configure it, and the
-//! dry-run pusher, with the choice a send mode makes between them. The worker and `notifier send`
-//! both ask [`Pushers::for_mode`], so a mode means the same everywhere.
+//! The pushers an event can go through: one per provider and app as the settings configure
+//! them, and the dry-run pusher, with the choice a send mode makes between them. The worker,
+//! `notifier send` and the HTTP API all ask [`Pushers::for_app`] (or [`Pushers::for_apps`]), so a
+//! mode means the same everywhere.
 
 use std::sync::Arc;
 
 use super::Pusher;
+use crate::apps::{AppNames, Apps, DEFAULT_APP};
 use crate::audience::{PerProvider, Provider};
 use crate::config::SendMode;
 
@@ -14,9 +16,11 @@ pub(crate) type ProviderPushers = PerProvider<Option<Arc<dyn Pusher>>>;
 /// The pushers an event can go through.
 #[derive(Clone)]
 pub struct Pushers {
-    /// Each provider in the configured mode (FCM live or validate-only, APNs live); `None` when
-    /// not configured.
+    /// The default app's providers in the configured mode (FCM live or validate-only, APNs
+    /// live); `None` when not configured.
     pub live: ProviderPushers,
+    /// The same for each `[apps.NAME]` app, by name.
+    pub apps: Vec<(String, ProviderPushers)>,
     /// Used in dry-run mode, for events that ask for a dry run, and for providers without a
     /// validate mode in validate runs.
     pub dry_run: Arc<dyn Pusher>,
@@ -24,7 +28,42 @@ pub struct Pushers {
 
 impl Pushers {
     pub fn new(live: ProviderPushers, dry_run: Arc<dyn Pusher>) -> Self {
-        Self { live, dry_run }
+        Self {
+            live,
+            apps: Vec::new(),
+            dry_run,
+        }
+    }
+
+    /// Adds (or replaces) the pushers of the app `name`.
+    pub fn with_app(mut self, name: &str, live: ProviderPushers) -> Self {
+        self.apps.retain(|(n, _)| n != name);
+        self.apps.push((name.to_string(), live));
+        self
+    }
+
+    /// The configured pushers of app `name` (`default` is the top-level one); `None` for an app
+    /// this process does not serve.
+    pub fn of_app(&self, name: &str) -> Option<&ProviderPushers> {
+        if name == DEFAULT_APP {
+            return Some(&self.live);
+        }
+        self.apps.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
+
+    /// The pushers each provider's pushes of app `name` go through in `mode`; `None` for an app
+    /// this process does not serve.
+    pub fn for_app(&self, name: &str, mode: SendMode) -> Option<ProviderPushers> {
+        self.of_app(name).map(|live| self.in_mode(live, mode))
+    }
+
+    /// [`Pushers::for_app`] for every app of `names`; an app without pushers here gets none
+    /// (its devices are skipped as not configured) except in a dry run.
+    pub fn for_apps(&self, names: &AppNames, mode: SendMode) -> Apps<ProviderPushers> {
+        let none = PerProvider::default();
+        Apps::from_fn(names, |app| {
+            self.in_mode(self.of_app(names.name(app)).unwrap_or(&none), mode)
+        })
     }
 
     /// Dry run only: what runs outside production.
@@ -32,12 +71,16 @@ impl Pushers {
         Self::new(PerProvider::default(), pusher)
     }
 
-    /// The pusher each provider's pushes go through in `mode`.
+    /// The pusher each provider's pushes of the default app go through in `mode`.
     pub fn for_mode(&self, mode: SendMode) -> ProviderPushers {
+        self.in_mode(&self.live, mode)
+    }
+
+    fn in_mode(&self, live: &ProviderPushers, mode: SendMode) -> ProviderPushers {
         PerProvider::from_fn(|provider| match mode {
             SendMode::DryRun => Some(Arc::clone(&self.dry_run)),
             SendMode::Validate if !validates(provider) => Some(Arc::clone(&self.dry_run)),
-            SendMode::Validate | SendMode::Live => self.live[provider].clone(),
+            SendMode::Validate | SendMode::Live => live[provider].clone(),
         })
     }
 }
@@ -81,5 +124,43 @@ mod tests {
         assert!(is(&live.fcm, &fcm) && is(&live.apns, &apns));
         let unconfigured = Pushers::dry_run(Arc::clone(&dry)).for_mode(SendMode::Live);
         assert!(unconfigured.fcm.is_none() && unconfigured.apns.is_none());
+    }
+
+    #[test]
+    fn each_app_has_its_own_pushers_found_by_name() {
+        use crate::apps::{AppName, AppNames};
+        let (fcm, lite_fcm, dry): (Arc<dyn Pusher>, Arc<dyn Pusher>, Arc<dyn Pusher>) = (
+            Arc::new(DryRunPusher),
+            Arc::new(DryRunPusher),
+            Arc::new(DryRunPusher),
+        );
+        let only_fcm = |p: &Arc<dyn Pusher>| PerProvider {
+            fcm: Some(Arc::clone(p)),
+            apns: None,
+        };
+        let pushers =
+            Pushers::new(only_fcm(&fcm), Arc::clone(&dry)).with_app("lite", only_fcm(&lite_fcm));
+        let is = |p: &Option<Arc<dyn Pusher>>, want: &Arc<dyn Pusher>| {
+            p.as_ref().is_some_and(|p| Arc::ptr_eq(p, want))
+        };
+        assert!(is(
+            &pushers.for_app("lite", SendMode::Live).unwrap().fcm,
+            &lite_fcm
+        ));
+        assert!(is(
+            &pushers.for_app("default", SendMode::Live).unwrap().fcm,
+            &fcm
+        ));
+        assert!(pushers.for_app("gone", SendMode::Live).is_none());
+        let names = AppNames::new(["lite", "beta"].map(|n| AppName::parse(n).unwrap()));
+        let all = pushers.for_apps(&names, SendMode::Live);
+        let lite = names.resolve(Some("lite")).unwrap();
+        let beta = names.resolve(Some("beta")).unwrap();
+        assert!(is(&all[lite].fcm, &lite_fcm) && all[beta].fcm.is_none());
+        let dry_runs = pushers.for_apps(&names, SendMode::DryRun);
+        assert!(
+            is(&dry_runs[beta].fcm, &dry),
+            "a dry run needs no configured app"
+        );
     }
 }

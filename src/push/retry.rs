@@ -59,12 +59,14 @@ impl RetryPolicy {
 /// Sends `push`, retrying retryable failures while the policy allows. A retryable outcome comes
 /// back only once the attempts or the deadline are used up. `paused` stops further attempts when
 /// the provider's credentials were rejected meanwhile. Every attempt waits for a permit from
-/// `pacer` (the deployment's rate for the provider), and a quota error slows that rate.
+/// `pacer` (the deployment's rate for the app's provider), and a quota error slows that rate.
+/// `app` names the push's app in the retry metric.
 pub(crate) async fn deliver(
     pusher: &dyn Pusher,
     push: &Push,
     policy: &RetryPolicy,
     pacer: &Pacer,
+    app: &str,
     paused: &(dyn Fn() -> bool + Send + Sync),
 ) -> Delivered {
     let first = Instant::now();
@@ -98,7 +100,7 @@ pub(crate) async fn deliver(
         if let (Some(provider), PushOutcome::Retryable { reason, .. }) =
             (push.device.provider, &outcome)
         {
-            super::metrics::retry(provider, reason);
+            super::metrics::retry(app, provider, reason);
         }
         tokio::time::sleep(delay).await;
     }
@@ -153,6 +155,7 @@ mod tests {
                 user_id: None,
                 provider: Some(Provider::Fcm),
                 platform: None,
+                app: Some(crate::apps::AppId::DEFAULT),
                 token: "t".into(),
                 locale: None,
                 updated_at: None,
@@ -188,7 +191,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retryable_failure_is_retried_until_it_succeeds() {
         let p = Scripted::new(vec![unavailable(None), unavailable(None)]);
-        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
+        let done = deliver(
+            &p,
+            &push(),
+            &policy(),
+            &Pacer::unpaced(),
+            "default",
+            &|| false,
+        )
+        .await;
         assert_eq!(
             done,
             Delivered {
@@ -207,7 +218,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_when_longer_than_the_backoff() {
         let p = Scripted::new(vec![unavailable(Some(7))]);
-        deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
+        deliver(
+            &p,
+            &push(),
+            &policy(),
+            &Pacer::unpaced(),
+            "default",
+            &|| false,
+        )
+        .await;
         assert!(p.gaps()[0] >= Duration::from_secs(7), "{:?}", p.gaps());
     }
 
@@ -236,7 +255,15 @@ mod tests {
             quota: true,
         };
         let p = Scripted::new(vec![quota]);
-        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
+        let done = deliver(
+            &p,
+            &push(),
+            &policy(),
+            &Pacer::unpaced(),
+            "default",
+            &|| false,
+        )
+        .await;
         assert_eq!(done.outcome, PushOutcome::Delivered);
         assert!(p.gaps()[0] >= Duration::from_secs(60), "{:?}", p.gaps());
     }
@@ -244,7 +271,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn attempts_and_the_deadline_bound_the_retries() {
         let p = Scripted::new(vec![unavailable(None); 10]);
-        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
+        let done = deliver(
+            &p,
+            &push(),
+            &policy(),
+            &Pacer::unpaced(),
+            "default",
+            &|| false,
+        )
+        .await;
         assert_eq!(done.attempts, 4);
         assert_eq!(done.outcome.label(), "retryable");
 
@@ -253,7 +288,7 @@ mod tests {
             ..policy()
         };
         let p = Scripted::new(vec![unavailable(Some(30)); 10]);
-        let done = deliver(&p, &push(), &short, &Pacer::unpaced(), &|| false).await;
+        let done = deliver(&p, &push(), &short, &Pacer::unpaced(), "default", &|| false).await;
         assert_eq!(
             done.attempts, 1,
             "a 30 s Retry-After does not fit a 10 s deadline"
@@ -277,7 +312,15 @@ mod tests {
             },
         ] {
             let p = Scripted::new(vec![outcome.clone()]);
-            let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| false).await;
+            let done = deliver(
+                &p,
+                &push(),
+                &policy(),
+                &Pacer::unpaced(),
+                "default",
+                &|| false,
+            )
+            .await;
             assert_eq!(
                 done,
                 Delivered {
@@ -291,7 +334,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_paused_provider_gets_no_further_attempt() {
         let p = Scripted::new(vec![]);
-        let done = deliver(&p, &push(), &policy(), &Pacer::unpaced(), &|| true).await;
+        let done = deliver(
+            &p,
+            &push(),
+            &policy(),
+            &Pacer::unpaced(),
+            "default",
+            &|| true,
+        )
+        .await;
         assert_eq!((done.outcome.label(), done.attempts), ("skipped", 0));
     }
 }

@@ -34,6 +34,7 @@ pub(crate) const PUSH_DURATION_SECONDS: &str = "notifier_push_duration_seconds";
 pub(crate) const PUSHES_IN_FLIGHT: &str = "notifier_pushes_in_flight";
 pub(crate) const PUSH_RETRIES: &str = "notifier_push_retries_total";
 pub(crate) const TOKENS_PRUNED: &str = "notifier_tokens_pruned_total";
+pub(crate) const DEVICES_UNKNOWN_APP: &str = "notifier_devices_unknown_app_total";
 pub(crate) const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
 pub(crate) const BUILD_INFO: &str = "notifier_build_info";
 
@@ -146,6 +147,10 @@ fn describe_and_register() {
     describe_counter!(PUSH_RETRIES, "Retries, by the failure's code.");
     describe_counter!(TOKENS_PRUNED, "Dead tokens disabled.");
     describe_counter!(
+        DEVICES_UNKNOWN_APP,
+        "Devices skipped because their app is not one this notifier serves."
+    );
+    describe_counter!(
         REDIS_RECONNECTS,
         "Subscription or stream connections re-made."
     );
@@ -154,6 +159,7 @@ fn describe_and_register() {
         counter!(EVENTS, "result" => result).increment(0);
     }
     counter!(REDIS_RECONNECTS).increment(0);
+    counter!(DEVICES_UNKNOWN_APP).increment(0);
 }
 
 #[cfg(test)]

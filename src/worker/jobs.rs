@@ -251,16 +251,10 @@ impl Worker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Job processed."
         );
-        let counts = [
-            ("recipients", r.recipients),
-            ("sent", r.sent),
-            ("failed", r.failed),
-            ("pruned", r.pruned),
-            ("skipped", r.skipped),
-            ("retries", r.retries),
-            // How many of the event's jobs were picked up from a dead run's checkpoint.
-            ("resumed", u64::from(resumed)),
-        ];
+        let mut counts = r.totals();
+        // How many of the event's jobs were picked up from a dead run's checkpoint.
+        counts.push(("resumed".into(), u64::from(resumed)));
+        let counts: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let Some(jobs) = &self.jobs else { return };
         match record(&jobs.totals, job, &counts).await {
             Ok(Completion::Complete(totals)) => {
@@ -355,15 +349,7 @@ fn log_event_totals(
     totals: &std::collections::BTreeMap<String, u64>,
 ) {
     let count = |name: &str| totals.get(name).copied().unwrap_or(0);
-    let report = FanoutReport {
-        recipients: count("recipients"),
-        sent: count("sent"),
-        failed: count("failed"),
-        pruned: count("pruned"),
-        skipped: count("skipped"),
-        retries: count("retries"),
-        ..FanoutReport::default()
-    };
+    let report = FanoutReport::from_totals(totals);
     // No replica saw the whole event run: from its publication when known, else from when its
     // jobs were added (the job's stream entry id is that time).
     let since = event

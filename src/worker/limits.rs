@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
+use crate::apps::Apps;
 use crate::audience::PerProvider;
 use crate::config::Settings;
 use crate::database::audience_reads;
@@ -17,16 +18,23 @@ use crate::fanout::FanoutLimits;
 
 pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
     let service = &settings.service;
+    let apps = settings.app_providers();
     FanoutLimits {
         permits: Arc::new(Semaphore::new(service.concurrency)),
-        provider_permits: PerProvider {
-            fcm: Arc::new(Semaphore::new(
-                service.provider_limit(settings.fcm.concurrency),
-            )),
-            apns: Arc::new(Semaphore::new(
-                service.provider_limit(settings.apns.concurrency),
-            )),
-        },
+        // Each app's providers have their own limits (as configured in its section), so a slow
+        // app never takes another's slots beyond the global limit they all share.
+        provider_permits: Apps::from_fn(&settings.app_names(), |id| {
+            let app = &apps[id.index()];
+            let limit = |configured: Option<usize>| {
+                Arc::new(Semaphore::new(
+                    service.provider_limit(configured.unwrap_or(0)),
+                ))
+            };
+            PerProvider {
+                fcm: limit(app.fcm.map(|f| f.concurrency)),
+                apns: limit(app.apns.map(|a| a.concurrency)),
+            }
+        }),
         audience_reads: Arc::new(Semaphore::new(reads_budget(settings))),
         retry_pages_for: Duration::from_secs(settings.database.retry_for_secs),
         drain_timeout: service.drain_timeout(),

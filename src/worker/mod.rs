@@ -35,6 +35,7 @@ use tracing::{info, warn};
 pub(crate) use jobs::Jobs;
 pub use outcome::{EventOutcome, Summary};
 
+use crate::apps::{AppNames, Apps};
 use crate::audience::PerProvider;
 use crate::claims::Claims;
 use crate::config::{InputMode, SendMode, Settings, SettingsError};
@@ -63,8 +64,10 @@ pub struct Worker {
     input_ready: watch::Sender<bool>,
     /// Set when a stop begins: readiness turns 503 so no new traffic is routed here.
     stopping: AtomicBool,
-    /// The deployment's rate per provider; unpaced unless [`Worker::with_replicas`] says.
-    pacers: PerProvider<Pacer>,
+    /// The apps device rows resolve against, the default first.
+    apps: AppNames,
+    /// The deployment's rate per app and provider; unpaced unless [`Worker::with_replicas`] says.
+    pacers: Apps<PerProvider<Pacer>>,
     /// The job stream, for an event split across replicas; `None` never splits.
     jobs: Option<jobs::Jobs>,
 }
@@ -80,7 +83,12 @@ impl Worker {
     pub fn new(settings: Settings, db: Database, pushers: Pushers) -> Result<Self, SettingsError> {
         let queries = Queries::prepare(&settings.queries, db.backend())?;
         let templates = Templates::new(&settings.content)?;
-        if settings.send_mode != SendMode::DryRun && pushers.live.iter().all(|(_, p)| p.is_none()) {
+        let apps = settings.app_names();
+        let none_live = pushers
+            .for_apps(&apps, settings.send_mode)
+            .iter()
+            .all(|(_, app)| app.iter().all(|(_, p)| p.is_none()));
+        if settings.send_mode != SendMode::DryRun && none_live {
             return Err(SettingsError {
                 setting: "NOTIFIER_SEND_MODE".into(),
                 reason: format!(
@@ -102,14 +110,19 @@ impl Worker {
             outcomes: broadcast::Sender::new(64),
             input_ready: watch::Sender::new(false),
             stopping: AtomicBool::new(false),
-            pacers: PerProvider::from_fn(|_| Pacer::unpaced()),
+            pacers: Apps::from_fn(&apps, |_| PerProvider::from_fn(|_| Pacer::unpaced())),
+            apps,
             jobs: None,
         })
     }
 
     /// Paces each provider for the whole deployment and shares large events with the other
     /// replicas through the job stream (what `notifier run` does).
-    pub(crate) fn with_replicas(mut self, pacers: PerProvider<Pacer>, jobs: jobs::Jobs) -> Self {
+    pub(crate) fn with_replicas(
+        mut self,
+        pacers: Apps<PerProvider<Pacer>>,
+        jobs: jobs::Jobs,
+    ) -> Self {
         self.pacers = pacers;
         self.jobs = Some(jobs);
         self

@@ -114,6 +114,7 @@ impl Summary {
             dry_run = self.dry_run,
             elapsed_ms = started.elapsed().as_millis() as u64,
             interrupted = r.interrupted,
+            apps = r.apps_detail().as_deref(),
             "Event processed."
         );
     }

@@ -19,7 +19,8 @@ use tracing::{Instrument, error, warn};
 use super::Worker;
 use super::outcome::{EventError, EventOutcome, Summary};
 use super::progress_log::report_progress;
-use crate::audience::{Audience, PerProvider, Provider};
+use crate::apps::Apps;
+use crate::audience::{AppResolver, Audience, PerProvider, Provider};
 use crate::claims::{Claims, Keeper, Renewal, retry_redis};
 use crate::config::SendMode;
 use crate::content::{Talk, load_talk};
@@ -28,6 +29,7 @@ use crate::fanout::{Checkpoint, Delivery, FanoutError, FanoutReport, Progress, f
 use crate::jobs::JobRange;
 use crate::pacing::Pacer;
 use crate::prune::Pruner;
+use crate::push::metrics::PushMetrics;
 use crate::push::retry::RetryPolicy;
 use crate::telemetry::ErrorChain;
 
@@ -286,9 +288,11 @@ impl EventRun<'_> {
         Ok(report)
     }
 
-    /// One reader per provider: each lane goes at its own provider's pace.
+    /// One reader per provider: each lane goes at its own provider's pace. Both resolve rows'
+    /// apps through one resolver, so an unknown app is warned about once per event.
     fn audiences(&self, talk: &Talk) -> Vec<(Provider, Audience)> {
         let worker = self.worker;
+        let apps = AppResolver::new(worker.apps.clone());
         [Provider::Fcm, Provider::Apns]
             .into_iter()
             .map(|provider| {
@@ -301,20 +305,24 @@ impl EventRun<'_> {
                     worker.settings.database.page_size,
                 );
                 let upto = self.job.and_then(|job| job.upto);
-                (provider, audience.only(provider).until(upto))
+                let audience = audience.only(provider).until(upto).apps(apps.clone());
+                (provider, audience)
             })
             .collect()
     }
 
     /// The pusher for each provider in `mode` (see [`crate::push::Pushers::for_mode`]).
     fn delivery(&self, mode: SendMode, pruner: Option<&Pruner>) -> Delivery {
+        let apps = &self.worker.apps;
         let pacers = match mode {
             // Nothing reaches a provider: nothing counts against its quota.
-            SendMode::DryRun => PerProvider::from_fn(|_| Pacer::unpaced()),
+            SendMode::DryRun => Apps::from_fn(apps, |_| PerProvider::from_fn(|_| Pacer::unpaced())),
             _ => self.worker.pacers.clone(),
         };
         Delivery {
-            pushers: self.worker.pushers.for_mode(mode),
+            apps: apps.clone(),
+            metrics: Apps::from_fn(apps, |app| PushMetrics::for_app(apps.name(app))),
+            pushers: self.worker.pushers.for_apps(apps, mode),
             retry: RetryPolicy::from(&self.worker.settings.retry),
             pacers,
             prune: pruner.map(Pruner::sender),

@@ -113,6 +113,7 @@ pub fn push(token: &str, event_id: &str) -> Push {
             user_id: None,
             provider: Some(Provider::Apns),
             platform: Some(Platform::Ios),
+            app: Some(notifier::AppId::DEFAULT),
             token: token.into(),
             locale: None,
             updated_at: None,
@@ -228,7 +229,8 @@ async fn without_apns_endpoint_the_same_client_is_aimed_at_apples_hosts_with_the
     ];
     let built = |extra: &[(&str, &str)]| {
         let vars: Vec<_> = base.iter().chain(extra).copied().collect();
-        notifier::apns_transport(&settings_with(&vars), 4).expect("builds, dials nothing")
+        let settings = settings_with(&vars);
+        notifier::apns_transport(&settings, &settings.apns, 4).expect("builds, dials nothing")
     };
     let system_roots = Some(&Trust {
         platform_roots: true,

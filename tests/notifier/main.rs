@@ -3,6 +3,7 @@
 mod api;
 mod apns_connections;
 mod apns_tokens;
+mod apps;
 mod architecture;
 mod audience;
 mod cli;

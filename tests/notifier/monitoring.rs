@@ -179,13 +179,16 @@ fn the_dashboard_has_the_panels_operators_need_and_valid_queries() {
             "Events by result",
             "sum by (result) (rate(notifier_events_total",
         ),
-        ("Pushes by provider and outcome", "by (provider, outcome)"),
+        (
+            "Pushes by provider and outcome",
+            "by (app, provider, outcome)",
+        ),
         (
             "Push latency quantiles",
             "histogram_quantile(0.99, sum by (le, provider) (rate(notifier_push_duration_seconds_bucket",
         ),
         ("Pushes in flight", "notifier_pushes_in_flight"),
-        ("Retries by reason", "by (provider, reason)"),
+        ("Retries by reason", "by (app, provider, reason)"),
         ("Pruned tokens", "notifier_tokens_pruned_total"),
         ("Redis reconnects", "notifier_redis_reconnects_total"),
     ] {
@@ -378,8 +381,8 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
     for line in [
         "notifier_redis_reconnects_total 0",
         "notifier_events_total{result=\"processed\"} 0",
-        "notifier_pushes_total{provider=\"apns\",outcome=\"credentials_rejected\"} 0",
-        "notifier_tokens_pruned_total{provider=\"fcm\"} 0",
+        "notifier_pushes_total{app=\"default\",provider=\"apns\",outcome=\"credentials_rejected\"} 0",
+        "notifier_tokens_pruned_total{app=\"default\",provider=\"fcm\"} 0",
     ] {
         assert!(before.lines().any(|l| l == line), "{line} in:\n{before}");
     }
@@ -408,21 +411,26 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
         "{metrics}"
     );
     assert_eq!(
-        m("notifier_pushes_total{provider=\"fcm\",outcome=\"delivered\"}"),
+        m("notifier_pushes_total{app=\"default\",provider=\"fcm\",outcome=\"delivered\"}"),
         2.0
     );
     assert_eq!(
-        m("notifier_pushes_total{provider=\"apns\",outcome=\"delivered\"}"),
+        m("notifier_pushes_total{app=\"default\",provider=\"apns\",outcome=\"delivered\"}"),
         4.0
     );
     assert_eq!(
-        m("notifier_pushes_total{provider=\"fcm\",outcome=\"unregistered\"}"),
+        m("notifier_pushes_total{app=\"default\",provider=\"fcm\",outcome=\"unregistered\"}"),
         1.0
     );
-    assert_eq!(m("notifier_tokens_pruned_total{provider=\"fcm\"}"), 1.0);
+    assert_eq!(
+        m("notifier_tokens_pruned_total{app=\"default\",provider=\"fcm\"}"),
+        1.0
+    );
     let retries = metrics
         .lines()
-        .filter(|l| l.starts_with("notifier_push_retries_total{provider=\"apns\",reason="))
+        .filter(|l| {
+            l.starts_with("notifier_push_retries_total{app=\"default\",provider=\"apns\",reason=")
+        })
         .count();
     assert_eq!(retries, 1, "{metrics}");
 

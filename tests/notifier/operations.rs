@@ -139,19 +139,22 @@ async fn health_readiness_and_metrics_follow_a_real_event_and_a_redis_outage() {
     assert_eq!(m("notifier_events_total{result=\"stale\"}"), 1.0);
     assert_eq!(m("notifier_events_total{result=\"rejected\"}"), 1.0);
     assert_eq!(
-        m("notifier_pushes_total{provider=\"fcm\",outcome=\"delivered\"}"),
+        m("notifier_pushes_total{app=\"default\",provider=\"fcm\",outcome=\"delivered\"}"),
         2.0
     );
     assert_eq!(
-        m("notifier_pushes_total{provider=\"apns\",outcome=\"delivered\"}"),
+        m("notifier_pushes_total{app=\"default\",provider=\"apns\",outcome=\"delivered\"}"),
         3.0
     );
-    assert_eq!(m("notifier_pushes_in_flight{provider=\"fcm\"}"), 0.0);
+    assert_eq!(
+        m("notifier_pushes_in_flight{app=\"default\",provider=\"fcm\"}"),
+        0.0
+    );
     assert_eq!(m("notifier_event_recipients_count"), 1.0);
     assert_eq!(m("notifier_event_recipients_sum"), 5.0);
     assert_eq!(m("notifier_event_fanout_seconds_count"), 1.0);
     assert_eq!(
-        m("notifier_push_duration_seconds_count{provider=\"apns\"}"),
+        m("notifier_push_duration_seconds_count{app=\"default\",provider=\"apns\"}"),
         3.0
     );
     assert_eq!(

@@ -176,6 +176,13 @@ fn apns_answer(
     }
     let collapse = header("apns-collapse-id").unwrap_or_default();
     record_delivery(shared, token, collapse, None);
+    if shared.config.record {
+        let topic = header("apns-topic").unwrap_or_default().to_string();
+        c.apns_topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((token.to_string(), topic));
+    }
     let mut response = StatusCode::OK.into_response();
     if let Ok(id) = format!("{:032x}", fastrand::u128(..)).parse() {
         response.headers_mut().insert("apns-id", id);

@@ -45,6 +45,8 @@ pub struct Counters {
     pub(crate) issued: Mutex<HashSet<String>>,
     /// Delivered messages, when recording.
     pub messages: Mutex<Vec<Value>>,
+    /// APNs deliveries as (device token, `apns-topic`), when recording: which app each reached.
+    pub apns_topics: Mutex<Vec<(String, String)>>,
 }
 
 impl Counters {
@@ -125,6 +127,10 @@ impl Counters {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.apns_topics
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();

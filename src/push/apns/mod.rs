@@ -134,6 +134,7 @@ mod tests {
                 user_id: Some(2),
                 provider: Some(Provider::Apns),
                 platform: Some(crate::audience::Platform::Ios),
+                app: Some(crate::apps::AppId::DEFAULT),
                 token: "a1b2c3d4e5f6".into(),
                 locale: Some("ja".into()),
                 updated_at: None,

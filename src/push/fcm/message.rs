@@ -231,6 +231,7 @@ mod tests {
                 user_id: Some(2),
                 provider: Some(crate::audience::Provider::Fcm),
                 platform: Some(Platform::parse(platform)),
+                app: Some(crate::apps::AppId::DEFAULT),
                 token: token.into(),
                 locale: None,
                 updated_at: None,

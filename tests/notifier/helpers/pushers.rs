@@ -13,6 +13,8 @@ pub struct Recorded {
     pub event_id: String,
     pub device_id: i64,
     pub provider: String,
+    /// The device's app, as the audience resolved it.
+    pub app: Option<notifier::AppId>,
     pub token: String,
     pub title: String,
     pub body: String,
@@ -88,6 +90,7 @@ impl Pusher for RecordingPusher {
                     .provider
                     .map(|p| p.as_str().to_string())
                     .unwrap_or_default(),
+                app: push.device.app,
                 token: push.device.token.clone(),
                 title: push.notification.title.clone(),
                 body: push.notification.body.clone(),
