@@ -4,13 +4,24 @@
 //! backlog refuses the whole request (503) instead of blocking as Gaurun's queue did.
 //!
 //! An entry's fields are `provider`, `accepted_at` (Unix seconds: `expiry` counts from it) and
-//! `notification` (the request's JSON); the consumer that delivers them reads that shape.
+//! `notification` (the request's JSON), read back by [`Accepted::from_entry`] for `deliver`.
 
 use redis::aio::ConnectionManager;
+use redis::streams::StreamId;
 
 use super::gaurun::GaurunNotification;
 use crate::device::Provider;
 use crate::redis_client::Explained;
+
+/// The fields of an entry.
+const PROVIDER: &str = "provider";
+const ACCEPTED_AT: &str = "accepted_at";
+const NOTIFICATION: &str = "notification";
+
+/// The backlog's stream under the deployment's claims prefix.
+pub(super) fn key(claims_prefix: &str) -> String {
+    format!("{claims_prefix}api:push")
+}
 
 /// Length check and appends in one script: two requests racing for the last places cannot both
 /// get in, and a request is never half written.
@@ -50,7 +61,7 @@ impl Backlog {
     pub(crate) fn new(redis: ConnectionManager, claims_prefix: &str, max: usize) -> Self {
         Self {
             redis,
-            key: format!("{claims_prefix}api:push"),
+            key: key(claims_prefix),
             max,
         }
     }
@@ -75,11 +86,39 @@ impl Backlog {
         ids.ok_or(BacklogError::Full { max: self.max })
     }
 
-    /// How many notifications wait (Gaurun's `queue_usage`).
+    /// The most notifications it holds (Gaurun's `queue_max`).
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many notifications wait or are being sent (Gaurun's `queue_usage`).
     pub(crate) async fn len(&self) -> Result<usize, BacklogError> {
         redis::AsyncCommands::xlen(&mut self.redis.clone(), &self.key)
             .await
             .map_err(BacklogError::Redis)
+    }
+}
+
+/// One accepted notification, as the backlog stores it.
+#[derive(Debug)]
+pub(super) struct Accepted {
+    pub(super) provider: Provider,
+    pub(super) accepted_at: i64,
+    pub(super) notification: GaurunNotification,
+}
+
+impl Accepted {
+    pub(super) fn from_entry(entry: &StreamId) -> Result<Self, String> {
+        let provider: String = entry.get(PROVIDER).ok_or("no provider")?;
+        let provider = Provider::parse(&provider).ok_or(format!("provider {provider:?}"))?;
+        let accepted_at: i64 = entry.get(ACCEPTED_AT).ok_or("no accepted_at")?;
+        let json: String = entry.get(NOTIFICATION).ok_or("no notification")?;
+        let notification = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        Ok(Self {
+            provider,
+            accepted_at,
+            notification,
+        })
     }
 }
 

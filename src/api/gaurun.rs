@@ -8,11 +8,12 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
+use super::backlog::{Backlog, BacklogError};
 use super::guard::Family;
 use crate::device::Provider;
 
@@ -213,9 +214,19 @@ pub(super) async fn not_post() -> Response {
     Family::Gaurun.error(StatusCode::BAD_REQUEST, "method must be POST")
 }
 
-/// `POST /push`: validated whole before any answer.
+/// `POST /push`: the default app's backlog. A route for a named app would look its backlog up
+/// and call [`accept`] the same way.
 pub(super) async fn push(
     State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    accept(&state, state.backlog.as_ref(), body).await
+}
+
+/// Validates the whole request, then appends it to `backlog`: 200 once durable.
+pub(super) async fn accept(
+    state: &ApiState,
+    backlog: Option<&Backlog>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let gaurun = Family::Gaurun;
@@ -229,14 +240,28 @@ pub(super) async fn push(
         Err(_) => return gaurun.error(StatusCode::BAD_REQUEST, "failed to read request-body"),
     };
     let s = &state.settings;
-    match parse(&body, s.notification_max, s.allow_empty_message) {
-        Err(refused) => gaurun.error(StatusCode::BAD_REQUEST, refused.to_string()),
-        // Durable acceptance (a Redis Stream before the 200) is not built yet: answering 200
-        // now would promise what Gaurun's clients must not be promised.
-        Ok(_) => gaurun.error(
-            StatusCode::NOT_IMPLEMENTED,
-            "the notifications are valid, but this build does not deliver API pushes yet",
-        ),
+    let accepted = match parse(&body, s.notification_max, s.allow_empty_message) {
+        Ok(accepted) => accepted,
+        Err(refused) => return gaurun.error(StatusCode::BAD_REQUEST, refused.to_string()),
+    };
+    let Some(backlog) = backlog else {
+        return gaurun.error(StatusCode::SERVICE_UNAVAILABLE, "no backlog to accept into");
+    };
+    match backlog
+        .append(&accepted, chrono::Utc::now().timestamp())
+        .await
+    {
+        Ok(_) => gaurun.error(StatusCode::OK, "ok"),
+        Err(e) => {
+            if !matches!(e, BacklogError::Full { .. }) {
+                tracing::warn!(error = %e, "POST /push could not be accepted.");
+            }
+            let text = format!("{e}; retry later");
+            let mut refused = gaurun.error(StatusCode::SERVICE_UNAVAILABLE, text);
+            let after = header::HeaderValue::from(s.retry_after_secs);
+            refused.headers_mut().insert(header::RETRY_AFTER, after);
+            refused
+        }
     }
 }
 

@@ -10,42 +10,66 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-// Written by POST /push and read by the delivering consumer once that consumer exists; until
-// then the route answers 501 rather than accept what nothing would deliver.
-#[allow(dead_code)]
 mod backlog;
+mod deliver;
 mod events;
 mod gaurun;
-// Used by the consumer that delivers accepted notifications, which is not built yet; its tests
-// pin the JSON the providers will get.
-#[allow(dead_code)]
 mod gaurun_map;
 mod guard;
+mod stat;
 
 use crate::config::ApiSettings;
+use crate::fanout::PushLimit;
+pub(crate) use backlog::Backlog;
+pub(crate) use deliver::Consumer;
 pub(crate) use events::EventStore;
+pub(crate) use stat::PushStats;
 
-/// What every handler reads: the settings of the API, and where events go (`None`: nowhere
-/// durable with this input).
+/// What the API's handlers reach beyond their settings, made by the application.
+#[derive(Clone, Default)]
+pub(crate) struct Services {
+    /// Where events go and whose claims they read (`None`: no store).
+    pub events: Option<EventStore>,
+    /// Where `POST /push` puts what it accepts (`None`: it cannot accept).
+    pub backlog: Option<Backlog>,
+    /// This process's counts for `/stat/app`.
+    pub stats: Arc<PushStats>,
+    /// The process's limit of pushes in flight (`/stat/app`, `/config/pushers`).
+    pub limit: Option<Arc<PushLimit>>,
+}
+
+/// What every handler reads: the settings of the API and the services.
 #[derive(Clone)]
 pub(crate) struct ApiState {
     settings: Arc<ApiSettings>,
     events: Option<EventStore>,
+    backlog: Option<Backlog>,
+    stats: Arc<PushStats>,
+    limit: Option<Arc<PushLimit>>,
 }
 
 /// Every route of the API with its checks.
-pub(crate) fn router(settings: &ApiSettings, events: Option<EventStore>) -> Router {
+pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
     let state = ApiState {
         settings: Arc::new(settings.clone()),
-        events,
+        events: services.events,
+        backlog: services.backlog,
+        stats: services.stats,
+        limit: services.limit,
     };
     Router::new()
         .route("/push", post(gaurun::push).fallback(gaurun::not_post))
+        .route("/stat/app", get(stat::app))
+        .route("/stat/go", get(stat::go))
+        .route(
+            "/config/pushers",
+            put(stat::pushers).fallback(stat::not_put),
+        )
         .route("/v1/events", post(events::post))
         .route("/v1/events/{event_id}", get(events::get))
         .route("/openapi.json", get(openapi))
@@ -72,13 +96,13 @@ async fn openapi() -> impl axum::response::IntoResponse {
 pub(crate) async fn serve(
     listener: TcpListener,
     settings: ApiSettings,
-    events: Option<EventStore>,
+    services: Services,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, tokens = settings.tokens.len(), "Serving the HTTP API.");
     }
-    axum::serve(listener, router(&settings, events))
+    axum::serve(listener, router(&settings, services))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
@@ -117,12 +141,21 @@ pub(crate) mod tests {
 
     /// Serves `router` on a free loopback port; the server stops with the test's runtime.
     async fn serve_on_loopback(settings: &ApiSettings, events: Option<EventStore>) -> String {
+        let services = Services {
+            events,
+            ..Services::default()
+        };
+        serve_services(settings, services).await
+    }
+
+    /// Serves `router` with these services on a free loopback port.
+    pub(crate) async fn serve_services(settings: &ApiSettings, services: Services) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(serve(
             listener,
             settings.clone(),
-            events,
+            services,
             CancellationToken::new(),
         ));
         base
@@ -174,11 +207,35 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_valid_push_is_not_promised_before_delivery_exists() {
-        let base = serve_on_loopback(&settings(&[]), None).await;
-        let body = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"}]}"#;
-        let (status, reply) = call(client().post(format!("{base}/push")).body(body)).await;
-        assert_eq!(status, 501, "{reply}");
+    async fn a_push_is_200_once_in_the_backlog_and_503_with_retry_after_when_full() {
+        let local = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+        let redis = redis::aio::ConnectionManager::new(local).await.unwrap();
+        let prefix = format!("test:api-push:{:016x}:", fastrand::u64(..));
+        let services = Services {
+            backlog: Some(Backlog::new(redis.clone(), &prefix, 2)),
+            ..Services::default()
+        };
+        let base = serve_services(&settings(&[]), services).await;
+        let one = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"}]}"#;
+        let push = || client().post(format!("{base}/push"));
+        let (status, reply) = call(push().body(one)).await;
+        assert_eq!((status, reply), (200, serde_json::json!({"message": "ok"})));
+        let len: usize = redis::AsyncCommands::xlen(&mut redis.clone(), backlog::key(&prefix))
+            .await
+            .unwrap();
+        assert_eq!(len, 1, "durable before the 200");
+        let two = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"},{"token":["u"],"platform":1,"message":"m"}]}"#;
+        let r = push().body(two).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let reply: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            reply["message"].as_str().unwrap().contains("backlog"),
+            "{reply}"
+        );
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), backlog::key(&prefix))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -259,8 +316,11 @@ pub(crate) mod tests {
         assert_eq!(
             paths,
             [
+                "/config/pushers",
                 "/openapi.json",
                 "/push",
+                "/stat/app",
+                "/stat/go",
                 "/v1/events",
                 "/v1/events/{event_id}"
             ]

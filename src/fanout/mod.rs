@@ -15,9 +15,12 @@
 mod checkpoint;
 mod lane;
 mod pages;
+mod resize;
 mod tally;
 
 pub(crate) use checkpoint::{Checkpoint, LaneCheckpoint, Progress};
+pub(crate) use resize::PushLimit;
+pub(crate) use tally::skipped;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +44,8 @@ use tally::Tally;
 pub(crate) struct FanoutLimits {
     /// Pushes in flight at once across the process.
     pub permits: Arc<Semaphore>,
+    /// The same semaphore's limit, changeable at run time.
+    pub limit: Arc<PushLimit>,
     /// Pushes in flight at once per provider, each less than the global limit.
     pub provider_permits: PerProvider<Arc<Semaphore>>,
     /// Audience reads open at once, all events together. Each holds a database connection for

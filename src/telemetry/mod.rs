@@ -34,6 +34,7 @@ pub(crate) const PUSH_DURATION_SECONDS: &str = "notifier_push_duration_seconds";
 pub(crate) const PUSHES_IN_FLIGHT: &str = "notifier_pushes_in_flight";
 pub(crate) const PUSH_RETRIES: &str = "notifier_push_retries_total";
 pub(crate) const TOKENS_PRUNED: &str = "notifier_tokens_pruned_total";
+pub(crate) const API_DEAD_TOKENS: &str = "notifier_api_dead_tokens_total";
 pub(crate) const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
 pub(crate) const BUILD_INFO: &str = "notifier_build_info";
 
@@ -145,6 +146,13 @@ fn describe_and_register() {
     describe_gauge!(PUSHES_IN_FLIGHT, "Pushes being sent now.");
     describe_counter!(PUSH_RETRIES, "Retries, by the failure's code.");
     describe_counter!(TOKENS_PRUNED, "Dead tokens disabled.");
+    describe_counter!(
+        API_DEAD_TOKENS,
+        "Dead tokens in POST /push, logged and kept (the caller owns them)."
+    );
+    for provider in crate::device::Provider::ALL {
+        counter!(API_DEAD_TOKENS, "provider" => provider.as_str()).increment(0);
+    }
     describe_counter!(
         REDIS_RECONNECTS,
         "Subscription or stream connections re-made."

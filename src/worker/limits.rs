@@ -13,12 +13,14 @@ use tracing::warn;
 use crate::audience::PerProvider;
 use crate::config::Settings;
 use crate::database::audience_reads;
-use crate::fanout::FanoutLimits;
+use crate::fanout::{FanoutLimits, PushLimit};
 
 pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
     let service = &settings.service;
+    let permits = Arc::new(Semaphore::new(service.concurrency));
     FanoutLimits {
-        permits: Arc::new(Semaphore::new(service.concurrency)),
+        limit: Arc::new(PushLimit::new(Arc::clone(&permits), service.concurrency)),
+        permits,
         provider_permits: PerProvider {
             fcm: Arc::new(Semaphore::new(
                 service.provider_limit(settings.fcm.concurrency),

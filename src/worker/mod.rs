@@ -41,11 +41,12 @@ use crate::config::{InputMode, SendMode, Settings, SettingsError};
 use crate::content::Templates;
 use crate::database::{Database, Queries};
 use crate::event::Preview;
-use crate::fanout::FanoutLimits;
+use crate::fanout::{Delivery, FanoutLimits};
 use crate::input::pubsub::Subscriber;
 use crate::input::stream::{Acker, Incoming, StreamInput};
 use crate::pacing::Pacer;
 use crate::push::Pushers;
+use crate::push::retry::RetryPolicy;
 
 pub struct Worker {
     settings: Arc<Settings>,
@@ -125,6 +126,30 @@ impl Worker {
     /// oldest outcomes rather than slowing the worker.
     pub fn outcomes(&self) -> broadcast::Receiver<EventOutcome> {
         self.outcomes.subscribe()
+    }
+
+    /// How pushes go in `mode`: its pushers, the retry policy and the deployment's pace (none
+    /// in a dry run: nothing reaches a provider, nothing counts against its quota).
+    pub(crate) fn delivery(
+        &self,
+        mode: SendMode,
+        prune: Option<mpsc::Sender<crate::prune::Dead>>,
+    ) -> Delivery {
+        let pacers = match mode {
+            SendMode::DryRun => PerProvider::from_fn(|_| Pacer::unpaced()),
+            _ => self.pacers.clone(),
+        };
+        Delivery {
+            pushers: self.pushers.for_mode(mode),
+            retry: RetryPolicy::from(&self.settings.retry),
+            pacers,
+            prune,
+        }
+    }
+
+    /// The push limits every event shares, for pushes that are not an event's (the HTTP API's).
+    pub(crate) fn limits(&self) -> &FanoutLimits {
+        &self.limits
     }
 
     pub fn settings(&self) -> &Settings {

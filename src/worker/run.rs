@@ -19,16 +19,14 @@ use tracing::{Instrument, error, warn};
 use super::Worker;
 use super::outcome::{EventError, EventOutcome, Summary};
 use super::progress_log::report_progress;
-use crate::audience::{Audience, PerProvider, Provider};
+use crate::audience::{Audience, Provider};
 use crate::claims::{Claims, Keeper, Renewal, retry_redis};
 use crate::config::SendMode;
 use crate::content::{Talk, load_talk};
 use crate::event::TalkPosted;
 use crate::fanout::{Checkpoint, Delivery, FanoutError, FanoutReport, Progress, fan_out};
 use crate::jobs::JobRange;
-use crate::pacing::Pacer;
 use crate::prune::Pruner;
-use crate::push::retry::RetryPolicy;
 use crate::telemetry::ErrorChain;
 
 /// What becomes of an event's claim once its run ends.
@@ -308,17 +306,7 @@ impl EventRun<'_> {
 
     /// The pusher for each provider in `mode` (see [`crate::push::Pushers::for_mode`]).
     fn delivery(&self, mode: SendMode, pruner: Option<&Pruner>) -> Delivery {
-        let pacers = match mode {
-            // Nothing reaches a provider: nothing counts against its quota.
-            SendMode::DryRun => PerProvider::from_fn(|_| Pacer::unpaced()),
-            _ => self.worker.pacers.clone(),
-        };
-        Delivery {
-            pushers: self.worker.pushers.for_mode(mode),
-            retry: RetryPolicy::from(&self.worker.settings.retry),
-            pacers,
-            prune: pruner.map(Pruner::sender),
-        }
+        self.worker.delivery(mode, pruner.map(Pruner::sender))
     }
 }
 

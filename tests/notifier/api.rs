@@ -6,12 +6,7 @@ use std::time::Duration;
 use notifier::Backend;
 
 use crate::faults::Cluster;
-
-/// A loopback address with a port free right now.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
+use crate::gaurun::free_addr;
 
 async fn state_of(base: &str, event_id: &str) -> (u16, serde_json::Value) {
     let r = reqwest::get(format!("{base}/v1/events/{event_id}")).await;
