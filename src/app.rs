@@ -259,16 +259,19 @@ async fn api_services(
     Ok((services, Some(consumer)))
 }
 
-/// Where the API's event routes read claims and put events (the input stream, when events are
-/// read from one).
+/// Where the API's event routes read claims and put events: the input stream when events are
+/// read from one, else the stream every replica reads beside the channel.
 fn event_store(settings: &Settings, claims: &Claims) -> Option<EventStore> {
-    let stream =
-        (settings.input.mode == InputMode::Stream).then_some(settings.input.stream.as_str());
+    let prefix = settings.claims_prefix();
+    let stream = match settings.input.mode {
+        InputMode::Stream => settings.input.stream.clone(),
+        InputMode::Pubsub => settings.input.api_events(&prefix).stream,
+    };
     Some(EventStore::new(
         claims.connection()?,
-        &settings.claims_prefix(),
+        &prefix,
         settings.claims.window(),
-        stream,
+        &stream,
     ))
 }
 

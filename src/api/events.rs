@@ -3,10 +3,9 @@
 //! (`NOTIFIER_STREAM`), so it runs through the same pipeline and the same claims as an event a
 //! publisher put there. `GET /v1/events/{event_id}` reads the event's claim record.
 //!
-//! With the pub/sub input there is no durable place to put an event yet (a PUBLISH is lost while
-//! no replica listens), so the POST answers 501 naming the setting; a stream of the API's own,
-//! read beside the channel, is what would lift that. The counts of the status are `null` until
-//! the fan-out stores them with the claim.
+//! With the pub/sub input a PUBLISH would be lost while no replica listens, so the event goes to
+//! a stream of the API's own (`{prefix}api:events`, `InputSettings::api_events`) that every
+//! replica serving the API reads beside the channel, in the same group and under the same claims.
 
 use std::time::Duration;
 
@@ -31,8 +30,8 @@ pub(crate) struct EventStore {
     claims_prefix: String,
     /// How long a queued event is remembered: the claims' dedup window.
     window: Duration,
-    /// `None` with the pub/sub input.
-    stream: Option<String>,
+    /// The input stream, or with pub/sub the API's own stream read beside the channel.
+    stream: String,
 }
 
 impl EventStore {
@@ -40,13 +39,13 @@ impl EventStore {
         redis: ConnectionManager,
         claims_prefix: &str,
         window: Duration,
-        stream: Option<&str>,
+        stream: &str,
     ) -> Self {
         Self {
             redis,
             claims_prefix: claims_prefix.to_string(),
             window,
-            stream: stream.map(str::to_string),
+            stream: stream.to_string(),
         }
     }
 
@@ -104,15 +103,13 @@ pub(super) async fn post(
         Ok(event) => event,
         Err(rejection) => return native.error(StatusCode::BAD_REQUEST, rejection.to_string()),
     };
-    let Some((store, stream)) =
-        (state.events.as_ref()).and_then(|store| Some((store, store.stream.as_deref()?)))
-    else {
+    let Some(store) = state.events.as_ref() else {
         return native.error(
-            StatusCode::NOT_IMPLEMENTED,
-            "events over HTTP need the stream input (NOTIFIER_INPUT=stream) in this build",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no event store in this process",
         );
     };
-    match store.append(stream, &event).await {
+    match store.append(&store.stream, &event).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
             Json(json!({ "event_id": event.event_id })),

@@ -245,7 +245,7 @@ pub(crate) mod tests {
         let stream = format!("test:api-events:{:016x}", fastrand::u64(..));
         let prefix = format!("{stream}:claims:");
         let window = Duration::from_secs(60);
-        let intake = EventStore::new(redis.clone(), &prefix, window, Some(&stream));
+        let intake = EventStore::new(redis.clone(), &prefix, window, &stream);
         let base = serve_on_loopback(&settings(&[]), Some(intake)).await;
         let post = |body: &'static str| client().post(format!("{base}/v1/events")).body(body);
         let (status, body) = call(post(r#"{"talk_id": "42", "event_id": "e-1"}"#)).await;
@@ -289,14 +289,14 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_has_nowhere_durable_to_go_with_the_pubsub_input() {
+    async fn an_event_without_a_store_is_503_never_accepted() {
         let base = serve_on_loopback(&settings(&[]), None).await;
         let req = client()
             .post(format!("{base}/v1/events"))
             .body(r#"{"talk_id": 1}"#);
         let (status, body) = call(req).await;
-        assert_eq!(status, 501, "{body}");
-        assert!(body["error"].as_str().unwrap().contains("NOTIFIER_INPUT"));
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("event store"));
     }
 
     /// The document describes every route the router serves, and only those.

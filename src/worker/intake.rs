@@ -32,6 +32,7 @@ impl Worker {
         let incoming = Incoming {
             payload: message.to_vec(),
             entry: None,
+            acker: None,
         };
         self.handle_incoming(&incoming, stop).await
     }

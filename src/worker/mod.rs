@@ -43,7 +43,7 @@ use crate::database::{Database, Queries};
 use crate::event::Preview;
 use crate::fanout::{Delivery, FanoutLimits};
 use crate::input::pubsub::Subscriber;
-use crate::input::stream::{Acker, Incoming, StreamInput};
+use crate::input::stream::{Incoming, StreamInput};
 use crate::pacing::Pacer;
 use crate::push::Pushers;
 use crate::push::retry::RetryPolicy;
@@ -188,10 +188,6 @@ impl Worker {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
         let (tx, mut messages) = mpsc::channel::<Incoming>(64);
         let input = self.spawn_input(tx, &stop)?;
-        let acker = match (self.claims.connection(), self.settings.input.mode) {
-            (Some(redis), InputMode::Stream) => Some(Acker::new(redis, &self.settings.input)),
-            _ => None,
-        };
         let events = Arc::new(Semaphore::new(self.settings.service.max_concurrent_events));
         let running = TaskTracker::new();
         // Events that a dead replica left are found at start and every half lease.
@@ -219,10 +215,10 @@ impl Worker {
                     let Some(permit) = slot(&events, &message, &stop).await? else {
                         break;
                     };
-                    let (worker, stop, acker) = (Arc::clone(&self), stop.clone(), acker.clone());
+                    let (worker, stop) = (Arc::clone(&self), stop.clone());
                     running.spawn(async move {
                         let outcome = worker.handle_incoming(&message, &stop).await;
-                        if let (Some(acker), Some(entry)) = (&acker, &message.entry)
+                        if let (Some(acker), Some(entry)) = (&message.acker, &message.entry)
                             && outcome.settled()
                         {
                             acker.ack(entry).await;
@@ -249,23 +245,40 @@ impl Worker {
     ) -> anyhow::Result<JoinHandle<()>> {
         let settings = &self.settings;
         let ready = self.input_ready.clone();
+        let stream = |input: &crate::input::InputSettings, ready| {
+            let (owner, lease) = (self.claims.owner(), settings.claims.lease());
+            let acker = self.claims.connection();
+            StreamInput::new(&settings.redis, input, owner, lease, ready, acker)
+        };
         Ok(match settings.input.mode {
             InputMode::Pubsub => {
                 let subscriber =
                     Subscriber::new(&settings.redis, &settings.service.channel, ready)?;
-                tokio::spawn(subscriber.run(tx, stop.clone()))
+                let Some(api_events) = self.api_events() else {
+                    return Ok(tokio::spawn(subscriber.run(tx, stop.clone())));
+                };
+                // Readiness follows the channel; the API's stream reconnects on its own.
+                let reader = stream(&api_events, watch::Sender::new(false))?;
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::join!(
+                        subscriber.run(tx.clone(), stop.clone()),
+                        reader.run(tx, stop)
+                    );
+                })
             }
             InputMode::Stream => {
-                let reader = StreamInput::new(
-                    &settings.redis,
-                    &settings.input,
-                    self.claims.owner(),
-                    settings.claims.lease(),
-                    ready,
-                )?;
-                tokio::spawn(reader.run(tx, stop.clone()))
+                tokio::spawn(stream(&settings.input, ready)?.run(tx, stop.clone()))
             }
         })
+    }
+
+    /// The stream events posted over HTTP go to, read beside the channel: only by replicas
+    /// whose claims are shared and that serve the API (the others never see such events).
+    fn api_events(&self) -> Option<crate::input::InputSettings> {
+        let settings = &self.settings;
+        (self.claims.is_shared() && settings.api.addr.is_some())
+            .then(|| settings.input.api_events(&settings.claims_prefix()))
     }
 
     /// Stops taking events and waits, within the drain timeout, for those running.
