@@ -111,6 +111,8 @@ pub(crate) async fn serve(
 pub(crate) mod tests {
     use std::time::Duration;
 
+    use serde_json::json;
+
     use super::*;
 
     /// The shipped defaults with `vars` applied, as start-up would load them.
@@ -276,6 +278,45 @@ pub(crate) mod tests {
             body["state"], "done",
             "the claim record wins once there is one"
         );
+        assert_eq!(body["sent"], serde_json::Value::Null, "no counts stored");
+        let _: () = redis::AsyncCommands::hset_multiple(
+            &mut redis.clone(),
+            &claim,
+            &[("c:recipients", 3), ("c:sent", 2), ("c:failed", 1)],
+        )
+        .await
+        .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(
+            (
+                &body["recipients"],
+                &body["sent"],
+                &body["failed"],
+                &body["pruned"]
+            ),
+            (&json!(3), &json!(2), &json!(1), &serde_json::Value::Null),
+            "{body}"
+        );
+        // Split into jobs: running until the last job is in, with the totals so far.
+        let jobs = crate::jobs::totals_key(&prefix, "e-1");
+        let _: () = redis::AsyncCommands::hset_multiple(
+            &mut redis.clone(),
+            &jobs,
+            &[("t:sent", 500), ("jobs", 3), ("done", 1)],
+        )
+        .await
+        .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(
+            (&body["state"], &body["sent"]),
+            (&json!("running"), &json!(500)),
+            "{body}"
+        );
+        let _: () = redis::AsyncCommands::hset(&mut redis.clone(), &jobs, "finished", 1)
+            .await
+            .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(body["state"], "done", "{body}");
         assert_eq!(call(status_of("e-2")).await.0, 404);
         let (status, body) = call(post(r#"{"talk_id": 0}"#)).await;
         assert_eq!(status, 400);
@@ -283,7 +324,7 @@ pub(crate) mod tests {
             body["error"].as_str().unwrap().contains("talk_id"),
             "{body}"
         );
-        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &stream)
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &[&stream, &claim, &jobs])
             .await
             .unwrap();
     }

@@ -97,6 +97,19 @@ pub struct FanoutReport {
     pub jobs: u32,
 }
 
+impl FanoutReport {
+    /// The counts an event's status shows, by name (`recipients`, `sent`, …).
+    pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("recipients", self.recipients),
+            ("sent", self.sent),
+            ("failed", self.failed),
+            ("pruned", self.pruned),
+            ("skipped", self.skipped),
+        ]
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
     #[error("reading the audience failed: {source}")]

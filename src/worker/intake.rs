@@ -233,7 +233,7 @@ impl Worker {
             Err(rejection) => {
                 // Cannot happen for payloads the worker stored itself; finish it rather than loop.
                 error!(event_id = %taken.event_id, reason = %rejection, "An abandoned event cannot be read; giving it up.");
-                let _ = claims.finish(&taken.event_id, true).await;
+                let _ = claims.finish(&taken.event_id, true, &[]).await;
                 EventOutcome::Rejected(rejection)
             }
         };

@@ -251,16 +251,10 @@ impl Worker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Job processed."
         );
-        let counts = [
-            ("recipients", r.recipients),
-            ("sent", r.sent),
-            ("failed", r.failed),
-            ("pruned", r.pruned),
-            ("skipped", r.skipped),
-            ("retries", r.retries),
-            // How many of the event's jobs were picked up from a dead run's checkpoint.
-            ("resumed", u64::from(resumed)),
-        ];
+        let mut counts = r.counts();
+        counts.push(("retries", r.retries));
+        // How many of the event's jobs were picked up from a dead run's checkpoint.
+        counts.push(("resumed", u64::from(resumed)));
         let Some(jobs) = &self.jobs else { return };
         match record(&jobs.totals, job, &counts).await {
             Ok(Completion::Complete(totals)) => {

@@ -135,7 +135,11 @@ impl EventRun<'_> {
         if let Err(e) = &result {
             self.log_failure(e, settlement, &summary, started);
         }
-        self.settle(settlement, &payload, &progress).await;
+        let counts = result
+            .as_ref()
+            .map(FanoutReport::counts)
+            .unwrap_or_default();
+        self.settle(settlement, &payload, &progress, &counts).await;
         if let Ok(report) = &result {
             record_finished(report, started);
         }
@@ -201,7 +205,13 @@ impl EventRun<'_> {
 
     /// Marks the claim done (or failed), or — for an event to be continued — stores the last
     /// checkpoint and releases the lease so that another run resumes at once.
-    async fn settle(&self, settlement: Settlement, payload: &str, progress: &Progress) {
+    async fn settle(
+        &self,
+        settlement: Settlement,
+        payload: &str,
+        progress: &Progress,
+        counts: &[(&str, u64)],
+    ) {
         let (claims, id) = (&self.claim.claims, self.claim.id.as_str());
         let never = CancellationToken::new();
         if settlement == Settlement::Resume {
@@ -222,7 +232,7 @@ impl EventRun<'_> {
             return;
         }
         let failed = settlement == Settlement::GivenUp;
-        if let Err(e) = retry_redis(|| claims.finish(id, failed), &never).await {
+        if let Err(e) = retry_redis(|| claims.finish(id, failed, counts), &never).await {
             // The lease runs out and a scan resumes the event from its checkpoint: at worst the
             // pushes since the last checkpoint are repeated, under the same collapse id.
             error!(error = %ErrorChain(&e), "Could not mark the event done.");

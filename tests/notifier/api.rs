@@ -73,6 +73,15 @@ async fn posted_twice_reaches_each_device_once(input: &[(&str, &str)]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(state["state"], "done", "{state}");
+    assert_eq!(
+        (&state["recipients"], &state["sent"], &state["failed"]),
+        (
+            &serde_json::json!(40),
+            &serde_json::json!(40),
+            &serde_json::json!(0)
+        ),
+        "{state}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!((cluster.unique(), cluster.duplicates()), (40, 0));
 }
