@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -175,8 +175,15 @@ pub(super) async fn post(
     }
 }
 
-pub(super) async fn get(State(state): State<ApiState>, Path(event_id): Path<String>) -> Response {
+pub(super) async fn get(
+    State(state): State<ApiState>,
+    event_id: Result<Path<String>, PathRejection>,
+) -> Response {
     let native = Family::Native;
+    // An id that is not UTF-8 once decoded: axum's own answer would be plain text.
+    let Ok(Path(event_id)) = event_id else {
+        return native.error(StatusCode::BAD_REQUEST, "the event id is not UTF-8");
+    };
     let Some(store) = &state.events else {
         return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
     };

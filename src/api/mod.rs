@@ -190,6 +190,10 @@ pub(crate) mod tests {
             (status, body),
             (404, serde_json::json!({"error": "no such route"}))
         );
+        let (status, body) =
+            call(c.get(format!("{base}/v1/events/%FF")).bearer_auth("secret")).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].is_string(), "{body}");
         let push = c.post(format!("{base}/push")).bearer_auth("secret");
         let (status, body) = call(push.try_clone().unwrap().body("{}")).await;
         assert_eq!(status, 400);
