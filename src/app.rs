@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
-use crate::api::EventStore;
+use crate::api::{Backlog, Consumer, EventStore, PushStats, Services};
 use crate::apps::{AppNames, Apps};
 use crate::audience::PerProvider;
 use crate::claims::Claims;
@@ -45,6 +45,8 @@ pub struct Application {
     worker: Arc<Worker>,
     status: Listener,
     api: Option<Listener>,
+    /// Delivers what `POST /push` accepted, on every replica that serves the API.
+    consumer: Option<Consumer>,
     /// Connected here rather than handed in, so closed here.
     owns_database: bool,
 }
@@ -96,7 +98,7 @@ impl Listener {
     /// The HTTP API, when `NOTIFIER_API_ADDR` is set.
     async fn api(
         settings: &crate::config::ApiSettings,
-        events: Option<EventStore>,
+        services: Services,
     ) -> anyhow::Result<Option<Self>> {
         let Some(addr) = settings.addr else {
             return Ok(None);
@@ -107,7 +109,7 @@ impl Listener {
         let task = tokio::spawn(crate::api::serve(
             listener,
             settings.clone(),
-            events,
+            services,
             stop.clone(),
         ));
         Ok(Some(Self {
@@ -145,17 +147,20 @@ impl Application {
         };
         announce(&settings, &db);
         let (pacers, jobs) = connect_replicas(&settings, &claims).await?;
+        let claims_for_api = claims.clone();
         let worker = Arc::new(
             Worker::new(settings, db, pushers)?
                 .with_claims(claims)
                 .with_replicas(pacers, jobs),
         );
         let _ = slot.set(Arc::clone(&worker));
-        let api = Listener::api(&worker.settings().api, events).await?;
+        let (services, consumer) = api_services(&worker, &claims_for_api, events).await?;
+        let api = Listener::api(&worker.settings().api, services).await?;
         Ok(Self {
             worker,
             status,
             api,
+            consumer,
             owns_database,
         })
     }
@@ -176,7 +181,11 @@ impl Application {
 
     /// Runs the worker until `stop`, drains, then stops the listeners.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let consumer = (self.consumer).map(|c| tokio::spawn(c.run(stop.clone())));
         let result = Arc::clone(&self.worker).run(stop).await;
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
         if let Some(api) = self.api {
             api.shut_down().await;
         }
@@ -225,16 +234,54 @@ async fn connect_replicas(
     Ok((pacers, jobs))
 }
 
-/// Where the API's event routes read claims and put events (the input stream, when events are
-/// read from one).
+/// The API's backlog and its consumer on this replica, when the API is on.
+async fn api_services(
+    worker: &Worker,
+    claims: &Claims,
+    events: Option<EventStore>,
+) -> anyhow::Result<(Services, Option<Consumer>)> {
+    let settings = worker.settings();
+    let (Some(_), Some(redis)) = (settings.api.addr, claims.connection()) else {
+        return Ok((Services::default(), None));
+    };
+    let prefix = settings.claims_prefix();
+    let stats = Arc::new(PushStats::default());
+    let backlog = Backlog::new(redis, &prefix, settings.api.backlog_max);
+    let consumer = Consumer::connect(
+        crate::redis_client::open(&settings.redis)?,
+        &prefix,
+        claims.owner(),
+        settings.claims.lease(),
+        settings.claims.window(),
+        worker.delivery(settings.send_mode, None),
+        worker.limits().clone(),
+        Arc::clone(&stats),
+    )
+    .await
+    .context("cannot reach Redis (REDIS_URL) for the API's push backlog")?;
+    let services = Services {
+        events,
+        backlog: Some(backlog),
+        stats,
+        limit: Some(Arc::clone(&worker.limits().limit)),
+        apps: settings.app_names(),
+    };
+    Ok((services, Some(consumer)))
+}
+
+/// Where the API's event routes read claims and put events: the input stream when events are
+/// read from one, else the stream every replica reads beside the channel.
 fn event_store(settings: &Settings, claims: &Claims) -> Option<EventStore> {
-    let stream =
-        (settings.input.mode == InputMode::Stream).then_some(settings.input.stream.as_str());
+    let prefix = settings.claims_prefix();
+    let stream = match settings.input.mode {
+        InputMode::Stream => settings.input.stream.clone(),
+        InputMode::Pubsub => settings.input.api_events(&prefix).stream,
+    };
     Some(EventStore::new(
         claims.connection()?,
-        &settings.claims_prefix(),
+        &prefix,
         settings.claims.window(),
-        stream,
+        &stream,
     ))
 }
 

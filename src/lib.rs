@@ -86,7 +86,10 @@ pub use push::apns::{
     ApnsPusher, ApnsRequest, ApnsResponse, ApnsTransport, Clock, HttpTransport, ProviderToken,
     SystemClock, TransportError,
 };
-pub use push::{Push, PushOutcome, Pusher, Pushers, apns_transport, configured_pushers, providers};
+pub use push::{
+    ApnsPrebuilt, ApnsPushType, FcmPrebuilt, Prebuilt, Push, PushContent, PushOutcome, Pusher,
+    Pushers, apns_transport, configured_pushers, providers,
+};
 pub use redis_client::{Explained, open as open_redis};
 pub use telemetry::{LogFormat, init as init_logs};
 pub use worker::{EventOutcome, Summary, Worker};

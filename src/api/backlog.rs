@@ -4,25 +4,38 @@
 //! backlog refuses the whole request (503) instead of blocking as Gaurun's queue did.
 //!
 //! An entry's fields are `provider`, `accepted_at` (Unix seconds: `expiry` counts from it) and
-//! `notification` (the request's JSON); the consumer that delivers them reads that shape.
+//! `notification` (the request's JSON), read back by [`Accepted::from_entry`] for `deliver`.
 
 use redis::aio::ConnectionManager;
+use redis::streams::StreamId;
 
 use super::gaurun::GaurunNotification;
 use crate::device::Provider;
 use crate::redis_client::Explained;
 
+/// The fields of an entry.
+const PROVIDER: &str = "provider";
+const ACCEPTED_AT: &str = "accepted_at";
+const NOTIFICATION: &str = "notification";
+/// The app whose credentials send it; absent in entries of older builds: the default app.
+const APP: &str = "app";
+
+/// The backlog's stream under the deployment's claims prefix.
+pub(super) fn key(claims_prefix: &str) -> String {
+    format!("{claims_prefix}api:push")
+}
+
 /// Length check and appends in one script: two requests racing for the last places cannot both
 /// get in, and a request is never half written.
 const APPEND: &str = r#"
-local n = (#ARGV - 2) / 2
+local n = (#ARGV - 3) / 2
 if redis.call('XLEN', KEYS[1]) + n > tonumber(ARGV[1]) then
   return false
 end
 local ids = {}
 for i = 0, n - 1 do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'provider', ARGV[3 + 2 * i],
-    'accepted_at', ARGV[2], 'notification', ARGV[4 + 2 * i])
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'provider', ARGV[4 + 2 * i],
+    'accepted_at', ARGV[2], 'app', ARGV[3], 'notification', ARGV[5 + 2 * i])
 end
 return ids
 "#;
@@ -50,7 +63,7 @@ impl Backlog {
     pub(crate) fn new(redis: ConnectionManager, claims_prefix: &str, max: usize) -> Self {
         Self {
             redis,
-            key: format!("{claims_prefix}api:push"),
+            key: key(claims_prefix),
             max,
         }
     }
@@ -60,10 +73,11 @@ impl Backlog {
         &self,
         accepted: &[(Provider, GaurunNotification)],
         accepted_at: i64,
+        app: &str,
     ) -> Result<Vec<String>, BacklogError> {
         let script = redis::Script::new(APPEND);
         let mut call = script.key(&self.key);
-        call.arg(self.max).arg(accepted_at);
+        call.arg(self.max).arg(accepted_at).arg(app);
         for (provider, notification) in accepted {
             let json = serde_json::to_string(notification).map_err(BacklogError::Encode)?;
             call.arg(provider.as_str()).arg(json);
@@ -75,11 +89,45 @@ impl Backlog {
         ids.ok_or(BacklogError::Full { max: self.max })
     }
 
-    /// How many notifications wait (Gaurun's `queue_usage`).
+    /// The most notifications it holds (Gaurun's `queue_max`).
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many notifications wait or are being sent (Gaurun's `queue_usage`).
     pub(crate) async fn len(&self) -> Result<usize, BacklogError> {
         redis::AsyncCommands::xlen(&mut self.redis.clone(), &self.key)
             .await
             .map_err(BacklogError::Redis)
+    }
+}
+
+/// One accepted notification, as the backlog stores it.
+#[derive(Debug)]
+pub(super) struct Accepted {
+    pub(super) provider: Provider,
+    pub(super) accepted_at: i64,
+    /// The app's name, as the request's route gave it.
+    pub(super) app: String,
+    pub(super) notification: GaurunNotification,
+}
+
+impl Accepted {
+    pub(super) fn from_entry(entry: &StreamId) -> Result<Self, String> {
+        let provider: String = entry.get(PROVIDER).ok_or("no provider")?;
+        let provider = Provider::parse(&provider).ok_or(format!("provider {provider:?}"))?;
+        let accepted_at: i64 = entry.get(ACCEPTED_AT).ok_or("no accepted_at")?;
+        let json: String = entry.get(NOTIFICATION).ok_or("no notification")?;
+        let app: String = entry
+            .get(APP)
+            .unwrap_or_else(|| crate::apps::DEFAULT_APP.to_string());
+        let notification = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        Ok(Self {
+            provider,
+            accepted_at,
+            app,
+            notification,
+        })
     }
 }
 
@@ -108,11 +156,13 @@ mod tests {
     async fn a_request_goes_in_whole_or_not_at_all() {
         let b = backlog(3).await;
         let ids = b
-            .append(&[accepted("a"), accepted("b")], 100)
+            .append(&[accepted("a"), accepted("b")], 100, "default")
             .await
             .unwrap();
         assert_eq!(ids.len(), 2);
-        let full = b.append(&[accepted("c"), accepted("d")], 100).await;
+        let full = b
+            .append(&[accepted("c"), accepted("d")], 100, "default")
+            .await;
         assert!(
             matches!(full, Err(BacklogError::Full { max: 3 })),
             "{full:?}"
@@ -122,7 +172,7 @@ mod tests {
             2,
             "nothing of the refused request was written"
         );
-        b.append(&[accepted("c")], 100).await.unwrap();
+        b.append(&[accepted("c")], 100, "default").await.unwrap();
         let entries: redis::streams::StreamRangeReply =
             redis::AsyncCommands::xrange_all(&mut b.redis.clone(), &b.key)
                 .await

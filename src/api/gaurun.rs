@@ -6,13 +6,14 @@
 //! validation is a variant of [`Invalid`] with a test row.
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
+use super::backlog::BacklogError;
 use super::guard::Family;
 use crate::device::Provider;
 
@@ -213,11 +214,30 @@ pub(super) async fn not_post() -> Response {
     Family::Gaurun.error(StatusCode::BAD_REQUEST, "method must be POST")
 }
 
-/// `POST /push`: validated whole before any answer.
+/// `POST /push`: for the default app.
 pub(super) async fn push(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    accept(&state, crate::apps::DEFAULT_APP, body).await
+}
+
+/// `POST /apps/{name}/push`: for a configured app (contract §10); 404 for any other name, before
+/// the body is looked at, so that a typo in a client's URL is not mistaken for a bad request.
+pub(super) async fn app_push(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if state.apps.resolve(Some(&app)).is_none() {
+        let text = format!("app {app:?} is not configured");
+        return Family::Gaurun.error(StatusCode::NOT_FOUND, text);
+    }
+    accept(&state, &app, body).await
+}
+
+/// Validates the whole request, then appends it to the backlog for `app`: 200 once durable.
+async fn accept(state: &ApiState, app: &str, body: Result<Bytes, BytesRejection>) -> Response {
     let gaurun = Family::Gaurun;
     let body = match body {
         Ok(body) => body,
@@ -229,14 +249,28 @@ pub(super) async fn push(
         Err(_) => return gaurun.error(StatusCode::BAD_REQUEST, "failed to read request-body"),
     };
     let s = &state.settings;
-    match parse(&body, s.notification_max, s.allow_empty_message) {
-        Err(refused) => gaurun.error(StatusCode::BAD_REQUEST, refused.to_string()),
-        // Durable acceptance (a Redis Stream before the 200) is not built yet: answering 200
-        // now would promise what Gaurun's clients must not be promised.
-        Ok(_) => gaurun.error(
-            StatusCode::NOT_IMPLEMENTED,
-            "the notifications are valid, but this build does not deliver API pushes yet",
-        ),
+    let accepted = match parse(&body, s.notification_max, s.allow_empty_message) {
+        Ok(accepted) => accepted,
+        Err(refused) => return gaurun.error(StatusCode::BAD_REQUEST, refused.to_string()),
+    };
+    let Some(backlog) = &state.backlog else {
+        return gaurun.error(StatusCode::SERVICE_UNAVAILABLE, "no backlog to accept into");
+    };
+    match backlog
+        .append(&accepted, chrono::Utc::now().timestamp(), app)
+        .await
+    {
+        Ok(_) => gaurun.error(StatusCode::OK, "ok"),
+        Err(e) => {
+            if !matches!(e, BacklogError::Full { .. }) {
+                tracing::warn!(error = %e, "POST /push could not be accepted.");
+            }
+            let text = format!("{e}; retry later");
+            let mut refused = gaurun.error(StatusCode::SERVICE_UNAVAILABLE, text);
+            let after = header::HeaderValue::from(s.retry_after_secs);
+            refused.headers_mut().insert(header::RETRY_AFTER, after);
+            refused
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use super::gaurun::{Extend, GaurunNotification};
+use crate::device::Provider;
+use crate::push::{ApnsPrebuilt, ApnsPushType, FcmPrebuilt, Prebuilt};
 
 /// The body of FCM v1 `messages:send` for one token.
 #[derive(Debug, Serialize)]
@@ -54,7 +56,7 @@ struct AndroidConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    priority: Option<&'static str>,
+    priority: Option<&'a str>,
 }
 
 /// The FCM v1 request for `token` (0 `time_to_live`: FCM's default, as Gaurun's `omitempty`).
@@ -63,11 +65,8 @@ pub(super) fn fcm_send<'a>(
     token: &'a str,
     validate_only: bool,
 ) -> FcmSend<'a> {
-    let priority = match n.priority.as_str() {
-        "high" => Some("HIGH"),
-        "normal" => Some("NORMAL"),
-        _ => None,
-    };
+    // `high` or `normal` (validated), as firebase-admin and the notifier's own messages write it.
+    let priority = Some(n.priority.as_str()).filter(|p| !p.is_empty());
     FcmSend {
         message: FcmMessage {
             token,
@@ -91,7 +90,7 @@ pub(super) fn fcm_send<'a>(
 pub(super) struct ApnsSend {
     pub(super) payload: Vec<u8>,
     /// `apns-push-type`: `alert` unless `background` was asked.
-    pub(super) push_type: &'static str,
+    pub(super) push_type: ApnsPushType,
     /// `apns-expiration`: a Unix time, only for an `expiry` over 0.
     pub(super) expiration: Option<i64>,
 }
@@ -177,10 +176,38 @@ pub(super) fn apns_send(n: &GaurunNotification, now: i64) -> Result<ApnsSend, se
     Ok(ApnsSend {
         payload: serde_json::to_vec(&payload)?,
         push_type: match n.push_type.as_str() {
-            "background" => "background",
-            _ => "alert",
+            "background" => ApnsPushType::Background,
+            _ => ApnsPushType::Alert,
         },
         expiration: (n.expiry > 0).then(|| now.saturating_add(n.expiry)),
+    })
+}
+
+/// The request the providers get for `n`, accepted at `accepted_at` (Unix seconds): what the
+/// pushers send to each of its tokens.
+pub(super) fn prebuilt(
+    n: &GaurunNotification,
+    provider: Provider,
+    accepted_at: i64,
+) -> Result<Prebuilt, serde_json::Error> {
+    Ok(match provider {
+        Provider::Fcm => {
+            let mut message = match serde_json::to_value(fcm_send(n, "", false).message)? {
+                serde_json::Value::Object(message) => message,
+                _ => serde_json::Map::new(),
+            };
+            // The pusher puts each token in.
+            message.remove("token");
+            Prebuilt::Fcm(FcmPrebuilt { message })
+        }
+        Provider::Apns => {
+            let sent = apns_send(n, accepted_at)?;
+            Prebuilt::Apns(ApnsPrebuilt {
+                payload: sent.payload.into(),
+                push_type: sent.push_type,
+                expiration: sent.expiration.map(|at| at.max(0) as u64),
+            })
+        }
     })
 }
 
@@ -221,11 +248,11 @@ mod tests {
             ),
             (
                 json!({"priority": "high"}),
-                json!({"token": "tok", "data": {"message": "hi"}, "android": {"priority": "HIGH"}}),
+                json!({"token": "tok", "data": {"message": "hi"}, "android": {"priority": "high"}}),
             ),
             (
                 json!({"priority": "normal"}),
-                json!({"token": "tok", "data": {"message": "hi"}, "android": {"priority": "NORMAL"}}),
+                json!({"token": "tok", "data": {"message": "hi"}, "android": {"priority": "normal"}}),
             ),
             (
                 json!({"extend": [{"key": "k", "val": "v"}]}),
@@ -309,9 +336,12 @@ mod tests {
     #[test]
     fn ios_headers_follow_push_type_and_a_relative_expiry() {
         let (_, plain) = apns(json!({"message": "m"}));
-        assert_eq!((plain.push_type, plain.expiration), ("alert", None));
+        assert_eq!(
+            (plain.push_type, plain.expiration),
+            (ApnsPushType::Alert, None)
+        );
         let (_, background) = apns(json!({"push_type": "background", "expiry": 60}));
-        assert_eq!(background.push_type, "background");
+        assert_eq!(background.push_type, ApnsPushType::Background);
         assert_eq!(background.expiration, Some(1_700_000_060));
     }
 }

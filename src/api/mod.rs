@@ -10,42 +10,75 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-// Written by POST /push and read by the delivering consumer once that consumer exists; until
-// then the route answers 501 rather than accept what nothing would deliver.
-#[allow(dead_code)]
 mod backlog;
+mod deliver;
 mod events;
 mod gaurun;
-// Used by the consumer that delivers accepted notifications, which is not built yet; its tests
-// pin the JSON the providers will get.
-#[allow(dead_code)]
 mod gaurun_map;
 mod guard;
+mod stat;
 
+use crate::apps::AppNames;
 use crate::config::ApiSettings;
+use crate::fanout::PushLimit;
+pub(crate) use backlog::Backlog;
+pub(crate) use deliver::Consumer;
 pub(crate) use events::EventStore;
+pub(crate) use stat::PushStats;
 
-/// What every handler reads: the settings of the API, and where events go (`None`: nowhere
-/// durable with this input).
+/// What the API's handlers reach beyond their settings, made by the application.
+#[derive(Clone, Default)]
+pub(crate) struct Services {
+    /// Where events go and whose claims they read (`None`: no store).
+    pub events: Option<EventStore>,
+    /// Where `POST /push` puts what it accepts (`None`: it cannot accept).
+    pub backlog: Option<Backlog>,
+    /// This process's counts for `/stat/app`.
+    pub stats: Arc<PushStats>,
+    /// The process's limit of pushes in flight (`/stat/app`, `/config/pushers`).
+    pub limit: Option<Arc<PushLimit>>,
+    /// The apps `POST /apps/{name}/push` may name.
+    pub apps: AppNames,
+}
+
+/// What every handler reads: the settings of the API and the services.
 #[derive(Clone)]
 pub(crate) struct ApiState {
     settings: Arc<ApiSettings>,
     events: Option<EventStore>,
+    backlog: Option<Backlog>,
+    stats: Arc<PushStats>,
+    limit: Option<Arc<PushLimit>>,
+    apps: AppNames,
 }
 
 /// Every route of the API with its checks.
-pub(crate) fn router(settings: &ApiSettings, events: Option<EventStore>) -> Router {
+pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
     let state = ApiState {
         settings: Arc::new(settings.clone()),
-        events,
+        events: services.events,
+        backlog: services.backlog,
+        stats: services.stats,
+        limit: services.limit,
+        apps: services.apps,
     };
     Router::new()
         .route("/push", post(gaurun::push).fallback(gaurun::not_post))
+        .route(
+            "/apps/{name}/push",
+            post(gaurun::app_push).fallback(gaurun::not_post),
+        )
+        .route("/stat/app", get(stat::app))
+        .route("/stat/go", get(stat::go))
+        .route(
+            "/config/pushers",
+            put(stat::pushers).fallback(stat::not_put),
+        )
         .route("/v1/events", post(events::post))
         .route("/v1/events/{event_id}", get(events::get))
         .route("/openapi.json", get(openapi))
@@ -72,13 +105,13 @@ async fn openapi() -> impl axum::response::IntoResponse {
 pub(crate) async fn serve(
     listener: TcpListener,
     settings: ApiSettings,
-    events: Option<EventStore>,
+    services: Services,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, tokens = settings.tokens.len(), "Serving the HTTP API.");
     }
-    axum::serve(listener, router(&settings, events))
+    axum::serve(listener, router(&settings, services))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
@@ -86,6 +119,8 @@ pub(crate) async fn serve(
 #[cfg(test)]
 pub(crate) mod tests {
     use std::time::Duration;
+
+    use serde_json::json;
 
     use super::*;
 
@@ -117,12 +152,21 @@ pub(crate) mod tests {
 
     /// Serves `router` on a free loopback port; the server stops with the test's runtime.
     async fn serve_on_loopback(settings: &ApiSettings, events: Option<EventStore>) -> String {
+        let services = Services {
+            events,
+            ..Services::default()
+        };
+        serve_services(settings, services).await
+    }
+
+    /// Serves `router` with these services on a free loopback port.
+    pub(crate) async fn serve_services(settings: &ApiSettings, services: Services) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(serve(
             listener,
             settings.clone(),
-            events,
+            services,
             CancellationToken::new(),
         ));
         base
@@ -155,6 +199,10 @@ pub(crate) mod tests {
             (status, body),
             (404, serde_json::json!({"error": "no such route"}))
         );
+        let (status, body) =
+            call(c.get(format!("{base}/v1/events/%FF")).bearer_auth("secret")).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].is_string(), "{body}");
         let push = c.post(format!("{base}/push")).bearer_auth("secret");
         let (status, body) = call(push.try_clone().unwrap().body("{}")).await;
         assert_eq!(status, 400);
@@ -174,11 +222,35 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_valid_push_is_not_promised_before_delivery_exists() {
-        let base = serve_on_loopback(&settings(&[]), None).await;
-        let body = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"}]}"#;
-        let (status, reply) = call(client().post(format!("{base}/push")).body(body)).await;
-        assert_eq!(status, 501, "{reply}");
+    async fn a_push_is_200_once_in_the_backlog_and_503_with_retry_after_when_full() {
+        let local = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+        let redis = redis::aio::ConnectionManager::new(local).await.unwrap();
+        let prefix = format!("test:api-push:{:016x}:", fastrand::u64(..));
+        let services = Services {
+            backlog: Some(Backlog::new(redis.clone(), &prefix, 2)),
+            ..Services::default()
+        };
+        let base = serve_services(&settings(&[]), services).await;
+        let one = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"}]}"#;
+        let push = || client().post(format!("{base}/push"));
+        let (status, reply) = call(push().body(one)).await;
+        assert_eq!((status, reply), (200, serde_json::json!({"message": "ok"})));
+        let len: usize = redis::AsyncCommands::xlen(&mut redis.clone(), backlog::key(&prefix))
+            .await
+            .unwrap();
+        assert_eq!(len, 1, "durable before the 200");
+        let two = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"},{"token":["u"],"platform":1,"message":"m"}]}"#;
+        let r = push().body(two).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let reply: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            reply["message"].as_str().unwrap().contains("backlog"),
+            "{reply}"
+        );
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), backlog::key(&prefix))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -188,7 +260,7 @@ pub(crate) mod tests {
         let stream = format!("test:api-events:{:016x}", fastrand::u64(..));
         let prefix = format!("{stream}:claims:");
         let window = Duration::from_secs(60);
-        let intake = EventStore::new(redis.clone(), &prefix, window, Some(&stream));
+        let intake = EventStore::new(redis.clone(), &prefix, window, &stream);
         let base = serve_on_loopback(&settings(&[]), Some(intake)).await;
         let post = |body: &'static str| client().post(format!("{base}/v1/events")).body(body);
         let (status, body) = call(post(r#"{"talk_id": "42", "event_id": "e-1"}"#)).await;
@@ -219,6 +291,45 @@ pub(crate) mod tests {
             body["state"], "done",
             "the claim record wins once there is one"
         );
+        assert_eq!(body["sent"], serde_json::Value::Null, "no counts stored");
+        let _: () = redis::AsyncCommands::hset_multiple(
+            &mut redis.clone(),
+            &claim,
+            &[("c:recipients", 3), ("c:sent", 2), ("c:failed", 1)],
+        )
+        .await
+        .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(
+            (
+                &body["recipients"],
+                &body["sent"],
+                &body["failed"],
+                &body["pruned"]
+            ),
+            (&json!(3), &json!(2), &json!(1), &serde_json::Value::Null),
+            "{body}"
+        );
+        // Split into jobs: running until the last job is in, with the totals so far.
+        let jobs = crate::jobs::totals_key(&prefix, "e-1");
+        let _: () = redis::AsyncCommands::hset_multiple(
+            &mut redis.clone(),
+            &jobs,
+            &[("t:sent", 500), ("jobs", 3), ("done", 1)],
+        )
+        .await
+        .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(
+            (&body["state"], &body["sent"]),
+            (&json!("running"), &json!(500)),
+            "{body}"
+        );
+        let _: () = redis::AsyncCommands::hset(&mut redis.clone(), &jobs, "finished", 1)
+            .await
+            .unwrap();
+        let (_, body) = call(status_of("e-1")).await;
+        assert_eq!(body["state"], "done", "{body}");
         assert_eq!(call(status_of("e-2")).await.0, 404);
         let (status, body) = call(post(r#"{"talk_id": 0}"#)).await;
         assert_eq!(status, 400);
@@ -226,20 +337,20 @@ pub(crate) mod tests {
             body["error"].as_str().unwrap().contains("talk_id"),
             "{body}"
         );
-        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &stream)
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &[&stream, &claim, &jobs])
             .await
             .unwrap();
     }
 
     #[tokio::test]
-    async fn an_event_has_nowhere_durable_to_go_with_the_pubsub_input() {
+    async fn an_event_without_a_store_is_503_never_accepted() {
         let base = serve_on_loopback(&settings(&[]), None).await;
         let req = client()
             .post(format!("{base}/v1/events"))
             .body(r#"{"talk_id": 1}"#);
         let (status, body) = call(req).await;
-        assert_eq!(status, 501, "{body}");
-        assert!(body["error"].as_str().unwrap().contains("NOTIFIER_INPUT"));
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("event store"));
     }
 
     /// The document describes every route the router serves, and only those.
@@ -259,8 +370,11 @@ pub(crate) mod tests {
         assert_eq!(
             paths,
             [
+                "/config/pushers",
                 "/openapi.json",
                 "/push",
+                "/stat/app",
+                "/stat/go",
                 "/v1/events",
                 "/v1/events/{event_id}"
             ]

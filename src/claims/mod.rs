@@ -252,20 +252,29 @@ impl Claims {
         }
     }
 
-    /// Marks the event done (or failed), kept for the dedup window.
-    pub(crate) async fn finish(&self, event_id: &str, failed: bool) -> Result<bool, ClaimError> {
+    /// Marks the event done (or failed) with its `counts` (the API's event status reads them
+    /// as `c:<name>`), kept for the dedup window.
+    pub(crate) async fn finish(
+        &self,
+        event_id: &str,
+        failed: bool,
+        counts: &[(&str, u64)],
+    ) -> Result<bool, ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
             return Ok(true);
         };
-        let done: i64 = FINISH_SCRIPT
+        let mut invocation = FINISH_SCRIPT.prepare_invoke();
+        invocation
             .key(self.key(event_id))
             .key(active(&self.prefix))
             .arg(&self.owner)
             .arg(if failed { "failed" } else { "done" })
             .arg(self.window.as_secs())
-            .arg(event_id)
-            .invoke_async(&mut redis)
-            .await?;
+            .arg(event_id);
+        for (name, count) in counts {
+            invocation.arg(*name).arg(*count);
+        }
+        let done: i64 = invocation.invoke_async(&mut redis).await?;
         Ok(done == 1)
     }
 

@@ -38,13 +38,14 @@ pub(super) async fn send(
             locale: None,
             updated_at: None,
         },
-        notification: Arc::new(Notification {
+        content: Arc::new(Notification {
             title,
             body,
             data: vec![("type".into(), "test".into())],
             collapse_id: event_id.to_string(),
             thread_id: "notifier-send".into(),
-        }),
+        })
+        .into(),
     };
     let pusher = pusher_for(settings, &app, provider)?;
     let policy = RetryPolicy::from(&settings.retry);

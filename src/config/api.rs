@@ -31,6 +31,10 @@ pub struct ApiSettings {
     pub body_limit_bytes: usize,
     /// A request that takes longer (its body included) is answered 503.
     pub request_timeout_secs: u64,
+    /// Gaurun's `core.queue_num`: notifications waiting in the backlog, all replicas together.
+    pub backlog_max: usize,
+    /// The `Retry-After` of a 503 for a full backlog.
+    pub retry_after_secs: u64,
 }
 
 impl ApiSettings {

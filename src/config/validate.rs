@@ -173,8 +173,11 @@ impl Settings {
             ));
         }
         require(
-            api.notification_max > 0 && api.body_limit_bytes > 0 && api.request_timeout_secs > 0,
-            "api.notification_max / body_limit_bytes / request_timeout_secs",
+            api.notification_max > 0
+                && api.body_limit_bytes > 0
+                && api.request_timeout_secs > 0
+                && api.backlog_max > 0,
+            "api.notification_max / body_limit_bytes / request_timeout_secs / backlog_max",
             "must be at least 1",
         )
     }

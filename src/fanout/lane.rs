@@ -208,7 +208,7 @@ impl Lane {
         tally.progress.handed_out(self.provider, device.id);
         let push = Push {
             event_id: Arc::clone(&tally.event_id),
-            notification: Arc::clone(tally.content.for_locale(device.locale.as_deref())),
+            content: Arc::clone(tally.content.for_locale(device.locale.as_deref())).into(),
             device,
         };
         let task = send(Arc::clone(tally), self.provider, pusher, push, permits);

@@ -21,9 +21,12 @@
 mod checkpoint;
 mod lane;
 mod pages;
+mod resize;
 mod tally;
 
 pub(crate) use checkpoint::{Checkpoint, LaneCheckpoint, Progress};
+pub(crate) use resize::PushLimit;
+pub(crate) use tally::skipped;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,8 @@ use tally::Tally;
 pub(crate) struct FanoutLimits {
     /// Pushes in flight at once across the process.
     pub permits: Arc<Semaphore>,
+    /// The same semaphore's limit, changeable at run time.
+    pub limit: Arc<PushLimit>,
     /// Pushes in flight at once per app and provider, each less than the global limit.
     pub provider_permits: Apps<PerProvider<Arc<Semaphore>>>,
     /// Audience reads open at once, all events together. Each holds a database connection for
@@ -223,6 +228,19 @@ impl FanoutReport {
             parts.push(format!("unknown skipped={}", self.unknown_app));
         }
         Some(parts.join("; "))
+    }
+}
+
+impl FanoutReport {
+    /// The counts an event's status shows, by name (`recipients`, `sent`, …).
+    pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("recipients", self.recipients),
+            ("sent", self.sent),
+            ("failed", self.failed),
+            ("pruned", self.pruned),
+            ("skipped", self.skipped),
+        ]
     }
 }
 

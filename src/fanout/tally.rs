@@ -348,7 +348,7 @@ impl Tally {
 }
 
 /// A device not attempted, and why (`fcm not configured`, `apns paused`).
-pub(super) fn skipped(provider: Provider, why: &str) -> PushOutcome {
+pub(crate) fn skipped(provider: Provider, why: &str) -> PushOutcome {
     PushOutcome::Skipped {
         reason: format!("{} {why}", provider.as_str()),
     }

@@ -24,3 +24,16 @@ pub struct InputSettings {
     pub stream: String,
     pub group: String,
 }
+
+impl InputSettings {
+    /// The stream `POST /v1/events` appends to when the deployment reads pub/sub: every replica
+    /// reads it beside the channel, in the input's group, so an event posted over HTTP is kept
+    /// until one has run it (a PUBLISH is lost while nobody listens).
+    pub(crate) fn api_events(&self, claims_prefix: &str) -> Self {
+        Self {
+            mode: InputMode::Stream,
+            stream: format!("{claims_prefix}api:events"),
+            group: self.group.clone(),
+        }
+    }
+}

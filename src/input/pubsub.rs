@@ -135,7 +135,7 @@ impl Subscriber {
                     // worker takes them.
                     let sent = tokio::select! {
                         _ = stop.cancelled() => return Ended::Stopped,
-                        sent = messages.send(Incoming { payload: message.get_payload_bytes().to_vec(), entry: None }) => sent,
+                        sent = messages.send(Incoming { payload: message.get_payload_bytes().to_vec(), entry: None, acker: None }) => sent,
                     };
                     if sent.is_err() {
                         return Ended::Stopped;

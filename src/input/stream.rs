@@ -29,6 +29,8 @@ pub(crate) struct Incoming {
     pub payload: Vec<u8>,
     /// The stream entry to acknowledge once the event is finished (stream input only).
     pub entry: Option<String>,
+    /// Who acknowledges it: the stream it came from.
+    pub acker: Option<Acker>,
 }
 
 pub(crate) struct StreamInput {
@@ -43,6 +45,8 @@ pub(crate) struct StreamInput {
     consumer: String,
     /// Entries idle longer than this are taken from whoever holds them.
     claim_idle: Duration,
+    /// Handed out with each entry; `None`: entries are never acknowledged (unshared claims).
+    acker: Option<Acker>,
 }
 
 const BLOCK: Duration = Duration::from_secs(5);
@@ -55,6 +59,7 @@ impl StreamInput {
         consumer: &str,
         claim_idle: Duration,
         reading: watch::Sender<bool>,
+        acker: Option<redis::aio::ConnectionManager>,
     ) -> Result<Self, RedisConfigError> {
         Ok(Self {
             client: crate::redis_client::open(redis)?,
@@ -65,6 +70,7 @@ impl StreamInput {
             group: input.group.clone(),
             consumer: consumer.to_string(),
             claim_idle,
+            acker: acker.map(|redis| Acker::new(redis, input)),
         })
     }
 
@@ -193,6 +199,7 @@ impl StreamInput {
         let incoming = Incoming {
             payload: entry_payload(&entry.map),
             entry: Some(entry.id),
+            acker: self.acker.clone(),
         };
         tokio::select! {
             _ = stop.cancelled() => false,
@@ -221,6 +228,12 @@ pub(crate) struct Acker {
     redis: redis::aio::ConnectionManager,
     key: String,
     group: String,
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Acker({} {})", self.key, self.group)
+    }
 }
 
 impl Acker {

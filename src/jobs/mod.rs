@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 pub(crate) use queue::{Delivered, JobQueue};
 pub(crate) use split::{AudienceBoundaries, Boundaries, JobRange, Ranges};
-pub(crate) use totals::{Completion, JobTotals};
+pub(crate) use totals::{Completion, JobTotals, totals_key};
 
 /// The field names of a job's stream entry.
 const EVENT_ID: &str = "event_id";

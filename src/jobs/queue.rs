@@ -13,6 +13,9 @@
 //!   the start of the stream, not `$`, so that jobs still in it are read.
 //!
 //! Blocking reads run on a connection of their own, with a response timeout longer than the block.
+//!
+//! The HTTP API's push backlog is a stream of the same kind: it reads its raw entries through
+//! [`JobQueue::on_stream`] and [`JobQueue::next_entries`].
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -89,6 +92,16 @@ impl JobQueue {
         consumer: &str,
         claim_idle: Duration,
     ) -> Result<Self, JobError> {
+        Self::on_stream(client, format!("{prefix}jobs"), consumer, claim_idle).await
+    }
+
+    /// The same consumer group on another stream, whose entries are not jobs.
+    pub(crate) async fn on_stream(
+        client: redis::Client,
+        key: String,
+        consumer: &str,
+        claim_idle: Duration,
+    ) -> Result<Self, JobError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -98,7 +111,7 @@ impl JobQueue {
             client,
             redis,
             reader: None,
-            key: format!("{prefix}jobs"),
+            key,
             consumer: consumer.to_string(),
             claim_idle,
             last_claim: None,
@@ -137,6 +150,19 @@ impl JobQueue {
         block: Duration,
         count: usize,
     ) -> Result<Vec<Delivered>, JobError> {
+        let entries = self.next_entries(block, count).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(entry, taken_over)| delivered(entry, taken_over))
+            .collect())
+    }
+
+    /// [`JobQueue::next`]'s entries as they are, each with whether it was taken over.
+    pub(crate) async fn next_entries(
+        &mut self,
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<(StreamId, bool)>, JobError> {
         let due = self
             .last_claim
             .is_none_or(|at| at.elapsed() >= self.claim_idle / 2);
@@ -162,7 +188,7 @@ impl JobQueue {
         &mut self,
         block: Duration,
         count: usize,
-    ) -> Result<Vec<Delivered>, JobError> {
+    ) -> Result<Vec<(StreamId, bool)>, JobError> {
         let options = StreamReadOptions::default()
             .group(GROUP, &self.consumer)
             .block(block.as_millis() as usize)
@@ -179,7 +205,7 @@ impl JobQueue {
                 }
             };
         let entries = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
-        Ok(entries.map(|e| delivered(e, false)).collect())
+        Ok(entries.map(|e| (e, false)).collect())
     }
 
     async fn reader(&mut self, block: Duration) -> Result<&mut MultiplexedConnection, JobError> {
@@ -200,7 +226,7 @@ impl JobQueue {
     /// Entries idle longer than the claim lease, taken over by this replica: `XAUTOCLAIM`
     /// from the start of the pending list, following its cursor until it comes back to `0-0`
     /// or `count` entries are in hand.
-    async fn take_over(&mut self, count: usize) -> Result<Vec<Delivered>, JobError> {
+    async fn take_over(&mut self, count: usize) -> Result<Vec<(StreamId, bool)>, JobError> {
         let mut claimed = Vec::new();
         let mut cursor = "0-0".to_string();
         loop {
@@ -217,7 +243,7 @@ impl JobQueue {
                 )
                 .await?;
             // Entries deleted while pending were dropped from the list by the call itself.
-            claimed.extend(reply.claimed.into_iter().map(|e| delivered(e, true)));
+            claimed.extend(reply.claimed.into_iter().map(|e| (e, true)));
             if reply.next_stream_id == "0-0" || claimed.len() >= count {
                 return Ok(claimed);
             }

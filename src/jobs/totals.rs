@@ -82,6 +82,11 @@ pub(crate) struct JobTotals {
     window: Duration,
 }
 
+/// The hash of an event's totals: `t:<name>` counts so far, `finished` once every job is in.
+pub(crate) fn totals_key(prefix: &str, event_id: &str) -> String {
+    format!("{prefix}event:{event_id}:jobs")
+}
+
 impl JobTotals {
     pub(crate) fn new(redis: ConnectionManager, prefix: &str, window: Duration) -> Self {
         Self {
@@ -92,7 +97,7 @@ impl JobTotals {
     }
 
     fn key(&self, event_id: &str) -> String {
-        format!("{}event:{event_id}:jobs", self.prefix)
+        totals_key(&self.prefix, event_id)
     }
 
     /// Adds job `number`'s counts to the event's totals (once, however often called).

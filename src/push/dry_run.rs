@@ -3,7 +3,7 @@
 
 use tracing::info;
 
-use super::{MaskedToken, Push, PushOutcome, Pusher};
+use super::{MaskedToken, Push, PushContent, PushOutcome, Pusher};
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct DryRunPusher;
@@ -16,13 +16,20 @@ impl Pusher for DryRunPusher {
                 reason: "unknown provider".into(),
             };
         };
-        info!(
-            provider = provider.as_str(),
-            token = %MaskedToken(&push.device.token),
-            title = %push.notification.title,
-            body = %push.notification.body,
-            "Dry run: would push."
-        );
+        match &push.content {
+            PushContent::Talk(n) => info!(
+                provider = provider.as_str(),
+                token = %MaskedToken(&push.device.token),
+                title = %n.title,
+                body = %n.body,
+                "Dry run: would push."
+            ),
+            PushContent::Prebuilt(_) => info!(
+                provider = provider.as_str(),
+                token = %MaskedToken(&push.device.token),
+                "Dry run: would push a prebuilt request."
+            ),
+        }
         PushOutcome::Delivered
     }
 }

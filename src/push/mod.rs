@@ -14,12 +14,14 @@ pub(crate) use h2_shards as http2;
 pub(crate) mod metrics;
 
 mod outcome;
+mod prebuilt;
 mod providers;
 mod pushers;
 pub(crate) mod retry;
 
 pub use outcome::PushOutcome;
 pub(crate) use outcome::{OutcomeKind, PauseScope, Reason};
+pub use prebuilt::{ApnsPrebuilt, ApnsPushType, FcmPrebuilt, Prebuilt};
 pub(crate) use providers::http2_client;
 pub use providers::{apns_transport, configured_pushers, providers};
 pub(crate) use pushers::ProviderPushers;
@@ -32,12 +34,37 @@ use std::time::Duration;
 use crate::audience::Device;
 use crate::content::Notification;
 
-/// One push: a device and the notification for its locale.
+/// One push: a device and what it gets.
 #[derive(Debug, Clone)]
 pub struct Push {
     pub event_id: Arc<str>,
     pub device: Device,
-    pub notification: Arc<Notification>,
+    pub content: PushContent,
+}
+
+/// What a push carries: a notification each pusher writes its request from, or a request body
+/// built already (the HTTP API's), which the pusher of its provider sends as it is.
+#[derive(Debug, Clone)]
+pub enum PushContent {
+    /// Rendered from a talk, for the device's locale.
+    Talk(Arc<Notification>),
+    Prebuilt(Arc<Prebuilt>),
+}
+
+impl From<Arc<Notification>> for PushContent {
+    fn from(notification: Arc<Notification>) -> Self {
+        PushContent::Talk(notification)
+    }
+}
+
+impl PushContent {
+    /// The rendered notification, when there is one.
+    pub fn talk(&self) -> Option<&Arc<Notification>> {
+        match self {
+            PushContent::Talk(n) => Some(n),
+            PushContent::Prebuilt(_) => None,
+        }
+    }
 }
 
 /// A way to deliver pushes: one attempt per call. Implementations are shared across tasks.

@@ -160,13 +160,14 @@ mod tests {
                 locale: None,
                 updated_at: None,
             },
-            notification: Arc::new(Notification {
+            content: Arc::new(Notification {
                 title: String::new(),
                 body: String::new(),
                 data: vec![],
                 collapse_id: "e".into(),
                 thread_id: "p".into(),
-            }),
+            })
+            .into(),
         }
     }
 

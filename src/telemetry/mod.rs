@@ -35,6 +35,7 @@ pub(crate) const PUSHES_IN_FLIGHT: &str = "notifier_pushes_in_flight";
 pub(crate) const PUSH_RETRIES: &str = "notifier_push_retries_total";
 pub(crate) const TOKENS_PRUNED: &str = "notifier_tokens_pruned_total";
 pub(crate) const DEVICES_UNKNOWN_APP: &str = "notifier_devices_unknown_app_total";
+pub(crate) const API_DEAD_TOKENS: &str = "notifier_api_dead_tokens_total";
 pub(crate) const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
 pub(crate) const BUILD_INFO: &str = "notifier_build_info";
 
@@ -150,6 +151,14 @@ fn describe_and_register() {
         DEVICES_UNKNOWN_APP,
         "Devices skipped because their app is not one this notifier serves."
     );
+    describe_counter!(
+        API_DEAD_TOKENS,
+        "Dead tokens in POST /push, logged and kept (the caller owns them)."
+    );
+    for provider in crate::device::Provider::ALL {
+        let app = crate::apps::DEFAULT_APP;
+        counter!(API_DEAD_TOKENS, "app" => app, "provider" => provider.as_str()).increment(0);
+    }
     describe_counter!(
         REDIS_RECONNECTS,
         "Subscription or stream connections re-made."

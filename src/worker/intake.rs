@@ -32,6 +32,7 @@ impl Worker {
         let incoming = Incoming {
             payload: message.to_vec(),
             entry: None,
+            acker: None,
         };
         self.handle_incoming(&incoming, stop).await
     }
@@ -232,7 +233,7 @@ impl Worker {
             Err(rejection) => {
                 // Cannot happen for payloads the worker stored itself; finish it rather than loop.
                 error!(event_id = %taken.event_id, reason = %rejection, "An abandoned event cannot be read; giving it up.");
-                let _ = claims.finish(&taken.event_id, true).await;
+                let _ = claims.finish(&taken.event_id, true, &[]).await;
                 EventOutcome::Rejected(rejection)
             }
         };

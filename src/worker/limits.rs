@@ -14,13 +14,15 @@ use crate::apps::Apps;
 use crate::audience::PerProvider;
 use crate::config::Settings;
 use crate::database::audience_reads;
-use crate::fanout::FanoutLimits;
+use crate::fanout::{FanoutLimits, PushLimit};
 
 pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
     let service = &settings.service;
     let apps = settings.app_providers();
+    let permits = Arc::new(Semaphore::new(service.concurrency));
     FanoutLimits {
-        permits: Arc::new(Semaphore::new(service.concurrency)),
+        limit: Arc::new(PushLimit::new(Arc::clone(&permits), service.concurrency)),
+        permits,
         // Each app's providers have their own limits (as configured in its section), so a slow
         // app never takes another's slots beyond the global limit they all share.
         provider_permits: Apps::from_fn(&settings.app_names(), |id| {

@@ -42,11 +42,13 @@ use crate::config::{InputMode, SendMode, Settings, SettingsError};
 use crate::content::Templates;
 use crate::database::{Database, Queries};
 use crate::event::Preview;
-use crate::fanout::FanoutLimits;
+use crate::fanout::{Delivery, FanoutLimits};
 use crate::input::pubsub::Subscriber;
-use crate::input::stream::{Acker, Incoming, StreamInput};
+use crate::input::stream::{Incoming, StreamInput};
 use crate::pacing::Pacer;
 use crate::push::Pushers;
+use crate::push::metrics::PushMetrics;
+use crate::push::retry::RetryPolicy;
 
 pub struct Worker {
     settings: Arc<Settings>,
@@ -140,6 +142,33 @@ impl Worker {
         self.outcomes.subscribe()
     }
 
+    /// How pushes go in `mode`: its pushers, the retry policy and the deployment's pace (none
+    /// in a dry run: nothing reaches a provider, nothing counts against its quota).
+    pub(crate) fn delivery(
+        &self,
+        mode: SendMode,
+        prune: Option<mpsc::Sender<crate::prune::Dead>>,
+    ) -> Delivery {
+        let apps = &self.apps;
+        let pacers = match mode {
+            SendMode::DryRun => Apps::from_fn(apps, |_| PerProvider::from_fn(|_| Pacer::unpaced())),
+            _ => self.pacers.clone(),
+        };
+        Delivery {
+            apps: apps.clone(),
+            metrics: Apps::from_fn(apps, |app| PushMetrics::for_app(apps.name(app))),
+            pushers: self.pushers.for_apps(apps, mode),
+            retry: RetryPolicy::from(&self.settings.retry),
+            pacers,
+            prune,
+        }
+    }
+
+    /// The push limits every event shares, for pushes that are not an event's (the HTTP API's).
+    pub(crate) fn limits(&self) -> &FanoutLimits {
+        &self.limits
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -176,10 +205,6 @@ impl Worker {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
         let (tx, mut messages) = mpsc::channel::<Incoming>(64);
         let input = self.spawn_input(tx, &stop)?;
-        let acker = match (self.claims.connection(), self.settings.input.mode) {
-            (Some(redis), InputMode::Stream) => Some(Acker::new(redis, &self.settings.input)),
-            _ => None,
-        };
         let events = Arc::new(Semaphore::new(self.settings.service.max_concurrent_events));
         let running = TaskTracker::new();
         // Events that a dead replica left are found at start and every half lease.
@@ -207,10 +232,10 @@ impl Worker {
                     let Some(permit) = slot(&events, &message, &stop).await? else {
                         break;
                     };
-                    let (worker, stop, acker) = (Arc::clone(&self), stop.clone(), acker.clone());
+                    let (worker, stop) = (Arc::clone(&self), stop.clone());
                     running.spawn(async move {
                         let outcome = worker.handle_incoming(&message, &stop).await;
-                        if let (Some(acker), Some(entry)) = (&acker, &message.entry)
+                        if let (Some(acker), Some(entry)) = (&message.acker, &message.entry)
                             && outcome.settled()
                         {
                             acker.ack(entry).await;
@@ -237,23 +262,40 @@ impl Worker {
     ) -> anyhow::Result<JoinHandle<()>> {
         let settings = &self.settings;
         let ready = self.input_ready.clone();
+        let stream = |input: &crate::input::InputSettings, ready| {
+            let (owner, lease) = (self.claims.owner(), settings.claims.lease());
+            let acker = self.claims.connection();
+            StreamInput::new(&settings.redis, input, owner, lease, ready, acker)
+        };
         Ok(match settings.input.mode {
             InputMode::Pubsub => {
                 let subscriber =
                     Subscriber::new(&settings.redis, &settings.service.channel, ready)?;
-                tokio::spawn(subscriber.run(tx, stop.clone()))
+                let Some(api_events) = self.api_events() else {
+                    return Ok(tokio::spawn(subscriber.run(tx, stop.clone())));
+                };
+                // Readiness follows the channel; the API's stream reconnects on its own.
+                let reader = stream(&api_events, watch::Sender::new(false))?;
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::join!(
+                        subscriber.run(tx.clone(), stop.clone()),
+                        reader.run(tx, stop)
+                    );
+                })
             }
             InputMode::Stream => {
-                let reader = StreamInput::new(
-                    &settings.redis,
-                    &settings.input,
-                    self.claims.owner(),
-                    settings.claims.lease(),
-                    ready,
-                )?;
-                tokio::spawn(reader.run(tx, stop.clone()))
+                tokio::spawn(stream(&settings.input, ready)?.run(tx, stop.clone()))
             }
         })
+    }
+
+    /// The stream events posted over HTTP go to, read beside the channel: only by replicas
+    /// whose claims are shared and that serve the API (the others never see such events).
+    fn api_events(&self) -> Option<crate::input::InputSettings> {
+        let settings = &self.settings;
+        (self.claims.is_shared() && settings.api.addr.is_some())
+            .then(|| settings.input.api_events(&settings.claims_prefix()))
     }
 
     /// Stops taking events and waits, within the drain timeout, for those running.

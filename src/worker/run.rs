@@ -19,18 +19,14 @@ use tracing::{Instrument, error, warn};
 use super::Worker;
 use super::outcome::{EventError, EventOutcome, Summary};
 use super::progress_log::report_progress;
-use crate::apps::Apps;
-use crate::audience::{AppResolver, Audience, PerProvider, Provider};
+use crate::audience::{AppResolver, Audience, Provider};
 use crate::claims::{Claims, Keeper, Renewal, retry_redis};
 use crate::config::SendMode;
 use crate::content::{Talk, load_talk};
 use crate::event::TalkPosted;
 use crate::fanout::{Checkpoint, Delivery, FanoutError, FanoutReport, Progress, fan_out};
 use crate::jobs::JobRange;
-use crate::pacing::Pacer;
 use crate::prune::Pruner;
-use crate::push::metrics::PushMetrics;
-use crate::push::retry::RetryPolicy;
 use crate::telemetry::ErrorChain;
 
 /// What becomes of an event's claim once its run ends.
@@ -139,7 +135,11 @@ impl EventRun<'_> {
         if let Err(e) = &result {
             self.log_failure(e, settlement, &summary, started);
         }
-        self.settle(settlement, &payload, &progress).await;
+        let counts = result
+            .as_ref()
+            .map(FanoutReport::counts)
+            .unwrap_or_default();
+        self.settle(settlement, &payload, &progress, &counts).await;
         if let Ok(report) = &result {
             record_finished(report, started);
         }
@@ -205,7 +205,13 @@ impl EventRun<'_> {
 
     /// Marks the claim done (or failed), or — for an event to be continued — stores the last
     /// checkpoint and releases the lease so that another run resumes at once.
-    async fn settle(&self, settlement: Settlement, payload: &str, progress: &Progress) {
+    async fn settle(
+        &self,
+        settlement: Settlement,
+        payload: &str,
+        progress: &Progress,
+        counts: &[(&str, u64)],
+    ) {
         let (claims, id) = (&self.claim.claims, self.claim.id.as_str());
         let never = CancellationToken::new();
         if settlement == Settlement::Resume {
@@ -226,7 +232,7 @@ impl EventRun<'_> {
             return;
         }
         let failed = settlement == Settlement::GivenUp;
-        if let Err(e) = retry_redis(|| claims.finish(id, failed), &never).await {
+        if let Err(e) = retry_redis(|| claims.finish(id, failed, counts), &never).await {
             // The lease runs out and a scan resumes the event from its checkpoint: at worst the
             // pushes since the last checkpoint are repeated, under the same collapse id.
             error!(error = %ErrorChain(&e), "Could not mark the event done.");
@@ -313,20 +319,7 @@ impl EventRun<'_> {
 
     /// The pusher for each provider in `mode` (see [`crate::push::Pushers::for_mode`]).
     fn delivery(&self, mode: SendMode, pruner: Option<&Pruner>) -> Delivery {
-        let apps = &self.worker.apps;
-        let pacers = match mode {
-            // Nothing reaches a provider: nothing counts against its quota.
-            SendMode::DryRun => Apps::from_fn(apps, |_| PerProvider::from_fn(|_| Pacer::unpaced())),
-            _ => self.worker.pacers.clone(),
-        };
-        Delivery {
-            apps: apps.clone(),
-            metrics: Apps::from_fn(apps, |app| PushMetrics::for_app(apps.name(app))),
-            pushers: self.worker.pushers.for_apps(apps, mode),
-            retry: RetryPolicy::from(&self.worker.settings.retry),
-            pacers,
-            prune: pruner.map(Pruner::sender),
-        }
+        self.worker.delivery(mode, pruner.map(Pruner::sender))
     }
 }
 

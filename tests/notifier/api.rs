@@ -1,17 +1,13 @@
 //! The HTTP API on a running replica: an event posted over HTTP runs through the deployment's
-//! input stream and claims, once, and its status follows the claim.
+//! input (its stream, or beside a pub/sub channel the API's own stream) and claims, once, and its
+//! status follows the claim.
 
 use std::time::Duration;
 
 use notifier::Backend;
 
 use crate::faults::Cluster;
-
-/// A loopback address with a port free right now.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
+use crate::gaurun::free_addr;
 
 async fn state_of(base: &str, event_id: &str) -> (u16, serde_json::Value) {
     let r = reqwest::get(format!("{base}/v1/events/{event_id}")).await;
@@ -23,17 +19,28 @@ async fn state_of(base: &str, event_id: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn an_event_posted_over_http_reaches_each_device_once_and_its_status_follows_the_claim() {
+    let stream = crate::helpers::unique("api_events");
+    let input = [
+        ("NOTIFIER_INPUT", "stream"),
+        ("NOTIFIER_STREAM", stream.as_str()),
+    ];
+    posted_twice_reaches_each_device_once(&input).await;
+}
+
+#[tokio::test]
+async fn with_the_pubsub_input_an_event_posted_over_http_reaches_each_device_once() {
+    posted_twice_reaches_each_device_once(&[]).await;
+}
+
+/// One replica reading `input`, serving the API: an event posted twice is sent once, and its
+/// status turns done.
+async fn posted_twice_reaches_each_device_once(input: &[(&str, &str)]) {
     notifier::install_crypto_provider();
     let mut cluster = Cluster::new(Backend::Postgres, 40, 0, "").await;
     let addr = free_addr();
-    let stream = crate::helpers::unique("api_events");
-    cluster
-        .start_replica(&[
-            ("NOTIFIER_INPUT", "stream"),
-            ("NOTIFIER_STREAM", stream.as_str()),
-            ("NOTIFIER_API_ADDR", addr.as_str()),
-        ])
-        .await;
+    let mut env = input.to_vec();
+    env.push(("NOTIFIER_API_ADDR", addr.as_str()));
+    cluster.start_replica(&env).await;
     let base = format!("http://{addr}");
     let mut up = false;
     for _ in 0..200 {
@@ -66,6 +73,15 @@ async fn an_event_posted_over_http_reaches_each_device_once_and_its_status_follo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(state["state"], "done", "{state}");
+    assert_eq!(
+        (&state["recipients"], &state["sent"], &state["failed"]),
+        (
+            &serde_json::json!(40),
+            &serde_json::json!(40),
+            &serde_json::json!(0)
+        ),
+        "{state}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!((cluster.unique(), cluster.duplicates()), (40, 0));
 }

@@ -118,13 +118,14 @@ pub fn push(token: &str, event_id: &str) -> Push {
             locale: None,
             updated_at: None,
         },
-        notification: Arc::new(Notification {
+        content: Arc::new(Notification {
             title: "t".into(),
             body: "b".into(),
             data: Vec::new(),
             collapse_id: event_id.into(),
             thread_id: "program-1".into(),
-        }),
+        })
+        .into(),
     }
 }
 

@@ -12,6 +12,7 @@ mod delivery;
 mod deployments;
 mod end_to_end;
 mod faults;
+mod gaurun;
 mod helpers;
 mod malformed;
 mod monitoring;

@@ -144,7 +144,7 @@ fn apns_answer(
     if header("apns-topic").is_none_or(str::is_empty) {
         return apns_error(StatusCode::BAD_REQUEST, "MissingTopic", None);
     }
-    if header("apns-push-type") != Some("alert") {
+    if !matches!(header("apns-push-type"), Some("alert" | "background")) {
         return apns_error(StatusCode::BAD_REQUEST, "InvalidPushType", None);
     }
     if header("apns-collapse-id").is_some_and(|id| id.len() > 64) {
@@ -175,7 +175,23 @@ fn apns_answer(
         return apns_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None);
     }
     let collapse = header("apns-collapse-id").unwrap_or_default();
-    record_delivery(shared, token, collapse, None);
+    // Kept when recording, as FCM's messages are: the token, the headers that shape the push,
+    // and the payload.
+    let message = shared.config.record.then(|| {
+        let headers: serde_json::Map<String, Value> = [
+            "apns-topic",
+            "apns-push-type",
+            "apns-priority",
+            "apns-expiration",
+            "apns-collapse-id",
+        ]
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), Value::from(header(name)?))))
+        .collect();
+        let payload = serde_json::from_slice::<Value>(body).unwrap_or_default();
+        serde_json::json!({"apns": {"token": token, "headers": headers, "payload": payload}})
+    });
+    record_delivery(shared, token, collapse, message.as_ref());
     if shared.config.record {
         let topic = header("apns-topic").unwrap_or_default().to_string();
         c.apns_topics

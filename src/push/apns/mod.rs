@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{PauseScope, PerNotification, Push, PushOutcome, Pusher, Reason};
+use super::{
+    PauseScope, PerNotification, Prebuilt, Push, PushContent, PushOutcome, Pusher, Reason,
+};
 use crate::audience::Provider;
 use crate::config::ApnsSettings;
 use crate::telemetry::ErrorChain;
@@ -62,7 +64,13 @@ impl ApnsPusher {
 
     /// The request for one push, expiring `ttl` after `now`.
     pub fn request(&self, push: &Push, now: chrono::DateTime<Utc>) -> ApnsRequest {
-        let n = &push.notification;
+        let expiration = (now.timestamp().max(0) as u64).saturating_add(self.ttl.as_secs());
+        let n = match &push.content {
+            PushContent::Talk(n) => n,
+            PushContent::Prebuilt(prebuilt) => {
+                return self.prebuilt_request(prebuilt, &push.device.token, expiration);
+            }
+        };
         let payload = self
             .payloads
             .get_or_build(n, 0, || payload::payload(n, &self.sound));
@@ -71,9 +79,32 @@ impl ApnsPusher {
             topic: self.topic.clone(),
             push_type: "alert",
             priority: 10,
-            expiration: (now.timestamp().max(0) as u64).saturating_add(self.ttl.as_secs()),
+            expiration,
             collapse_id: collapse_id(&n.collapse_id).into_owned(),
             payload: bytes::Bytes::clone(&payload),
+        }
+    }
+
+    /// A prebuilt payload as it is: no collapse id (none was asked for), APNs' default priority
+    /// (10) and, without an expiration of its own, the configured time to live. A body built for
+    /// another provider is a caller's bug: sent empty, for APNs to refuse (PayloadEmpty).
+    fn prebuilt_request(&self, prebuilt: &Prebuilt, token: &str, expiration: u64) -> ApnsRequest {
+        let (payload, push_type, expiration) = match prebuilt {
+            Prebuilt::Apns(apns) => (
+                apns.payload.clone(),
+                apns.push_type.as_str(),
+                apns.expiration.unwrap_or(expiration),
+            ),
+            Prebuilt::Fcm(_) => (bytes::Bytes::new(), "alert", expiration),
+        };
+        ApnsRequest {
+            device_token: token.to_string(),
+            topic: self.topic.clone(),
+            push_type,
+            priority: 10,
+            expiration,
+            collapse_id: String::new(),
+            payload,
         }
     }
 }
@@ -139,7 +170,7 @@ mod tests {
                 locale: Some("ja".into()),
                 updated_at: None,
             },
-            notification: Arc::new(Notification {
+            content: PushContent::Talk(Arc::new(Notification {
                 title: title.into(),
                 body: body.into(),
                 data: vec![
@@ -149,7 +180,7 @@ mod tests {
                 ],
                 collapse_id: event_id.into(),
                 thread_id: "program-10".into(),
-            }),
+            })),
         }
     }
 
@@ -195,7 +226,7 @@ mod tests {
         .unwrap();
         let rendered = templates.render(&talk, "talk_posted:1").unwrap();
         let mut p = push("", "", "talk_posted:1");
-        p.notification = Arc::clone(rendered.for_locale(Some("ja")));
+        p.content = Arc::clone(rendered.for_locale(Some("ja"))).into();
         let request = pusher(Arc::new(Recorder::default())).request(&p, Utc::now());
         assert!(
             request.payload.len() <= 4096,

@@ -40,7 +40,7 @@ pub struct ApnsRequest {
     pub priority: u8,
     /// `apns-expiration`, unix seconds.
     pub expiration: u64,
-    /// `apns-collapse-id`, at most 64 bytes.
+    /// `apns-collapse-id`, at most 64 bytes; empty: no header.
     pub collapse_id: String,
     /// The JSON body, shared by every device that gets the same notification.
     pub payload: bytes::Bytes,
@@ -120,7 +120,10 @@ impl HttpTransport {
             );
             headers.insert("apns-priority", u16::from(request.priority).into());
             headers.insert("apns-expiration", request.expiration.into());
-            headers.insert("apns-collapse-id", collapse_id.clone());
+            // An empty id asks for none (a prebuilt payload's); APNs refuses an empty header.
+            if !collapse_id.is_empty() {
+                headers.insert("apns-collapse-id", collapse_id.clone());
+            }
             headers.insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),

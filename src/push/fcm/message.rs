@@ -9,7 +9,7 @@ use serde::ser::SerializeMap;
 use crate::audience::Platform;
 use crate::config::FcmSettings;
 use crate::content::Notification;
-use crate::push::{PerNotification, Push};
+use crate::push::{PerNotification, Prebuilt, Push, PushContent};
 
 /// Writes request bodies for one FCM pusher.
 pub(super) struct Bodies {
@@ -38,13 +38,15 @@ impl Bodies {
     /// The request body for one push: the notification's shared body with the device's token
     /// spliced in, so the JSON shared by every device of the event is written once.
     pub(super) fn body(&self, push: &Push) -> Vec<u8> {
-        let ios = push.device.platform == Some(Platform::Ios);
-        let template = self
-            .templates
-            .get_or_build(&push.notification, ios.into(), || {
-                self.template(&push.notification, ios)
-            });
         let token = &push.device.token;
+        let notification = match &push.content {
+            PushContent::Talk(n) => n,
+            PushContent::Prebuilt(prebuilt) => return self.prebuilt_body(prebuilt, token),
+        };
+        let ios = push.device.platform == Some(Platform::Ios);
+        let template = self.templates.get_or_build(notification, ios.into(), || {
+            self.template(notification, ios)
+        });
         let mut body =
             Vec::with_capacity(template.prefix.len() + token.len() + 2 + template.suffix.len());
         body.extend_from_slice(&template.prefix);
@@ -62,6 +64,15 @@ impl Bodies {
         }
         body.extend_from_slice(&template.suffix);
         body
+    }
+
+    /// A prebuilt FCM message with the token; a body built for another provider is a bug of the
+    /// caller's, sent as an empty body for FCM to refuse (INVALID_ARGUMENT) rather than a panic.
+    fn prebuilt_body(&self, prebuilt: &Prebuilt, token: &str) -> Vec<u8> {
+        match prebuilt {
+            Prebuilt::Fcm(fcm) => fcm.body(token, self.validate_only),
+            Prebuilt::Apns(_) => Vec::new(),
+        }
     }
 
     /// The whole body for a device with an empty token, cut around the token's place: `token`
@@ -236,7 +247,7 @@ mod tests {
                 locale: None,
                 updated_at: None,
             },
-            notification: notification.clone(),
+            content: notification.clone().into(),
         }
     }
 

@@ -82,6 +82,7 @@ impl Pusher for RecordingPusher {
         if self.count_only {
             self.count.fetch_add(1, Ordering::Relaxed);
         } else {
+            let talk = push.content.talk();
             self.pushes.lock().unwrap().push(Recorded {
                 event_id: push.event_id.to_string(),
                 device_id: push.device.id,
@@ -92,9 +93,9 @@ impl Pusher for RecordingPusher {
                     .unwrap_or_default(),
                 app: push.device.app,
                 token: push.device.token.clone(),
-                title: push.notification.title.clone(),
-                body: push.notification.body.clone(),
-                data: push.notification.data.clone(),
+                title: talk.map(|n| n.title.clone()).unwrap_or_default(),
+                body: talk.map(|n| n.body.clone()).unwrap_or_default(),
+                data: talk.map(|n| n.data.clone()).unwrap_or_default(),
                 started_at,
             });
         }
