@@ -1,6 +1,7 @@
 //! Gaurun's `POST /push` on running replicas against the stand-in: SPEC.md's example arrives as
 //! the FCM v1 and APNs requests Gaurun's mapping gives, a SIGKILL right after the 200 loses
-//! nothing, two replicas sharing one backlog send each token once, and the error paths answer in
+//! nothing, two replicas sharing one backlog send each token once, a named app's route sends with
+//! that app's credentials, and the error paths answer in
 //! Gaurun's format.
 
 use std::time::Duration;
@@ -54,8 +55,12 @@ async fn start_api_replica(cluster: &mut Cluster, extra: &[(&str, &str)]) -> Str
 }
 
 async fn post(base: &str, body: &Value) -> (u16, Value) {
+    post_to(base, "/push", body).await
+}
+
+async fn post_to(base: &str, path: &str, body: &Value) -> (u16, Value) {
     let r = reqwest::Client::new()
-        .post(format!("{base}/push"))
+        .post(format!("{base}{path}"))
         .json(body)
         .send()
         .await
@@ -151,6 +156,64 @@ async fn spec_md_s_example_reaches_the_stand_in_as_gaurun_s_fcm_and_apns_request
     assert_eq!(
         background["payload"],
         json!({"aps": {"alert": "quiet", "badge": 0, "content-available": 1}})
+    );
+}
+
+#[tokio::test]
+async fn a_named_apps_route_sends_with_that_apps_credentials_and_an_unknown_app_is_404() {
+    notifier::install_crypto_provider();
+    let mut cluster = cluster("").await;
+    // The lite app: its own APNs topic, with the same team key (as an iPad app beside an iPhone
+    // app would have).
+    let lite = format!(
+        "\n[apps.lite.apns]\nendpoint = \"{}\"\nkey_path = \"{}\"\nkey_id = \"STANDIN123\"\n\
+         team_id = \"TEAM123456\"\ntopic = \"com.example.talks.lite\"\n",
+        cluster.stand_in.tls_endpoint(),
+        cluster.dir.path().join("apns-key.p8").display()
+    );
+    let config = cluster.dir.path().join("notifier.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&lite);
+    std::fs::write(&config, toml).unwrap();
+    let base = start_api_replica(&mut cluster, &[]).await;
+
+    let ios = |token: &str| json!({"notifications": [{"token": [token], "platform": 1, "message": "hi"}]});
+    let ok = (200, json!({"message": "ok"}));
+    assert_eq!(
+        post_to(&base, "/apps/lite/push", &ios("lite-token")).await,
+        ok
+    );
+    assert_eq!(
+        post_to(&base, "/apps/default/push", &ios("default-token")).await,
+        ok
+    );
+    assert_eq!(post(&base, &ios("main-token")).await, ok);
+    let (status, body) = post_to(&base, "/apps/nope/push", &ios("nope-token")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+
+    let messages = recorded(&cluster, 3).await;
+    let topic = |token: &str| {
+        let m = messages.iter().find(|m| m["apns"]["token"] == token);
+        let m = m.unwrap_or_else(|| panic!("no APNs request to {token}: {messages:?}"));
+        m["apns"]["headers"]["apns-topic"].clone()
+    };
+    assert_eq!(topic("lite-token"), "com.example.talks.lite");
+    assert_eq!(topic("default-token"), "com.example.talks");
+    assert_eq!(topic("main-token"), "com.example.talks");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tokens: Vec<Value> = cluster
+        .stand_in
+        .counters
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m["apns"]["token"].clone())
+        .collect();
+    assert!(
+        !tokens.contains(&json!("nope-token")),
+        "an unknown app's request was refused whole"
     );
 }
 
