@@ -33,7 +33,6 @@ use crate::apps::AppId;
 use crate::device::{Device, Platform, Provider};
 use crate::fanout::{Delivery, FanoutLimits, skipped};
 use crate::jobs::{JobError, JobQueue};
-use crate::push::retry::deliver;
 use crate::push::{MaskedToken, Prebuilt, Push, PushContent, PushOutcome, Pusher};
 use crate::redis_client::Explained;
 use crate::telemetry::API_DEAD_TOKENS;
@@ -282,21 +281,10 @@ impl Sender {
         index: usize,
         done_key: &str,
     ) {
-        let metrics = &self.delivery.metrics[app];
-        let in_flight = metrics.in_flight_guard(provider);
-        let started = std::time::Instant::now();
         let is_paused = || paused.load(Ordering::Relaxed);
-        let done = deliver(
-            &*pusher,
-            &push,
-            &self.delivery.retry,
-            &self.delivery.pacers[app][provider],
-            self.delivery.apps.name(app),
-            &is_paused,
-        )
-        .await;
-        metrics.duration(provider, started.elapsed().as_secs_f64());
-        drop(in_flight);
+        let done = (self.delivery)
+            .send((app, provider), &*pusher, &push, &is_paused)
+            .await;
         drop(permits);
         if let PushOutcome::CredentialsRejected {
             reason, setting, ..

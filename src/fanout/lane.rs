@@ -21,7 +21,6 @@ use super::tally::{Tally, skipped};
 use crate::apps::{AppId, Apps};
 use crate::audience::{Audience, Device, Provider};
 use crate::database::DatabaseError;
-use crate::push::retry::deliver;
 use crate::push::{Push, Pusher};
 
 /// The provider's permit and the global one, held by a push task until its push is done.
@@ -284,21 +283,9 @@ async fn send(
     // Admitted devices are of a served app.
     let app = push.device.app.unwrap_or(AppId::DEFAULT);
     let paused = || tally.is_paused(app, provider, &push.device);
-    let metrics = &tally.delivery.metrics[app];
-    // A guard, so an aborted or panicking push still leaves the gauge.
-    let in_flight = metrics.in_flight_guard(provider);
-    let started = std::time::Instant::now();
-    let done = deliver(
-        &*pusher,
-        &push,
-        &tally.delivery.retry,
-        &tally.delivery.pacers[app][provider],
-        tally.delivery.apps.name(app),
-        &paused,
-    )
-    .await;
-    metrics.duration(provider, started.elapsed().as_secs_f64());
-    drop(in_flight);
+    let done = (tally.delivery)
+        .send((app, provider), &*pusher, &push, &paused)
+        .await;
     // The slots go back before the bookkeeping: a slow prune queue must not hold them.
     drop(permits);
     tally

@@ -35,7 +35,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error};
 
-use crate::apps::{AppNames, Apps};
+use crate::apps::{AppId, AppNames, Apps};
 use crate::audience::{Audience, PerProvider, Provider};
 use crate::content::Rendered;
 use crate::database::DatabaseError;
@@ -43,7 +43,8 @@ use crate::pacing::Pacer;
 use crate::prune::Dead;
 use crate::push::ProviderPushers;
 use crate::push::metrics::PushMetrics;
-use crate::push::retry::RetryPolicy;
+use crate::push::retry::{Delivered, RetryPolicy, deliver};
+use crate::push::{Push, Pusher};
 use lane::Lane;
 use tally::Tally;
 
@@ -80,6 +81,35 @@ pub(crate) struct Delivery {
     pub metrics: Apps<Arc<PushMetrics>>,
     /// Where dead tokens go to be pruned; `None` in dry and validate runs.
     pub prune: Option<mpsc::Sender<Dead>>,
+}
+
+impl Delivery {
+    /// One push through the engine: its app's pace and retries, timed and counted in flight in
+    /// its app's metrics (a guard, so an aborted or panicking push still leaves the gauge).
+    /// Events' lanes and the API's backlog both send this way.
+    pub(crate) async fn send(
+        &self,
+        (app, provider): (AppId, Provider),
+        pusher: &dyn Pusher,
+        push: &Push,
+        paused: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Delivered {
+        let metrics = &self.metrics[app];
+        let _in_flight = metrics.in_flight_guard(provider);
+        let started = std::time::Instant::now();
+        let pacer = &self.pacers[app][provider];
+        let done = deliver(
+            pusher,
+            push,
+            &self.retry,
+            pacer,
+            self.apps.name(app),
+            paused,
+        )
+        .await;
+        metrics.duration(provider, started.elapsed().as_secs_f64());
+        done
+    }
 }
 
 /// What a fan-out did, for the event summary.
