@@ -136,7 +136,8 @@ impl TalkPosted {
 
 fn positive_id(field: &'static str, value: &Value) -> Result<i64, Rejection> {
     let parsed = match value {
-        Value::Number(n) => n.as_i64(),
+        // `640.0` is the number 640 to JSON (and to PHP, which writes floats so).
+        Value::Number(n) => n.as_i64().or_else(|| whole(n.as_f64()?)),
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
             s.parse::<i64>().ok()
         }
@@ -149,6 +150,11 @@ fn positive_id(field: &'static str, value: &Value) -> Result<i64, Rejection> {
             got: short(value),
         }),
     }
+}
+
+/// A float that is a whole number an `i64` holds.
+pub(crate) fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
 }
 
 /// A time a publisher could mean: RFC 3339's four-digit years, so the event survives its own
@@ -223,6 +229,19 @@ mod tests {
             (e.program_id, e.dry_run, e.published_at),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn a_whole_float_is_an_id_and_a_fraction_is_not() {
+        let e = parse(r#"{"talk_id": 42.0, "program_id": 7.0}"#).unwrap();
+        assert_eq!((e.talk_id, e.program_id), (42, Some(7)));
+        assert!(matches!(
+            parse(r#"{"talk_id": 42.5}"#),
+            Err(Rejection::BadId {
+                field: "talk_id",
+                ..
+            })
+        ));
     }
 
     #[test]

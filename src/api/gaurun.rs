@@ -34,25 +34,38 @@ pub(super) struct PushRequest {
 #[serde(default)]
 pub(super) struct GaurunNotification {
     pub(super) token: Vec<String>,
+    #[serde(deserialize_with = "whole_number")]
     pub(super) platform: i64,
     pub(super) message: String,
     pub(super) title: String,
     pub(super) subtitle: String,
+    #[serde(deserialize_with = "whole_number")]
     pub(super) badge: i64,
     pub(super) category: String,
     pub(super) sound: String,
     pub(super) content_available: bool,
     pub(super) mutable_content: bool,
+    #[serde(deserialize_with = "whole_number")]
     pub(super) expiry: i64,
     pub(super) push_type: String,
     pub(super) collapse_key: String,
     /// Accepted and dropped: FCM v1 has no equivalent.
     pub(super) delay_while_idle: bool,
+    #[serde(deserialize_with = "whole_number")]
     pub(super) time_to_live: i64,
     pub(super) priority: String,
     pub(super) extend: Vec<Extend>,
     /// Only logged, as Gaurun does.
     pub(super) identifier: String,
+}
+
+/// An integer field: `364` or `364.0` (the same number in JSON, and what PHP writes for a float);
+/// `364.5` is refused as malformed.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| crate::event::whole(n.as_f64()?))
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))
 }
 
 /// A custom key: `{"key": .., "val": ..}` (Gaurun's spelling; `value` is read too).
@@ -89,6 +102,7 @@ impl GaurunNotification {
         if let Some(at) = self.extend.iter().position(|e| e.key.is_empty()) {
             return Err(Invalid::ExtendKey(at));
         }
+        self.check_values()?;
         match provider {
             Provider::Apns => self.check_ios()?,
             Provider::Fcm => self.check_android()?,
@@ -96,7 +110,10 @@ impl GaurunNotification {
         Ok(provider)
     }
 
-    fn check_ios(&self) -> Result<(), Invalid> {
+    /// Each field's own range, whichever platform reads it: a value that is wrong is wrong even
+    /// where the other platform would ignore it (Gaurun ignored it), so the document's one schema
+    /// tells a client what is accepted.
+    fn check_values(&self) -> Result<(), Invalid> {
         if !matches!(self.push_type.as_str(), "" | "alert" | "background") {
             return Err(Invalid::PushType(self.push_type.clone()));
         }
@@ -106,6 +123,16 @@ impl GaurunNotification {
         if self.expiry < 0 {
             return Err(Invalid::Expiry(self.expiry));
         }
+        if !(0..=MAX_TIME_TO_LIVE).contains(&self.time_to_live) {
+            return Err(Invalid::TimeToLive(self.time_to_live));
+        }
+        if !matches!(self.priority.as_str(), "" | "high" | "normal") {
+            return Err(Invalid::Priority(self.priority.clone()));
+        }
+        Ok(())
+    }
+
+    fn check_ios(&self) -> Result<(), Invalid> {
         // Apple's dictionary would be replaced by a custom key of the same name.
         match self.extend.iter().find(|e| e.key == "aps") {
             Some(e) => Err(Invalid::ReservedKey(e.key.clone())),
@@ -114,12 +141,6 @@ impl GaurunNotification {
     }
 
     fn check_android(&self) -> Result<(), Invalid> {
-        if !(0..=MAX_TIME_TO_LIVE).contains(&self.time_to_live) {
-            return Err(Invalid::TimeToLive(self.time_to_live));
-        }
-        if !matches!(self.priority.as_str(), "" | "high" | "normal") {
-            return Err(Invalid::Priority(self.priority.clone()));
-        }
         // FCM refuses the whole message for these data keys.
         match self.extend.iter().find(|e| fcm_reserved(&e.key)) {
             Some(e) => Err(Invalid::ReservedKey(e.key.clone())),
@@ -305,6 +326,17 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_float_is_an_integer_and_a_fraction_is_malformed() {
+        let whole = with(with(ios(), "platform", json!(1.0)), "badge", json!(3.0));
+        assert_eq!(check(vec![whole]).unwrap(), [Provider::Apns]);
+        let half = with(ios(), "expiry", json!(10.5));
+        assert!(
+            matches!(check(vec![half]), Err(Refused::Malformed(ref m)) if m.contains("10.5")),
+            "a fraction names the number"
+        );
+    }
+
+    #[test]
     fn the_platform_code_chooses_the_provider() {
         assert_eq!(
             check(vec![ios(), android()]).unwrap(),
@@ -364,10 +396,15 @@ mod tests {
     }
 
     #[test]
-    fn platform_specific_fields_are_checked_only_on_their_platform() {
+    fn a_value_out_of_range_is_refused_even_where_the_platform_ignores_the_field() {
         let ios_only = with(android(), "push_type", json!("voip"));
+        assert_eq!(reason(ios_only), Invalid::PushType("voip".into()));
         let android_only = with(ios(), "priority", json!("urgent"));
-        assert!(check(vec![ios_only, android_only]).is_ok());
+        assert_eq!(reason(android_only), Invalid::Priority("urgent".into()));
+        // Valid values of the other platform's fields are accepted and ignored, as Gaurun does.
+        let quiet = with(android(), "push_type", json!("background"));
+        let high = with(ios(), "priority", json!("high"));
+        assert!(check(vec![quiet, high]).is_ok());
     }
 
     #[test]

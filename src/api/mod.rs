@@ -370,6 +370,7 @@ pub(crate) mod tests {
         assert_eq!(
             paths,
             [
+                "/apps/{name}/push",
                 "/config/pushers",
                 "/openapi.json",
                 "/push",
