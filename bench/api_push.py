@@ -7,6 +7,7 @@ and delivering, is read from /proc. The stand-in and the load generator share th
 
     python3 bench/api_push.py --seconds 20 --runs 3
     python3 bench/api_push.py --clients 8 --tokens 100 --ios-every 2   # half the requests iOS
+    python3 bench/api_push.py --backlog-max 200     # a backlog that fills: accepting at the sending pace
 
 Each run: a fresh stand-in and notifier; `--clients` processes post back to back on keep-alive
 connections for `--seconds`; then the backlog drains and every accepted token must reach the
@@ -98,7 +99,7 @@ def one_run(args, run):
             raise RuntimeError("the stand-in did not start")
         config = os.path.join(tmp, "notifier.toml")
         with open(config, "w") as f:
-            f.write(f'[claims]\nkey_prefix = "{prefix}"\n')
+            f.write(f'[claims]\nkey_prefix = "{prefix}"\n[api]\nbacklog_max = {args.backlog_max}\n')
         token = f"bench-{os.getpid()}"
         env = {
             "PATH": os.environ["PATH"], "APP_ENV": "production",
@@ -220,6 +221,8 @@ def main():
     p.add_argument("--ios-every", type=int, default=0, help="every K-th request is iOS (0: none)")
     p.add_argument("--concurrency", type=int, default=256, help="NOTIFIER_CONCURRENCY")
     p.add_argument("--latency-ms", type=int, default=0, help="the stand-in's answer delay")
+    p.add_argument("--backlog-max", type=int, default=100_000,
+                   help="api.backlog_max: small, and acceptance is held to the sending pace by 503s")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=int, default=300, help="seconds for the backlog to drain")
     p.add_argument("--no-ceiling", action="store_true")
