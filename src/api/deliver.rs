@@ -24,7 +24,7 @@ use redis::streams::StreamId;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use super::backlog::Accepted;
 use super::gaurun_map;
@@ -165,8 +165,13 @@ impl Sender {
             }
         };
         let keeper = tokio::spawn(Arc::clone(&self).keep_fresh(id.clone()));
+        // Every line about the entry's tokens names the caller's `identifier`, as Gaurun's log
+        // did, so a caller can find which of its requests a dead token came in.
+        let span =
+            info_span!("api_push", entry = %id, identifier = %accepted.notification.identifier);
         let settled = self
             .send_tokens(&id, &accepted, Arc::new(prebuilt), &done, &done_key, stop)
+            .instrument(span)
             .await;
         keeper.abort();
         if settled {
@@ -224,13 +229,16 @@ impl Sender {
             let Some(permits) = permits else { break };
             let (sender, paused, done_key) =
                 (Arc::clone(self), Arc::clone(&paused), done_key.to_string());
-            tasks.spawn(async move {
-                sender
-                    .push(
-                        app, provider, pusher, push, permits, &paused, index, &done_key,
-                    )
-                    .await;
-            });
+            tasks.spawn(
+                async move {
+                    sender
+                        .push(
+                            app, provider, pusher, push, permits, &paused, index, &done_key,
+                        )
+                        .await;
+                }
+                .in_current_span(),
+            );
         }
         let drained = async { while tasks.join_next().await.is_some() {} };
         if stopped {

@@ -55,7 +55,7 @@ pub(super) struct GaurunNotification {
     pub(super) time_to_live: i64,
     pub(super) priority: String,
     pub(super) extend: Vec<Extend>,
-    /// Only logged, as Gaurun does.
+    /// Not sent: a field of the span of every log line about the notification's tokens.
     pub(super) identifier: String,
 }
 

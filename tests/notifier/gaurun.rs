@@ -224,7 +224,8 @@ async fn a_dead_token_is_logged_masked_and_counted_not_pruned() {
     let status = free_addr();
     let base = start_api_replica(&mut cluster, &[("NOTIFIER_HTTP_ADDR", status.as_str())]).await;
     let body = json!({"notifications": [
-        {"token": ["unregistered-device-1", "ios-alive-1"], "platform": 1, "message": "m"}
+        {"token": ["unregistered-device-1", "ios-alive-1"], "platform": 1, "message": "m",
+         "identifier": "order-mail-4711"}
     ]});
     assert_eq!(post(&base, &body).await.0, 200);
     recorded(&cluster, 1).await;
@@ -244,9 +245,12 @@ async fn a_dead_token_is_logged_masked_and_counted_not_pruned() {
     }
     assert!(metrics.contains(metric), "{metrics}");
     let log = cluster.log(0);
+    let dead = log.lines().find(|l| l.contains("is dead"));
+    let dead = dead.unwrap_or_else(|| panic!("no dead-token line:\n{log}"));
+    assert!(dead.contains("unregist…"), "{dead}");
     assert!(
-        log.contains("unregist…") && log.contains("is dead"),
-        "{log}"
+        dead.contains("order-mail-4711"),
+        "the line names the caller's identifier: {dead}"
     );
     assert!(
         !log.contains("unregistered-device-1"),
