@@ -181,6 +181,19 @@ mod tests {
         }
     }
 
+    /// One `deliver` of the test push, unpaced, paused or not.
+    async fn send(p: &Scripted, policy: &RetryPolicy, paused: bool) -> Delivered {
+        deliver(
+            p,
+            &push(),
+            policy,
+            &Pacer::unpaced(),
+            "default",
+            &move || paused,
+        )
+        .await
+    }
+
     fn unavailable(after: Option<u64>) -> PushOutcome {
         PushOutcome::Retryable {
             reason: Reason::new(Provider::Fcm, "UNAVAILABLE"),
@@ -192,15 +205,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retryable_failure_is_retried_until_it_succeeds() {
         let p = Scripted::new(vec![unavailable(None), unavailable(None)]);
-        let done = deliver(
-            &p,
-            &push(),
-            &policy(),
-            &Pacer::unpaced(),
-            "default",
-            &|| false,
-        )
-        .await;
+        let done = send(&p, &policy(), false).await;
         assert_eq!(
             done,
             Delivered {
@@ -219,15 +224,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_when_longer_than_the_backoff() {
         let p = Scripted::new(vec![unavailable(Some(7))]);
-        deliver(
-            &p,
-            &push(),
-            &policy(),
-            &Pacer::unpaced(),
-            "default",
-            &|| false,
-        )
-        .await;
+        send(&p, &policy(), false).await;
         assert!(p.gaps()[0] >= Duration::from_secs(7), "{:?}", p.gaps());
     }
 
@@ -256,15 +253,7 @@ mod tests {
             quota: true,
         };
         let p = Scripted::new(vec![quota]);
-        let done = deliver(
-            &p,
-            &push(),
-            &policy(),
-            &Pacer::unpaced(),
-            "default",
-            &|| false,
-        )
-        .await;
+        let done = send(&p, &policy(), false).await;
         assert_eq!(done.outcome, PushOutcome::Delivered);
         assert!(p.gaps()[0] >= Duration::from_secs(60), "{:?}", p.gaps());
     }
@@ -272,15 +261,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn attempts_and_the_deadline_bound_the_retries() {
         let p = Scripted::new(vec![unavailable(None); 10]);
-        let done = deliver(
-            &p,
-            &push(),
-            &policy(),
-            &Pacer::unpaced(),
-            "default",
-            &|| false,
-        )
-        .await;
+        let done = send(&p, &policy(), false).await;
         assert_eq!(done.attempts, 4);
         assert_eq!(done.outcome.label(), "retryable");
 
@@ -289,7 +270,7 @@ mod tests {
             ..policy()
         };
         let p = Scripted::new(vec![unavailable(Some(30)); 10]);
-        let done = deliver(&p, &push(), &short, &Pacer::unpaced(), "default", &|| false).await;
+        let done = send(&p, &short, false).await;
         assert_eq!(
             done.attempts, 1,
             "a 30 s Retry-After does not fit a 10 s deadline"
@@ -313,15 +294,7 @@ mod tests {
             },
         ] {
             let p = Scripted::new(vec![outcome.clone()]);
-            let done = deliver(
-                &p,
-                &push(),
-                &policy(),
-                &Pacer::unpaced(),
-                "default",
-                &|| false,
-            )
-            .await;
+            let done = send(&p, &policy(), false).await;
             assert_eq!(
                 done,
                 Delivered {
@@ -335,15 +308,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_paused_provider_gets_no_further_attempt() {
         let p = Scripted::new(vec![]);
-        let done = deliver(
-            &p,
-            &push(),
-            &policy(),
-            &Pacer::unpaced(),
-            "default",
-            &|| true,
-        )
-        .await;
+        let done = send(&p, &policy(), true).await;
         assert_eq!((done.outcome.label(), done.attempts), ("skipped", 0));
     }
 }
