@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fanout  # noqa: E402  (the stand-in and process helpers)
-from fanout import cpu_seconds, free_port, peak_rss_mib, reset, stats  # noqa: E402
+from fanout import (cpu_seconds, delete_keys, free_port, peak_rss_mib, reset, stats, stop,  # noqa: E402
+                    wait_for_stand_in)
 
 CORES = os.cpu_count() or 1
 
@@ -89,14 +89,7 @@ def one_run(args, run):
     notifier = None
     prefix = f"bench:{os.getpid()}:api{run}:"
     try:
-        for _ in range(100):
-            try:
-                stats(plain)
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("the stand-in did not start")
+        wait_for_stand_in(plain)
         config = os.path.join(tmp, "notifier.toml")
         with open(config, "w") as f:
             f.write(f'[claims]\nkey_prefix = "{prefix}"\n[api]\nbacklog_max = {args.backlog_max}\n')
@@ -195,18 +188,10 @@ def one_run(args, run):
             result["delivered_of_ceiling"] = result["delivered_per_s_to_drain"] / result["ceiling_per_s"]
         return result
     finally:
-        if notifier:
-            notifier.send_signal(signal.SIGTERM)
-            try:
-                notifier.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                notifier.kill()
+        stop(notifier)
         stand_in.terminate()
         stand_in.wait()
-        keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"{prefix}*"],
-                              capture_output=True, text=True).stdout.split()
-        for i in range(0, len(keys), 500):
-            subprocess.run(["redis-cli", "DEL", *keys[i:i + 500]], capture_output=True)
+        delete_keys(prefix)
         if args.keep_logs:
             os.makedirs(args.keep_logs, exist_ok=True)
             shutil.copy(os.path.join(tmp, "notifier.log"), os.path.join(args.keep_logs, f"api-{run}.log"))

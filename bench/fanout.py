@@ -60,6 +60,35 @@ def reset(plain_port):
     urllib.request.urlopen(req, timeout=5).close()
 
 
+def wait_for_stand_in(plain_port):
+    for _ in range(100):
+        try:
+            stats(plain_port)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("the stand-in did not start")
+
+
+def stop(process):
+    """SIGTERM, as an orchestrator stops the notifier; SIGKILL after 30 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def delete_keys(prefix):
+    """A run's keys, so the shared Redis does not keep its claims for the dedup window."""
+    keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"{prefix}*"],
+                          capture_output=True, text=True).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run(["redis-cli", "DEL", *keys[i:i + 500]], capture_output=True)
+
+
 def publish(channel, payload, subscribers=1):
     """PUBLISH over a connection opened beforehand, to `subscribers` subscribers (at least one,
     when None); returns the time it was sent, in ms. (Timing a `redis-cli` run instead would
@@ -245,14 +274,7 @@ def one_run(args, url, run):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     notifier = None
     try:
-        for _ in range(100):
-            try:
-                stats(plain_port)
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("the stand-in did not start")
+        wait_for_stand_in(plain_port)
         channel = f"bench_{os.getpid()}_{run}"
         with open(os.path.join(tmp, "notifier.toml"), "w") as f:
             f.write(f'[claims]\nkey_prefix = "bench:{os.getpid()}:{run}:"\n'
@@ -323,19 +345,10 @@ def one_run(args, url, run):
             result["steady_of_ceiling"] = result["steady_per_s"] / result["ceiling_per_s"]
         return result
     finally:
-        if notifier:
-            notifier.send_signal(signal.SIGTERM)
-            try:
-                notifier.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                notifier.kill()
+        stop(notifier)
         stand_in.terminate()
         stand_in.wait()
-        # The run's claim keys, so the shared Redis does not keep them for the dedup window.
-        keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"bench:{os.getpid()}:{run}:*"],
-                              capture_output=True, text=True).stdout.split()
-        if keys:
-            subprocess.run(["redis-cli", "DEL", *keys], capture_output=True)
+        delete_keys(f"bench:{os.getpid()}:{run}:")
         if args.keep_logs:
             os.makedirs(args.keep_logs, exist_ok=True)
             shutil.copy(os.path.join(tmp, "notifier.log"), os.path.join(args.keep_logs, f"notifier-{run}.log"))

@@ -29,7 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fanout  # noqa: E402  (the stand-in, database and Redis helpers)
-from fanout import free_port, make_audience, publish, reset, sh, stats  # noqa: E402
+from fanout import (delete_keys, free_port, make_audience, publish, reset, sh, stats,  # noqa: E402
+                    wait_for_stand_in)
 
 
 class Deployment:
@@ -49,7 +50,7 @@ class Deployment:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.replicas = []
         self.logs = []
-        self._wait_for_stand_in()
+        wait_for_stand_in(self.plain)
         config = os.path.join(self.tmp, "notifier.toml")
         with open(config, "w") as f:
             f.write(f'[claims]\nkey_prefix = "{self.prefix}"\nlease_secs = {args.lease_secs}\n'
@@ -68,15 +69,6 @@ class Deployment:
         for i in range(replicas):
             self.start_replica(i)
         self._wait_for_subscribers(replicas)
-
-    def _wait_for_stand_in(self):
-        for _ in range(100):
-            try:
-                stats(self.plain)
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the stand-in did not start")
 
     def start_replica(self, i):
         log = open(os.path.join(self.tmp, f"notifier-{i}.log"), "w")
@@ -111,10 +103,7 @@ class Deployment:
                 p.kill()
         self.stand_in.terminate()
         self.stand_in.wait()
-        keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"{self.prefix}*"],
-                              capture_output=True, text=True).stdout.split()
-        for i in range(0, len(keys), 500):
-            subprocess.run(["redis-cli", "DEL", *keys[i:i + 500]], capture_output=True)
+        delete_keys(self.prefix)
         if self.args.keep_logs:
             os.makedirs(self.args.keep_logs, exist_ok=True)
             for path in self.logs:
