@@ -14,6 +14,12 @@ pub(super) async fn check(settings: &Settings) -> anyhow::Result<()> {
         "Effective settings (secrets masked):\n{}",
         settings.describe()
     );
+    // What this replica reads in Redis, each stream with its group: what an autoscaler watches.
+    println!("Work in Redis ({} mode):", settings.send_mode.as_str());
+    println!("work prefix = {}", settings.work_prefix());
+    for (role, key, group) in settings.work_streams() {
+        println!("stream {role} = {key} (group {group})");
+    }
     let mut failures = Vec::new();
     let mut report = |what: &str, result: anyhow::Result<String>| match result {
         Ok(detail) => println!("ok      {what}: {detail}"),

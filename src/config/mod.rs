@@ -230,6 +230,47 @@ impl Settings {
     pub fn claims_prefix(&self) -> String {
         format!("{}{{{}}}:", self.claims.key_prefix, self.deployment())
     }
+
+    /// Where this replica's work lives: the deployment's claims prefix, then its send mode for
+    /// all but live (`dry-run:`, `validate:`). Replicas of different modes sharing a Redis and an
+    /// input each keep their own claims, job stream and push backlog, so none takes, marks done
+    /// or acknowledges another mode's work. Live keeps the bare prefix, as before modes had one.
+    pub fn work_prefix(&self) -> String {
+        let mode = match self.send_mode {
+            SendMode::Live => "",
+            SendMode::DryRun => "dry-run:",
+            SendMode::Validate => "validate:",
+        };
+        format!("{}{mode}", self.claims_prefix())
+    }
+
+    /// The consumer group this replica reads the deployment's streams in: `[input] group`, then
+    /// the send mode for all but live (`notifier:dry-run`), so that each mode reads every entry.
+    pub fn work_group(&self) -> String {
+        match self.send_mode {
+            SendMode::Live => self.input.group.clone(),
+            mode => format!("{}:{}", self.input.group, mode.as_str()),
+        }
+    }
+
+    /// The Redis Streams this replica reads, each with its group: `(role, key, group)`. Printed
+    /// by `notifier check`, and what an autoscaler watches.
+    pub fn work_streams(&self) -> Vec<(&'static str, String, String)> {
+        let (work, group) = (self.work_prefix(), self.work_group());
+        let mut streams = vec![
+            ("jobs", format!("{work}jobs"), group.clone()),
+            ("push", format!("{work}api:push"), group.clone()),
+        ];
+        match self.input.mode {
+            InputMode::Stream => streams.push(("events", self.input.stream.clone(), group)),
+            InputMode::Pubsub if self.api.addr.is_some() => {
+                let api_events = self.input.api_events(&self.claims_prefix()).stream;
+                streams.push(("api-events", api_events, group));
+            }
+            InputMode::Pubsub => {}
+        }
+        streams
+    }
 }
 
 fn config_name(path: &Option<PathBuf>) -> String {
@@ -317,6 +358,41 @@ mod tests {
         assert_eq!(pubsub.claims_prefix(), "notifier:{channel:talks}:");
         let stream = load(&[("NOTIFIER_INPUT", "stream"), ("NOTIFIER_STREAM", "talks")]).unwrap();
         assert_eq!(stream.claims_prefix(), "notifier:{stream:talks}:");
+    }
+
+    #[test]
+    fn each_send_mode_keeps_its_work_apart() {
+        let creds = ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/sa.json");
+        let live = load(&[("APP_ENV", "production"), creds]).unwrap();
+        assert_eq!(live.work_prefix(), "notifier:{channel:talk_posted}:");
+        assert_eq!(live.work_group(), "notifier");
+        let dry = load(&[]).unwrap();
+        assert_eq!(dry.work_prefix(), "notifier:{channel:talk_posted}:dry-run:");
+        assert_eq!(dry.work_group(), "notifier:dry-run");
+        let validate = load(&[("NOTIFIER_SEND_MODE", "validate"), creds]).unwrap();
+        assert_eq!(
+            validate.work_prefix(),
+            "notifier:{channel:talk_posted}:validate:"
+        );
+        let streams = load(&[
+            ("NOTIFIER_INPUT", "stream"),
+            ("APP_ENV", "production"),
+            creds,
+        ])
+        .unwrap()
+        .work_streams();
+        let names: Vec<_> = streams
+            .iter()
+            .map(|(r, k, g)| format!("{r} {k} {g}"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "jobs notifier:{stream:talk_posted}:jobs notifier",
+                "push notifier:{stream:talk_posted}:api:push notifier",
+                "events talk_posted notifier"
+            ]
+        );
     }
 
     #[test]
