@@ -49,11 +49,9 @@
 //! `tests/notifier/architecture.rs` fails on an import cycle or a provider reaching the database.
 
 mod api;
-mod app;
 mod apps;
 mod audience;
 mod backoff;
-mod claims;
 pub mod cli;
 mod config;
 mod content;
@@ -62,19 +60,19 @@ mod device;
 mod event;
 mod fanout;
 mod input;
-mod jobs;
 mod pacing;
 mod prune;
 mod push;
 mod redact;
 mod redis_client;
+mod startup;
 mod status;
 mod telemetry;
+mod work;
 mod worker;
 
 // The library's surface: what `main` and the integration tests use. Everything else is
 // `pub(crate)`, so a change inside a step cannot break a caller outside the crate.
-pub use app::{Application, Overrides};
 pub use apps::{AppId, AppName, AppNames, Apps, DEFAULT_APP};
 pub use audience::{AppResolver, Audience, PageSink};
 pub use config::{ApnsSettings, AppProviders, AppSettings, ENV_VARS, InputMode, Settings};
@@ -88,9 +86,10 @@ pub use push::apns::{
 };
 pub use push::{
     ApnsPrebuilt, ApnsPushType, FcmPrebuilt, Prebuilt, Push, PushContent, PushOutcome, Pusher,
-    Pushers, apns_transport, configured_pushers, providers,
+    Pushers,
 };
 pub use redis_client::{Explained, open as open_redis};
+pub use startup::{Application, Overrides, apns_transport, configured_pushers, providers};
 pub use telemetry::{LogFormat, init as init_logs};
 pub use worker::{EventOutcome, Summary, Worker};
 

@@ -1,119 +1,143 @@
 //! The native event routes. `POST /v1/events` takes the event of contract §1 and answers 202 once
-//! it is durable in Redis: it is appended to the deployment's own input stream
-//! (`NOTIFIER_STREAM`), so it runs through the same pipeline and the same claims as an event a
-//! publisher put there. `GET /v1/events/{event_id}` reads the event's claim record (its state,
-//! and the counts its run stored when it finished) or, once it was split into jobs, their totals
-//! so far.
-//!
-//! With the pub/sub input a PUBLISH would be lost while no replica listens, so the event goes to
-//! a stream of the API's own (`{prefix}api:events`, `InputSettings::api_events`) that every
-//! replica serving the API reads beside the channel, in the same group and under the same claims.
+//! it is durable in Redis: it is appended to the deployment's input stream (`NOTIFIER_STREAM`),
+//! or with the pub/sub input to the API's own stream read beside the channel
+//! (`InputSettings::api_events`), so it runs through the same pipeline and the same claims as an
+//! event a publisher sent. `GET /v1/events/{event_id}` reads the event's claim in this replica's
+//! send mode (its state, the counts its run stored so far or at its end) or, once it was split,
+//! its jobs' totals so far; `DELETE` cancels it (`work::claims::Claims::cancel`).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use redis::aio::ConnectionManager;
+use redis::Script;
 use serde_json::json;
 
 use super::ApiState;
 use super::guard::Family;
 use crate::event::TalkPosted;
 use crate::redis_client::Explained;
+use crate::work::claims::Cancelling;
+use crate::work::{Claims, Unit};
 
-/// The deployment's events in Redis: its claims, and its input stream when it reads one.
+/// `post(stream, queued [, seen]; event, window_s, answer)`: the event appended with its queued
+/// mark, or a seen `Idempotency-Key`'s first answer and nothing appended.
+static POST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if KEYS[3] then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then return {'seen', seen} end
+end
+redis.call('XADD', KEYS[1], '*', 'event', ARGV[1])
+redis.call('SET', KEYS[2], 1, 'EX', ARGV[2])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2]) end
+return {'appended'}
+"#,
+    )
+});
+
+/// The deployment's events in Redis: their claims in this send mode, and the stream events are
+/// posted to.
 #[derive(Clone)]
 pub(crate) struct EventStore {
-    redis: ConnectionManager,
-    claims_prefix: String,
-    /// How long a queued event is remembered: the claims' dedup window.
-    window: Duration,
+    claims: Claims,
     /// The input stream, or with pub/sub the API's own stream read beside the channel.
     stream: String,
+    /// This mode's consumer group, whose queued jobs a cancel drops.
+    group: String,
 }
 
 impl EventStore {
-    pub(crate) fn new(
-        redis: ConnectionManager,
-        claims_prefix: &str,
-        window: Duration,
-        stream: &str,
-    ) -> Self {
+    pub(crate) fn new(claims: Claims, stream: &str, group: &str) -> Self {
         Self {
-            redis,
-            claims_prefix: claims_prefix.to_string(),
-            window,
+            claims,
             stream: stream.to_string(),
+            group: group.to_string(),
         }
-    }
-
-    /// Kept beside the claims, not in the claim record: a record's absence is what lets the
-    /// first replica claim the event.
-    fn queued_key(&self, event_id: &str) -> String {
-        format!("{}api:queued:{event_id}", self.claims_prefix)
     }
 
     /// `XADD {stream} * event {json}` (the shape the stream input reads) with the queued mark,
-    /// both or neither.
-    async fn append(&self, stream: &str, event: &TalkPosted) -> redis::RedisResult<()> {
-        redis::pipe()
-            .atomic()
-            .xadd(stream, "*", &[("event", event.to_json())])
-            .ignore()
-            .set_ex(self.queued_key(&event.event_id), 1, self.window.as_secs())
-            .ignore()
-            .query_async(&mut self.redis.clone())
-            .await
+    /// both or neither; with an `Idempotency-Key`, at most once within the dedup window.
+    async fn append(
+        &self,
+        event: &TalkPosted,
+        seen: Option<(String, &str)>,
+    ) -> redis::RedisResult<Option<String>> {
+        let Some(mut redis) = self.claims.connection() else {
+            return Err((redis::ErrorKind::Io, "no Redis").into());
+        };
+        let keys = self.claims.keys();
+        let mut call = POST.prepare_invoke();
+        call.key(&self.stream).key(keys.queued(&event.event_id));
+        let answer = match &seen {
+            Some((key, answer)) => {
+                call.key(key);
+                *answer
+            }
+            None => "",
+        };
+        call.arg(event.to_json())
+            .arg(self.claims.window().as_secs())
+            .arg(answer);
+        let reply: Vec<String> = call.invoke_async(&mut redis).await?;
+        Ok(match &reply[..] {
+            [verdict, first] if verdict == "seen" => Some(first.clone()),
+            _ => None,
+        })
     }
 
-    /// The event's status: from its claim record, or its jobs' totals once it was split (its
-    /// claim is done when its jobs are queued, so it runs until the last job is in), else
+    /// The event's status: from its claim record (or its jobs' totals once it was split), else
     /// `queued` while the mark lasts; `None` for an unknown event.
-    async fn status(&self, event_id: &str) -> redis::RedisResult<Option<Status>> {
-        let mut redis = self.redis.clone();
-        let claim_key = crate::claims::event_key(&self.claims_prefix, event_id);
-        let jobs_key = crate::jobs::totals_key(&self.claims_prefix, event_id);
-        let (claim, jobs): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
-            .hgetall(claim_key)
-            .hgetall(jobs_key)
+    pub(crate) async fn status(&self, event_id: &str) -> redis::RedisResult<Option<Status>> {
+        let Some(mut redis) = self.claims.connection() else {
+            return Ok(None);
+        };
+        let keys = self.claims.keys();
+        let dry = keys.unit(&Unit::DryRunEvent(event_id.to_string()));
+        let (claim, dry_claim, totals): (Hash, Hash, Hash) = redis::pipe()
+            .hgetall(keys.event(event_id))
+            .hgetall(dry)
+            .hgetall(keys.totals(event_id))
             .query_async(&mut redis)
             .await?;
+        // An event that asked for a dry run, on a replica that sends, is claimed apart.
+        let claim = if claim.is_empty() { dry_claim } else { claim };
         let Some(state) = claim.get("state") else {
             let queued: bool =
-                redis::AsyncCommands::exists(&mut redis, self.queued_key(event_id)).await?;
+                redis::AsyncCommands::exists(&mut redis, keys.queued(event_id)).await?;
             return Ok(queued.then(Status::queued));
         };
-        if jobs.is_empty() {
-            return Ok(Some(Status::new(state, &claim, "c:")));
+        let running = matches!(state.as_str(), "running" | "cancelling");
+        // A split event's counts so far are its jobs' totals; once ended, its claim's.
+        if running && claim.contains_key("jobs") {
+            return Ok(Some(Status::new(state, &totals, "t:")));
         }
-        let state = match (jobs.contains_key("finished"), state.as_str()) {
-            (true, _) => "done",
-            (false, "failed") => "failed",
-            (false, _) => "running",
-        };
-        Ok(Some(Status::new(state, &jobs, "t:")))
+        Ok(Some(Status::new(state, &claim, "c:")))
     }
 }
+
+type Hash = HashMap<String, String>;
 
 /// What `GET /v1/events/{event_id}` tells.
 #[derive(Debug, PartialEq, Eq)]
-struct Status {
-    state: String,
+pub(crate) struct Status {
+    pub state: String,
     /// `None` while not known.
-    counts: [Option<u64>; COUNTS.len()],
+    pub counts: [Option<u64>; COUNTS.len()],
 }
 
 /// The counts of the status, in the order of the contract.
-const COUNTS: [&str; 5] = ["recipients", "sent", "failed", "pruned", "skipped"];
+pub(crate) const COUNTS: [&str; 5] = ["recipients", "sent", "failed", "pruned", "skipped"];
 
 impl Status {
     /// The counts from the hash fields named `{prefix}{count}`.
-    fn new(state: &str, hash: &HashMap<String, String>, prefix: &str) -> Self {
+    fn new(state: &str, hash: &Hash, prefix: &str) -> Self {
         let count = |name: &str| hash.get(&format!("{prefix}{name}"))?.parse().ok();
         Self {
             state: state.to_string(),
@@ -129,7 +153,7 @@ impl Status {
         }
     }
 
-    fn to_json(&self, event_id: &str) -> serde_json::Value {
+    pub(crate) fn to_json(&self, event_id: &str) -> serde_json::Value {
         let mut body = json!({ "event_id": event_id, "state": self.state });
         for (name, count) in COUNTS.iter().zip(self.counts) {
             body[*name] = json!(count);
@@ -148,6 +172,7 @@ fn unavailable(e: &redis::RedisError) -> Response {
 
 pub(super) async fn post(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let native = Family::Native;
@@ -165,24 +190,35 @@ pub(super) async fn post(
             "no event store in this process",
         );
     };
-    match store.append(&store.stream, &event).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "event_id": event.event_id })),
-        )
-            .into_response(),
+    let answer = json!({ "event_id": event.event_id }).to_string();
+    let seen = match super::idempotency::key(&headers) {
+        Ok(key) => key.map(|key| (state.keys.idempotency("events", &key), answer.as_str())),
+        Err(refused) => return native.error(StatusCode::BAD_REQUEST, refused),
+    };
+    match store.append(&event, seen).await {
+        Ok(first) => super::idempotency::answer(StatusCode::ACCEPTED, first.unwrap_or(answer)),
         Err(e) => unavailable(&e),
+    }
+}
+
+/// The event id of a path; axum's own answer to one that is not UTF-8 would be plain text.
+fn event_id(path: Result<Path<String>, PathRejection>) -> Result<String, Box<Response>> {
+    match path {
+        Ok(Path(id)) => Ok(id),
+        Err(_) => Err(Box::new(
+            Family::Native.error(StatusCode::BAD_REQUEST, "the event id is not UTF-8"),
+        )),
     }
 }
 
 pub(super) async fn get(
     State(state): State<ApiState>,
-    event_id: Result<Path<String>, PathRejection>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let native = Family::Native;
-    // An id that is not UTF-8 once decoded: axum's own answer would be plain text.
-    let Ok(Path(event_id)) = event_id else {
-        return native.error(StatusCode::BAD_REQUEST, "the event id is not UTF-8");
+    let event_id = match event_id(path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     let Some(store) = &state.events else {
         return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
@@ -195,4 +231,43 @@ pub(super) async fn get(
         ),
         Err(e) => unavailable(&e),
     }
+}
+
+/// `DELETE /v1/events/{event_id}` (contract §12): 202 once every run of it has been told to stop.
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let native = Family::Native;
+    let event_id = match event_id(path) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    let Some(store) = &state.events else {
+        return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
+    };
+    let cancelled = store.claims.cancel(&event_id, &store.group).await;
+    let state = match cancelled {
+        Ok(Cancelling::Started | Cancelling::Already) => "cancelling",
+        Ok(Cancelling::Cancelled) => "cancelled",
+        Ok(Cancelling::TooLate) => {
+            return native.error(StatusCode::CONFLICT, "the event is done already");
+        }
+        Ok(Cancelling::Unknown) => {
+            return native.error(
+                StatusCode::NOT_FOUND,
+                "no such event within the dedup window",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "The API could not cancel an event.");
+            return native.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Redis cannot be reached; retry",
+            );
+        }
+    };
+    tracing::info!(event_id = %event_id, "An event was cancelled over HTTP.");
+    let body = json!({ "event_id": event_id, "state": state });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }

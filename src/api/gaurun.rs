@@ -8,12 +8,12 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::backlog::BacklogError;
+use super::backlog::{Appended, BacklogError, Idempotent};
 use super::guard::Family;
 use crate::device::Provider;
 
@@ -238,9 +238,10 @@ pub(super) async fn not_post() -> Response {
 /// `POST /push`: for the default app.
 pub(super) async fn push(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    accept(&state, crate::apps::DEFAULT_APP, body).await
+    accept(&state, crate::apps::DEFAULT_APP, &headers, body).await
 }
 
 /// `POST /apps/{name}/push`: for a configured app (contract §10); 404 for any other name, before
@@ -248,17 +249,23 @@ pub(super) async fn push(
 pub(super) async fn app_push(
     State(state): State<ApiState>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if state.apps.resolve(Some(&app)).is_none() {
         let text = format!("app {app:?} is not configured");
         return Family::Gaurun.error(StatusCode::NOT_FOUND, text);
     }
-    accept(&state, &app, body).await
+    accept(&state, &app, &headers, body).await
 }
 
 /// Validates the whole request, then appends it to the backlog for `app`: 200 once durable.
-async fn accept(state: &ApiState, app: &str, body: Result<Bytes, BytesRejection>) -> Response {
+async fn accept(
+    state: &ApiState,
+    app: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let gaurun = Family::Gaurun;
     let body = match body {
         Ok(body) => body,
@@ -277,11 +284,19 @@ async fn accept(state: &ApiState, app: &str, body: Result<Bytes, BytesRejection>
     let Some(backlog) = &state.backlog else {
         return gaurun.error(StatusCode::SERVICE_UNAVAILABLE, "no backlog to accept into");
     };
-    match backlog
-        .append(&accepted, chrono::Utc::now().timestamp(), app)
-        .await
-    {
-        Ok(_) => gaurun.error(StatusCode::OK, "ok"),
+    let answer = serde_json::json!({ "message": "ok" }).to_string();
+    let idempotent = match super::idempotency::key(headers) {
+        Ok(key) => key.map(|key| Idempotent {
+            key: state.keys.idempotency(&format!("push:{app}"), &key),
+            answer: &answer,
+            window_secs: state.window_secs,
+        }),
+        Err(refused) => return gaurun.error(StatusCode::BAD_REQUEST, refused),
+    };
+    let at = (chrono::Utc::now().timestamp(), app);
+    match backlog.append(&accepted, at, idempotent).await {
+        Ok(Appended::New(_)) => super::idempotency::answer(StatusCode::OK, answer),
+        Ok(Appended::Repeated(first)) => super::idempotency::answer(StatusCode::OK, first),
         Err(e) => {
             if !matches!(e, BacklogError::Full { .. }) {
                 tracing::warn!(error = %e, "POST /push could not be accepted.");

@@ -1,7 +1,9 @@
 //! The HTTP API on `NOTIFIER_API_ADDR` (contract §9): Gaurun's routes (`gaurun`, mapped onto the
-//! providers' requests by `gaurun_map`) on a listener of their own, apart from `/metrics`, behind
-//! the checks of `guard` (bearer tokens, body size, request time); `backlog` is the Redis Stream
-//! where accepted notifications are to wait for delivery.
+//! providers' requests by `gaurun_map`) and the native ones (`events`: post, status, cancel), on
+//! a listener of their own apart from `/metrics`, behind the checks of `guard` (bearer tokens,
+//! body size, request time). What they accept is queued durably in Redis before they answer:
+//! `backlog` is the stream where Gaurun notifications wait for the worker (`worker::pushes`),
+//! `idempotency` the `Idempotency-Key` both honour, `stat` Gaurun's figures.
 //!
 //! This file holds the router and the listener (its settings are `config::ApiSettings`); a new
 //! route is added in [`router`], its handler in the file of its family of routes.
@@ -16,23 +18,23 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod backlog;
-mod deliver;
 mod events;
 mod gaurun;
 mod gaurun_map;
 mod guard;
+mod idempotency;
 mod stat;
 
 use crate::apps::AppNames;
 use crate::config::ApiSettings;
-use crate::fanout::PushLimit;
-pub(crate) use backlog::Backlog;
-pub(crate) use deliver::Consumer;
+use crate::push::PushLimit;
+use crate::work::WorkKeys;
+pub(crate) use backlog::{Accepted, Backlog};
 pub(crate) use events::EventStore;
 pub(crate) use stat::PushStats;
 
 /// What the API's handlers reach beyond their settings, made by the application.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Services {
     /// Where events go and whose claims they read (`None`: no store).
     pub events: Option<EventStore>,
@@ -44,6 +46,24 @@ pub(crate) struct Services {
     pub limit: Option<Arc<PushLimit>>,
     /// The apps `POST /apps/{name}/push` may name.
     pub apps: AppNames,
+    /// Where this mode's work lives (`Idempotency-Key` records among it).
+    pub keys: WorkKeys,
+    /// The dedup window: how long an `Idempotency-Key`'s answer is kept.
+    pub window_secs: u64,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            events: None,
+            backlog: None,
+            stats: Arc::default(),
+            limit: None,
+            apps: AppNames::default(),
+            keys: WorkKeys::new("notifier:"),
+            window_secs: 86_400,
+        }
+    }
 }
 
 /// What every handler reads: the settings of the API and the services.
@@ -55,6 +75,8 @@ pub(crate) struct ApiState {
     stats: Arc<PushStats>,
     limit: Option<Arc<PushLimit>>,
     apps: AppNames,
+    keys: WorkKeys,
+    window_secs: u64,
 }
 
 /// Every route of the API with its checks.
@@ -66,6 +88,8 @@ pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
         stats: services.stats,
         limit: services.limit,
         apps: services.apps,
+        keys: services.keys,
+        window_secs: services.window_secs,
     };
     Router::new()
         .route("/push", post(gaurun::push).fallback(gaurun::not_post))
@@ -80,7 +104,10 @@ pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
             put(stat::pushers).fallback(stat::not_put),
         )
         .route("/v1/events", post(events::post))
-        .route("/v1/events/{event_id}", get(events::get))
+        .route(
+            "/v1/events/{event_id}",
+            get(events::get).delete(events::delete),
+        )
         .route("/openapi.json", get(openapi))
         .fallback(guard::not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -225,9 +252,10 @@ pub(crate) mod tests {
     async fn a_push_is_200_once_in_the_backlog_and_503_with_retry_after_when_full() {
         let local = redis::Client::open("redis://127.0.0.1:6379").unwrap();
         let redis = redis::aio::ConnectionManager::new(local).await.unwrap();
-        let prefix = format!("test:api-push:{:016x}:", fastrand::u64(..));
+        let keys = WorkKeys::new(&format!("test:api-push:{:016x}:", fastrand::u64(..)));
         let services = Services {
-            backlog: Some(Backlog::new(redis.clone(), &prefix, 2)),
+            backlog: Some(Backlog::new(redis.clone(), &keys, 2)),
+            keys: keys.clone(),
             ..Services::default()
         };
         let base = serve_services(&settings(&[]), services).await;
@@ -235,10 +263,21 @@ pub(crate) mod tests {
         let push = || client().post(format!("{base}/push"));
         let (status, reply) = call(push().body(one)).await;
         assert_eq!((status, reply), (200, serde_json::json!({"message": "ok"})));
-        let len: usize = redis::AsyncCommands::xlen(&mut redis.clone(), backlog::key(&prefix))
+        let len: usize = redis::AsyncCommands::xlen(&mut redis.clone(), keys.backlog())
             .await
             .unwrap();
         assert_eq!(len, 1, "durable before the 200");
+        // The same request again with a key, twice: appended once, answered alike.
+        let keyed = || push().header("Idempotency-Key", "req-1").body(one);
+        assert_eq!(call(keyed()).await.0, 200);
+        assert_eq!(
+            call(keyed()).await,
+            (200, serde_json::json!({"message": "ok"}))
+        );
+        let len: usize = redis::AsyncCommands::xlen(&mut redis.clone(), keys.backlog())
+            .await
+            .unwrap();
+        assert_eq!(len, 2, "a repeated Idempotency-Key queues nothing");
         let two = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"},{"token":["u"],"platform":1,"message":"m"}]}"#;
         let r = push().body(two).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 503);
@@ -248,19 +287,29 @@ pub(crate) mod tests {
             reply["message"].as_str().unwrap().contains("backlog"),
             "{reply}"
         );
-        let _: () = redis::AsyncCommands::del(&mut redis.clone(), backlog::key(&prefix))
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), keys.backlog())
             .await
             .unwrap();
     }
 
     #[tokio::test]
     async fn an_event_is_202_once_on_the_input_stream_then_queued_then_its_claim_s_state() {
-        let local = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-        let redis = redis::aio::ConnectionManager::new(local).await.unwrap();
+        let redis_settings = crate::config::load_with(&[]).unwrap().redis;
         let stream = format!("test:api-events:{:016x}", fastrand::u64(..));
         let prefix = format!("{stream}:claims:");
         let window = Duration::from_secs(60);
-        let intake = EventStore::new(redis.clone(), &prefix, window, &stream);
+        let claims = crate::work::Claims::connect(
+            &redis_settings,
+            &prefix,
+            "t".into(),
+            Duration::from_secs(30),
+            window,
+        )
+        .await
+        .unwrap();
+        let redis = claims.connection().unwrap();
+        let keys = claims.keys().clone();
+        let intake = EventStore::new(claims, &stream, "notifier");
         let base = serve_on_loopback(&settings(&[]), Some(intake)).await;
         let post = |body: &'static str| client().post(format!("{base}/v1/events")).body(body);
         let (status, body) = call(post(r#"{"talk_id": "42", "event_id": "e-1"}"#)).await;
@@ -282,7 +331,7 @@ pub(crate) mod tests {
             (200, &serde_json::json!("queued")),
             "{body}"
         );
-        let claim = crate::claims::event_key(&prefix, "e-1");
+        let claim = keys.event("e-1");
         let _: () = redis::AsyncCommands::hset(&mut redis.clone(), &claim, "state", "done")
             .await
             .unwrap();
@@ -310,11 +359,18 @@ pub(crate) mod tests {
             (&json!(3), &json!(2), &json!(1), &serde_json::Value::Null),
             "{body}"
         );
-        // Split into jobs: running until the last job is in, with the totals so far.
-        let jobs = crate::jobs::totals_key(&prefix, "e-1");
+        // Split into jobs and running: the totals of the jobs finished so far.
+        let totals = keys.totals("e-1");
         let _: () = redis::AsyncCommands::hset_multiple(
             &mut redis.clone(),
-            &jobs,
+            &claim,
+            &[("state", "running"), ("jobs", "3")],
+        )
+        .await
+        .unwrap();
+        let _: () = redis::AsyncCommands::hset_multiple(
+            &mut redis.clone(),
+            &totals,
             &[("t:sent", 500), ("jobs", 3), ("done", 1)],
         )
         .await
@@ -325,11 +381,6 @@ pub(crate) mod tests {
             (&json!("running"), &json!(500)),
             "{body}"
         );
-        let _: () = redis::AsyncCommands::hset(&mut redis.clone(), &jobs, "finished", 1)
-            .await
-            .unwrap();
-        let (_, body) = call(status_of("e-1")).await;
-        assert_eq!(body["state"], "done", "{body}");
         assert_eq!(call(status_of("e-2")).await.0, 404);
         let (status, body) = call(post(r#"{"talk_id": 0}"#)).await;
         assert_eq!(status, 400);
@@ -337,7 +388,7 @@ pub(crate) mod tests {
             body["error"].as_str().unwrap().contains("talk_id"),
             "{body}"
         );
-        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &[&stream, &claim, &jobs])
+        let _: () = redis::AsyncCommands::del(&mut redis.clone(), &[&stream, &claim, &totals])
             .await
             .unwrap();
     }

@@ -30,6 +30,7 @@ pub(super) async fn check(settings: &Settings) -> anyhow::Result<()> {
     };
     report("database (DATABASE_URL)", database(settings).await);
     report("Redis (REDIS_URL)", redis(settings).await);
+    durability(settings).await;
     match &settings.fcm {
         f if f.is_configured() => report(
             "FCM (GOOGLE_APPLICATION_CREDENTIALS)",
@@ -84,6 +85,102 @@ async fn redis(settings: &Settings) -> anyhow::Result<String> {
     Ok(format!("{pong} from {}", redact_url(&settings.redis.url)))
 }
 
+/// What Redis keeps across a restart and under memory pressure, as the claims, the job stream
+/// and the push backlog need it (contract §11): one line of what it is, and a `WARN` line for
+/// each way queued work or claims could be lost. Warnings do not fail the check: a cache run
+/// without persistence is a choice, but it should be a known one.
+async fn durability(settings: &Settings) {
+    match redis_config(settings).await {
+        Ok(config) => {
+            println!("ok      Redis durability: {}", config.describe());
+            for warning in config.warnings() {
+                println!("WARN    Redis durability: {warning}");
+            }
+        }
+        Err(e) => println!(
+            "WARN    Redis durability: cannot read CONFIG ({e:#}); make sure the server keeps an AOF and does not evict keys (maxmemory-policy noeviction)"
+        ),
+    }
+}
+
+/// The settings of Redis that decide what survives a restart or memory pressure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Durability {
+    appendonly: bool,
+    appendfsync: String,
+    /// RDB snapshot rules (`save`); empty: none.
+    save: String,
+    maxmemory_policy: String,
+    maxmemory: u64,
+}
+
+async fn redis_config(settings: &Settings) -> anyhow::Result<Durability> {
+    let client = crate::redis_client::open(&settings.redis)?;
+    let read = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut get = async |name: &str| -> redis::RedisResult<String> {
+            let pair: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await?;
+            Ok(pair.get(1).cloned().unwrap_or_default())
+        };
+        Ok::<_, redis::RedisError>(Durability {
+            appendonly: get("appendonly").await? == "yes",
+            appendfsync: get("appendfsync").await?,
+            save: get("save").await?,
+            maxmemory_policy: get("maxmemory-policy").await?,
+            maxmemory: get("maxmemory").await?.parse().unwrap_or(0),
+        })
+    };
+    tokio::time::timeout(settings.redis.timeout(), read)
+        .await
+        .context("no answer in time")?
+        .map_err(|e| anyhow::anyhow!("{}", Explained(&e)))
+}
+
+impl Durability {
+    fn describe(&self) -> String {
+        let aof = match self.appendonly {
+            true => format!("appendonly yes (appendfsync {})", self.appendfsync),
+            false => "appendonly no".to_string(),
+        };
+        let rdb = match self.save.trim() {
+            "" => "no RDB snapshots".to_string(),
+            save => format!("RDB save \"{save}\""),
+        };
+        format!("{aof}, {rdb}, maxmemory-policy {}", self.maxmemory_policy)
+    }
+
+    /// Each way claims or queued work could be lost, said plainly.
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.appendonly && self.save.trim().is_empty() {
+            warnings.push("no AOF and no RDB snapshots: a restart of Redis loses every claim, the queued jobs of split events still running elsewhere are queued again by their event's owner, but the POST /push backlog and the events posted over HTTP are lost; set appendonly yes".to_string());
+        } else if !self.appendonly {
+            warnings.push("RDB snapshots only: a restart of Redis loses what was written since the last snapshot (accepted POST /push requests, claims of finished events: those may be sent again); set appendonly yes".to_string());
+        } else if self.appendfsync == "no" {
+            warnings.push("appendfsync no: a crash of the machine (not of Redis) loses up to about 30 s of writes; everysec loses at most one".to_string());
+        }
+        let evicting = self.maxmemory_policy != "noeviction";
+        if evicting && self.maxmemory > 0 {
+            let what = match self.maxmemory_policy.starts_with("volatile") {
+                // Finished claims and Idempotency-Key records carry a TTL.
+                true => {
+                    "finished claims and Idempotency-Key answers (a repeated publish or request would be sent again)"
+                }
+                false => "running claims, queued jobs and the POST /push backlog (work lost)",
+            };
+            warnings.push(format!(
+                "maxmemory-policy {} with maxmemory set: under memory pressure Redis evicts {what}; set noeviction",
+                self.maxmemory_policy
+            ));
+        }
+        warnings
+    }
+}
+
 /// A token issued for the service account proves the key; the client proves the endpoint.
 async fn fcm(settings: &Settings, fcm: &FcmSettings) -> anyhow::Result<String> {
     let timeout = std::time::Duration::from_secs(fcm.request_timeout_secs);
@@ -96,7 +193,7 @@ async fn fcm(settings: &Settings, fcm: &FcmSettings) -> anyhow::Result<String> {
         id => id.to_string(),
     };
     tokens.bearer().await?;
-    crate::push::http2_client(settings, &fcm.endpoint, 1, fcm.request_timeout_secs)?;
+    crate::startup::http2_client(settings, &fcm.endpoint, 1, fcm.request_timeout_secs)?;
     Ok(format!(
         "access token issued for project {project}, endpoint {}",
         fcm.endpoint
@@ -110,10 +207,46 @@ fn apns(settings: &Settings, a: &ApnsSettings) -> anyhow::Result<String> {
         a.key_id, a.team_id, a.topic
     );
     // The same transport a push goes through: Apple's host, or the stand-in at APNS_ENDPOINT.
-    crate::push::apns_transport(settings, a, 1)?;
+    crate::startup::apns_transport(settings, a, 1)?;
     Ok(match a.endpoint.trim() {
         "" if a.sandbox => format!("{key}, Apple sandbox"),
         "" => format!("{key}, Apple production"),
         endpoint => format!("{key}, stand-in at {endpoint} (APNS_ENDPOINT)"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis(appendonly: bool, save: &str, policy: &str, maxmemory: u64) -> Durability {
+        Durability {
+            appendonly,
+            appendfsync: "everysec".into(),
+            save: save.into(),
+            maxmemory_policy: policy.into(),
+            maxmemory,
+        }
+    }
+
+    #[test]
+    fn check_warns_where_redis_could_lose_claims_or_queued_work() {
+        assert!(redis(true, "", "noeviction", 0).warnings().is_empty());
+        assert!(
+            redis(true, "", "allkeys-lru", 0).warnings().is_empty(),
+            "no limit: no eviction"
+        );
+        let none = redis(false, "", "noeviction", 0).warnings();
+        assert!(none[0].starts_with("no AOF and no RDB"), "{none:?}");
+        let rdb = redis(false, "3600 1", "noeviction", 0).warnings();
+        assert!(rdb[0].starts_with("RDB snapshots only"), "{rdb:?}");
+        let lru = redis(true, "", "allkeys-lru", 1 << 30).warnings();
+        assert!(lru[0].contains("queued jobs"), "{lru:?}");
+        let volatile = redis(true, "", "volatile-lru", 1 << 30).warnings();
+        assert!(volatile[0].contains("finished claims"), "{volatile:?}");
+        assert_eq!(
+            redis(false, "", "noeviction", 0).describe(),
+            "appendonly no, no RDB snapshots, maxmemory-policy noeviction"
+        );
+    }
 }

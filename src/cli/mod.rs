@@ -10,9 +10,9 @@ mod send;
 use clap::{Parser, Subcommand};
 use tracing::info;
 
-use crate::app::{Application, Overrides};
 use crate::config::{Settings, redact_url};
 use crate::database::Database;
+use crate::startup::{Application, Overrides};
 
 /// Turns talk-posted events on a Redis channel into push notifications (FCM, APNs).
 ///
@@ -113,7 +113,7 @@ async fn connect(settings: &Settings) -> anyhow::Result<Database> {
 }
 
 async fn run_worker(settings: Settings, migrate: bool) -> anyhow::Result<()> {
-    let stop = crate::app::stop_on_signal();
+    let stop = crate::startup::stop_on_signal();
     let overrides = Overrides {
         migrate,
         ..Overrides::default()

@@ -58,9 +58,11 @@ pub(super) async fn send(
         &crate::pacing::Pacer::unpaced(),
         &app,
         &|| false,
+        &crate::push::engine::Open,
     )
     .instrument(span)
-    .await;
+    .await
+    .context("the push was withdrawn")?;
     let detail = match &done.outcome {
         PushOutcome::Delivered => String::new(),
         PushOutcome::Unregistered { reason, .. }
@@ -99,7 +101,7 @@ fn pusher_for(
     app: &str,
     provider: Provider,
 ) -> anyhow::Result<Arc<dyn Pusher>> {
-    let pushers = crate::push::configured_pushers(settings, Arc::new(DryRunPusher))?;
+    let pushers = crate::startup::configured_pushers(settings, Arc::new(DryRunPusher))?;
     let Some(in_mode) = pushers.for_app(app, settings.send_mode) else {
         anyhow::bail!("--app {app}: no [apps.{app}] section configures such an app");
     };

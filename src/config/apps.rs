@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::providers::{ApnsSettings, FcmSettings};
+use super::{ApnsSettings, FcmSettings};
 use super::{Settings, SettingsError, merge};
 use crate::apps::{AppId, AppName, AppNames};
 

@@ -19,21 +19,22 @@ mod api;
 mod apps;
 mod describe;
 pub(crate) mod env;
-mod providers;
 mod validate;
 
 pub(crate) use crate::content::ContentSettings;
 pub(crate) use crate::database::{DatabaseSettings, QuerySettings};
 pub use crate::input::InputMode;
 pub(crate) use crate::input::InputSettings;
+pub(crate) use crate::push::SendMode;
+pub use crate::push::apns::ApnsSettings;
+pub(crate) use crate::push::fcm::FcmSettings;
+pub(crate) use crate::push::retry::RetrySettings;
 pub(crate) use crate::redact::redact_url;
 pub(crate) use crate::redis_client::RedisSettings;
 pub(crate) use crate::telemetry::LogFormat;
 pub(crate) use api::{ApiSettings, ApiTokens};
 pub use apps::{AppProviders, AppSettings};
 pub use env::ENV_VARS;
-pub use providers::ApnsSettings;
-pub(crate) use providers::{FcmSettings, RetrySettings};
 
 /// The shipped configuration file; its values are the defaults for every key.
 const DEFAULTS: &str = include_str!("../../config/notifier.toml");
@@ -52,27 +53,6 @@ impl SettingsError {
         Self {
             setting: setting.into(),
             reason: reason.to_string(),
-        }
-    }
-}
-
-/// How pushes leave the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendMode {
-    /// Log what would be sent; open no connection to any provider.
-    DryRun,
-    /// Ask FCM to validate without delivering (`validate_only`); APNs pushes are dry-run.
-    Validate,
-    /// Deliver to FCM and APNs.
-    Live,
-}
-
-impl SendMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendMode::DryRun => "dry-run",
-            SendMode::Validate => "validate",
-            SendMode::Live => "live",
         }
     }
 }

@@ -1,18 +1,22 @@
-//! Where a fan-out stands, as stored with the event claim ([`Checkpoint`]) and as it moves
+//! Where a fan-out stands, as stored with the unit's claim ([`Checkpoint`]) and as it moves
 //! ([`Progress`]): which devices each lane handed out and which of those have finished, so a run
-//! that takes the event over resumes without sending a finished push again.
+//! that takes the unit over resumes without sending a finished push again, and the counts so far
+//! (by outcome, and failures by reason), which the unit's status and the console read.
 //!
 //! The checkpoint's JSON shape (`{"fcm": {"upto", "holes"}, "apns": …}`) is read back by the next
 //! release: change it only with a reader for the old one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::audience::{PerProvider, Provider};
+use crate::push::OutcomeKind;
+use crate::work::Counts;
+use crate::work::keeper::Checkpointing;
 
 /// Where one provider's lane stood when a checkpoint was written: every device with an id up to
 /// `upto` was handed out and has finished, except the `holes` (handed out, not finished).
@@ -49,8 +53,8 @@ struct LaneProgress {
     in_flight: BTreeSet<i64>,
 }
 
-/// Live progress of one fan-out: what the checkpoint is made from, the counts progress lines
-/// show, and the hold the claim keeper puts on handing out pushes.
+/// Live progress of one fan-out: what the checkpoint is made from, and the counts progress lines
+/// and the unit's status show.
 pub(crate) struct Progress {
     /// Devices read from the audience, pushes settled, and lanes done reading.
     read: AtomicU64,
@@ -62,9 +66,16 @@ pub(crate) struct Progress {
     write_every: usize,
     /// Signalled when enough pushes finished since the last checkpoint.
     due: Notify,
-    /// While true, no new push is handed out (the claim cannot be renewed, say Redis is down).
-    hold: watch::Sender<bool>,
+    /// Final outcomes so far: sent, failed, pruned, skipped.
+    outcomes: [AtomicU64; 4],
+    /// Failures by reason code (`UNAVAILABLE`, `BadDeviceToken`…): touched only by failures.
+    reasons: Mutex<BTreeMap<String, u64>>,
 }
+
+/// The counts a unit's claim keeps, in the order of the status.
+const OUTCOMES: [&str; 4] = ["sent", "failed", "pruned", "skipped"];
+/// Distinct failure reasons kept per unit at most; beyond, failures are only counted.
+const KEPT_REASONS: usize = 32;
 
 impl Progress {
     pub(crate) fn new(resume: Option<Checkpoint>, write_every: usize) -> Arc<Self> {
@@ -83,7 +94,8 @@ impl Progress {
             finished_since_write: AtomicUsize::new(0),
             write_every: write_every.max(1),
             due: Notify::new(),
-            hold: watch::Sender::new(false),
+            outcomes: Default::default(),
+            reasons: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -113,16 +125,6 @@ impl Progress {
     /// Resolves when enough pushes finished since the last checkpoint that another is due.
     pub(crate) async fn checkpoint_due(&self) {
         self.due.notified().await;
-    }
-
-    pub(crate) fn set_hold(&self, hold: bool) {
-        self.hold
-            .send_if_modified(|h| std::mem::replace(h, hold) != hold);
-    }
-
-    /// Follows the hold: a lane waits on it before handing out a push.
-    pub(super) fn watch_hold(&self) -> watch::Receiver<bool> {
-        self.hold.subscribe()
     }
 
     /// Devices read from the audience so far, all lanes together.
@@ -174,12 +176,75 @@ impl Progress {
         lane.upto = lane.upto.max(device_id);
     }
 
+    /// A push (or a device passed without one) reached its final outcome, counted as the unit's
+    /// status shows it; a failure's reason code is kept too.
+    pub(super) fn count_outcome(&self, counted: Counted, reason: Option<&str>) {
+        self.outcomes[counted as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(code) = reason {
+            let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+            if reasons.len() < KEPT_REASONS || reasons.contains_key(code) {
+                *reasons.entry(code.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// The counts so far: `recipients` (every outcome), each outcome, and `reason:<code>` for
+    /// each failure reason.
+    pub(crate) fn counts(&self) -> Counts {
+        let outcomes = self.outcomes.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let mut counts: Counts = vec![("recipients".into(), outcomes.iter().sum())];
+        counts.extend(
+            OUTCOMES
+                .iter()
+                .zip(outcomes)
+                .map(|(n, c)| (n.to_string(), c)),
+        );
+        let reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        counts.extend(reasons.iter().map(|(r, n)| (format!("reason:{r}"), *n)));
+        counts
+    }
+
     pub(super) fn finished(&self, provider: Provider, device_id: i64) {
         self.lane(provider).in_flight.remove(&device_id);
         if self.finished_since_write.fetch_add(1, Ordering::Relaxed) + 1 >= self.write_every {
             self.finished_since_write.store(0, Ordering::Relaxed);
             self.due.notify_one();
         }
+    }
+}
+
+/// How an outcome counts in a unit's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Sent = 0,
+    Failed = 1,
+    Pruned = 2,
+    Skipped = 3,
+}
+
+impl Counted {
+    /// How a provider's outcome counts, before what the tally makes of it (a dead token is
+    /// pruned or, where nothing is written, failed).
+    pub(crate) fn of(kind: OutcomeKind) -> Self {
+        match kind {
+            OutcomeKind::Delivered => Counted::Sent,
+            OutcomeKind::Skipped => Counted::Skipped,
+            _ => Counted::Failed,
+        }
+    }
+}
+
+impl Checkpointing for Progress {
+    fn checkpoint(&self) -> String {
+        serde_json::to_string(&self.snapshot()).unwrap_or_default()
+    }
+
+    fn counts(&self) -> Counts {
+        Progress::counts(self)
+    }
+
+    async fn due(&self) {
+        self.checkpoint_due().await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! One provider's lane of a fan-out: takes the pages its reader hands over and turns each device
 //! into a push task, once the device is admitted (not finished in an earlier run, an app this
-//! process serves, a pusher and a token, not paused, the claim not on hold) and both its app's
-//! provider permit and the global one are held. Then it waits for its pushes, or after a stop gives them the drain timeout.
+//! process serves, a pusher and a token, not paused, the run's fence open) and both its app's
+//! provider permit and the global one are held. Then it waits for its pushes, or after a stop
+//! (or a shut fence) gives them the drain timeout.
 //!
 //! This is the hot path: per device, no allocation beyond the [`Push`] and its task, and the
 //! permits are taken *before* the spawn so live tasks never exceed either limit.
@@ -9,22 +10,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, warn};
 
-use super::FanoutLimits;
 use super::checkpoint::LaneCheckpoint;
 use super::pages::{Page, read_pages};
-use super::tally::{Tally, skipped};
+use super::tally::Tally;
+use super::{FanoutLimits, Source};
 use crate::apps::{AppId, Apps};
-use crate::audience::{Audience, Device, Provider};
+use crate::audience::{Device, Provider};
 use crate::database::DatabaseError;
-use crate::push::{Push, Pusher};
-
-/// The provider's permit and the global one, held by a push task until its push is done.
-type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+use crate::push::{Admission, Permits, Push, PushLimits, Pusher, skipped};
 
 /// What becomes of a device taken from a page.
 enum Admit {
@@ -32,26 +30,22 @@ enum Admit {
     Passed,
     /// Ready to go, its permits held.
     Send(Arc<dyn Pusher>, Permits),
-    /// A stop came while the device waited.
+    /// A stop came while the device waited, or the run may send nothing more.
     Stopped,
-    /// The semaphores were closed (they never are): hand out nothing more.
-    Closed,
 }
 
-/// What a lane holds for each app: the app's pusher for the provider and its permits.
+/// What a lane holds for each app: the app's pusher for the provider.
 struct LaneApp {
     pusher: Option<Arc<dyn Pusher>>,
-    permits: Arc<Semaphore>,
     warmed: bool,
 }
 
 pub(super) struct Lane {
     provider: Provider,
     apps: Apps<LaneApp>,
-    permits: Arc<Semaphore>,
+    limits: PushLimits,
     /// Where the run this one resumes stood: devices finished then are not sent again.
     resume: LaneCheckpoint,
-    hold: watch::Receiver<bool>,
     tasks: JoinSet<()>,
     tally: Arc<Tally>,
     drain_timeout: Duration,
@@ -62,7 +56,7 @@ impl Lane {
     /// Sends one provider's devices: take a page, then permits first and a task per push.
     pub(super) async fn run(
         provider: Provider,
-        audience: Audience,
+        source: Source,
         tally: Arc<Tally>,
         limits: FanoutLimits,
         stop: CancellationToken,
@@ -71,7 +65,7 @@ impl Lane {
         let (pages_tx, mut pages) = mpsc::channel(1);
         let reader = tokio::spawn(
             read_pages(
-                audience,
+                source,
                 pages_tx,
                 Arc::clone(&limits.audience_reads),
                 limits.retry_pages_for,
@@ -81,25 +75,16 @@ impl Lane {
         );
         let apps = Apps::from_fn(&tally.delivery.apps, |app| LaneApp {
             pusher: tally.delivery.pushers[app][provider].clone(),
-            // An app the worker's limits do not know (none: both come from the settings)
-            // shares the default app's permits rather than going unlimited.
-            permits: Arc::clone(
-                &limits
-                    .provider_permits
-                    .get(app)
-                    .unwrap_or(&limits.provider_permits[AppId::DEFAULT])[provider],
-            ),
             warmed: false,
         });
         let mut lane = Lane {
             provider,
             apps,
-            permits: limits.permits,
             resume: tally.progress.resumed_from(provider).clone(),
-            hold: tally.progress.watch_hold(),
             tasks: JoinSet::new(),
+            drain_timeout: limits.push.drain_timeout,
+            limits: limits.push,
             tally,
-            drain_timeout: limits.drain_timeout,
             stop,
         };
         let failure = lane.send_pages(&mut pages).await;
@@ -135,7 +120,6 @@ impl Lane {
                         self.interrupt(devices.len());
                         return None;
                     }
-                    Admit::Closed => return None,
                 }
             }
         }
@@ -165,31 +149,23 @@ impl Lane {
         if self.tally.is_paused(app, self.provider, device) {
             return self.pass(app, device, "paused").await;
         }
-        if *self.hold.borrow() {
-            // The claim cannot be renewed: sending on could race a replica that takes over.
-            tokio::select! {
-                _ = self.stop.cancelled() => return Admit::Stopped,
-                _ = self.hold.wait_for(|held| !*held) => {}
-            }
+        let fence = &self.tally.fence;
+        if fence.admission() != Admission::Go && !fence.admit(&self.stop).await {
+            // Lost or cancelled (or a stop while the claim could not be renewed).
+            return Admit::Stopped;
         }
         if !self.apps[app].warmed {
             self.apps[app].warmed = true;
             pusher.warm().await;
         }
-        let own_permits = Arc::clone(&self.apps[app].permits);
-        let permits = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Admit::Stopped,
-            permits = async {
-                let own = own_permits.acquire_owned().await?;
-                let global = Arc::clone(&self.permits).acquire_owned().await?;
-                Ok::<_, tokio::sync::AcquireError>((own, global))
-            } => permits,
+        let Some(permits) = self.limits.admit(app, self.provider, &self.stop).await else {
+            return Admit::Stopped;
         };
-        match permits {
-            Ok(permits) => Admit::Send(pusher, permits),
-            Err(_) => Admit::Closed,
+        // A long wait for permits may have outlasted the claim.
+        if fence.admission() == Admission::Shut {
+            return Admit::Stopped;
         }
+        Admit::Send(pusher, permits)
     }
 
     /// Settles a device as skipped, without a push.
@@ -207,7 +183,7 @@ impl Lane {
         tally.progress.handed_out(self.provider, device.id);
         let push = Push {
             event_id: Arc::clone(&tally.event_id),
-            content: Arc::clone(tally.content.for_locale(device.locale.as_deref())).into(),
+            content: tally.content.for_device(&device),
             device,
         };
         let task = send(Arc::clone(tally), self.provider, pusher, push, permits);
@@ -272,7 +248,9 @@ async fn join_all(tasks: &mut JoinSet<()>, tally: &Tally) {
     }
 }
 
-/// One push task: delivers with retries, gives the permits back, then settles the outcome.
+/// One push task: delivers with retries, gives the permits back, then settles the outcome. A
+/// push the fence withdrew is not settled: it stays a hole in the checkpoint, for whichever run
+/// holds the unit next.
 async fn send(
     tally: Arc<Tally>,
     provider: Provider,
@@ -283,11 +261,13 @@ async fn send(
     // Admitted devices are of a served app.
     let app = push.device.app.unwrap_or(AppId::DEFAULT);
     let paused = || tally.is_paused(app, provider, &push.device);
+    let fence = &*tally.fence;
     let done = (tally.delivery)
-        .send((app, provider), &*pusher, &push, &paused)
+        .send((app, provider), &*pusher, &push, &paused, fence)
         .await;
     // The slots go back before the bookkeeping: a slow prune queue must not hold them.
     drop(permits);
+    let Some(done) = done else { return };
     tally
         .settle((app, provider), &push.device, done.outcome, done.attempts)
         .await;

@@ -1,6 +1,7 @@
-//! A lane's reader: streams the lane's audience into a channel of pages, counting what is held,
-//! and resumes a failed read after the last device handed on, with backoff, until the database
-//! has failed for the configured time without progress.
+//! A lane's reader: streams the lane's source into a channel of pages, counting what is held. An
+//! audience read that fails resumes after the last device handed on, with backoff, until the
+//! database has failed for the configured time without progress; devices known already are cut
+//! into pages as they are.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 
+use super::Source;
 use super::tally::Tally;
 use crate::audience::{Audience, Device, PageSink};
 use crate::backoff::Backoff;
@@ -31,10 +33,40 @@ impl PageSink for LaneSink<'_> {
     }
 }
 
+/// Devices known already go in pages of this many.
+const DEVICES_PER_PAGE: usize = 500;
+
+/// Hands the lane's source to `pages`.
+pub(super) async fn read_pages(
+    source: Source,
+    pages: mpsc::Sender<Page>,
+    reads: Arc<Semaphore>,
+    retry_for: Duration,
+    tally: Arc<Tally>,
+) {
+    match source {
+        Source::Audience(audience) => read_audience(audience, pages, reads, retry_for, tally).await,
+        Source::Devices(devices) => {
+            let mut sink = LaneSink {
+                pages: &pages,
+                tally: &tally,
+            };
+            let mut devices = devices.into_iter().peekable();
+            while devices.peek().is_some() {
+                let page: Vec<Device> = devices.by_ref().take(DEVICES_PER_PAGE).collect();
+                if !sink.page(page).await {
+                    return;
+                }
+            }
+            tally.progress.lane_read();
+        }
+    }
+}
+
 /// Streams the audience into `pages`. A read that fails is resumed after the last device handed
 /// on, with backoff, until it has failed for `retry_for` without progress. The lane aborts this
 /// task when it stops, which closes the read's connection.
-pub(super) async fn read_pages(
+async fn read_audience(
     mut audience: Audience,
     pages: mpsc::Sender<Page>,
     reads: Arc<Semaphore>,

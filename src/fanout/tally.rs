@@ -1,7 +1,7 @@
-//! What the push tasks of one event share: the counts that become its [`FanoutReport`] (per
+//! What the push tasks of one unit share: the counts that become its [`FanoutReport`] (per
 //! app), the pauses a credentials rejection sets (per app and provider), and [`Tally::settle`],
 //! which counts a push's final outcome and acts on it (queue the token for pruning, log a failure
-//! once, pause).
+//! once, pause, tell the [`Observer`]).
 //!
 //! Everything here is touched by every push, so it is atomics and one rarely taken lock: keep it
 //! that way (no allocation per push that the outcome does not already carry).
@@ -14,13 +14,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tracing::{error, warn};
 
-use super::checkpoint::Progress;
-use super::{AppReport, Delivery, FanoutReport};
+use super::checkpoint::{Counted, Progress};
+use super::{AppReport, Content, DeadTokens, Fanout, FanoutReport};
 use crate::apps::{AppId, Apps};
 use crate::audience::{Device, PerProvider, Platform, Provider};
-use crate::content::Rendered;
 use crate::prune::Dead;
-use crate::push::{MaskedToken, PauseScope, PushOutcome, Reason};
+use crate::push::{Delivery, MaskedToken, PauseScope, PushOutcome, Reason};
+use crate::work::Fence;
+
+/// Told of every push a unit settles, after the tally counted it: what a caller reports per
+/// token (`POST /push`'s dead tokens, its `/stat/app` counts).
+pub(crate) trait Observer: Send + Sync {
+    fn settled(&self, app: AppId, provider: Provider, device: &Device, outcome: &PushOutcome);
+}
 
 /// Distinct failure reasons logged per event at most; beyond, failures are only counted.
 const LOGGED_REASONS: usize = 1000;
@@ -63,12 +69,15 @@ impl Counts {
     }
 }
 
-/// What the tasks of one event share.
+/// What the tasks of one unit share.
 pub(super) struct Tally {
     pub(super) event_id: Arc<str>,
-    pub(super) content: Arc<Rendered>,
+    pub(super) content: Content,
     pub(super) delivery: Delivery,
     pub(super) progress: Arc<Progress>,
+    pub(super) fence: Arc<Fence>,
+    dead: DeadTokens,
+    observer: Option<Arc<dyn Observer>>,
     counts: Apps<Counts>,
     /// Devices whose row names an app this process does not serve: skipped.
     unknown_app: AtomicU64,
@@ -87,12 +96,16 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) fn new(
-        event_id: Arc<str>,
-        content: Arc<Rendered>,
-        delivery: Delivery,
-        progress: Arc<Progress>,
-    ) -> Self {
+    pub(super) fn new(fanout: Fanout) -> Self {
+        let Fanout {
+            event_id,
+            content,
+            delivery,
+            dead,
+            observer,
+            progress,
+            fence,
+        } = fanout;
         Self {
             event_id,
             content,
@@ -100,6 +113,9 @@ impl Tally {
             paused: Apps::from_fn(&delivery.apps, |_| PerProvider::default()),
             delivery,
             progress,
+            fence,
+            dead,
+            observer,
             unknown_app: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -159,6 +175,7 @@ impl Tally {
     pub(super) fn count_unknown_app(&self) {
         self.unknown_app.fetch_add(1, Ordering::Relaxed);
         self.progress.count_settled();
+        self.progress.count_outcome(Counted::Skipped, None);
         crate::push::metrics::unknown_app();
     }
 
@@ -189,6 +206,17 @@ impl Tally {
             .fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
         self.progress.count_settled();
         self.delivery.metrics[app].outcome(provider, outcome.kind());
+        if let Some(observer) = &self.observer {
+            observer.settled(app, provider, device, &outcome);
+        }
+        let counted = match (&outcome, &self.dead) {
+            (PushOutcome::Unregistered { .. }, DeadTokens::Prune(_)) => Counted::Pruned,
+            (outcome, _) => Counted::of(outcome.kind()),
+        };
+        let reason = (counted == Counted::Failed)
+            .then(|| outcome.reason().map(Reason::metric_label))
+            .flatten();
+        self.progress.count_outcome(counted, reason.as_deref());
         let counts = &self.counts[app];
         match outcome {
             PushOutcome::Delivered => {
@@ -249,8 +277,8 @@ impl Tally {
         reason: Reason,
     ) {
         let counts = &self.counts[app];
-        match &self.delivery.prune {
-            Some(prune) => {
+        match &self.dead {
+            DeadTokens::Prune(prune) => {
                 let dead = Dead {
                     device_id: device.id,
                     token: device.token.clone(),
@@ -261,12 +289,16 @@ impl Tally {
                 self.delivery.metrics[app].pruned(provider);
             }
             // Validate runs write nothing: "pruned" would promise a change that is not made.
-            None => {
+            DeadTokens::Kept => {
                 counts.failed.fetch_add(1, Ordering::Relaxed);
                 if self.first_time(&reason) {
                     warn!(%reason,
                         "The provider reports a dead token; not pruned in this send mode (further ones are counted, not logged).");
                 }
+            }
+            // The caller's observer reports each one.
+            DeadTokens::Callers => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -344,12 +376,5 @@ impl Tally {
             apps: if names.several() { apps } else { Vec::new() },
             unknown_app,
         }
-    }
-}
-
-/// A device not attempted, and why (`fcm not configured`, `apns paused`).
-pub(crate) fn skipped(provider: Provider, why: &str) -> PushOutcome {
-    PushOutcome::Skipped {
-        reason: format!("{} {why}", provider.as_str()),
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::input::stream::Incoming;
+use crate::input::Incoming;
 use crate::redact::redact_url;
 use crate::redis_client::{Explained, RedisConfigError, RedisSettings};
 
@@ -135,7 +135,7 @@ impl Subscriber {
                     // worker takes them.
                     let sent = tokio::select! {
                         _ = stop.cancelled() => return Ended::Stopped,
-                        sent = messages.send(Incoming { payload: message.get_payload_bytes().to_vec(), entry: None, acker: None }) => sent,
+                        sent = messages.send(Incoming::bare(message.get_payload_bytes().to_vec())) => sent,
                     };
                     if sent.is_err() {
                         return Ended::Stopped;

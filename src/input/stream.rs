@@ -1,76 +1,63 @@
-//! Durable input, opt-in: events read from a Redis Stream through a consumer group instead of
-//! pub/sub, so nothing published while no worker listens is lost.
+//! Durable input, opt-in: events read from a Redis Stream in the send mode's consumer group
+//! instead of pub/sub, so nothing published while no worker listens is lost (and the API's own
+//! event stream, read beside the channel, the same way).
 //!
-//! Entries are read with `XREADGROUP` on a connection of their own (a blocking read would hold up
-//! every other command on a shared one, and redis-rs' default 500 ms response timeout would cut
-//! it short), acknowledged with `XACK` only once their event is finished, and entries left pending
-//! by a consumer that died are taken over with `XAUTOCLAIM` once idle for longer than a lease.
-//! With the event claims this makes processing exactly-once.
+//! The reading itself is `crate::work::stream`'s, as for every stream: entries left pending by a
+//! consumer that died are taken over once idle for a lease, a lost group is made again. Here:
+//! reconnecting with backoff, readiness, and what an entry's event is. Entries are acknowledged
+//! (`XACK`, never deleted: the publisher trims the stream) only once their event is finished;
+//! with the event claims this makes processing exactly-once. The API's event stream, which only
+//! the notifier writes, is trimmed up to what every mode's group has acknowledged.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
-};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::{Entry, Incoming, InputSettings};
 use crate::backoff::Backoff;
-use crate::input::InputSettings;
 use crate::redact::redact_url;
-use crate::redis_client::{Explained, RedisConfigError, RedisSettings};
+use crate::redis_client::{RedisConfigError, RedisSettings};
+use crate::work::stream::{StreamError, StreamReader};
 
-/// One message from the input, whichever it is.
-#[derive(Debug, Clone)]
-pub(crate) struct Incoming {
-    pub payload: Vec<u8>,
-    /// The stream entry to acknowledge once the event is finished (stream input only).
-    pub entry: Option<String>,
-    /// Who acknowledges it: the stream it came from.
-    pub acker: Option<Acker>,
-}
+const BLOCK: Duration = Duration::from_secs(5);
+const BATCH: usize = 16;
 
 pub(crate) struct StreamInput {
     client: redis::Client,
     /// Set while the group is being read (readiness follows it).
     reading: watch::Sender<bool>,
-    /// Whether a connection stood before: counting re-connections, not attempts.
-    connected_before: std::sync::atomic::AtomicBool,
     redis: RedisSettings,
     key: String,
     group: String,
     consumer: String,
     /// Entries idle longer than this are taken from whoever holds them.
     claim_idle: Duration,
-    /// Handed out with each entry; `None`: entries are never acknowledged (unshared claims).
-    acker: Option<Acker>,
+    /// Trim the stream up to what every group acknowledged (a stream only the notifier writes).
+    trims: bool,
 }
 
-const BLOCK: Duration = Duration::from_secs(5);
-const BATCH: usize = 16;
-
 impl StreamInput {
+    /// Reads `input.stream` in `group` as `consumer`.
     pub(crate) fn new(
         redis: &RedisSettings,
         input: &InputSettings,
-        consumer: &str,
+        (group, consumer): (&str, &str),
         claim_idle: Duration,
         reading: watch::Sender<bool>,
-        acker: Option<redis::aio::ConnectionManager>,
+        trims: bool,
     ) -> Result<Self, RedisConfigError> {
         Ok(Self {
             client: crate::redis_client::open(redis)?,
             reading,
-            connected_before: std::sync::atomic::AtomicBool::new(false),
             redis: redis.clone(),
             key: input.stream.clone(),
-            group: input.group.clone(),
+            group: group.to_string(),
             consumer: consumer.to_string(),
             claim_idle,
-            acker: acker.map(|redis| Acker::new(redis, input)),
+            trims,
         })
     }
 
@@ -80,15 +67,18 @@ impl StreamInput {
             Duration::from_millis(self.redis.reconnect_initial_ms),
             Duration::from_millis(self.redis.reconnect_max_ms),
         );
+        let mut connected_before = false;
         loop {
-            let read = self.read(&messages, &stop, &mut backoff).await;
+            let read = self
+                .read(&messages, &stop, &mut backoff, &mut connected_before)
+                .await;
             self.reading.send_replace(false);
             let reason = match read {
                 Ok(()) => return,
                 Err(e) => e,
             };
             let delay = backoff.next_delay();
-            warn!(redis = %redact_url(&self.redis.url), reason = %Explained(&reason), retry_in_ms = delay.as_millis() as u64,
+            warn!(redis = %redact_url(&self.redis.url), reason = %reason, retry_in_ms = delay.as_millis() as u64,
                 "Reading the event stream failed; reconnecting.");
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -102,158 +92,85 @@ impl StreamInput {
         messages: &mpsc::Sender<Incoming>,
         stop: &CancellationToken,
         backoff: &mut Backoff,
-    ) -> Result<(), redis::RedisError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.redis.timeout()))
-            .set_response_timeout(Some(BLOCK + self.redis.timeout()));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        // From the start of the stream: events added before the group existed count too.
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.key)
-            .arg(&self.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = created
-            && e.code() != Some("BUSYGROUP")
-        {
-            return Err(e);
-        }
-        info!(stream = %self.key, group = %self.group, consumer = %self.consumer, "Reading the event stream.");
-        if self
-            .connected_before
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        connected_before: &mut bool,
+    ) -> Result<(), StreamError> {
+        let (key, group) = (&self.key, &self.group);
+        let mut reader = StreamReader::connect(
+            self.client.clone(),
+            key,
+            group,
+            &self.consumer,
+            self.claim_idle,
+        )
+        .await?;
+        info!(stream = %key, group = %group, consumer = %self.consumer, "Reading the event stream.");
+        if std::mem::replace(connected_before, true) {
             metrics::counter!(crate::telemetry::REDIS_RECONNECTS).increment(1);
         }
         self.reading.send_replace(true);
         backoff.reset();
-        let mut last_claim = tokio::time::Instant::now() - self.claim_idle;
+        let mut housekeeping = tokio::time::Instant::now();
         loop {
-            if last_claim.elapsed() >= self.claim_idle / 2 {
-                last_claim = tokio::time::Instant::now();
-                for entry in self.claim_abandoned(&mut conn).await? {
-                    if !self.forward(entry, messages, stop).await {
-                        return Ok(());
-                    }
+            let entries = tokio::select! {
+                _ = stop.cancelled() => {
+                    reader.leave().await;
+                    return Ok(());
                 }
-            }
-            let options = StreamReadOptions::default()
-                .group(&self.group, &self.consumer)
-                .block(BLOCK.as_millis() as usize)
-                .count(BATCH);
-            let read = async {
-                let reply: Option<StreamReadReply> =
-                    redis::AsyncCommands::xread_options(&mut conn, &[&self.key], &[">"], &options)
-                        .await?;
-                Ok::<_, redis::RedisError>(reply)
+                entries = reader.next(BLOCK, BATCH) => entries?,
             };
-            let reply = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                reply = read => reply?,
-            };
-            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                if !self.forward(entry, messages, stop).await {
+            for entry in entries {
+                let incoming = Incoming {
+                    payload: entry_payload(&entry.fields),
+                    entry: Some(Entry {
+                        stream: reader.handle().clone(),
+                        id: entry.id,
+                    }),
+                };
+                let sent = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    sent = messages.send(incoming) => sent,
+                };
+                if sent.is_err() {
                     return Ok(());
                 }
             }
-        }
-    }
-
-    async fn claim_abandoned(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-    ) -> Result<Vec<StreamId>, redis::RedisError> {
-        let mut claimed = Vec::new();
-        let mut cursor = "0-0".to_string();
-        loop {
-            let reply: StreamAutoClaimReply = redis::AsyncCommands::xautoclaim_options(
-                conn,
-                &self.key,
-                &self.group,
-                &self.consumer,
-                self.claim_idle.as_millis() as u64,
-                &cursor,
-                StreamAutoClaimOptions::default().count(100),
-            )
-            .await?;
-            claimed.extend(reply.claimed);
-            if reply.next_stream_id == "0-0" || claimed.len() >= 1000 {
-                return Ok(claimed);
+            if housekeeping.elapsed() >= self.claim_idle {
+                housekeeping = tokio::time::Instant::now();
+                self.housekeeping(&reader).await;
             }
-            cursor = reply.next_stream_id;
         }
     }
 
-    async fn forward(
-        &self,
-        entry: StreamId,
-        messages: &mpsc::Sender<Incoming>,
-        stop: &CancellationToken,
-    ) -> bool {
-        let incoming = Incoming {
-            payload: entry_payload(&entry.map),
-            entry: Some(entry.id),
-            acker: self.acker.clone(),
-        };
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            sent = messages.send(incoming) => sent.is_ok(),
+    /// Every lease: consumers that left without leaving are removed, and a stream only the
+    /// notifier writes is trimmed.
+    async fn housekeeping(&self, reader: &StreamReader) {
+        if let Err(e) = reader.forget_departed().await {
+            warn!(stream = %self.key, error = %e, "Could not look for consumers that left.");
+        }
+        if self.trims
+            && let Err(e) = reader.trim_acknowledged().await
+        {
+            warn!(stream = %self.key, error = %e, "Could not trim the acknowledged entries.");
         }
     }
 }
 
 /// The event in a stream entry: the JSON in its `event` field (`XADD talk_posted * event '{…}'`),
-/// or else its fields as a JSON object (`XADD talk_posted * talk_id 42`).
+/// or else its fields as a JSON object (`XADD talk_posted * talk_id 42`). Bytes that are not
+/// UTF-8 are handed on as they are, so the event's parser names that as the reason.
 pub(crate) fn entry_payload(fields: &HashMap<String, redis::Value>) -> Vec<u8> {
-    let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap_or_default();
+    let bytes = |v: &redis::Value| redis::from_redis_value_ref::<Vec<u8>>(v).unwrap_or_default();
     if let Some(event) = fields.get("event") {
-        return text(event).into_bytes();
+        return bytes(event);
     }
     let object: serde_json::Map<String, serde_json::Value> = fields
         .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(text(v))))
+        .map(|(k, v)| {
+            let text = String::from_utf8_lossy(&bytes(v)).into_owned();
+            (k.clone(), serde_json::Value::String(text))
+        })
         .collect();
     serde_json::Value::Object(object).to_string().into_bytes()
-}
-
-/// Acknowledges finished entries.
-#[derive(Clone)]
-pub(crate) struct Acker {
-    redis: redis::aio::ConnectionManager,
-    key: String,
-    group: String,
-}
-
-impl std::fmt::Debug for Acker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Acker({} {})", self.key, self.group)
-    }
-}
-
-impl Acker {
-    pub(crate) fn new(redis: redis::aio::ConnectionManager, input: &InputSettings) -> Self {
-        Self {
-            redis,
-            key: input.stream.clone(),
-            group: input.group.clone(),
-        }
-    }
-
-    pub(crate) async fn ack(&self, entry: &str) {
-        let acked: redis::RedisResult<i64> =
-            redis::AsyncCommands::xack(&mut self.redis.clone(), &self.key, &self.group, &[entry])
-                .await;
-        if let Err(e) = acked {
-            // Not lost: the entry is redelivered, and its event found done.
-            warn!(entry, error = %e, "Acknowledging a stream entry failed; it will be delivered again and skipped as a duplicate.");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -273,5 +190,11 @@ mod tests {
         )]);
         let parsed: serde_json::Value = serde_json::from_slice(&entry_payload(&fields)).unwrap();
         assert_eq!(parsed, serde_json::json!({"talk_id": "7"}));
+        // Not UTF-8: handed on as is, so the parser says so (E3 of the reliability review).
+        let raw = HashMap::from([(
+            "event".to_string(),
+            redis::Value::BulkString(vec![0xff, 0xfe]),
+        )]);
+        assert_eq!(entry_payload(&raw), [0xff, 0xfe]);
     }
 }

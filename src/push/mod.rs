@@ -8,24 +8,26 @@
 
 pub(crate) mod apns;
 pub(crate) mod dry_run;
+pub(crate) mod engine;
 pub(crate) mod fcm;
 /// The HTTP/2 client under both pushers (crates/h2-shards).
 pub(crate) use h2_shards as http2;
 pub(crate) mod metrics;
 
+mod limit;
 mod outcome;
 mod prebuilt;
-mod providers;
 mod pushers;
 pub(crate) mod retry;
 
+pub(crate) use engine::{Admission, Delivery, Gate, Permits, PushLimits, skipped};
+pub(crate) use limit::PushLimit;
 pub use outcome::PushOutcome;
 pub(crate) use outcome::{OutcomeKind, PauseScope, Reason};
 pub use prebuilt::{ApnsPrebuilt, ApnsPushType, FcmPrebuilt, Prebuilt};
-pub(crate) use providers::http2_client;
-pub use providers::{apns_transport, configured_pushers, providers};
 pub(crate) use pushers::ProviderPushers;
 pub use pushers::Pushers;
+pub(crate) use pushers::SendMode;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
@@ -145,6 +147,14 @@ impl fmt::Display for MaskedToken<'_> {
 pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A section of the shipped configuration file, as the defaults hold it (for tests that need a
+/// provider's settings without loading everything the process would).
+#[cfg(test)]
+pub(crate) fn shipped<T: serde::de::DeserializeOwned>(section: &str) -> T {
+    let file: toml::Table = include_str!("../../config/notifier.toml").parse().unwrap();
+    file[section].clone().try_into().unwrap()
 }
 
 #[cfg(test)]

@@ -62,6 +62,17 @@ impl PushOutcome {
     pub fn label(&self) -> &'static str {
         self.kind().label()
     }
+
+    /// What the provider said, for every outcome but a delivery and a skip.
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            PushOutcome::Unregistered { reason, .. }
+            | PushOutcome::Retryable { reason, .. }
+            | PushOutcome::Rejected { reason }
+            | PushOutcome::CredentialsRejected { reason, .. } => Some(reason),
+            PushOutcome::Delivered | PushOutcome::Skipped { .. } => None,
+        }
+    }
 }
 
 /// The kinds of [`PushOutcome`], for counting: `notifier_pushes_total{outcome}`.

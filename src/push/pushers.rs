@@ -8,7 +8,27 @@ use std::sync::Arc;
 use super::Pusher;
 use crate::apps::{AppNames, Apps, DEFAULT_APP};
 use crate::audience::{PerProvider, Provider};
-use crate::config::SendMode;
+
+/// How pushes leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    /// Log what would be sent; open no connection to any provider.
+    DryRun,
+    /// Ask FCM to validate without delivering (`validate_only`); APNs pushes are dry-run.
+    Validate,
+    /// Deliver to FCM and APNs.
+    Live,
+}
+
+impl SendMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendMode::DryRun => "dry-run",
+            SendMode::Validate => "validate",
+            SendMode::Live => "live",
+        }
+    }
+}
 
 /// One pusher per provider; `None` where the provider is not configured.
 pub(crate) type ProviderPushers = PerProvider<Option<Arc<dyn Pusher>>>;

@@ -8,12 +8,24 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::engine::{Admission, Gate};
 use super::{Push, PushOutcome, Pusher};
 use crate::backoff::Backoff;
-use crate::config::RetrySettings;
 use crate::pacing::Pacer;
+
+/// The `[retry]` settings: how often and how long a push is tried again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub push_deadline_secs: u64,
+    pub quota_min_delay_secs: u64,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct RetryPolicy {
@@ -60,7 +72,9 @@ impl RetryPolicy {
 /// back only once the attempts or the deadline are used up. `paused` stops further attempts when
 /// the provider's credentials were rejected meanwhile. Every attempt waits for a permit from
 /// `pacer` (the deployment's rate for the app's provider), and a quota error slows that rate.
-/// `app` names the push's app in the retry metric.
+/// `app` names the push's app in the retry metric. Every attempt is let through by `gate`: held
+/// while it holds, and withdrawn (`None`, not settled) once it is shut, so a run that lost its
+/// claim or was cancelled starts no further attempt, retries included.
 pub(crate) async fn deliver(
     pusher: &dyn Pusher,
     push: &Push,
@@ -68,34 +82,38 @@ pub(crate) async fn deliver(
     pacer: &Pacer,
     app: &str,
     paused: &(dyn Fn() -> bool + Send + Sync),
-) -> Delivered {
+    gate: &dyn Gate,
+) -> Option<Delivered> {
     let first = Instant::now();
     let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut attempts = 0;
     loop {
         if paused() {
-            return Delivered {
+            return Some(Delivered {
                 outcome: PushOutcome::Skipped {
                     reason: "provider paused: credentials rejected".into(),
                 },
                 attempts,
-            };
+            });
         }
         attempts += 1;
         pacer.acquire().await;
+        if !let_through(gate).await {
+            return None;
+        }
         let outcome = pusher.push(push).await;
         let PushOutcome::Retryable {
             retry_after, quota, ..
         } = &outcome
         else {
-            return Delivered { outcome, attempts };
+            return Some(Delivered { outcome, attempts });
         };
         if *quota {
             pacer.quota_exceeded().await;
         }
         let delay = policy.delay(&mut backoff, *retry_after, *quota);
         if attempts >= policy.max_attempts || first.elapsed() + delay > policy.deadline {
-            return Delivered { outcome, attempts };
+            return Some(Delivered { outcome, attempts });
         }
         if let (Some(provider), PushOutcome::Retryable { reason, .. }) =
             (push.device.provider, &outcome)
@@ -103,6 +121,17 @@ pub(crate) async fn deliver(
             super::metrics::retry(app, provider, reason);
         }
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Waits while `gate` holds; false once it is shut.
+async fn let_through(gate: &dyn Gate) -> bool {
+    loop {
+        match gate.admission() {
+            Admission::Go => return true,
+            Admission::Shut => return false,
+            Admission::Hold => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 
@@ -181,8 +210,9 @@ mod tests {
         }
     }
 
-    /// One `deliver` of the test push, unpaced, paused or not.
+    /// One `deliver` of the test push, unpaced, paused or not, through an open gate.
     async fn send(p: &Scripted, policy: &RetryPolicy, paused: bool) -> Delivered {
+        let open = crate::push::engine::Open;
         deliver(
             p,
             &push(),
@@ -190,8 +220,54 @@ mod tests {
             &Pacer::unpaced(),
             "default",
             &move || paused,
+            &open,
         )
         .await
+        .expect("an open gate withdraws nothing")
+    }
+
+    /// Says `Hold` for the first `held` checks, then each of `then` in turn (the last one stays).
+    struct Scripted2 {
+        checks: Mutex<VecDeque<Admission>>,
+    }
+
+    impl Scripted2 {
+        fn new(answers: Vec<Admission>) -> Self {
+            Self {
+                checks: Mutex::new(answers.into()),
+            }
+        }
+    }
+
+    impl Gate for Scripted2 {
+        fn admission(&self) -> Admission {
+            let mut checks = self.checks.lock().unwrap();
+            if checks.len() > 1 {
+                checks.pop_front().unwrap()
+            } else {
+                checks[0]
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_attempt_waits_and_a_shut_gate_withdraws_the_retry() {
+        use Admission::{Go, Hold, Shut};
+        let unpaced = Pacer::unpaced();
+        let gate = Scripted2::new(vec![Hold, Hold, Hold, Go]);
+        let p = Scripted::new(vec![]);
+        let done = deliver(&p, &push(), &policy(), &unpaced, "d", &|| false, &gate).await;
+        assert_eq!(
+            done.map(|d| d.attempts),
+            Some(1),
+            "sent once the hold lifts"
+        );
+        // The first attempt fails; the gate shuts before the retry: nothing more is sent.
+        let gate = Scripted2::new(vec![Go, Shut]);
+        let p = Scripted::new(vec![unavailable(None)]);
+        let done = deliver(&p, &push(), &policy(), &unpaced, "d", &|| false, &gate).await;
+        assert_eq!(done, None);
+        assert_eq!(p.calls.lock().unwrap().len(), 1, "the retry was never sent");
     }
 
     fn unavailable(after: Option<u64>) -> PushOutcome {

@@ -116,8 +116,9 @@ pub(crate) fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_pro
 
 /// What becomes of an event, as `notifier_events_total{result}` labels (see `count_event` in the
 /// worker).
-pub(crate) const EVENT_RESULTS: [&str; 8] = [
+pub(crate) const EVENT_RESULTS: [&str; 9] = [
     "processed",
+    "cancelled",
     "interrupted",
     "duplicate",
     "rejected",

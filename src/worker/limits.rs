@@ -14,13 +14,14 @@ use crate::apps::Apps;
 use crate::audience::PerProvider;
 use crate::config::Settings;
 use crate::database::audience_reads;
-use crate::fanout::{FanoutLimits, PushLimit};
+use crate::fanout::FanoutLimits;
+use crate::push::{PushLimit, PushLimits};
 
 pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
     let service = &settings.service;
     let apps = settings.app_providers();
     let permits = Arc::new(Semaphore::new(service.concurrency));
-    FanoutLimits {
+    let push = PushLimits {
         limit: Arc::new(PushLimit::new(Arc::clone(&permits), service.concurrency)),
         permits,
         // Each app's providers have their own limits (as configured in its section), so a slow
@@ -37,9 +38,12 @@ pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
                 apns: limit(app.apns.map(|a| a.concurrency)),
             }
         }),
+        drain_timeout: service.drain_timeout(),
+    };
+    FanoutLimits {
+        push,
         audience_reads: Arc::new(Semaphore::new(reads_budget(settings))),
         retry_pages_for: Duration::from_secs(settings.database.retry_for_secs),
-        drain_timeout: service.drain_timeout(),
     }
 }
 

@@ -1,25 +1,31 @@
-//! The worker: takes each message from the input (pub/sub or stream) through the whole pipeline —
-//! parse the event, claim it, load the talk, render the content, read the audience, fan out — and
-//! reports it in one summary line.
+//! The worker: runs every unit of work of its deployment and send mode through the pipeline.
+//! Events come from the input (pub/sub or a stream, [`crate::input`]); jobs of split events from
+//! the job stream ([`jobs`]); `POST /push` notifications from the backlog ([`pushes`]). Each is
+//! claimed first ([`crate::work`]): a duplicate is skipped, and while it runs a keeper renews its
+//! lease, stores its checkpoints and shuts its fence if the claim is lost or the event cancelled,
+//! so that if this process dies another replica resumes it where it stood.
 //!
-//! Each event is claimed in Redis first ([`crate::claims`]): a duplicate is skipped, and while the
-//! fan-out runs a keeper renews the lease and stores checkpoints, so that if this process dies
-//! another replica resumes the event where it stood. Events run concurrently up to
-//! `service.max_concurrent_events`, sharing one push concurrency limit. On stop, no new message is
-//! taken, fan-outs stop handing out pushes, in-flight pushes get the drain timeout, and the claim
-//! is released with its checkpoint for whoever runs next.
+//! Events and jobs run concurrently up to `service.max_concurrent_events`, and every push of the
+//! process shares one concurrency limit. On stop, no new unit is taken, fan-outs stop handing out
+//! pushes, in-flight pushes get the drain timeout, and each claim is released with its checkpoint
+//! for whoever runs next.
 //!
-//! This file holds the [`Worker`], its input loop, the drain and readiness. [`intake`] goes from
-//! a message (or an event the periodic scan finds abandoned) to a claimed run, [`run`] runs one
-//! event and settles its claim, [`outcome`] says what became of it, [`progress_log`] logs a long
-//! fan-out's progress, and [`limits`] sizes the concurrency every event shares.
+//! This file holds the [`Worker`], its loop, the drain and readiness. [`intake`] goes from a
+//! message (or a unit the periodic scan finds abandoned) to a claimed run, [`run`] runs one event
+//! or job and settles its claim, [`coordinator`] plans a split event and sees its jobs through,
+//! [`outcome`] says what became of an event, [`progress_log`] logs a long fan-out's progress, and
+//! [`limits`] sizes the concurrency every unit shares.
 
+mod coordinator;
 mod intake;
 mod jobs;
 mod limits;
 mod outcome;
 mod progress_log;
+mod pushes;
 mod run;
+mod running;
+mod settlement;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -32,24 +38,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub(crate) use jobs::Jobs;
 pub use outcome::{EventOutcome, Summary};
 
+use crate::api::PushStats;
 use crate::apps::{AppNames, Apps};
 use crate::audience::PerProvider;
-use crate::claims::Claims;
 use crate::config::{InputMode, SendMode, Settings, SettingsError};
 use crate::content::Templates;
 use crate::database::{Database, Queries};
 use crate::event::Preview;
-use crate::fanout::{Delivery, FanoutLimits};
+use crate::fanout::FanoutLimits;
 use crate::input::pubsub::Subscriber;
-use crate::input::stream::{Incoming, StreamInput};
+use crate::input::stream::StreamInput;
+use crate::input::{Incoming, Input};
 use crate::pacing::Pacer;
-use crate::push::Pushers;
 use crate::push::metrics::PushMetrics;
 use crate::push::retry::RetryPolicy;
+use crate::push::{Delivery, Pushers};
+use crate::work::Claims;
+use crate::work::stream::StreamReader;
 
+/// Runs the units of work of one deployment in one send mode.
 pub struct Worker {
     settings: Arc<Settings>,
     db: Database,
@@ -70,8 +79,19 @@ pub struct Worker {
     apps: AppNames,
     /// The deployment's rate per app and provider; unpaced unless [`Worker::with_replicas`] says.
     pacers: Apps<PerProvider<Pacer>>,
-    /// The job stream, for an event split across replicas; `None` never splits.
-    jobs: Option<jobs::Jobs>,
+    /// Whether large events are split into jobs for every replica (a job stream is read).
+    splits: bool,
+    /// `/stat/app`'s counts of `POST /push` tokens, when this replica serves the API.
+    stats: Option<Arc<PushStats>>,
+}
+
+/// The streams a running worker reads besides its input, made by the application.
+#[derive(Default)]
+pub(crate) struct Streams {
+    /// The job stream of split events.
+    pub jobs: Option<StreamReader>,
+    /// The `POST /push` backlog, on replicas serving the API.
+    pub pushes: Option<StreamReader>,
 }
 
 enum Next {
@@ -100,7 +120,7 @@ impl Worker {
             });
         }
         let limits = limits::fanout_limits(&settings);
-        let claims = Claims::unshared(crate::claims::owner_name(), settings.claims.lease());
+        let claims = Claims::unshared(crate::work::claims::owner_name(), settings.claims.lease());
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -114,25 +134,28 @@ impl Worker {
             stopping: AtomicBool::new(false),
             pacers: Apps::from_fn(&apps, |_| PerProvider::from_fn(|_| Pacer::unpaced())),
             apps,
-            jobs: None,
+            splits: false,
+            stats: None,
         })
     }
 
     /// Paces each provider for the whole deployment and shares large events with the other
     /// replicas through the job stream (what `notifier run` does).
-    pub(crate) fn with_replicas(
-        mut self,
-        pacers: Apps<PerProvider<Pacer>>,
-        jobs: jobs::Jobs,
-    ) -> Self {
+    pub(crate) fn with_replicas(mut self, pacers: Apps<PerProvider<Pacer>>) -> Self {
         self.pacers = pacers;
-        self.jobs = Some(jobs);
+        self.splits = true;
         self
     }
 
-    /// Claims every event in `claims` before sending it (what `notifier run` does).
+    /// Claims every unit in `claims` before running it (what `notifier run` does).
     pub(crate) fn with_claims(mut self, claims: Claims) -> Self {
         self.claims = claims;
+        self
+    }
+
+    /// Counts `POST /push` tokens for `/stat/app` (a replica serving the API).
+    pub(crate) fn with_api(mut self, stats: Arc<PushStats>) -> Self {
+        self.stats = Some(stats);
         self
     }
 
@@ -144,11 +167,7 @@ impl Worker {
 
     /// How pushes go in `mode`: its pushers, the retry policy and the deployment's pace (none
     /// in a dry run: nothing reaches a provider, nothing counts against its quota).
-    pub(crate) fn delivery(
-        &self,
-        mode: SendMode,
-        prune: Option<mpsc::Sender<crate::prune::Dead>>,
-    ) -> Delivery {
+    pub(crate) fn delivery(&self, mode: SendMode) -> Delivery {
         let apps = &self.apps;
         let pacers = match mode {
             SendMode::DryRun => Apps::from_fn(apps, |_| PerProvider::from_fn(|_| Pacer::unpaced())),
@@ -160,13 +179,16 @@ impl Worker {
             pushers: self.pushers.for_apps(apps, mode),
             retry: RetryPolicy::from(&self.settings.retry),
             pacers,
-            prune,
         }
     }
 
-    /// The push limits every event shares, for pushes that are not an event's (the HTTP API's).
+    /// The push limits every unit shares (`/stat/app`, `PUT /config/pushers`).
     pub(crate) fn limits(&self) -> &FanoutLimits {
         &self.limits
+    }
+
+    pub(crate) fn splits(&self) -> bool {
+        self.splits
     }
 
     pub fn settings(&self) -> &Settings {
@@ -178,7 +200,7 @@ impl Worker {
     }
 
     /// Why the worker is not ready to take events, if it is not: stopping, input not connected,
-    /// or the database not answering.
+    /// or the database not answering. The reason is shown unauthenticated: it names no server.
     pub async fn not_ready(&self) -> Option<String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Some("stopping".into());
@@ -196,15 +218,22 @@ impl Worker {
         }
         match tokio::time::timeout(Duration::from_secs(2), self.db.ping()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("database unreachable: {e}")),
+            Ok(Err(e)) => {
+                warn!(error = %e, "Not ready: the database does not answer.");
+                Some("database unreachable".into())
+            }
             Err(_) => Some("database did not answer within 2 s".into()),
         }
     }
 
-    /// Reads the input and processes events until `stop` is cancelled, then drains.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+    /// Reads the input (and `streams`) and runs units until `stop` is cancelled, then drains.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        streams: Streams,
+    ) -> anyhow::Result<()> {
         let (tx, mut messages) = mpsc::channel::<Incoming>(64);
-        let input = self.spawn_input(tx, &stop)?;
+        let input = tokio::spawn(self.input()?.run(tx, stop.clone()));
         let events = Arc::new(Semaphore::new(self.settings.service.max_concurrent_events));
         let running = TaskTracker::new();
         // Events that a dead replica left are found at start and every half lease.
@@ -212,13 +241,23 @@ impl Worker {
         let mut scan = tokio::time::interval(every);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.claims.is_shared();
-        let jobs = tokio::spawn(Arc::clone(&self).run_jobs(
-            Arc::clone(&events),
-            running.clone(),
-            stop.clone(),
-        ));
+        let mut readers = Vec::new();
+        if let Some(jobs) = streams.jobs {
+            let task = Arc::clone(&self).run_jobs(
+                jobs,
+                Arc::clone(&events),
+                running.clone(),
+                stop.clone(),
+            );
+            readers.push(tokio::spawn(task));
+        }
+        if let Some(pushes) = streams.pushes {
+            let task = Arc::clone(&self).run_pushes(pushes, running.clone(), stop.clone());
+            readers.push(tokio::spawn(task));
+        }
         loop {
             let next = tokio::select! {
+                // A stop first: nothing new is taken once it came, however much is waiting.
                 biased;
                 _ = stop.cancelled() => break,
                 message = messages.recv() => match message {
@@ -234,13 +273,10 @@ impl Worker {
                     };
                     let (worker, stop) = (Arc::clone(&self), stop.clone());
                     running.spawn(async move {
-                        let outcome = worker.handle_incoming(&message, &stop).await;
-                        if let (Some(acker), Some(entry)) = (&message.acker, &message.entry)
-                            && outcome.settled()
-                        {
-                            acker.ack(entry).await;
+                        let outcome = worker.handle_incoming(&message, Some(permit), &stop).await;
+                        if outcome.settled() {
+                            message.ack().await;
                         }
-                        drop(permit);
                     });
                     ControlFlow::Continue(())
                 }
@@ -250,60 +286,51 @@ impl Worker {
                 break;
             }
         }
-        jobs.abort();
-        self.drain(input, messages, running).await;
+        self.drain(input, messages, running, readers).await;
         Ok(())
     }
 
-    fn spawn_input(
-        &self,
-        tx: mpsc::Sender<Incoming>,
-        stop: &CancellationToken,
-    ) -> anyhow::Result<JoinHandle<()>> {
+    /// The input the settings choose. With the pub/sub input and the API on, the API's event
+    /// stream is read beside the channel (only by replicas serving the API, whose claims are
+    /// shared: the others never see such events).
+    fn input(&self) -> anyhow::Result<Input> {
         let settings = &self.settings;
         let ready = self.input_ready.clone();
-        let stream = |input: &crate::input::InputSettings, ready| {
-            let (owner, lease) = (self.claims.owner(), settings.claims.lease());
-            let acker = self.claims.connection();
-            StreamInput::new(&settings.redis, input, owner, lease, ready, acker)
+        let (group, owner) = (settings.work_group(), self.claims.owner().to_string());
+        let lease = settings.claims.lease();
+        let stream = |input: &crate::input::InputSettings, ready, trims| {
+            StreamInput::new(
+                &settings.redis,
+                input,
+                (&group, &owner),
+                lease,
+                ready,
+                trims,
+            )
         };
         Ok(match settings.input.mode {
+            InputMode::Stream => Input::Stream(Box::new(stream(&settings.input, ready, false)?)),
             InputMode::Pubsub => {
                 let subscriber =
                     Subscriber::new(&settings.redis, &settings.service.channel, ready)?;
-                let Some(api_events) = self.api_events() else {
-                    return Ok(tokio::spawn(subscriber.run(tx, stop.clone())));
-                };
+                if !(self.claims.is_shared() && settings.api.addr.is_some()) {
+                    return Ok(Input::PubSub(subscriber));
+                }
                 // Readiness follows the channel; the API's stream reconnects on its own.
-                let reader = stream(&api_events, watch::Sender::new(false))?;
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    tokio::join!(
-                        subscriber.run(tx.clone(), stop.clone()),
-                        reader.run(tx, stop)
-                    );
-                })
-            }
-            InputMode::Stream => {
-                tokio::spawn(stream(&settings.input, ready)?.run(tx, stop.clone()))
+                let api_events = settings.input.api_events(&settings.claims_prefix());
+                let reader = stream(&api_events, watch::Sender::new(false), true)?;
+                Input::PubSubAndApi(subscriber, Box::new(reader))
             }
         })
     }
 
-    /// The stream events posted over HTTP go to, read beside the channel: only by replicas
-    /// whose claims are shared and that serve the API (the others never see such events).
-    fn api_events(&self) -> Option<crate::input::InputSettings> {
-        let settings = &self.settings;
-        (self.claims.is_shared() && settings.api.addr.is_some())
-            .then(|| settings.input.api_events(&settings.claims_prefix()))
-    }
-
-    /// Stops taking events and waits, within the drain timeout, for those running.
+    /// Stops taking units and waits, within the drain timeout, for those running.
     async fn drain(
         &self,
         input: JoinHandle<()>,
         mut messages: mpsc::Receiver<Incoming>,
         running: TaskTracker,
+        readers: Vec<JoinHandle<()>>,
     ) {
         self.stopping.store(true, Ordering::Relaxed);
         input.abort();
@@ -319,8 +346,12 @@ impl Worker {
                 "Stopping: received events that had not started are not processed."
             );
         }
+        for reader in readers {
+            // They saw the stop: they only leave their groups.
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
         info!(
-            running_events = running.len(),
+            running_units = running.len(),
             "Stopping: no new events are taken."
         );
         running.close();
@@ -343,6 +374,7 @@ async fn slot(
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<OwnedSemaphorePermit>> {
     tokio::select! {
+        // A stop wins over a slot that frees at the same moment: the event stays for a restart.
         biased;
         _ = stop.cancelled() => {
             warn!(preview = %Preview(&message.payload), "Stopping: a received event waiting for a slot is not processed.");

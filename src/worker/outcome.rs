@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use tracing::info;
 
-use crate::claims::ClaimError;
 use crate::content::{ContentError, TalkError};
 use crate::event::Rejection;
 use crate::fanout::{FanoutError, FanoutReport};
+use crate::work::ClaimError;
 
 /// What became of one message.
 #[derive(Debug, Clone)]
@@ -31,6 +31,11 @@ pub enum EventOutcome {
     /// Another replica took the event over while this one was sending.
     Lost,
     Failed(Arc<EventError>),
+    /// Stopped by a cancel (`DELETE /v1/events/{id}`, `notifier cancel`), with what it reached.
+    Cancelled(Summary),
+    /// Cut into jobs for every replica; this run went on to see them through, and was stopped
+    /// (the process's stop) before they were all done: another run takes over.
+    Coordinating,
 }
 
 impl EventOutcome {
@@ -42,7 +47,8 @@ impl EventOutcome {
             EventOutcome::Processed(s) => !s.report.interrupted,
             EventOutcome::Rejected(_) | EventOutcome::UnknownTalk | EventOutcome::Stale => true,
             EventOutcome::Duplicate { done } => *done,
-            EventOutcome::Lost | EventOutcome::Failed(_) => false,
+            EventOutcome::Cancelled(_) => true,
+            EventOutcome::Lost | EventOutcome::Failed(_) | EventOutcome::Coordinating => false,
         }
     }
 
@@ -57,6 +63,8 @@ impl EventOutcome {
             EventOutcome::Duplicate { .. } => "duplicate",
             EventOutcome::Lost => "lost",
             EventOutcome::Failed(_) => "failed",
+            EventOutcome::Cancelled(_) => "cancelled",
+            EventOutcome::Coordinating => "interrupted",
         };
         metrics::counter!(crate::telemetry::EVENTS, "result" => result).increment(1);
     }
@@ -74,7 +82,18 @@ pub enum EventError {
     #[error(transparent)]
     Fanout(#[from] FanoutError),
     #[error(transparent)]
-    Split(#[from] crate::jobs::SplitError),
+    Split(#[from] SplitError),
+}
+
+/// Why an event could not be cut into jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error("the audience query cannot be wrapped for job boundaries: {0}")]
+    Query(#[source] crate::database::QueryError),
+    #[error("probing the audience for job boundaries failed")]
+    Database(#[source] crate::database::DatabaseError),
+    #[error("storing the event's plan of jobs failed")]
+    Plan(#[source] ClaimError),
 }
 
 impl EventError {
@@ -99,23 +118,45 @@ impl Summary {
     /// The contract's summary line. `event_id`, `talk_id` and `dry_run` are written out although
     /// the event's span carries them too: the line must hold them wherever it is read.
     pub(crate) fn log(&self, started: Instant) {
+        self.write(false, started);
+    }
+
+    /// The line of an event a cancel stopped, with the same fields: what it reached.
+    pub(crate) fn log_cancelled(&self, started: Instant) {
+        self.write(true, started);
+    }
+
+    fn write(&self, cancelled: bool, started: Instant) {
         let r = &self.report;
-        info!(
-            event_id = %self.event_id,
-            talk_id = self.talk_id,
-            recipients = r.recipients,
-            sent = r.sent,
-            failed = r.failed,
-            pruned = r.pruned,
-            skipped = r.skipped,
-            retries = r.retries,
-            resumed = self.resumed,
-            paused = %r.paused.join(","),
-            dry_run = self.dry_run,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            interrupted = r.interrupted,
-            apps = r.apps_detail().as_deref(),
-            "Event processed."
-        );
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let paused = r.paused.join(",");
+        let apps = r.apps_detail();
+        // tracing's macros take the message as a literal: one call per message.
+        macro_rules! line {
+            ($message:literal) => {
+                info!(
+                    event_id = %self.event_id,
+                    talk_id = self.talk_id,
+                    recipients = r.recipients,
+                    sent = r.sent,
+                    failed = r.failed,
+                    pruned = r.pruned,
+                    skipped = r.skipped,
+                    retries = r.retries,
+                    resumed = self.resumed,
+                    paused = %paused,
+                    dry_run = self.dry_run,
+                    elapsed_ms,
+                    interrupted = r.interrupted,
+                    apps = apps.as_deref(),
+                    $message
+                )
+            };
+        }
+        if cancelled {
+            line!("Event cancelled.")
+        } else {
+            line!("Event processed.")
+        }
     }
 }

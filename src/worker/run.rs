@@ -1,187 +1,171 @@
-//! One run of one claimed event: load the talk, render the content, read the audience per
-//! provider, fan out, then settle the claim and report.
+//! One run of one claimed unit, an event or one job of a split event: load the talk, render the
+//! content, read the audience per provider and fan out (or, for an event larger than one job,
+//! plan its jobs and see them through: [`super::coordinator`]), then settle the claim and report.
 //!
-//! The claim is settled by a [`Settlement`] decided from the result alone: done, given up, or
-//! handed back for another run to resume from the checkpoint. The stream acknowledgement follows
-//! the outcome ([`EventOutcome::settled`]); the table test at the bottom holds the two together.
-//! While the fan-out runs, a [`Keeper`] holds the claim and a progress line is logged; both run in
-//! the event's span, as does every task the fan-out spawns.
+//! The claim is settled by a [`Settlement`] decided from the result and the fence alone: done,
+//! given up, cancelled, handed back for another run to resume from the checkpoint, or nothing at
+//! all when another run holds the unit now. The stream acknowledgement follows the outcome
+//! ([`EventOutcome::settled`]); the table test at the bottom holds the two together. While the
+//! unit runs, [`Running`] keeps its claim (the keeper) and logs its progress, both in its span.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use tokio::task::JoinHandle;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, warn};
+use tracing::{error, info, warn};
 
 use super::Worker;
 use super::outcome::{EventError, EventOutcome, Summary};
-use super::progress_log::report_progress;
+pub(super) use super::running::Running;
+use super::settlement::Settlement;
 use crate::audience::{AppResolver, Audience, Provider};
-use crate::claims::{Claims, Keeper, Renewal, retry_redis};
 use crate::config::SendMode;
 use crate::content::{Talk, load_talk};
 use crate::event::TalkPosted;
-use crate::fanout::{Checkpoint, Delivery, FanoutError, FanoutReport, Progress, fan_out};
-use crate::jobs::JobRange;
+use crate::fanout::{
+    Checkpoint, Content, DeadTokens, Fanout, FanoutError, FanoutReport, LaneCheckpoint, Source,
+    fan_out,
+};
 use crate::prune::Pruner;
 use crate::telemetry::ErrorChain;
+use crate::work::claims::{Finished, Resume};
+use crate::work::plan::Job;
+use crate::work::stream::StreamHandle;
+use crate::work::{Counts, Held, retry_redis};
 
-/// What becomes of an event's claim once its run ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settlement {
-    /// Finished, or nothing to send (an unknown talk): marked done for the dedup window.
-    Done,
-    /// Failed `claims.max_attempts` times: marked failed, never tried again.
-    GivenUp,
-    /// Unfinished (stopped, or failed with attempts left): the checkpoint is stored and the lease
-    /// released, so that another run resumes at once.
-    Resume,
+/// What a run is of.
+pub(super) enum Of {
+    /// A whole event (or one whose jobs this run plans and sees through), with the stream entry
+    /// that carried it, kept with this replica while it runs.
+    Event { entry: Option<crate::input::Entry> },
+    /// One job of a split event, carried by its entry in the job stream.
+    Job {
+        job: Job,
+        stream: StreamHandle,
+        entry: String,
+    },
 }
 
-impl Settlement {
-    fn of(result: &Result<FanoutReport, EventError>, attempts: u32, max_attempts: u32) -> Self {
-        match result {
-            Ok(report) if report.interrupted => Settlement::Resume,
-            Ok(_) => Settlement::Done,
-            Err(e) if e.is_unknown_talk() => Settlement::Done,
-            Err(_) if attempts >= max_attempts => Settlement::GivenUp,
-            Err(_) => Settlement::Resume,
-        }
-    }
-}
-
-/// The claim a run holds: its own claim store (see [`Claims::for_run`]) and the claimed id.
-pub(super) struct RunClaim {
-    pub claims: Claims,
-    pub id: String,
-}
-
-/// One run of an event under its claim.
+/// One run of a unit under its claim.
 pub(super) struct EventRun<'w> {
     pub worker: &'w Worker,
     pub event: TalkPosted,
-    pub claim: RunClaim,
+    pub held: Held,
     /// Where an earlier run stopped, if one did.
-    pub resume: Option<Checkpoint>,
-    /// This run's attempt at the event, counting from 1.
-    pub attempts: u32,
-    /// The devices of one job of a split event (`crate::worker::jobs`); `None` for a whole event.
-    pub job: Option<JobRange>,
-}
-
-/// What runs beside the fan-out: the claim's keeper and the progress line.
-struct Companions {
-    keeper: Option<JoinHandle<()>>,
-    reporter: JoinHandle<()>,
-    /// Ends both. The keeper outlives a process stop: the lease must hold through the drain.
-    stop: CancellationToken,
-    lost: Arc<AtomicBool>,
-}
-
-impl Companions {
-    /// Ends both; true when another run took the event over meanwhile.
-    async fn finish(self) -> bool {
-        self.stop.cancel();
-        if let Some(keeper) = self.keeper {
-            let _ = keeper.await;
-        }
-        let _ = self.reporter.await;
-        self.lost.load(Ordering::Relaxed)
-    }
+    pub resume: Option<Resume>,
+    pub of: Of,
+    /// The event slot this run holds, given back when it goes on to see its jobs through.
+    pub slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl EventRun<'_> {
-    /// Runs the event to its end (or the process's stop) and settles its claim.
-    pub(super) async fn run(mut self, stop: &CancellationToken) -> EventOutcome {
+    /// Runs the unit to its end (or the process's stop) and settles its claim.
+    pub(super) async fn run(self, stop: &CancellationToken) -> EventOutcome {
         let started = Instant::now();
         // Publish to start of processing, for events that are processed (not duplicates).
-        if let Some(published) = self.event.published_at {
+        if let (Some(published), Of::Event { .. }) = (self.event.published_at, &self.of) {
             let lag = (Utc::now() - published).to_std().unwrap_or_default();
             metrics::histogram!(crate::telemetry::EVENT_LAG_SECONDS).record(lag.as_secs_f64());
         }
-        let dry_run = self.worker.is_dry_run(&self.event);
-        let resumed = self.resume.is_some();
-        let settings = &self.worker.settings;
-        let write_every = (settings.database.page_size as usize)
-            .min(settings.service.concurrency / 5)
-            .max(1);
-        let progress = Progress::new(self.resume.take(), write_every);
-        // The event stops when the process stops, or when another run took it over.
-        let event_stop = stop.child_token();
-        let payload = self.event.to_json();
-        let companions = self.start_companions(&payload, &progress, &event_stop);
-        let result = self
-            .process(dry_run, Arc::clone(&progress), &event_stop)
-            .await;
-        if companions.finish().await {
-            warn!("Another run took this event over; stopped sending it.");
-            return EventOutcome::Lost;
-        }
-        let settlement = Settlement::of(
-            &result,
-            self.attempts,
-            self.worker.settings.claims.max_attempts,
-        );
-        let summary = |report: FanoutReport| Summary {
-            event_id: self.event.event_id.clone(),
-            talk_id: self.event.talk_id,
-            dry_run,
-            resumed,
-            report,
+        let touch = match &self.of {
+            Of::Job { stream, entry, .. } => Some(stream.touch(entry)),
+            Of::Event { entry } => entry.as_ref().map(|e| e.stream.touch(&e.id)),
         };
+        let checkpoint = self.start_checkpoint();
+        let payload = self.event.to_json();
+        let running = Running::start(
+            self.worker,
+            self.held.clone(),
+            payload,
+            checkpoint,
+            touch,
+            stop,
+        );
+        let result = self.process(&running).await;
+        if let Ok(Processed::Coordinated(outcome)) = result {
+            running.end().await;
+            return outcome;
+        }
+        let result = result.map(Processed::into_report);
+        let counts = running.progress.counts();
+        let checkpoint_now = running.checkpoint();
+        let shut = running.end().await;
+        let failures = self.resume.as_ref().map_or(0, |r| r.failures);
+        let max = self.worker.settings.claims.max_attempts;
+        let settlement = Settlement::of(&result, shut, failures, max);
+        let summary = self.summary();
         if let Err(e) = &result {
             self.log_failure(e, settlement, &summary, started);
         }
-        let counts = result
-            .as_ref()
-            .map(FanoutReport::counts)
-            .unwrap_or_default();
-        self.settle(settlement, &payload, &progress, &counts).await;
+        let kept = match &result {
+            Ok(report) => with_reasons(report.totals(), &counts),
+            Err(_) => counts,
+        };
+        self.settle(settlement, &checkpoint_now, &kept).await;
         if let Ok(report) = &result {
             record_finished(report, started);
         }
-        let outcome = into_outcome(result, summary);
-        // A job's line is its own; a split event's summary is written by its last job.
-        if let EventOutcome::Processed(summary) = &outcome
-            && self.job.is_none()
-            && summary.report.jobs == 0
-        {
-            summary.log(started);
-        }
-        outcome
+        self.outcome(result, settlement, summary, started)
     }
 
-    fn start_companions(
+    /// Where the run starts: a resumed checkpoint, or for a job the start of its range.
+    fn start_checkpoint(&self) -> Option<Checkpoint> {
+        let stored = self.resume.as_ref().map(|r| r.checkpoint.as_str());
+        match (&self.of, stored) {
+            (_, Some(text)) if !text.is_empty() => Some(super::intake::parse_checkpoint(text)),
+            (Of::Job { job, .. }, _) => Some(start_at(job.range.after)),
+            (Of::Event { .. }, _) => None,
+        }
+    }
+
+    fn summary(&self) -> impl Fn(FanoutReport) -> Summary + '_ {
+        move |report| Summary {
+            event_id: self.event.event_id.clone(),
+            talk_id: self.event.talk_id,
+            dry_run: self.worker.is_dry_run(&self.event),
+            resumed: self.resume.is_some(),
+            report,
+        }
+    }
+
+    fn outcome(
         &self,
-        payload: &str,
-        progress: &Arc<Progress>,
-        event_stop: &CancellationToken,
-    ) -> Companions {
-        let stop = CancellationToken::new();
-        let lost = Arc::new(AtomicBool::new(false));
-        // Only a shared claim has a lease to keep and a checkpoint to store.
-        let keeper = self.claim.claims.is_shared().then(|| {
-            let keeper = Keeper {
-                claims: self.claim.claims.clone(),
-                event_id: self.claim.id.clone(),
-                payload: payload.to_string(),
-                progress: Arc::clone(progress),
-                stop: stop.clone(),
-                event_stop: event_stop.clone(),
-                lost: Arc::clone(&lost),
-            };
-            tokio::spawn(keeper.run().in_current_span())
-        });
-        let reporter =
-            tokio::spawn(report_progress(Arc::clone(progress), stop.clone()).in_current_span());
-        Companions {
-            keeper,
-            reporter,
-            stop,
-            lost,
+        result: Result<FanoutReport, EventError>,
+        settlement: Settlement,
+        summary: impl Fn(FanoutReport) -> Summary,
+        started: Instant,
+    ) -> EventOutcome {
+        let job = match &self.of {
+            Of::Job { job, .. } => Some(job.number),
+            Of::Event { .. } => None,
+        };
+        match (settlement, result) {
+            (Settlement::Lost, _) => {
+                warn!("Another run took this unit over; stopped sending it.");
+                EventOutcome::Lost
+            }
+            (Settlement::Cancelled, result) => {
+                let summary = summary(result.unwrap_or_default());
+                match job {
+                    None => summary.log_cancelled(started),
+                    Some(n) => info!(job = n, sent = summary.report.sent, "Job cancelled."),
+                }
+                EventOutcome::Cancelled(summary)
+            }
+            (_, Ok(report)) => {
+                let summary = summary(report);
+                if !summary.report.interrupted {
+                    match job {
+                        None => summary.log(started),
+                        Some(n) => log_job(n, &summary, started),
+                    }
+                }
+                EventOutcome::Processed(summary)
+            }
+            (_, Err(e)) if e.is_unknown_talk() => EventOutcome::UnknownTalk,
+            (_, Err(e)) => EventOutcome::Failed(Arc::new(e)),
         }
     }
 
@@ -196,69 +180,72 @@ impl EventRun<'_> {
             warn!(reason = %e, "Skipped an event for an unknown talk.");
             return;
         }
-        let will_retry = settlement == Settlement::Resume && self.claim.claims.is_shared();
-        error!(error = %ErrorChain(e), attempt = self.attempts, will_retry, "Event failed.");
+        let will_retry =
+            matches!(settlement, Settlement::Resume { .. }) && self.worker.claims.is_shared();
+        let attempt = self.resume.as_ref().map_or(1, |r| r.attempts);
+        error!(error = %ErrorChain(e), attempt, will_retry, "Event failed.");
         if let EventError::Fanout(FanoutError::Audience { report, .. }) = e {
-            summary(report.clone()).log(started);
+            summary((**report).clone()).log(started);
         }
     }
 
-    /// Marks the claim done (or failed), or — for an event to be continued — stores the last
-    /// checkpoint and releases the lease so that another run resumes at once.
-    async fn settle(
-        &self,
-        settlement: Settlement,
-        payload: &str,
-        progress: &Progress,
-        counts: &[(&str, u64)],
-    ) {
-        let (claims, id) = (&self.claim.claims, self.claim.id.as_str());
+    /// Writes the settlement: the claim finished (a job's with its totals and its entry) or
+    /// released with the checkpoint; nothing once another run holds it.
+    async fn settle(&self, settlement: Settlement, checkpoint: &str, counts: &Counts) {
+        let claims = &self.worker.claims;
+        let held = &self.held;
         let never = CancellationToken::new();
-        if settlement == Settlement::Resume {
-            let checkpoint = serde_json::to_string(&progress.snapshot()).unwrap_or_default();
-            match retry_redis(|| claims.checkpoint(id, payload, &checkpoint), &never).await {
-                Ok(Renewal::Renewed) => {}
-                Ok(Renewal::Lost) => {
-                    warn!("Another run owns the event now; its checkpoint stands.");
-                    return;
+        let state = match settlement {
+            Settlement::Lost => return,
+            Settlement::Resume { failed } => {
+                let released =
+                    retry_redis(|| claims.release(held, failed, checkpoint, counts), &never);
+                match released.await {
+                    Ok(true) => {}
+                    Ok(false) => warn!("Another run holds the unit now; its checkpoint stands."),
+                    Err(e) => {
+                        warn!(error = %ErrorChain(&e), "Could not release the unit; another replica resumes it when its lease runs out.")
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %ErrorChain(&e), "Could not store the last checkpoint; a resume repeats the pushes since the one before.")
-                }
+                return;
             }
-            if let Err(e) = retry_redis(|| claims.release(id), &never).await {
-                warn!(error = %ErrorChain(&e), "Could not release the event; another replica resumes it when its lease runs out.");
+            Settlement::Done => Finished::Done,
+            Settlement::GivenUp => Finished::Failed,
+            Settlement::Cancelled => Finished::Cancelled,
+        };
+        let finished = match &self.of {
+            Of::Event { .. } => {
+                retry_redis(|| claims.finish(held, state, counts, None), &never).await
             }
-            return;
-        }
-        let failed = settlement == Settlement::GivenUp;
-        if let Err(e) = retry_redis(|| claims.finish(id, failed, counts), &never).await {
-            // The lease runs out and a scan resumes the event from its checkpoint: at worst the
-            // pushes since the last checkpoint are repeated, under the same collapse id.
-            error!(error = %ErrorChain(&e), "Could not mark the event done.");
+            Of::Job { job, stream, entry } => {
+                let unit = (job.event_id.as_str(), job.number);
+                let at = (stream.group.as_str(), entry.as_str());
+                retry_redis(|| claims.finish_job(held, state, unit, at, counts), &never).await
+            }
+        };
+        match finished {
+            Ok(true) => {}
+            Ok(false) => warn!("Another run holds the unit now; its end is that run's to record."),
+            // The lease runs out and the unit is resumed from its checkpoint: at worst the pushes
+            // since the last checkpoint are repeated, under the same collapse id.
+            Err(e) => error!(error = %ErrorChain(&e), "Could not record the unit's end."),
         }
     }
 
-    async fn process(
-        &self,
-        dry_run: bool,
-        progress: Arc<Progress>,
-        stop: &CancellationToken,
-    ) -> Result<FanoutReport, EventError> {
+    async fn process(&self, running: &Running) -> Result<Processed, EventError> {
         let worker = self.worker;
         let talk = load_talk(&worker.db, &worker.queries.content, &self.event).await?;
         let content = worker.templates.render(&talk, &self.event.event_id)?;
-        // Split only what has not started: a resumed event was not split when it began.
-        let fresh = Provider::ALL.iter().all(|p| progress.read_after(*p) == 0);
-        if self.job.is_none() && fresh {
-            let jobs = worker.split(&self.event, &self.claim.id, &talk).await?;
-            if jobs > 0 {
-                return Ok(FanoutReport {
-                    jobs,
-                    ..FanoutReport::default()
-                });
-            }
+        // Plan only an event: a job is a part of a plan already.
+        if let Of::Event { .. } = self.of
+            && let Some(plan) = self.plan(&talk, running).await?
+        {
+            // The jobs need the slot more than this run, which only waits for them now.
+            drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let outcome = self.coordinate(running, plan).await;
+            return Ok(Processed::Coordinated(outcome));
         }
+        let dry_run = worker.is_dry_run(&self.event);
         let mode = if dry_run {
             SendMode::DryRun
         } else {
@@ -266,14 +253,24 @@ impl EventRun<'_> {
         };
         let pruner = (mode == SendMode::Live)
             .then(|| Pruner::start(worker.db.clone(), worker.queries.prune.clone()));
+        let dead = match &pruner {
+            Some(pruner) => DeadTokens::Prune(pruner.sender()),
+            None => DeadTokens::Kept,
+        };
+        let fanout = Fanout {
+            event_id: Arc::from(self.event.event_id.as_str()),
+            content: Content::Talk(Arc::new(content)),
+            delivery: worker.delivery(mode),
+            dead,
+            observer: None,
+            progress: Arc::clone(&running.progress),
+            fence: Arc::clone(&running.fence),
+        };
         let result = fan_out(
+            fanout,
             self.audiences(&talk),
-            Arc::from(self.event.event_id.as_str()),
-            Arc::new(content),
-            self.delivery(mode, pruner.as_ref()),
-            progress,
             &worker.limits,
-            stop,
+            &running.run_stop,
         )
         .await;
         // Flush the dead tokens whatever became of the event: they are dead either way.
@@ -291,15 +288,19 @@ impl EventRun<'_> {
             report.pruned = disabled;
             report.failed += kept;
         }
-        Ok(report)
+        Ok(Processed::Report(report))
     }
 
     /// One reader per provider: each lane goes at its own provider's pace. Both resolve rows'
     /// apps through one resolver, so an unknown app is warned about once per event.
-    fn audiences(&self, talk: &Talk) -> Vec<(Provider, Audience)> {
+    fn audiences(&self, talk: &Talk) -> Vec<(Provider, Source)> {
         let worker = self.worker;
         let apps = AppResolver::new(worker.apps.clone());
-        [Provider::Fcm, Provider::Apns]
+        let upto = match &self.of {
+            Of::Job { job, .. } => job.range.upto,
+            Of::Event { .. } => None,
+        };
+        Provider::ALL
             .into_iter()
             .map(|provider| {
                 let audience = Audience::new(
@@ -310,17 +311,62 @@ impl EventRun<'_> {
                     talk.author_id,
                     worker.settings.database.page_size,
                 );
-                let upto = self.job.and_then(|job| job.upto);
                 let audience = audience.only(provider).until(upto).apps(apps.clone());
-                (provider, audience)
+                (provider, Source::Audience(audience))
             })
             .collect()
     }
+}
 
-    /// The pusher for each provider in `mode` (see [`crate::push::Pushers::for_mode`]).
-    fn delivery(&self, mode: SendMode, pruner: Option<&Pruner>) -> Delivery {
-        self.worker.delivery(mode, pruner.map(Pruner::sender))
+/// What processing a unit gave: a fan-out's report, or (for a split event) what became of it
+/// once its jobs were seen through, settled already.
+pub(super) enum Processed {
+    Report(FanoutReport),
+    Coordinated(EventOutcome),
+}
+
+impl Processed {
+    fn into_report(self) -> FanoutReport {
+        match self {
+            Processed::Report(report) => report,
+            Processed::Coordinated(_) => FanoutReport::default(),
+        }
     }
+}
+
+/// The report's totals with the failure reasons the progress kept (`reason:<code>`).
+pub(super) fn with_reasons(mut totals: Counts, progress: &Counts) -> Counts {
+    totals.extend(
+        progress
+            .iter()
+            .filter(|(n, _)| n.starts_with("reason:"))
+            .cloned(),
+    );
+    totals
+}
+
+fn log_job(number: u32, summary: &Summary, started: Instant) {
+    let r = &summary.report;
+    info!(
+        job = number,
+        recipients = r.recipients,
+        sent = r.sent,
+        failed = r.failed,
+        pruned = r.pruned,
+        skipped = r.skipped,
+        retries = r.retries,
+        resumed = summary.resumed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Job processed."
+    );
+}
+
+/// A job's start: both lanes as if every device up to `after` were done.
+fn start_at(after: i64) -> Checkpoint {
+    Checkpoint::from_fn(|_| LaneCheckpoint {
+        upto: after,
+        holes: Vec::new(),
+    })
 }
 
 /// A partial fan-out is not an event's size or duration; its resume records those.
@@ -329,61 +375,5 @@ fn record_finished(report: &FanoutReport, started: Instant) {
         metrics::histogram!(crate::telemetry::EVENT_FANOUT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::telemetry::EVENT_RECIPIENTS).record(report.recipients as f64);
-    }
-}
-
-fn into_outcome(
-    result: Result<FanoutReport, EventError>,
-    summary: impl FnOnce(FanoutReport) -> Summary,
-) -> EventOutcome {
-    match result {
-        Ok(report) => EventOutcome::Processed(summary(report)),
-        Err(e) if e.is_unknown_talk() => EventOutcome::UnknownTalk,
-        Err(e) => EventOutcome::Failed(Arc::new(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::claims::ClaimError;
-    use crate::content::TalkError;
-
-    fn summary(report: FanoutReport) -> Summary {
-        Summary {
-            event_id: "e".into(),
-            talk_id: 1,
-            dry_run: false,
-            resumed: false,
-            report,
-        }
-    }
-
-    #[test]
-    fn each_ending_settles_the_claim_and_decides_the_acknowledgement() {
-        use Settlement::{Done, GivenUp, Resume};
-        let complete = Ok(FanoutReport::default());
-        let interrupted = Ok(FanoutReport {
-            interrupted: true,
-            ..FanoutReport::default()
-        });
-        let unknown = Err(EventError::Talk(TalkError::Unknown { talk_id: 1 }));
-        let timeout = || EventError::Claim(ClaimError::Timeout(Duration::from_secs(1)));
-        let max = 3;
-        // (case, result, attempts, settlement, acknowledged)
-        let table = [
-            ("done", complete, 1, Done, true),
-            ("interrupted", interrupted, 1, Resume, false),
-            ("failed, attempts left", Err(timeout()), 2, Resume, false),
-            ("failed at max", Err(timeout()), 3, GivenUp, false),
-            ("unknown talk", unknown, 1, Done, true),
-        ];
-        for (case, result, attempts, settlement, acknowledged) in table {
-            assert_eq!(Settlement::of(&result, attempts, max), settlement, "{case}");
-            let outcome = into_outcome(result, summary);
-            assert_eq!(outcome.settled(), acknowledged, "{case}: {outcome:?}");
-        }
     }
 }

@@ -30,7 +30,7 @@ async fn cluster(extra_config: &str) -> Cluster {
 
 /// Starts a replica serving the API (APNs configured too) and waits until it answers: its base
 /// URL.
-async fn start_api_replica(cluster: &mut Cluster, extra: &[(&str, &str)]) -> String {
+pub(crate) async fn start_api_replica(cluster: &mut Cluster, extra: &[(&str, &str)]) -> String {
     let addr = free_addr();
     let key = cluster.dir.path().join("apns-key.p8").display().to_string();
     let endpoint = cluster.stand_in.tls_endpoint();
@@ -54,7 +54,7 @@ async fn start_api_replica(cluster: &mut Cluster, extra: &[(&str, &str)]) -> Str
     panic!("the API never answered:\n{}", cluster.logs());
 }
 
-async fn post(base: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(base: &str, body: &Value) -> (u16, Value) {
     post_to(base, "/push", body).await
 }
 
@@ -81,7 +81,7 @@ async fn recorded(cluster: &Cluster, n: usize) -> Vec<Value> {
 }
 
 /// 100-token Android notifications, tokens `{prefix}-{i}` for `i` in `range`.
-fn android_tokens(prefix: &str, range: std::ops::Range<usize>) -> Value {
+pub(crate) fn android_tokens(prefix: &str, range: std::ops::Range<usize>) -> Value {
     let tokens: Vec<String> = range.map(|i| format!("{prefix}-{i:05}")).collect();
     json!({"notifications": [{"token": tokens, "platform": 2, "message": "m"}]})
 }
@@ -401,7 +401,7 @@ async fn stat_app_counts_each_platform_and_config_pushers_changes_the_pushes_in_
     assert!(go["memory_sys"].as_u64().unwrap() > 1 << 20, "{go}");
 }
 
-async fn wait_unique(cluster: &Cluster, n: u64) {
+pub(crate) async fn wait_unique(cluster: &Cluster, n: u64) {
     for _ in 0..1_200 {
         if cluster.unique() >= n {
             return;

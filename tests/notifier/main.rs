@@ -17,6 +17,7 @@ mod helpers;
 mod malformed;
 mod monitoring;
 mod operations;
+mod ownership;
 mod promql;
 mod queries;
 mod redis_tls;

@@ -264,7 +264,7 @@ async fn the_stream_input_reads_and_acknowledges_over_tls() {
 
     assert_eq!(summary.event_id, "tls-stream");
     assert_eq!(summary.report.sent, 5);
-    let group = &settings.input.group;
+    let group = &settings.work_group();
     let mut pending = -1;
     for _ in 0..100 {
         let reply: redis::Value = redis::cmd("XPENDING")

@@ -19,12 +19,14 @@
 mod classify;
 mod payload;
 mod provider_token;
+mod settings;
 mod transport;
 
 pub(crate) use classify::classify;
 pub(crate) use payload::collapse_id;
 pub(crate) use provider_token::KeyError;
 pub use provider_token::{Clock, ProviderToken, SystemClock};
+pub use settings::ApnsSettings;
 pub(crate) use transport::endpoint;
 pub use transport::{ApnsRequest, ApnsResponse, ApnsTransport, HttpTransport, TransportError};
 
@@ -37,7 +39,6 @@ use super::{
     PauseScope, PerNotification, Prebuilt, Push, PushContent, PushOutcome, Pusher, Reason,
 };
 use crate::audience::Provider;
-use crate::config::ApnsSettings;
 use crate::telemetry::ErrorChain;
 use classify::KEY_SETTINGS;
 
@@ -154,7 +155,7 @@ mod tests {
     use crate::content::Notification;
 
     fn settings() -> ApnsSettings {
-        crate::config::Settings::load(|_| None).unwrap().apns
+        crate::push::shipped::<super::ApnsSettings>("apns")
     }
 
     fn push(title: &str, body: &str, event_id: &str) -> Push {
@@ -220,9 +221,9 @@ mod tests {
             talk_title: "長いタイトル".repeat(400),
             program_title: "番組".repeat(400),
         };
-        let templates = crate::content::Templates::new(
-            &crate::config::Settings::load(|_| None).unwrap().content,
-        )
+        let templates = crate::content::Templates::new(&crate::push::shipped::<
+            crate::content::ContentSettings,
+        >("content"))
         .unwrap();
         let rendered = templates.render(&talk, "talk_posted:1").unwrap();
         let mut p = push("", "", "talk_posted:1");

@@ -16,7 +16,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::config::ApnsSettings;
+use super::ApnsSettings;
 
 /// A token this old is replaced by the next push that needs one (Apple: at least every 60).
 pub(crate) const RENEW_AFTER_SECS: u64 = 50 * 60;
@@ -201,7 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("AuthKey.p8");
         std::fs::write(&path, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
-        let mut settings = crate::config::Settings::load(|_| None).unwrap().apns;
+        let mut settings = crate::push::shipped::<super::ApnsSettings>("apns");
         settings.key_path = path.display().to_string();
         settings.key_id = "ABC123DEFG".into();
         settings.team_id = "DEF123GHIJ".into();

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use h2_shards::{Http2Client, Http2Error};
 
+use super::ApnsSettings;
 use super::provider_token::{Bearer, ProviderToken, Renewal, SigningError};
-use crate::config::ApnsSettings;
 
 /// Apple's production host.
 pub(crate) const PRODUCTION: &str = "https://api.push.apple.com";

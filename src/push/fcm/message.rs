@@ -6,8 +6,8 @@
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use super::FcmSettings;
 use crate::audience::Platform;
-use crate::config::FcmSettings;
 use crate::content::Notification;
 use crate::push::{PerNotification, Prebuilt, Push, PushContent};
 

@@ -7,16 +7,17 @@
 
 mod classify;
 mod message;
+mod settings;
 mod tokens;
 
 pub(crate) use classify::classify;
+pub(crate) use settings::FcmSettings;
 pub(crate) use tokens::{AccessTokens, ServiceAccountTokens};
 
 use std::sync::Arc;
 
 use super::http2::Http2Client;
 use super::{Push, PushOutcome, Pusher, retry_after};
-use crate::config::FcmSettings;
 use classify::{token_failure, transport_failure};
 use message::Bodies;
 

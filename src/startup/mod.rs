@@ -15,19 +15,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
-use crate::api::{Backlog, Consumer, EventStore, PushStats, Services};
+use crate::api::{Backlog, EventStore, PushStats, Services};
 use crate::apps::{AppNames, Apps};
 use crate::audience::PerProvider;
-use crate::claims::Claims;
 use crate::config::env::{NOTIFIER_API_ADDR, NOTIFIER_HTTP_ADDR};
 use crate::config::{InputMode, SendMode, Settings, redact_url};
 use crate::database::Database;
-use crate::jobs::{JobQueue, JobTotals};
 use crate::pacing::Pacer;
 use crate::push::Pushers;
 use crate::push::dry_run::DryRunPusher;
 use crate::status::WorkerSlot;
-use crate::worker::{Jobs, Worker};
+use crate::work::Claims;
+use crate::work::stream::StreamReader;
+use crate::worker::{Streams, Worker};
+
+mod pushers;
+
+pub(crate) use pushers::http2_client;
+pub use pushers::{apns_transport, configured_pushers, providers};
 
 /// What the caller provides instead of what the settings describe.
 #[derive(Default)]
@@ -45,8 +50,8 @@ pub struct Application {
     worker: Arc<Worker>,
     status: Listener,
     api: Option<Listener>,
-    /// Delivers what `POST /push` accepted, on every replica that serves the API.
-    consumer: Option<Consumer>,
+    /// The job stream and (on replicas serving the API) the `POST /push` backlog.
+    streams: Streams,
     /// Connected here rather than handed in, so closed here.
     owns_database: bool,
 }
@@ -126,6 +131,9 @@ impl Listener {
 }
 
 impl Application {
+    /// Builds the service the settings describe: the status listener first (probes are answered
+    /// through a long start), the database, the claims and streams in Redis, the pushers, the
+    /// worker, and the API when `NOTIFIER_API_ADDR` is set.
     pub async fn build(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         // Probes are answered from here on; the listener outlives the drain (readiness says 503).
         let slot = WorkerSlot::default();
@@ -140,27 +148,29 @@ impl Application {
             db.migrate().await?;
         }
         let claims = connect_claims(&settings).await?;
-        let events = event_store(&settings, &claims);
         let pushers = match overrides.pushers {
             Some(pushers) => pushers,
-            None => configured_pushers(&settings)?,
+            None => with_dry_run(&settings)?,
         };
         announce(&settings, &db);
-        let (pacers, jobs) = connect_replicas(&settings, &claims).await?;
-        let claims_for_api = claims.clone();
-        let worker = Arc::new(
-            Worker::new(settings, db, pushers)?
-                .with_claims(claims)
-                .with_replicas(pacers, jobs),
-        );
+        let pacers = pacers(&settings)?;
+        let streams = connect_streams(&settings, &claims).await?;
+        let stats = Arc::new(PushStats::default());
+        let mut worker = Worker::new(settings, db, pushers)?
+            .with_claims(claims.clone())
+            .with_replicas(pacers);
+        if streams.pushes.is_some() {
+            worker = worker.with_api(Arc::clone(&stats));
+        }
+        let worker = Arc::new(worker);
         let _ = slot.set(Arc::clone(&worker));
-        let (services, consumer) = api_services(&worker, &claims_for_api, events).await?;
+        let services = api_services(&worker, &claims, stats);
         let api = Listener::api(&worker.settings().api, services).await?;
         Ok(Self {
             worker,
             status,
             api,
-            consumer,
+            streams,
             owns_database,
         })
     }
@@ -181,11 +191,7 @@ impl Application {
 
     /// Runs the worker until `stop`, drains, then stops the listeners.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let consumer = (self.consumer).map(|c| tokio::spawn(c.run(stop.clone())));
-        let result = Arc::clone(&self.worker).run(stop).await;
-        if let Some(consumer) = consumer {
-            let _ = consumer.await;
-        }
+        let result = Arc::clone(&self.worker).run(stop, self.streams).await;
         if let Some(api) = self.api {
             api.shut_down().await;
         }
@@ -197,117 +203,96 @@ impl Application {
     }
 }
 
-/// The deployment's pace per app and provider and its job stream, beside the claims in Redis.
-async fn connect_replicas(
-    settings: &Settings,
-    claims: &Claims,
-) -> anyhow::Result<(Apps<PerProvider<Pacer>>, Jobs)> {
+/// The deployment's pace per app and provider, kept in Redis.
+fn pacers(settings: &Settings) -> anyhow::Result<Apps<PerProvider<Pacer>>> {
     let client = crate::redis_client::open(&settings.redis)?;
     let prefix = settings.claims_prefix();
     let apps = settings.app_providers();
     // Each app's FCM project has its own quota, and each app its own APNs rate.
-    let pacers = Apps::from_fn(&settings.app_names(), |id| {
+    Ok(Apps::from_fn(&settings.app_names(), |id| {
         let app = &apps[id.index()];
         let rates = PerProvider {
             fcm: app.fcm.map_or(0.0, |f| f.quota_per_minute as f64 / 60.0),
             apns: app.apns.map_or(0.0, |a| a.rate_per_second as f64),
         };
         rates.map(|p, rate| Pacer::new(client.clone(), &prefix, app.name, p.as_str(), rate))
-    });
-    let queue = JobQueue::connect(client, &prefix, claims.owner(), settings.claims.lease())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach Redis at {} (REDIS_URL) for the job stream",
-                redact_url(&settings.redis.url)
-            )
-        })?;
-    let redis = claims
-        .connection()
-        .context("the claims of `notifier run` are kept in Redis")?;
-    let totals = JobTotals::new(redis, &prefix, settings.claims.window());
-    let jobs = Jobs {
-        queue,
-        totals,
-        size: settings.service.job_size,
-    };
-    Ok((pacers, jobs))
+    }))
 }
 
-/// The API's backlog and its consumer on this replica, when the API is on.
-async fn api_services(
-    worker: &Worker,
-    claims: &Claims,
-    events: Option<EventStore>,
-) -> anyhow::Result<(Services, Option<Consumer>)> {
+/// The streams this replica reads besides its input: the job stream, and on replicas serving
+/// the API the `POST /push` backlog, each in the send mode's group.
+async fn connect_streams(settings: &Settings, claims: &Claims) -> anyhow::Result<Streams> {
+    let (keys, group) = (claims.keys(), settings.work_group());
+    let lease = settings.claims.lease();
+    let reader = |key: String| {
+        let client = crate::redis_client::open(&settings.redis);
+        let (group, owner) = (group.clone(), claims.owner().to_string());
+        async move {
+            let stream = StreamReader::connect(client?, &key, &group, &owner, lease).await;
+            stream.with_context(|| {
+                format!(
+                    "cannot reach Redis at {} (REDIS_URL) for the stream {key}",
+                    redact_url(&settings.redis.url)
+                )
+            })
+        }
+    };
+    let jobs = Some(reader(keys.jobs()).await?);
+    let pushes = match settings.api.addr {
+        Some(_) => Some(reader(keys.backlog()).await?),
+        None => None,
+    };
+    Ok(Streams { jobs, pushes })
+}
+
+/// What the API's handlers reach: the backlog and the events of this mode's work, the push
+/// limit, the counts.
+fn api_services(worker: &Worker, claims: &Claims, stats: Arc<PushStats>) -> Services {
     let settings = worker.settings();
-    let (Some(_), Some(redis)) = (settings.api.addr, claims.connection()) else {
-        return Ok((Services::default(), None));
-    };
-    let prefix = settings.claims_prefix();
-    let stats = Arc::new(PushStats::default());
-    let backlog = Backlog::new(redis, &prefix, settings.api.backlog_max);
-    let consumer = Consumer::connect(
-        crate::redis_client::open(&settings.redis)?,
-        &prefix,
-        claims.owner(),
-        settings.claims.lease(),
-        settings.claims.window(),
-        worker.delivery(settings.send_mode, None),
-        worker.limits().clone(),
-        Arc::clone(&stats),
-    )
-    .await
-    .context("cannot reach Redis (REDIS_URL) for the API's push backlog")?;
-    let services = Services {
-        events,
-        backlog: Some(backlog),
-        stats,
-        limit: Some(Arc::clone(&worker.limits().limit)),
-        apps: settings.app_names(),
-    };
-    Ok((services, Some(consumer)))
-}
-
-/// Where the API's event routes read claims and put events: the input stream when events are
-/// read from one, else the stream every replica reads beside the channel.
-fn event_store(settings: &Settings, claims: &Claims) -> Option<EventStore> {
-    let prefix = settings.claims_prefix();
+    let keys = claims.keys().clone();
+    let backlog = (settings.api.addr.is_some())
+        .then(|| claims.connection())
+        .flatten()
+        .map(|redis| Backlog::new(redis, &keys, settings.api.backlog_max));
     let stream = match settings.input.mode {
         InputMode::Stream => settings.input.stream.clone(),
-        InputMode::Pubsub => settings.input.api_events(&prefix).stream,
+        InputMode::Pubsub => settings.input.api_events(&settings.claims_prefix()).stream,
     };
-    Some(EventStore::new(
-        claims.connection()?,
-        &prefix,
-        settings.claims.window(),
-        &stream,
-    ))
+    let events = claims
+        .is_shared()
+        .then(|| EventStore::new(claims.clone(), &stream, &settings.work_group()));
+    Services {
+        events,
+        backlog,
+        stats,
+        limit: Some(Arc::clone(&worker.limits().push.limit)),
+        apps: settings.app_names(),
+        keys,
+        window_secs: settings.claims.dedup_window_secs,
+    }
 }
 
-/// The claim store the settings describe, under a name unique to this process.
+/// The claim store of this deployment's work in this send mode, under a name unique to this
+/// process.
 async fn connect_claims(settings: &Settings) -> anyhow::Result<Claims> {
     Claims::connect(
         &settings.redis,
-        &settings.claims_prefix(),
-        crate::claims::owner_name(),
+        &settings.work_prefix(),
+        crate::work::claims::owner_name(),
         settings.claims.lease(),
         settings.claims.window(),
     )
     .await
     .with_context(|| {
         format!(
-            "cannot reach Redis at {} (REDIS_URL) for event claims",
+            "cannot reach Redis at {} (REDIS_URL) for the claims",
             redact_url(&settings.redis.url)
         )
     })
 }
 
-fn configured_pushers(settings: &Settings) -> anyhow::Result<Pushers> {
-    Ok(crate::push::configured_pushers(
-        settings,
-        Arc::new(DryRunPusher),
-    )?)
+fn with_dry_run(settings: &Settings) -> anyhow::Result<Pushers> {
+    Ok(configured_pushers(settings, Arc::new(DryRunPusher))?)
 }
 
 fn announce(settings: &Settings, db: &Database) {
@@ -316,6 +301,7 @@ fn announce(settings: &Settings, db: &Database) {
         channel = %settings.service.channel,
         database = db.backend().name(),
         concurrency = settings.service.concurrency,
+        work = %settings.work_prefix(),
         "Starting notifier."
     );
     if settings.send_mode == SendMode::DryRun {

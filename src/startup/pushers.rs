@@ -1,12 +1,13 @@
 //! Building the live pushers from the settings: which providers a send mode needs, the HTTP/2
-//! connections each one gets, and the transport that carries them (TLS roots, proxy).
+//! connections each one gets, and the transport that carries them (TLS roots, proxy). This is
+//! start-up wiring: it reads the whole `Settings`, so that the pushers need only their own
+//! sections. A new provider's pusher is built here from its section.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ApnsSettings, AppProviders, FcmSettings, SendMode, Settings};
-
-use super::{ProviderPushers, Pusher, Pushers, apns, fcm, http2};
+use crate::push::{ProviderPushers, Pusher, Pushers, apns, fcm, http2};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

@@ -1,0 +1,174 @@
+//! A run's right to send, as the run itself can tell without asking Redis: open while its last
+//! renewal is recent enough to trust the lease, closed for good once the claim is lost or the
+//! unit cancelled.
+//!
+//! The keeper renews every second and moves the deadline to half a lease after the renewal was
+//! sent (the lease itself runs a whole lease from when Redis ran it, so the run stops well before
+//! anyone may take over). Every push is admitted against it, and every attempt of a push again,
+//! so a run whose process was frozen past its lease (SIGSTOP, a long pause) finds its fence shut
+//! the moment it wakes, before any renewal could tell it so. The checks are a clock read and an
+//! atomic load: cheap enough for every push.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::push::{Admission, Gate};
+
+/// Why a fence is shut for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shut {
+    /// Another run holds the unit now.
+    Lost,
+    /// The unit, or its event, is being cancelled.
+    Cancelled,
+}
+
+const OPEN: u8 = 0;
+const LOST: u8 = 1;
+const CANCELLED: u8 = 2;
+
+pub(crate) struct Fence {
+    base: Instant,
+    /// Milliseconds after `base` until which pushes may start; `u64::MAX` without a lease.
+    until_ms: AtomicU64,
+    state: AtomicU8,
+    changed: Notify,
+}
+
+impl Fence {
+    /// A fence whose lease was renewed just now and holds for `trust`.
+    pub(crate) fn new(trust: Duration) -> Self {
+        let fence = Self::always_open();
+        fence
+            .until_ms
+            .store(trust.as_millis() as u64, Ordering::Relaxed);
+        fence
+    }
+
+    /// A fence with no lease behind it (claims that are not shared): open until shut.
+    pub(crate) fn always_open() -> Self {
+        Self {
+            base: Instant::now(),
+            until_ms: AtomicU64::new(u64::MAX),
+            state: AtomicU8::new(OPEN),
+            changed: Notify::new(),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_millis() as u64
+    }
+
+    /// A renewal sent at `sent` succeeded: pushes may start until `trust` after it.
+    pub(crate) fn renewed(&self, sent: Instant, trust: Duration) {
+        let until = self.ms(sent + trust);
+        self.until_ms.fetch_max(until, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Shuts the fence for good: nothing more is admitted. The first reason stays.
+    pub(crate) fn shut(&self, why: Shut) {
+        let code = match why {
+            Shut::Lost => LOST,
+            Shut::Cancelled => CANCELLED,
+        };
+        let _ = self
+            .state
+            .compare_exchange(OPEN, code, Ordering::Relaxed, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn shut_by(&self) -> Option<Shut> {
+        match self.state.load(Ordering::Relaxed) {
+            LOST => Some(Shut::Lost),
+            CANCELLED => Some(Shut::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether a push may start now.
+    pub(crate) fn admission(&self) -> Admission {
+        if self.shut_by().is_some() {
+            return Admission::Shut;
+        }
+        let until = self.until_ms.load(Ordering::Relaxed);
+        if until == u64::MAX || self.ms(Instant::now()) < until {
+            Admission::Go
+        } else {
+            Admission::Hold
+        }
+    }
+
+    /// Waits until a push may start: true, or false once the fence is shut or `stop` comes.
+    pub(crate) async fn admit(&self, stop: &CancellationToken) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            match self.admission() {
+                Admission::Go => return true,
+                Admission::Shut => return false,
+                Admission::Hold => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = changed => {}
+                // Notifications may race the check above: look again now and then.
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
+
+impl Gate for Fence {
+    fn admission(&self) -> Admission {
+        Fence::admission(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_holds_once_its_renewal_is_too_old_and_shut_is_for_good() {
+        let fence = Fence::new(Duration::from_secs(2));
+        assert_eq!(fence.admission(), Admission::Go);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(
+            fence.admission(),
+            Admission::Hold,
+            "a frozen run finds itself held"
+        );
+        fence.renewed(Instant::now(), Duration::from_secs(2));
+        assert_eq!(fence.admission(), Admission::Go);
+        fence.shut(Shut::Cancelled);
+        fence.shut(Shut::Lost);
+        assert_eq!(fence.admission(), Admission::Shut);
+        assert_eq!(
+            fence.shut_by(),
+            Some(Shut::Cancelled),
+            "the first reason stays"
+        );
+        fence.renewed(Instant::now(), Duration::from_secs(2));
+        assert_eq!(fence.admission(), Admission::Shut);
+        assert!(!fence.admit(&CancellationToken::new()).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_push_goes_on_after_the_next_renewal() {
+        let fence = std::sync::Arc::new(Fence::new(Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let waiting = tokio::spawn({
+            let fence = fence.clone();
+            async move { fence.admit(&CancellationToken::new()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished());
+        fence.renewed(Instant::now(), Duration::from_secs(1));
+        assert!(waiting.await.unwrap());
+        assert_eq!(Fence::always_open().admission(), Admission::Go);
+    }
+}
