@@ -29,6 +29,9 @@ pub(super) const KEDA_KINDS: [&str; 2] = ["ScaledObject", "TriggerAuthentication
 /// The pod's grace period exceeds the drain by at least this: the checkpoint writes and the exit.
 pub(super) const GRACE_MARGIN_SECS: i64 = 5;
 
+/// Where a variable's value comes from: the Deployment's own, or `(Secret, key)`.
+pub(super) type Source = Result<String, (String, String)>;
+
 /// One rendering: each object with the text kubectl printed for it.
 pub(super) struct Rendered {
     pub(super) dir: &'static str,
@@ -86,7 +89,7 @@ impl Rendered {
     }
 
     /// The Deployment's environment: a value, or the Secret and key it comes from.
-    pub(super) fn env(&self) -> Vec<(String, Result<String, (String, String)>)> {
+    pub(super) fn env(&self) -> Vec<(String, Source)> {
         let vars = self.container()["env"].as_vec().expect("env");
         let pair = |v: &Yaml| {
             let name = v["name"].as_str().expect("a name").to_string();
@@ -104,7 +107,7 @@ impl Rendered {
     /// test's Redis and this database, and the file the ConfigMap is made of (checked identical)
     /// for NOTIFIER_CONFIG.
     pub(super) fn process_env(&self, database_url: &str) -> BTreeMap<String, String> {
-        let value = |(name, source): (String, Result<String, (String, String)>)| {
+        let value = |(name, source): (String, Source)| {
             let value = match name.as_str() {
                 "REDIS_URL" => redis_url(),
                 "DATABASE_URL" => database_url.to_string(),

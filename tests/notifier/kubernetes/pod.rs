@@ -2,11 +2,12 @@
 //! capabilities, no service-account token, credentials only from Secrets (files from secret
 //! volumes), and the config file as the ConfigMap made of config/notifier.toml.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use yaml_rust2::Yaml;
 
-use super::{RENDERS, ROOT, Rendered, int_at};
+use super::{RENDERS, ROOT, Rendered, int_at, str_at};
 use crate::helpers::config_path;
 
 /// Variables that hold credentials: never a literal value.
@@ -122,6 +123,64 @@ fn credentials_come_only_from_secrets_and_the_config_file_from_the_shipped_defau
         assert!(
             data == Some(shipped.as_str()),
             "{}: the ConfigMap's {key} is config/notifier.toml",
+            render.dir
+        );
+    }
+}
+
+/// The Secrets and keys the README's `kubectl create secret generic` commands make.
+fn readme_secrets() -> BTreeSet<(String, String)> {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    // Each command with its continuation lines, as one line.
+    let joined = readme.replace("\\\n", " ");
+    let mut made = BTreeSet::new();
+    for command in joined
+        .lines()
+        .filter_map(|l| l.split("kubectl create secret generic ").nth(1))
+    {
+        let mut words = command.split_whitespace();
+        let name = words.next().expect("a Secret's name").to_string();
+        for word in words {
+            let source = word
+                .strip_prefix("--from-literal=")
+                .or(word.strip_prefix("--from-file="));
+            if let Some(key) = source.and_then(|s| s.split('=').next()) {
+                made.insert((name.clone(), key.to_string()));
+            }
+        }
+    }
+    made
+}
+
+#[test]
+fn the_readme_creates_every_secret_and_key_the_manifests_read() {
+    let made = readme_secrets();
+    for render in RENDERS.map(Rendered::of) {
+        let mut read: BTreeSet<(String, String)> = render
+            .env()
+            .into_iter()
+            .filter_map(|(_, s)| s.err())
+            .collect();
+        for name in SECRET_FILES {
+            let path = render
+                .value_of(name)
+                .unwrap_or_else(|| panic!("{name} is set"));
+            let secret = str_at(&render.volume_at(&path)["secret"], "secretName");
+            let file = Path::new(&path).file_name().unwrap().to_str().unwrap();
+            read.insert((secret, file.to_string()));
+        }
+        for auth in render.all("TriggerAuthentication") {
+            for target in auth["spec"]["secretTargetRef"]
+                .as_vec()
+                .expect("secretTargetRef")
+            {
+                read.insert((str_at(target, "name"), str_at(target, "key")));
+            }
+        }
+        let missing: Vec<_> = read.difference(&made).collect();
+        assert!(
+            missing.is_empty(),
+            "{}: the README creates no {missing:?}",
             render.dir
         );
     }
