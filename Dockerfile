@@ -11,7 +11,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/notifier --create-home notifier
+ && groupadd --system --gid 10001 notifier \
+ && useradd --system --uid 10001 --gid notifier --home-dir /var/lib/notifier --create-home notifier
 
 FROM runtime AS stand-in
 COPY --from=build /src/target/release/notifier-stand-in /usr/local/bin/
@@ -26,8 +27,15 @@ COPY config/notifier.toml /etc/notifier/notifier.toml
 ENV NOTIFIER_CONFIG=/etc/notifier/notifier.toml \
     NOTIFIER_HTTP_ADDR=0.0.0.0:9464 \
     LOG_FORMAT=json
-USER notifier
-WORKDIR /var/lib/notifier
+# User and group 10001, the ones deploy/kubernetes runs as (runAsNonRoot needs a numeric user).
+USER 10001:10001
+# The root filesystem can be read-only (`docker run --read-only --tmpfs /tmp`; Kubernetes:
+# readOnlyRootFilesystem with an emptyDir at /tmp). The notifier writes nothing with PostgreSQL or
+# MySQL. With SQLite it writes the database file and its -wal and -shm beside it (the default
+# sqlite://notifier.db is relative to this working directory) and SQLite's temporary files (in
+# TMPDIR, /tmp): all under /tmp, gone with the container. Keep a SQLite database elsewhere with
+# DATABASE_URL=sqlite:///PATH on a volume.
+WORKDIR /tmp
 EXPOSE 9464
 # The notifier checks itself: the image needs no curl.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["notifier", "healthcheck"]

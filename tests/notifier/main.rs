@@ -14,6 +14,7 @@ mod end_to_end;
 mod faults;
 mod gaurun;
 mod helpers;
+mod kubernetes;
 mod malformed;
 mod monitoring;
 mod operations;
