@@ -11,6 +11,7 @@ pub(crate) mod dry_run;
 pub(crate) mod fcm;
 /// The HTTP/2 client under both pushers (crates/h2-shards).
 pub(crate) use h2_shards as http2;
+pub(crate) mod jwt;
 pub(crate) mod metrics;
 
 mod outcome;
