@@ -13,6 +13,14 @@ pub(crate) mod fcm;
 pub(crate) use h2_shards as http2;
 pub(crate) mod jwt;
 pub(crate) mod metrics;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "built and tested; the fan-out sends web devices here in issue 26's second half"
+    )
+)]
+pub(crate) mod webpush;
 
 mod outcome;
 mod prebuilt;
