@@ -172,16 +172,16 @@ mod tests {
         );
     }
 
+    /// A browser's public key (its private half is not needed to encrypt).
+    fn browser_key() -> [u8; 65] {
+        let browser = EphemeralPrivateKey::generate(&ECDH_P256, &SystemRandom::new()).unwrap();
+        let public = browser.compute_public_key().unwrap();
+        public.as_ref().try_into().unwrap()
+    }
+
     #[test]
     fn each_push_has_its_own_key_and_salt_and_the_size_is_header_plus_record() {
-        let random = SystemRandom::new();
-        let browser = EphemeralPrivateKey::generate(&ECDH_P256, &random).unwrap();
-        let p256dh: [u8; 65] = browser
-            .compute_public_key()
-            .unwrap()
-            .as_ref()
-            .try_into()
-            .unwrap();
+        let (random, p256dh) = (SystemRandom::new(), browser_key());
         let auth = [7u8; 16];
         let a = encrypt(b"hello", &p256dh, &auth, &random).unwrap();
         let b = encrypt(b"hello", &p256dh, &auth, &random).unwrap();
@@ -193,14 +193,7 @@ mod tests {
 
     #[test]
     fn a_plaintext_that_would_not_fit_in_4096_bytes_is_refused() {
-        let random = SystemRandom::new();
-        let browser = EphemeralPrivateKey::generate(&ECDH_P256, &random).unwrap();
-        let p256dh: [u8; 65] = browser
-            .compute_public_key()
-            .unwrap()
-            .as_ref()
-            .try_into()
-            .unwrap();
+        let (random, p256dh) = (SystemRandom::new(), browser_key());
         let fits = encrypt(&[b'x'; MAX_PLAINTEXT], &p256dh, &[0; 16], &random).unwrap();
         assert_eq!(fits.len(), MAX_BODY);
         assert_eq!(
