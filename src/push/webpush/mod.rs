@@ -14,9 +14,10 @@
 //! static private key, which ring does not offer, so it would bring OpenSSL (which the notifier
 //! avoids: TLS is rustls on ring) or RustCrypto anyway. `web-push-native`/`ece-native` do the RFCs
 //! on RustCrypto's `p256`, `hkdf` and `aes-gcm`, but from one maintainer before 1.0, on a
-//! previous generation of those crates (a second copy of each beside ours), and their P-256 is
-//! about four times slower than ring's assembly per push (measured: 449 µs against 112 µs for
-//! the key pair and agreement), and a fan-out pays it once per browser. ring is already our TLS
+//! previous generation of those crates (a second copy of each beside ours), and about four times
+//! slower per push (a release build on the shared 2-core machine: 449 µs for its whole
+//! encryption against 112 µs for ring's key pair and agreement, the bulk of ours), which a
+//! fan-out pays once per browser. ring is already our TLS
 //! and signing code; what remains ours is RFC 8291's key schedule and RFC 8188's header (about
 //! 40 lines in `encrypt`), checked byte for byte against RFC 8291's Appendix A and decrypted in
 //! the tests by two implementations not ours: `web-push-native` in the stand-in, as a browser
