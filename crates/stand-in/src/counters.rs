@@ -38,6 +38,11 @@ pub struct Counters {
     pub refused_after_goaway: AtomicU64,
     /// Times a connection's provider token was replaced by a new one.
     pub token_updates: AtomicU64,
+    /// Web Push: bodies decrypted, bodies that did not decrypt (a sender's bug: tests assert
+    /// none), and requests whose VAPID token was refused.
+    pub webpush_decrypted: AtomicU64,
+    pub webpush_decrypt_failures: AtomicU64,
+    pub webpush_vapid_rejected: AtomicU64,
     /// Delivery count per message, by hash of token and collapse key.
     pub(crate) seen: Mutex<HashMap<u64, u32>>,
     /// Tokens that already had their one injected failure.
@@ -78,6 +83,11 @@ impl Counters {
                 "refused_after_goaway": self.refused_after_goaway.load(Ordering::Relaxed),
                 "token_updates": self.token_updates.load(Ordering::Relaxed),
             },
+            "webpush": {
+                "decrypted": self.webpush_decrypted.load(Ordering::Relaxed),
+                "decrypt_failures": self.webpush_decrypt_failures.load(Ordering::Relaxed),
+                "vapid_rejected": self.webpush_vapid_rejected.load(Ordering::Relaxed),
+            },
         })
     }
 
@@ -114,6 +124,9 @@ impl Counters {
             &self.goaways,
             &self.refused_after_goaway,
             &self.token_updates,
+            &self.webpush_decrypted,
+            &self.webpush_decrypt_failures,
+            &self.webpush_vapid_rejected,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -19,9 +19,15 @@
 //! With a per-project quota (`fcm_quota_per_minute`), FCM sends past it in a sliding minute get
 //! 429 QUOTA_EXCEEDED.
 //!
+//! And it is a Web Push service with the browsers behind it (`webpush`, `webpush_vapid`): it
+//! mints subscriptions ([`StandIn::webpush_subscribe`], `POST /webpush/subscriptions`) whose
+//! endpoints are its own TLS port (`/wp/{id}`), verifies each push's VAPID token and decrypts its
+//! body as the browser would; ids containing `gone` get 410, `toolarge` 413, `flaky` one 503.
+//!
 //! Modules: `tls` (the listeners), `conn` and `frames` (a connection's state and its rewritten
 //! frames), `oauth` (the token endpoint), `fcm`, `faults` and `quota` (FCM, the failures tokens
-//! ask for, and the project's quota), `apns`, and `counters` (what `GET /stats` reports). It is
+//! ask for, and the project's quota), `apns`, `webpush` and `webpush_vapid`, and `counters` (what
+//! `GET /stats` reports). It is
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
@@ -34,6 +40,8 @@ mod frames;
 mod oauth;
 mod quota;
 mod tls;
+mod webpush;
+mod webpush_vapid;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +59,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use counters::Counters;
+pub use webpush::{WebPushMessage, WebPushSubscription};
 
 /// The service-account key the stand-in's token endpoint accepts. It is a throwaway key made for
 /// the stand-in; it grants nothing anywhere else.
@@ -129,8 +138,12 @@ pub(crate) struct Shared {
     /// While set, every send gets 503 (a provider outage).
     pub(crate) outage: AtomicBool,
     pub(crate) fcm_quota: quota::Quota,
-    /// Seconds added to the system clock when judging APNs provider tokens.
+    /// Seconds added to the system clock when judging APNs provider tokens and VAPID tokens.
     pub(crate) clock_offset: AtomicU64,
+    /// The Web Push service's subscriptions and what arrived for them.
+    pub(crate) webpush: webpush::WebPushState,
+    /// Its TLS port, for the endpoints it mints (known once the listener is bound).
+    pub(crate) tls_port: u16,
 }
 
 impl Shared {
@@ -140,6 +153,17 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         system + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// `https://<host>:<tls port>`: the origin of the Web Push endpoints it mints, by its first
+    /// host name (`localhost` unless configured), which its certificate covers.
+    pub(crate) fn webpush_origin(&self) -> String {
+        let host = self
+            .config
+            .host_names
+            .first()
+            .map_or("localhost", String::as_str);
+        format!("https://{host}:{}", self.tls_port)
     }
 }
 
@@ -171,6 +195,8 @@ impl StandIn {
             outage: AtomicBool::new(false),
             fcm_quota: quota::Quota::new(config.fcm_quota_per_minute, config.fcm_quota_window),
             clock_offset: AtomicU64::new(0),
+            webpush: webpush::WebPushState::default(),
+            tls_port: tls_listener.local_addr()?.port(),
         });
         let app = router(Arc::clone(&shared));
         let stop = CancellationToken::new();
@@ -238,6 +264,26 @@ impl StandIn {
         Ok((ca, account))
     }
 
+    /// A new Web Push subscription, as a browser would make it for a site: `id` names its
+    /// endpoint (`…/wp/{id}`; empty: a random one) and chooses failures; with
+    /// `application_server_key` (the VAPID public key, 65 bytes) only tokens with that `k=` pass.
+    pub fn webpush_subscribe(
+        &self,
+        id: &str,
+        application_server_key: Option<&[u8]>,
+    ) -> WebPushSubscription {
+        let origin = self.shared.webpush_origin();
+        self.shared
+            .webpush
+            .subscribe(&origin, id, application_server_key.map(<[u8]>::to_vec))
+    }
+
+    /// The pushes subscription `id` received and decrypted, oldest first (recorded only with
+    /// `record`).
+    pub fn webpush_messages(&self, id: &str) -> Vec<WebPushMessage> {
+        self.shared.webpush.messages(id)
+    }
+
     /// Makes every send fail with 503 (true) or answer normally again (false).
     pub fn set_outage(&self, on: bool) {
         self.shared.outage.store(on, Ordering::Relaxed);
@@ -281,6 +327,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/token", post(oauth::token))
         .route("/v1/projects/{project}/messages:send", post(fcm::send))
         .route("/3/device/{token}", post(apns::apns_send))
+        .route("/wp/{id}", post(webpush::push))
+        .route("/webpush/subscriptions", post(webpush::subscribe))
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset))
         .route("/outage", post(outage))
@@ -294,6 +342,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
 
 async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.counters.reset();
+    shared.webpush.reset();
     StatusCode::NO_CONTENT
 }
 

@@ -1,4 +1,5 @@
-//! `notifier-stand-in`: an FCM HTTP v1 + OAuth2 stand-in on loopback (see the `stand_in` library).
+//! `notifier-stand-in`: an FCM HTTP v1 + OAuth2, APNs and Web Push stand-in on loopback (see the
+//! `stand_in` library).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use stand_in::{StandIn, StandInConfig};
 
 /// A stand-in for FCM HTTP v1 and Google's token endpoint, for staging load tests and the
 /// benchmark. Tokens containing unregistered, mismatch, invalid, thirdpartyauth, flaky, quota or
-/// down get the matching FCM error; GET /stats counts what arrived.
+/// down get the matching FCM error; POST /webpush/subscriptions mints Web Push subscriptions whose
+/// pushes it verifies and decrypts; GET /stats counts what arrived.
 #[derive(Debug, Parser)]
 #[command(name = "notifier-stand-in", version, about, long_about)]
 struct Args {
@@ -72,6 +74,10 @@ fn main() -> anyhow::Result<()> {
         );
         println!("  NOTIFIER_EXTRA_CA_FILE={}", ca.display());
         println!("  GOOGLE_APPLICATION_CREDENTIALS={}", account.display());
+        println!(
+            "  Web Push subscriptions: curl -X POST http://{}/webpush/subscriptions",
+            stand_in.plain_addr
+        );
         println!("  stats: curl http://{}/stats", stand_in.plain_addr);
         shutdown_signal().await;
         stand_in.stop();

@@ -7,38 +7,15 @@
 //! the token by the same clock. What may change here: the two durations, within Apple's window.
 
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use rustls::pki_types::PrivatePkcs8KeyDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::ApnsSettings;
+use crate::push::jwt::Es256Key;
+pub use crate::push::jwt::{Clock, SystemClock};
 
 /// A token this old is replaced by the next push that needs one (Apple: at least every 60).
 pub(crate) const RENEW_AFTER_SECS: u64 = 50 * 60;
 /// A token younger than this is never replaced (Apple: no more than once every 20 minutes).
 pub(crate) const KEEP_AT_LEAST_SECS: u64 = 20 * 60;
-
-/// Where the token source reads the time.
-pub trait Clock: Send + Sync + 'static {
-    /// Seconds since the Unix epoch.
-    fn unix_now(&self) -> u64;
-}
-
-/// The system's clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn unix_now(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-}
 
 /// Why the .p8 key cannot be used; found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +26,8 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("APNS_KEY_PATH is not a PKCS#8 PEM (.p8) key")]
-    Pem(#[source] rustls::pki_types::pem::Error),
     #[error("APNS_KEY_PATH is not a usable P-256 (.p8) key")]
-    Key(#[source] ring::error::KeyRejected),
+    Key(#[source] crate::push::jwt::KeyError),
 }
 
 /// Signing failed: ring says no more than that.
@@ -80,13 +55,12 @@ pub enum Renewal {
 
 /// The provider token shared by every push of the process.
 pub struct ProviderToken {
-    key: EcdsaKeyPair,
+    key: Es256Key,
     key_id: String,
     team_id: String,
     clock: Arc<dyn Clock>,
     /// Read by every push; written (by one caller at a time) only to sign a new token.
     current: RwLock<Option<Bearer>>,
-    random: SystemRandom,
 }
 
 impl ProviderToken {
@@ -104,21 +78,13 @@ impl ProviderToken {
             path: settings.key_path.clone(),
             source,
         })?;
-        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(KeyError::Pem)?;
-        let random = SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            der.secret_pkcs8_der(),
-            &random,
-        )
-        .map_err(KeyError::Key)?;
+        let key = Es256Key::from_pem(&pem).map_err(KeyError::Key)?;
         Ok(Self {
             key,
             key_id: settings.key_id.clone(),
             team_id: settings.team_id.clone(),
             clock,
             current: RwLock::new(None),
-            random,
         })
     }
 
@@ -162,18 +128,9 @@ impl ProviderToken {
         let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
         let header = format!(r#"{{"alg":"ES256","kid":{}}}"#, quoted(&self.key_id));
         let claims = format!(r#"{{"iss":{},"iat":{issued_at}}}"#, quoted(&self.team_id));
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims)
-        );
-        let signature = self
-            .key
-            .sign(&self.random, signing_input.as_bytes())
-            .map_err(SigningError)?;
         let token = format!(
-            "bearer {signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.as_ref())
+            "bearer {}",
+            self.key.sign(&header, &claims).map_err(SigningError)?
         );
         // Base64url and dots only: always a valid header value. Indexed by HPACK like FCM's
         // bearer: sent in full once per connection and token, not per push.
@@ -187,15 +144,11 @@ impl ProviderToken {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
-
-    struct Manual(AtomicU64);
-
-    impl Clock for Manual {
-        fn unix_now(&self) -> u64 {
-            self.0.load(Ordering::Relaxed)
-        }
-    }
+    use crate::push::jwt::tests::ManualClock as Manual;
 
     fn token(clock: Arc<Manual>) -> (ProviderToken, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
