@@ -6,9 +6,11 @@
 //!
 //! Every line logged while an event runs carries the event's span fields (`event_id`, `talk_id`,
 //! `dry_run`): in pretty logs as the span's prefix, in JSON at the top level ([`json_log`]).
-//! Errors are logged with their causes ([`ErrorChain`]).
+//! Errors are logged with their causes ([`ErrorChain`]). No value breaks a line: pretty lines
+//! escape control characters ([`pretty_fields`]), JSON strings escape them anyway.
 
 mod json_log;
+mod pretty_fields;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -36,6 +38,7 @@ pub(crate) const PUSH_RETRIES: &str = "notifier_push_retries_total";
 pub(crate) const TOKENS_PRUNED: &str = "notifier_tokens_pruned_total";
 pub(crate) const DEVICES_UNKNOWN_APP: &str = "notifier_devices_unknown_app_total";
 pub(crate) const API_DEAD_TOKENS: &str = "notifier_api_dead_tokens_total";
+pub(crate) const API_REJECTED: &str = "notifier_api_rejected_total";
 pub(crate) const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
 pub(crate) const BUILD_INFO: &str = "notifier_build_info";
 
@@ -46,6 +49,7 @@ pub fn init(format: LogFormat) {
     let _ = match format {
         LogFormat::Pretty => builder
             .with_target(false)
+            .fmt_fields(pretty_fields::EscapedFields)
             // Colour codes only help a person at a terminal; in files they are noise.
             .with_ansi(std::io::stdout().is_terminal())
             .try_init(),
@@ -127,6 +131,25 @@ pub(crate) const EVENT_RESULTS: [&str; 8] = [
     "failed",
 ];
 
+/// Why `POST /push` left a notification out, as `notifier_api_rejected_total{reason}` labels
+/// (`Invalid::label` in `api::gaurun`; a test there keeps the two lists equal).
+pub(crate) const API_REJECTED_REASONS: [&str; 14] = [
+    "no_token",
+    "empty_token",
+    "token_too_long",
+    "token_control_character",
+    "platform",
+    "empty_message",
+    "identifier_too_long",
+    "push_type",
+    "badge",
+    "expiry",
+    "time_to_live",
+    "priority",
+    "extend_key",
+    "reserved_key",
+];
+
 /// HELP lines for every metric, and the series whose labels are known in advance created at zero.
 /// Prometheus's `increase()` cannot count a series' first increment when the series appears
 /// with it, and an alert on "no event processed" needs the series before any event arrives.
@@ -158,6 +181,13 @@ fn describe_and_register() {
     for provider in crate::device::Provider::ALL {
         let app = crate::apps::DEFAULT_APP;
         counter!(API_DEAD_TOKENS, "app" => app, "provider" => provider.as_str()).increment(0);
+    }
+    describe_counter!(
+        API_REJECTED,
+        "POST /push notifications left out (or, in strict mode, refusing their request), by reason."
+    );
+    for reason in API_REJECTED_REASONS {
+        counter!(API_REJECTED, "reason" => reason).increment(0);
     }
     describe_counter!(
         REDIS_RECONNECTS,
