@@ -8,7 +8,7 @@
 //!   of it is being handled is closed: one that connected and sent nothing or half a head, an idle
 //!   keep-alive connection, a client that stopped reading its answer;
 //! - at most `max_connections` are open at once; beyond that, new ones are not accepted until one
-//!   closes: they wait in the kernel's listen queue, which refuses them once it is full.
+//!   closes: they wait in the kernel's listen queue (128), past which their connect times out.
 //!
 //! A handler's own time is bounded by the router (the API's request timeout), not here. A stop
 //! stops accepting, lets each connection finish the request it is answering, and returns once all
