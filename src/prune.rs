@@ -158,3 +158,53 @@ async fn flush(
         0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::database::Queries;
+    use crate::device::Provider;
+
+    /// Sends dead tokens until one waits longer than a second: how many were taken.
+    async fn taken_before_a_send_waits(tx: &mpsc::Sender<Dead>, at_most: i64) -> i64 {
+        let reason = Reason::new(Provider::Fcm, "UNREGISTERED");
+        for n in 0..at_most {
+            let dead = Dead {
+                device_id: n,
+                token: format!("dead-{n}"),
+                reason: reason.clone(),
+            };
+            let sent = tokio::time::timeout(Duration::from_secs(1), tx.send(dead)).await;
+            if sent.is_err() {
+                return n;
+            }
+        }
+        at_most
+    }
+
+    #[tokio::test]
+    async fn a_stalled_database_stops_the_receiving_once_its_batches_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/prune.db", dir.path().display());
+        let settings = crate::config::load_with(&[("DATABASE_URL", url.as_str())]).unwrap();
+        let db = Database::connect(&settings.database).await.unwrap();
+        db.migrate().await.unwrap();
+        let queries = Queries::prepare(&settings.queries, db.backend()).unwrap();
+        // Another connection holds the database: every prune statement waits for its lock.
+        let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let pruner = Pruner::start(db, queries.prune.clone());
+        let taken = taken_before_a_send_waits(&pruner.sender(), 200_000).await;
+        // Waiting: READY_MAX batches, those being flushed, one filling, and the channel's.
+        let bound = (READY_MAX + FLUSHES_AT_ONCE + 1) * BATCH + 2 * BATCH;
+        assert!(
+            taken as usize > READY_MAX * BATCH && taken as usize <= bound,
+            "{taken} dead tokens taken while the database is stalled (bound {bound})"
+        );
+    }
+}
