@@ -43,7 +43,8 @@
 //! - [`api`]: the HTTP API on its own listener: Gaurun's `POST /push` (`gaurun`, mapped onto
 //!   the providers' requests by `gaurun_map`) behind bearer tokens and limits (`guard`).
 //! - [`telemetry`]: logs (an event's span on every line) and metric names; [`status`]: health,
-//!   readiness and `/metrics`; [`backoff`]: retry delays; [`cli`]: the command line.
+//!   readiness and `/metrics`; [`http_server`]: how both listeners serve (timeouts, a bound on
+//!   connections); [`backoff`]: retry delays; [`cli`]: the command line.
 //!
 //! Dependencies run one way, from the wiring (cli, app, worker, status) down to the steps, and
 //! `tests/notifier/architecture.rs` fails on an import cycle or a provider reaching the database.
@@ -59,6 +60,7 @@ mod database;
 mod device;
 mod event;
 mod fanout;
+mod http_server;
 mod input;
 mod pacing;
 mod prune;

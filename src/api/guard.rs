@@ -44,8 +44,7 @@ pub(super) async fn check(State(state): State<ApiState>, request: Request, next:
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     if !state.settings.tokens.admit(presented) {
         let mut refused = family.error(
             StatusCode::UNAUTHORIZED,
@@ -67,6 +66,27 @@ pub(super) async fn check(State(state): State<ApiState>, request: Request, next:
     }
 }
 
+/// The credentials of `Bearer <token>`; the scheme's name is case-insensitive (RFC 9110 §11.1).
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub(super) async fn not_found(request: Request) -> Response {
     Family::of(request.uri().path()).error(StatusCode::NOT_FOUND, "no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_whatever_its_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc "), Some("abc"));
+        assert_eq!(bearer("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
 }
