@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod backlog;
+mod console;
 mod events;
 mod gaurun;
 mod gaurun_json;
@@ -33,7 +34,8 @@ use crate::apps::AppNames;
 use crate::config::ApiSettings;
 use crate::push::PushLimit;
 use crate::work::WorkKeys;
-pub(crate) use backlog::{Accepted, Backlog};
+pub(crate) use backlog::{Accepted, Backlog, entries_of};
+pub(crate) use console::Console;
 pub(crate) use events::EventStore;
 pub(crate) use stat::PushStats;
 
@@ -54,6 +56,8 @@ pub(crate) struct Services {
     pub keys: WorkKeys,
     /// The dedup window: how long an `Idempotency-Key`'s answer is kept.
     pub window_secs: u64,
+    /// What the console reads and sends through (`None`: no console).
+    pub console: Option<Console>,
 }
 
 impl Default for Services {
@@ -66,6 +70,7 @@ impl Default for Services {
             apps: AppNames::default(),
             keys: WorkKeys::new("notifier:"),
             window_secs: 86_400,
+            console: None,
         }
     }
 }
@@ -81,6 +86,14 @@ pub(crate) struct ApiState {
     apps: AppNames,
     keys: WorkKeys,
     window_secs: u64,
+    console: Option<Console>,
+}
+
+impl ApiState {
+    /// The backlog's limit (`/stat/app`'s `queue_max`, the console's).
+    pub(super) fn backlog_max(&self) -> usize {
+        self.backlog.as_ref().map_or(0, Backlog::max)
+    }
 }
 
 /// Every route of the API with its checks.
@@ -94,6 +107,7 @@ pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
         apps: services.apps,
         keys: services.keys,
         window_secs: services.window_secs,
+        console: services.console,
     };
     Router::new()
         .route(
@@ -110,7 +124,16 @@ pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
             "/config/pushers",
             put(stat::pushers).fallback(stat::not_put),
         )
-        .route("/v1/events", post(events::post))
+        .route("/v1/events", post(events::post).get(console::events))
+        .route("/v1/deployment", get(console::deployment))
+        .route(
+            "/v1/pushes/{idempotency_key}",
+            axum::routing::delete(events::cancel_pushes),
+        )
+        .route("/v1/test-push", post(console::test_push))
+        .route("/ui", get(console::page))
+        .route("/ui/console.js", get(console::script))
+        .route("/ui/console.css", get(console::style))
         .route(
             "/v1/events/{event_id}",
             get(events::get).delete(events::delete),
@@ -372,19 +395,12 @@ pub(crate) mod tests {
             (&json!(3), &json!(2), &json!(1), &serde_json::Value::Null),
             "{body}"
         );
-        // Split into jobs and running: the totals of the jobs finished so far.
+        // Split into jobs and running: its owner stores the jobs' counts so far with the claim.
         let totals = keys.totals("e-1");
         let _: () = redis::AsyncCommands::hset_multiple(
             &mut redis.clone(),
             &claim,
-            &[("state", "running"), ("jobs", "3")],
-        )
-        .await
-        .unwrap();
-        let _: () = redis::AsyncCommands::hset_multiple(
-            &mut redis.clone(),
-            &totals,
-            &[("t:sent", 500), ("jobs", 3), ("done", 1)],
+            &[("state", "running"), ("jobs", "3"), ("c:sent", "500")],
         )
         .await
         .unwrap();

@@ -119,6 +119,7 @@ pub(crate) async fn fan_out(
     stop: &CancellationToken,
 ) -> Result<FanoutReport, FanoutError> {
     let tally = Arc::new(Tally::new(fanout));
+    tally.progress.expect_lanes(sources.len());
     let lanes: Vec<_> = sources
         .into_iter()
         .map(|(provider, source)| {

@@ -306,6 +306,7 @@ impl Tally {
     fn credentials_rejected(&self, pause: Pause, reason: &Reason, setting: &'static str) {
         if !self.flag(pause).swap(true, Ordering::Relaxed) {
             let app = self.delivery.apps.name(pause.app);
+            self.progress.pause(pause.label(app));
             // Another app's credentials are its [apps.NAME] section's, not the variable's.
             let setting = match pause.app {
                 AppId::DEFAULT => setting.to_string(),

@@ -29,7 +29,7 @@ mod prebuilt;
 mod pushers;
 pub(crate) mod retry;
 
-pub(crate) use engine::{Admission, Delivery, Gate, Permits, PushLimits, skipped};
+pub(crate) use engine::{Admission, Delivery, Gate, Open, Permits, PushLimits, skipped};
 pub(crate) use limit::PushLimit;
 pub use outcome::PushOutcome;
 pub(crate) use outcome::{OutcomeKind, PauseScope, Reason};

@@ -19,11 +19,11 @@ use redis::Script;
 
 use super::claims::{ClaimError, Claims, Counts, Held, UNFINISHED_TTL};
 use super::stream::Entry;
-use crate::audience::Provider;
-use crate::database::{
-    AUDIENCE_PARAMS, Backend, Database, DatabaseError, FromRecord, Param, PreparedQuery,
-    QueryError, Record,
-};
+use crate::database::DatabaseError;
+
+mod probe;
+
+pub(crate) use probe::AudienceBoundaries;
 
 /// The devices of one job: `after < device id <= upto`, with no upper end for the last job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -272,127 +272,6 @@ pub(crate) fn job_fields(job: &Job) -> std::collections::HashMap<String, redis::
     .collect()
 }
 
-/// Boundary probes through the configured audience query.
-pub(crate) struct AudienceBoundaries {
-    db: Database,
-    probe: PreparedQuery,
-    talk_id: i64,
-    program_id: i64,
-    author_id: Option<i64>,
-    /// The query reads one provider at a time: the probe reads it for each.
-    per_provider: bool,
-}
-
-/// The audience query's parameters, and the probe's offset.
-static PROBE_PARAMS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    let mut params = AUDIENCE_PARAMS.to_vec();
-    params.extend(["job_offset", OTHER_PROVIDER]);
-    params
-});
-
-impl AudienceBoundaries {
-    /// Probes for one talk's audience, as `audience` (the configured query) selects it.
-    pub(crate) fn new(
-        db: Database,
-        audience: &str,
-        backend: Backend,
-        talk_id: i64,
-        program_id: i64,
-        author_id: Option<i64>,
-    ) -> Result<Self, QueryError> {
-        let (sql, per_provider) = probe_sql(audience);
-        let probe = PreparedQuery::new(&sql, backend, &PROBE_PARAMS, &["after_id"])?;
-        Ok(Self {
-            db,
-            probe,
-            per_provider,
-            talk_id,
-            program_id,
-            author_id,
-        })
-    }
-}
-
-/// The second provider's name for `:provider`, in a query that reads one provider at a time.
-const OTHER_PROVIDER: &str = "job_other_provider";
-
-/// The audience query as a derived table (on a line of its own, so that a trailing comment
-/// ends before the parenthesis), its trailing semicolons dropped. A query that reads one
-/// provider at a time (`:provider`) is read for both, each copy with its own parameter.
-fn probe_sql(audience: &str) -> (String, bool) {
-    let inner = audience.trim_end().trim_end_matches(';').trim_end();
-    let per_provider = param_positions(inner, "provider").next().is_some();
-    let rows = if per_provider {
-        let mut other = inner.to_string();
-        let at: Vec<usize> = param_positions(inner, "provider").collect();
-        for start in at.into_iter().rev() {
-            other.replace_range(
-                start..start + ":provider".len(),
-                &format!(":{OTHER_PROVIDER}"),
-            );
-        }
-        format!(
-            "SELECT device_id FROM (\n{inner}\n) job_probe_a\n\
-             UNION ALL\nSELECT device_id FROM (\n{other}\n) job_probe_b"
-        )
-    } else {
-        inner.to_string()
-    };
-    let sql = format!(
-        "SELECT device_id FROM (\n{rows}\n) job_probe ORDER BY device_id LIMIT 1 OFFSET :job_offset"
-    );
-    (sql, per_provider)
-}
-
-/// Where `:name` stands in `sql` as a parameter (not `::name`, not a longer name).
-fn param_positions<'s>(sql: &'s str, name: &'s str) -> impl Iterator<Item = usize> + 's {
-    let token = format!(":{name}");
-    let bytes = sql.as_bytes();
-    sql.match_indices(&token)
-        .map(|(i, _)| i)
-        .filter(move |&i| {
-            let before = i.checked_sub(1).map(|b| bytes[b]);
-            let after = bytes.get(i + name.len() + 1).copied();
-            before != Some(b':') && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-}
-
-impl AudienceBoundaries {
-    /// `:provider` in a query read once per provider; NULL (all) in one read once.
-    fn provider(&self, provider: Provider) -> Param {
-        Param::Text(self.per_provider.then(|| provider.as_str().to_string()))
-    }
-}
-
-struct DeviceId(i64);
-
-impl FromRecord for DeviceId {
-    fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
-        Ok(Self(r.required_int("device_id")?))
-    }
-}
-
-impl Boundaries for AudienceBoundaries {
-    async fn nth_after(&self, after: i64, n: u64) -> Result<Option<i64>, DatabaseError> {
-        let offset = i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX);
-        let values = [
-            ("talk_id", Param::Int(Some(self.talk_id))),
-            ("program_id", Param::Int(Some(self.program_id))),
-            ("author_id", Param::Int(self.author_id)),
-            ("after_id", Param::Int(Some(after))),
-            ("limit", self.db.backend().no_limit()),
-            // Both providers: a job is a range of devices, each lane reads its own in it.
-            ("provider", self.provider(Provider::Fcm)),
-            (OTHER_PROVIDER, self.provider(Provider::Apns)),
-            ("job_offset", Param::Int(Some(offset))),
-        ];
-        let found: Option<DeviceId> = self.db.fetch_optional(&self.probe, &values).await?;
-        Ok(found.map(|d| d.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,25 +358,5 @@ mod tests {
             taken_over: false,
         };
         assert_eq!(Job::from_entry(&junk), None);
-    }
-
-    #[test]
-    fn the_probe_wraps_the_audience_query() {
-        let (sql, per_provider) =
-            probe_sql("SELECT id AS device_id FROM devices WHERE id > :after_id -- note\n;\n");
-        assert!(!per_provider);
-        assert!(sql.starts_with("SELECT device_id FROM (\nSELECT id AS device_id"));
-        assert!(sql.contains("-- note\n) job_probe ORDER BY device_id"));
-        let query = PreparedQuery::new(&sql, Backend::Postgres, &PROBE_PARAMS, &["after_id"]);
-        assert!(query.unwrap().sql().ends_with("LIMIT 1 OFFSET $2"));
-        let (sql, per_provider) = probe_sql(
-            "SELECT id AS device_id FROM devices WHERE id > :after_id AND p = :provider::text",
-        );
-        assert!(per_provider);
-        assert!(
-            sql.contains("p = :provider::text) job_probe_a")
-                || sql.contains("p = :provider::text\n) job_probe_a")
-        );
-        assert!(sql.contains(&format!("p = :{OTHER_PROVIDER}::text")));
     }
 }

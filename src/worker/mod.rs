@@ -17,6 +17,7 @@
 //! [`limits`] sizes the concurrency every unit shares.
 
 mod coordinator;
+mod heartbeat;
 mod intake;
 mod jobs;
 mod limits;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub(crate) use heartbeat::STALE as HEARTBEAT_STALE;
 pub use outcome::{EventOutcome, Summary};
 
 use crate::api::PushStats;
@@ -254,6 +256,9 @@ impl Worker {
             let task = Arc::clone(&self).run_pushes(pushes, running.clone(), stop.clone());
             readers.push(tokio::spawn(task));
         }
+        readers.push(tokio::spawn(
+            Arc::clone(&self).beat(running.clone(), stop.clone()),
+        ));
         loop {
             let next = tokio::select! {
                 // A stop first: nothing new is taken once it came, however much is waiting.

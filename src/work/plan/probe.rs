@@ -173,7 +173,6 @@ impl Boundaries for AudienceBoundaries {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
