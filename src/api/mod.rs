@@ -456,8 +456,14 @@ pub(crate) mod tests {
                 "/push",
                 "/stat/app",
                 "/stat/go",
+                "/ui",
+                "/ui/console.css",
+                "/ui/console.js",
+                "/v1/deployment",
                 "/v1/events",
-                "/v1/events/{event_id}"
+                "/v1/events/{event_id}",
+                "/v1/pushes/{idempotency_key}",
+                "/v1/test-push"
             ]
         );
     }
