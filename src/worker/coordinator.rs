@@ -148,9 +148,11 @@ impl EventRun<'_> {
                 _ = tokio::time::sleep(LOOK_EVERY) => {}
             }
             match Totals::read(&redis, &key).await {
-                // Totals with no plan count are what Redis kept after losing it: keep the last.
                 Ok(totals) if totals.jobs.is_some() => last = totals,
-                Ok(_) => {}
+                // The plan stores the count of jobs with the totals, in one step: totals without
+                // it are what is left after Redis lost them (whichever write of ours noticed the
+                // lost claim first). The last totals read are kept, and what was lost queued again.
+                Ok(_) => self.requeue(running, &plan, &last).await,
                 Err(e) => warn!(error = %e, "Could not read the event's totals; looking again."),
             }
             if last.complete() {

@@ -40,8 +40,13 @@ impl Worker {
         running: TaskTracker,
         stop: CancellationToken,
     ) {
+        let mut tidied = tokio::time::Instant::now();
         while let Some(free) = slot(&events, &stop).await {
             drop(free);
+            if tidied.elapsed() >= self.settings.claims.lease() {
+                tidied = tokio::time::Instant::now();
+                forget_departed(&reader).await;
+            }
             let next = tokio::select! {
                 _ = stop.cancelled() => break,
                 next = reader.next(READ_BLOCK, 1) => next,
@@ -147,6 +152,14 @@ impl Worker {
         }
         .run(stop)
         .await;
+    }
+}
+
+/// Consumers that left the stream's group without leaving (killed replicas) are removed, once idle
+/// long enough with nothing pending; failing is only logged: the next pass tries again.
+pub(super) async fn forget_departed(reader: &StreamReader) {
+    if let Err(e) = reader.forget_departed().await {
+        warn!(stream = %reader.handle().key, error = %e, "Could not look for consumers that left.");
     }
 }
 

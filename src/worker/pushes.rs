@@ -43,7 +43,12 @@ impl Worker {
         stop: CancellationToken,
     ) {
         let slots = Arc::new(Semaphore::new(ENTRIES_AT_ONCE));
+        let mut tidied = tokio::time::Instant::now();
         loop {
+            if tidied.elapsed() >= self.settings.claims.lease() {
+                tidied = tokio::time::Instant::now();
+                super::jobs::forget_departed(&reader).await;
+            }
             // One slot first: nothing is read that could not start at once.
             let Some(first) = super::jobs::slot(&slots, &stop).await else {
                 break;

@@ -289,9 +289,14 @@ impl Cluster {
         std::fs::read_to_string(&self.replicas[n].log).unwrap_or_default()
     }
 
+    /// Each replica's last 30 lines (all of them with `TEST_FULL_LOGS` set).
     pub(crate) fn logs(&self) -> String {
+        let lines = match std::env::var_os("TEST_FULL_LOGS") {
+            Some(_) => usize::MAX,
+            None => 30,
+        };
         (0..self.replicas.len())
-            .map(|n| format!("--- replica {n}\n{}", tail(&self.log(n), 30)))
+            .map(|n| format!("--- replica {n}\n{}", tail(&self.log(n), lines)))
             .collect()
     }
 
