@@ -16,7 +16,8 @@
 //! it, nor more than 100.
 //!
 //! Modules: `shard` (a connection slot and its stream gate), `dial` (TCP, the proxy tunnel, TLS,
-//! the handshake, keep-alive), `tls` (the verifier) and `proxy` (`HTTPS_PROXY`/`NO_PROXY`). What
+//! the handshake, keep-alive), `tls` (the verifier), `proxy` (`HTTPS_PROXY`/`NO_PROXY`) and
+//! `unvectored` (how h2 is made to batch small frames into one write). What
 //! may change here: the constants below and the dial; the public surface is what the notifier's
 //! pushers and the connection tests use.
 
@@ -24,6 +25,7 @@ mod dial;
 mod proxy;
 mod shard;
 mod tls;
+mod unvectored;
 
 use std::path::PathBuf;
 use std::sync::Arc;
