@@ -386,10 +386,13 @@ def one_run(args, url, run):
         wait_for_stand_in(plain_port)
         channel = f"bench_{os.getpid()}_{run}"
         with open(os.path.join(tmp, "notifier.toml"), "w") as f:
+            # Each provider may use the whole concurrency, unless --default-shares leaves the
+            # notifier's own share (three quarters of it) in place.
+            share = "" if getattr(args, "default_shares", False) else f"concurrency = {args.concurrency}\n"
             f.write(f'[claims]\nkey_prefix = "bench:{os.getpid()}:{run}:"\n'
                     f"[database]\npage_size = {args.page_size}\n"
-                    f"[fcm]\nconcurrency = {args.concurrency}\nconnections = {getattr(args, 'fcm_connections', 0)}\n"
-                    f"[apns]\nconcurrency = {args.concurrency}\n")
+                    f"[fcm]\n{share}connections = {getattr(args, 'fcm_connections', 0)}\n"
+                    f"[apns]\n{share}")
             if args.query == "expr":
                 f.write(f'[queries]\naudience = """{EXPR_QUERY}"""\n')
         env = {
@@ -552,6 +555,8 @@ def main():
     p.add_argument("--concurrency", type=int, default=256, help="NOTIFIER_CONCURRENCY (FCM may use all of it)")
     p.add_argument("--fcm-quota", type=int, default=0, help="FCM_QUOTA_PER_MINUTE (0: unpaced)")
     p.add_argument("--job-size", type=int, default=0, help="NOTIFIER_JOB_SIZE (0: one replica sends it whole)")
+    p.add_argument("--default-shares", action="store_true",
+                   help="leave fcm.concurrency and apns.concurrency to the notifier (a share of --concurrency)")
     p.add_argument("--fcm-connections", type=int, default=0, help="fcm.connections (0: the notifier's own choice)")
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--max-streams", type=int, default=100, help="the stand-in's SETTINGS_MAX_CONCURRENT_STREAMS")
