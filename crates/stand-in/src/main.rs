@@ -1,5 +1,4 @@
-//! `notifier-stand-in`: an FCM HTTP v1, OAuth2 and APNs stand-in on loopback (see the `stand_in`
-//! library).
+//! `notifier-stand-in`: an FCM HTTP v1 + OAuth2 stand-in on loopback (see the `stand_in` library).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use stand_in::{RequestWork, StandIn, StandInConfig};
 
-/// A stand-in for FCM HTTP v1, Google's token endpoint and APNs, for staging load tests and the
+/// A stand-in for FCM HTTP v1 and Google's token endpoint, for staging load tests and the
 /// benchmark. Tokens containing unregistered, mismatch, invalid, thirdpartyauth, flaky, quota or
 /// down get the matching FCM error; GET /stats counts what arrived.
 #[derive(Debug, Parser)]
