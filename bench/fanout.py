@@ -127,6 +127,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def io_calls(pid):
+    """The process's read and write system calls so far (/proc/PID/io: syscr, syscw)."""
+    with open(f"/proc/{pid}/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
 def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -325,7 +332,7 @@ def measure_event(args, process, plain_port, channel, run, log):
     """Publishes the event and waits for the stand-in to count every push and for `log` to
     hold the event's summary line; returns what the run measured of `process`."""
     reset(plain_port)
-    cpu_before = cpu_seconds(process.pid)
+    cpu_before, io_before = cpu_seconds(process.pid), io_calls(process.pid)
     published_ms = publish(channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
     deadline = time.time() + args.timeout
     while True:
@@ -343,6 +350,7 @@ def measure_event(args, process, plain_port, channel, run, log):
             break
         time.sleep(0.01)
     cpu = cpu_seconds(process.pid) - cpu_before
+    reads, writes = (after - before for after, before in zip(io_calls(process.pid), io_before))
     first = s["first_delivered_ms"] - published_ms
     last = s["last_delivered_ms"] - published_ms
     return {
@@ -354,6 +362,9 @@ def measure_event(args, process, plain_port, channel, run, log):
         "first_push_ms": first, "last_push_ms": last,
         "peak_rss_mib": peak_rss_mib(process.pid), "cpu_s_per_10k": cpu / args.devices * 10_000,
         "tls_connections": s["connections"]["tls"], "duplicates": s["duplicates"],
+        # System calls that move bytes (the sockets' among them), per push: unlike the rates, the
+        # machine's load does not move them, so they compare builds on a busy machine.
+        "reads_per_push": reads / args.devices, "writes_per_push": writes / args.devices,
     }
 
 
