@@ -228,7 +228,7 @@ where
         // Only for a server that sends no SETTINGS_MAX_CONCURRENT_STREAMS (no limit).
         .initial_max_send_streams(STREAMS_PER_CONNECTION)
         // Small frames copied into one write rather than a write each (see `unvectored`).
-        .handshake::<_, Bytes>(Unvectored(io))
+        .handshake::<_, Bytes>(Unvectored::new(io))
         .await
         .map_err(|e| ConnectError::Handshake(Arc::new(e)))?;
     let (closed, used) = (

@@ -17,7 +17,7 @@
 //!
 //! Modules: `shard` (a connection slot and its stream gate), `dial` (TCP, the proxy tunnel, TLS,
 //! the handshake, keep-alive), `tls` (the verifier), `proxy` (`HTTPS_PROXY`/`NO_PROXY`) and
-//! `unvectored` (how h2 is made to batch small frames into one write). What
+//! `unvectored` (how h2 is made to write the frames of many pushes at once). What
 //! may change here: the constants below and the dial; the public surface is what the notifier's
 //! pushers and the connection tests use.
 
