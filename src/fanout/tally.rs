@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use tracing::{error, warn};
+use tracing::{Span, error, warn};
 
 use super::checkpoint::{Counted, Progress};
 use super::{AppReport, Content, DeadTokens, Fanout, FanoutReport};
@@ -93,6 +93,9 @@ pub(super) struct Tally {
     buffered: AtomicUsize,
     peak_buffered: AtomicUsize,
     interrupted: AtomicBool,
+    /// The unit's span, current when the tally was made: push tasks run outside it and enter
+    /// it only where they may log.
+    pub(super) span: Span,
 }
 
 impl Tally {
@@ -125,6 +128,7 @@ impl Tally {
             buffered: AtomicUsize::new(0),
             peak_buffered: AtomicUsize::new(0),
             interrupted: AtomicBool::new(false),
+            span: Span::current(),
         }
     }
 
