@@ -134,6 +134,16 @@ impl ServiceSettings {
         let keep_for_the_other = (self.concurrency / 4).max(1);
         self.concurrency.saturating_sub(keep_for_the_other).max(1)
     }
+
+    /// The most pushes a provider may have in flight: a configured limit, or the global one,
+    /// since the default share gives way while no other provider asks (what its connections
+    /// must carry).
+    pub fn provider_peak(&self, configured: usize) -> usize {
+        match configured {
+            0 => self.concurrency,
+            n => n.min(self.concurrency),
+        }
+    }
 }
 
 /// The `[claims]` settings: how long an event is leased and remembered.

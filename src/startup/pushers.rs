@@ -67,7 +67,7 @@ fn app_pushers(
     };
     let apns = match app.apns {
         Some(a) if mode == SendMode::Live => {
-            let in_flight = settings.service.provider_limit(a.concurrency);
+            let in_flight = settings.service.provider_peak(a.concurrency);
             let transport = apns_transport(settings, a, connections_for(in_flight, 0))?;
             Some(Arc::new(apns::ApnsPusher::new(Arc::new(transport), a)) as Arc<dyn Pusher>)
         }
@@ -94,7 +94,7 @@ pub(crate) fn fcm_pusher(
     };
     // One HTTP/2 connection carries about 100 streams at Google: enough connections for the
     // pushes FCM may have in flight, and no more (providers dislike connection churn).
-    let in_flight = settings.service.provider_limit(s.concurrency);
+    let in_flight = settings.service.provider_peak(s.concurrency);
     let client = http2_client(
         settings,
         &s.endpoint,
