@@ -37,7 +37,6 @@ enum Admit {
 /// What a lane holds for each app: the app's pusher for the provider.
 struct LaneApp {
     pusher: Option<Arc<dyn Pusher>>,
-    warmed: bool,
 }
 
 pub(super) struct Lane {
@@ -77,7 +76,6 @@ impl Lane {
         );
         let apps = Apps::from_fn(&tally.delivery.apps, |app| LaneApp {
             pusher: tally.delivery.pushers[app][provider].clone(),
-            warmed: false,
         });
         let mut lane = Lane {
             provider,
@@ -89,12 +87,22 @@ impl Lane {
             tally,
             stop,
         };
+        lane.warm().await;
         let failure = lane.send_pages(&mut pages).await;
         // Every device is handed out: other providers' shares may take the slots left.
         drop(asking);
         reader.abort();
         lane.finish().await;
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Dials every app's connections for this provider while the first page is read. A lane
+    /// that dialled on its first device started its burst late and found the other lanes had
+    /// taken the slots (an event half on each provider ran a round longer at 200 ms). An app
+    /// with no device in this event dials for nothing; idle connections close on their own.
+    async fn warm(&self) {
+        let pushers = self.apps.iter().filter_map(|(_, app)| app.pusher.as_ref());
+        futures_util::future::join_all(pushers.map(|pusher| pusher.warm())).await;
     }
 
     /// Hands out every page until the audience ends, it fails (the error is returned), or a stop.
@@ -157,10 +165,6 @@ impl Lane {
         if fence.admission() != Admission::Go && !fence.admit(&self.stop).await {
             // Lost or cancelled (or a stop while the claim could not be renewed).
             return Admit::Stopped;
-        }
-        if !self.apps[app].warmed {
-            self.apps[app].warmed = true;
-            pusher.warm().await;
         }
         let Some(permits) = self.limits.admit(app, self.provider, &self.stop).await else {
             return Admit::Stopped;

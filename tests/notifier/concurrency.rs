@@ -58,7 +58,9 @@ async fn a_providers_share_gives_way_when_no_other_provider_has_devices_to_send(
     let test_db = TestDb::new(Backend::Sqlite).await;
     test_db.execute(ONE_TALK).await;
     sqlite_devices(&test_db, 2000).await;
-    test_db.execute(&["UPDATE devices SET provider = 'fcm'"]).await;
+    test_db
+        .execute(&["UPDATE devices SET provider = 'fcm'"])
+        .await;
     let mut settings = settings_with(&[
         ("DATABASE_URL", &test_db.url),
         ("NOTIFIER_CONCURRENCY", "16"),
