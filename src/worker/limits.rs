@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::apps::Apps;
-use crate::audience::PerProvider;
+use crate::audience::{PerProvider, Provider};
 use crate::config::Settings;
 use crate::database::audience_reads;
 use crate::fanout::FanoutLimits;
@@ -36,6 +36,7 @@ pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
             PerProvider {
                 fcm: limit(app.fcm.map(|f| f.concurrency)),
                 apns: limit(app.apns.map(|a| a.concurrency)),
+                webpush: limit(app.webpush.map(|w| w.concurrency)),
             }
         }),
         drain_timeout: service.drain_timeout(),
@@ -51,7 +52,7 @@ pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
 /// lanes to read at once.
 fn reads_budget(settings: &Settings) -> usize {
     let reads = audience_reads(settings.database.max_connections);
-    let lanes = 2 * settings.service.max_concurrent_events;
+    let lanes = Provider::ALL.len() * settings.service.max_concurrent_events;
     if reads < lanes {
         warn!(
             max_connections = settings.database.max_connections,

@@ -265,6 +265,7 @@ fn device(index: usize, app: Option<AppId>, provider: Provider, token: &str) -> 
         platform: Some(match provider {
             Provider::Apns => Platform::Ios,
             Provider::Fcm => Platform::Android,
+            Provider::WebPush => Platform::Web,
         }),
         app,
         token: token.to_string(),

@@ -25,3 +25,4 @@ mod redis_tls;
 mod replicas;
 mod subscriber;
 mod test_command;
+mod webpush;

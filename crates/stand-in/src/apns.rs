@@ -174,6 +174,19 @@ fn apns_answer(
     if token.contains("down") || (token.contains("flaky") && once("flaky")) {
         return apns_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None);
     }
+    record(shared, token, headers, body);
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(id) = format!("{:032x}", fastrand::u128(..)).parse() {
+        response.headers_mut().insert("apns-id", id);
+    }
+    response
+}
+
+/// Counts a delivery by token and collapse id; when recording, keeps the push (the token, the
+/// headers that shape it, the payload) and the topic it reached.
+fn record(shared: &Shared, token: &str, headers: &HeaderMap, body: &[u8]) {
+    let c = &shared.counters;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let collapse = header("apns-collapse-id").unwrap_or_default();
     // Kept when recording, as FCM's messages are: the token, the headers that shape the push,
     // and the payload.
@@ -199,9 +212,4 @@ fn apns_answer(
             .unwrap_or_else(|e| e.into_inner())
             .push((token.to_string(), topic));
     }
-    let mut response = StatusCode::OK.into_response();
-    if let Ok(id) = format!("{:032x}", fastrand::u128(..)).parse() {
-        response.headers_mut().insert("apns-id", id);
-    }
-    response
 }
