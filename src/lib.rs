@@ -1,15 +1,15 @@
 #![warn(unreachable_pub)]
 
-//! notifier turns "a talk was posted" events into push notifications on every device whose user
-//! clipped (subscribed to) the talk's program.
+//! notifier turns "a talk was posted" events into push notifications on every device (phone or
+//! browser) whose user clipped (subscribed to) the talk's program.
 //!
 //! The flow, one folder or file a step, in the order an event takes:
 //!
 //! ```text
 //! input ──► event ──► claims ──► content ──┐
-//! (pub/sub  (parse,   (one run    (talk,    ├──► fanout ──► push::{fcm, apns, dry_run} ──► prune
-//!  or a     validate)  a deploy-   templates)│   (a lane     (one Pusher per provider,    (dead
-//!  stream)             ment)     audience ──┘    per          push::retry by its rules)   tokens)
+//! (pub/sub  (parse,   (one run    (talk,    ├──► fanout ──► push::{fcm, apns, webpush,  ──► prune
+//!  or a     validate)  a deploy-   templates)│   (a lane     dry_run} (one Pusher per     (dead
+//!  stream)             ment)     audience ──┘    per          provider, push::retry)      tokens)
 //!                                (streamed       provider)
 //!                                 query)
 //! ```
@@ -28,7 +28,7 @@
 //! - [`fanout`]: one lane per provider under bounded concurrency (`lane`), the tally of
 //!   outcomes and pauses (`tally`), checkpoints (`checkpoint`) and page reads (`pages`).
 //! - [`push`]: the `Pusher` trait, typed outcomes, retries, and one folder per provider
-//!   (`fcm`, `apns`) plus `dry_run`; HTTP/2 goes through the `h2-shards` crate.
+//!   (`fcm`, `apns`, `webpush`) plus `dry_run`; HTTP/2 goes through the `h2-shards` crate.
 //! - [`prune`]: dead tokens disabled in batches.
 //! - [`jobs`] and [`pacing`]: one large event cut into jobs every replica of the deployment takes
 //!   from a Redis Stream, and one rate per provider shared by all of them, kept in Redis.
