@@ -271,6 +271,16 @@ fn output(out: &std::process::Output) -> String {
     )
 }
 
+/// `notifier check` with these variables: whether it passed, and what it printed.
+async fn check(browsers: &Browsers, vars: &[(&str, &str)]) -> (bool, String) {
+    let out = notifier(browsers.dir.path(), vars)
+        .arg("check")
+        .output()
+        .await
+        .unwrap();
+    (out.status.success(), output(&out))
+}
+
 #[tokio::test]
 async fn check_loads_the_vapid_key_and_prints_the_key_browsers_subscribe_with() {
     let browsers = Browsers::start().await;
@@ -279,14 +289,9 @@ async fn check_loads_the_vapid_key_and_prints_the_key_browsers_subscribe_with() 
     let mut vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     vars.push(("DATABASE_URL", &test_db.url));
 
-    let out = notifier(browsers.dir.path(), &vars)
-        .arg("check")
-        .output()
-        .await
-        .unwrap();
+    let (passed, text) = check(&browsers, &vars).await;
 
-    let text = output(&out);
-    assert!(out.status.success(), "{text}");
+    assert!(passed, "{text}");
     use base64::Engine;
     let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&browsers.server_key);
     assert!(
@@ -301,13 +306,8 @@ async fn check_loads_the_vapid_key_and_prints_the_key_browsers_subscribe_with() 
     let broken = browsers.path("broken.pem");
     std::fs::write(&broken, "not a key").unwrap();
     vars.push(("WEBPUSH_VAPID_PRIVATE_KEY_PATH", &broken));
-    let out = notifier(browsers.dir.path(), &vars)
-        .arg("check")
-        .output()
-        .await
-        .unwrap();
-    let text = output(&out);
-    assert!(!out.status.success(), "{text}");
+    let (passed, text) = check(&browsers, &vars).await;
+    assert!(!passed, "{text}");
     assert!(
         text.contains("FAILED  Web Push (WEBPUSH_VAPID_PRIVATE_KEY_PATH)"),
         "{text}"
