@@ -93,7 +93,7 @@ def one_run(args, run):
         config = os.path.join(tmp, "notifier.toml")
         with open(config, "w") as f:
             f.write(f'[claims]\nkey_prefix = "{prefix}"\n[api]\nbacklog_max = {args.backlog_max}\n')
-        token = f"bench-{os.getpid()}"
+        token = f"bench-api-token-{os.getpid()}"
         env = {
             "PATH": os.environ["PATH"], "APP_ENV": "production",
             "DATABASE_URL": f"sqlite://{tmp}/notifier.db", "REDIS_URL": "redis://127.0.0.1:6379",

@@ -36,7 +36,8 @@ def run_case(args, db, devices, case, runs):
     """Seeds a database for the case and runs the event `runs` times against it."""
     run_args = argparse.Namespace(
         devices=devices, latency_ms=0, concurrency=args.concurrency, page_size=args.page_size,
-        max_streams=100, apns_every=0, timeout=args.timeout, no_ceiling=True,
+        max_streams=100, apns_every=0, timeout=args.timeout, no_ceiling=True, light=False,
+        fcm_quota=0, job_size=0,
         rust_log="warn,notifier::worker=info", keep_logs=args.keep_logs,
         query="expr" if case == "expr" else "default")
     workdir = tempfile.mkdtemp(prefix="notifier-audience-")

@@ -23,13 +23,29 @@ Web Push to the same row without (--webpush-every 0) on the same machine.
     python3 bench/fanout.py --devices 100000 --webpush-every 1 --runs 3 --no-ceiling  # all browsers
     python3 bench/fanout.py --devices 100000 --db mariadb --no-analyze --no-ceiling
     python3 bench/fanout.py --devices 100000 --query expr --no-ceiling  # ORDER BY an expression
+    python3 bench/fanout.py --devices 100000 --runs 3 --both            # realistic and light, alternating
+    python3 bench/fanout.py --devices 100000 --runs 3 --peer            # against the Node worker
+
+The stand-in is realistic by default: it parses every send's JSON, checks it as the provider does
+(FCM's message.token among the rest; APNs' payload, the device token from the path) and records
+the delivery by token, as a provider's front end must; h2load's requests pass the same checks, and
+a ceiling run with any refused request fails. --light makes it answer every send unread, as a
+floor for the server's share of the machine; --both runs each in turn and reports both.
+
+--peer alternates the notifier with bench/peer, the Node worker a team would write (firebase-admin
+sendEach in batches of 500, ioredis, pg), installed with npm ci from its package-lock.json. It
+needs root: for the run, /etc/hosts resolves fcm.googleapis.com and oauth2.googleapis.com to
+127.0.0.1 (the line is removed afterwards, also on SIGINT and SIGTERM), and the stand-in listens on
+127.0.0.1:443 with a certificate for those names, trusted through NODE_EXTRA_CA_CERTS. It reports
+both sides' medians and the ratio of their pushes/s.
 
 Needs: cargo, PostgreSQL on 127.0.0.1:5432 (role postgres, trust) for --db postgres, MariaDB on
 127.0.0.1:3306 (root, no password) for --db mariadb, sqlite3 for --db sqlite, Redis on
-127.0.0.1:6379, and h2load (Debian: nghttp2-client). Prints one line per run and the medians;
+127.0.0.1:6379, h2load (Debian: nghttp2-client), and for --peer node and npm. Prints one line per run and the medians;
 --json writes them to a file. bench/audience.py runs the audience-read cases across databases.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -116,6 +132,13 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def io_calls(pid):
+    """The process's read and write system calls so far (/proc/PID/io: syscr, syscw)."""
+    with open(f"/proc/{pid}/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
 
 
 def peak_rss_mib(pid):
@@ -248,6 +271,12 @@ def ceiling(tls_port, body_path, requests, connections, streams, apns=False):
         ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(streams),
          *[arg for h in headers for arg in ("-H", h)], "-d", body_path, f"https://127.0.0.1:{tls_port}{path}"],
         capture_output=True, text=True, check=True).stdout
+    # Every request must have been a delivery: the ceiling is of sends the stand-in accepted
+    # (a realistic stand-in refuses a malformed one), not of errors.
+    codes = next((line for line in out.splitlines() if line.startswith("status codes:")), "")
+    succeeded = int(codes.split(":")[1].split()[0]) if codes else 0  # "status codes: N 2xx, …"
+    if succeeded != requests:
+        raise RuntimeError(f"h2load: {succeeded} of {requests} requests succeeded:\n{out}")
     for line in out.splitlines():
         if line.startswith("finished in"):
             return float(line.split(",")[1].split()[0])  # "finished in 1.2s, 83000.00 req/s, …"
@@ -295,16 +324,107 @@ def set_web_tokens(args, url, plain_port):
     subprocess.run(client, input="\n".join(sql), check=True, capture_output=True, text=True)
 
 
-def one_run(args, url, run):
-    tmp = tempfile.mkdtemp(prefix="notifier-bench-")
-    tls_port, plain_port, http_port = free_port(), free_port(), free_port()
-    stand_in = subprocess.Popen(
-        [os.path.join(BIN, "notifier-stand-in"), "--tls-addr", f"127.0.0.1:{tls_port}",
+def start_stand_in(args, tmp, tls_addr, plain_port, cert_names=()):
+    """The stand-in for one run: realistic (every send parsed, checked and recorded by token, as a
+    provider's front end must) unless --light (answered unread). Any bearer token passes, so that
+    h2load's requests are valid too."""
+    return subprocess.Popen(
+        [os.path.join(BIN, "notifier-stand-in"), "--tls-addr", tls_addr,
          "--plain-addr", f"127.0.0.1:{plain_port}", "--dir", tmp, "--latency-ms", str(args.latency_ms),
-         "--max-streams", str(args.max_streams), "--accept-any-token"],
+         "--max-streams", str(args.max_streams), "--accept-any-token",
+         *(["--light"] if getattr(args, "light", False) else []),
+         *[arg for name in cert_names for arg in ("--cert-name", name)]],
         # Runtime experiments are for the notifier: the stand-in (and so the ceiling) stays as is.
         env={k: v for k, v in os.environ.items() if not k.startswith(("TOKIO_", "MIMALLOC_"))},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def mode(args):
+    return "light" if getattr(args, "light", False) else "realistic"
+
+
+def wait_subscribed(channel, log):
+    for _ in range(400):
+        if sh("redis-cli", "PUBSUB", "NUMSUB", channel).split()[-1] == "1":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"no subscriber on {channel}; see {log}")
+
+
+def failed(log):
+    with open(log) as f:
+        return '"Event failed."' in f.read()
+
+
+def summarised(log):
+    with open(log) as f:
+        return '"Event processed."' in f.read()
+
+
+def measure_event(args, process, plain_port, channel, run, log):
+    """Publishes the event and waits for the stand-in to count every push and for `log` to
+    hold the event's summary line; returns what the run measured of `process`."""
+    reset(plain_port)
+    cpu_before, io_before = cpu_seconds(process.pid), io_calls(process.pid)
+    published_ms = publish(channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
+    deadline = time.time() + args.timeout
+    while True:
+        s = stats(plain_port)
+        if s["delivered"] >= args.devices:
+            break
+        if summarised(log) and deadline > time.time() + 2:
+            deadline = time.time() + 2  # done, short of pushes: the few in flight may still count
+        if time.time() > deadline or process.poll() is not None or failed(log):
+            raise RuntimeError(f"only {s['delivered']} of {args.devices} delivered; see {log}")
+        time.sleep(0.02)
+    # The event's own work ends with its summary line, after the last push.
+    for _ in range(500):
+        if summarised(log):
+            break
+        time.sleep(0.01)
+    cpu = cpu_seconds(process.pid) - cpu_before
+    reads, writes = (after - before for after, before in zip(io_calls(process.pid), io_before))
+    first = s["first_delivered_ms"] - published_ms
+    last = s["last_delivered_ms"] - published_ms
+    return {
+        "devices": args.devices, "apns_every": args.apns_every, "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency, "stand_in": mode(args),
+        # End to end: publish to last push. Steady: first to last push (as h2load measures).
+        "pushes_per_s": args.devices / (last / 1000),
+        "steady_per_s": (args.devices - 1) / max((last - first) / 1000, 0.001),
+        "first_push_ms": first, "last_push_ms": last,
+        "peak_rss_mib": peak_rss_mib(process.pid), "cpu_s_per_10k": cpu / args.devices * 10_000,
+        "tls_connections": s["connections"]["tls"], "duplicates": s["duplicates"],
+        # System calls that move bytes (the sockets' among them), per push: unlike the rates, the
+        # machine's load does not move them, so they compare builds on a busy machine.
+        "reads_per_push": reads / args.devices, "writes_per_push": writes / args.devices,
+    }
+
+
+@contextlib.contextmanager
+def profiled(args, pid, run):
+    """With --perf PREFIX: `perf record --call-graph dwarf` on the notifier for the event, into
+    PREFIX-RUN.data (Debian: linux-perf). It costs the notifier CPU: a profiled run's rates are
+    not figures."""
+    if not getattr(args, "perf", None):
+        yield
+        return
+    out = f"{args.perf}-{run}.data"
+    perf = subprocess.Popen(["perf", "record", "-F", str(args.perf_freq), "--call-graph", "dwarf,16384",
+                             "-p", str(pid), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # perf attaches before the publish
+    try:
+        yield
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+        print(f"# profile: perf report -i {out} --no-children", flush=True)
+
+
+def one_run(args, url, run):
+    tmp = tempfile.mkdtemp(prefix="notifier-bench-")
+    tls_port, plain_port, http_port = free_port(), free_port(), free_port()
+    stand_in = start_stand_in(args, tmp, f"127.0.0.1:{tls_port}", plain_port)
     notifier = None
     try:
         wait_for_stand_in(plain_port)
@@ -312,12 +432,15 @@ def one_run(args, url, run):
             set_web_tokens(args, url, plain_port)
         channel = f"bench_{os.getpid()}_{run}"
         with open(os.path.join(tmp, "notifier.toml"), "w") as f:
+            # Each provider may use the whole concurrency, unless --default-shares leaves the
+            # notifier's own share (three quarters of it) in place.
+            share = "" if getattr(args, "default_shares", False) else f"concurrency = {args.concurrency}\n"
             f.write(f'[claims]\nkey_prefix = "bench:{os.getpid()}:{run}:"\n'
                     f"[database]\npage_size = {args.page_size}\n"
-                    f"[fcm]\nconcurrency = {args.concurrency}\n"
-                    f"[apns]\nconcurrency = {args.concurrency}\n")
+                    f"[fcm]\n{share}connections = {getattr(args, 'fcm_connections', 0)}\n"
+                    f"[apns]\n{share}")
             if args.webpush_every > 0:
-                f.write(f'[webpush]\nallowed_hosts = ["localhost"]\nconcurrency = {args.concurrency}\n')
+                f.write(f'[webpush]\nallowed_hosts = ["localhost"]\n{share}')
             if args.query == "expr":
                 f.write(f'[queries]\naudience = """{EXPR_QUERY}"""\n')
         env = {
@@ -342,43 +465,12 @@ def one_run(args, url, run):
         }
         log = open(os.path.join(tmp, "notifier.log"), "w")
         notifier = subprocess.Popen([os.path.join(BIN, "notifier"), "run"], env=env, stdout=log, stderr=log)
-        for _ in range(200):
-            if sh("redis-cli", "PUBSUB", "NUMSUB", channel).split()[-1] == "1":
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"the notifier did not subscribe; see {log.name}")
-        reset(plain_port)
-        cpu_before = cpu_seconds(notifier.pid)
-        published_ms = publish(channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
-        deadline = time.time() + args.timeout
-        while True:
-            s = stats(plain_port)
-            if s["delivered"] >= args.devices:
-                break
-            if time.time() > deadline or notifier.poll() is not None:
-                raise RuntimeError(f"only {s['delivered']} of {args.devices} delivered; see {log.name}")
-            time.sleep(0.02)
-        # The event's own work ends with its summary line, after the last push.
-        for _ in range(500):
-            with open(log.name) as f:
-                if '"Event processed."' in f.read():
-                    break
-            time.sleep(0.01)
-        cpu = cpu_seconds(notifier.pid) - cpu_before
-        first = s["first_delivered_ms"] - published_ms
-        last = s["last_delivered_ms"] - published_ms
-        result = {
-            "devices": args.devices, "apns_every": args.apns_every, "webpush_every": args.webpush_every,
-            "latency_ms": args.latency_ms, "concurrency": args.concurrency,
-            # End to end: publish to last push. Steady: first to last push (as h2load measures).
-            "pushes_per_s": args.devices / (last / 1000),
-            "steady_per_s": (args.devices - 1) / max((last - first) / 1000, 0.001),
-            "first_push_ms": first, "last_push_ms": last,
-            "peak_rss_mib": peak_rss_mib(notifier.pid), "cpu_s_per_10k": cpu / args.devices * 10_000,
-            "tls_connections": s["connections"]["tls"], "duplicates": s["duplicates"],
-        }
+        wait_subscribed(channel, log.name)
+        with profiled(args, notifier.pid, run):
+            result = measure_event(args, notifier, plain_port, channel, run, log.name)
+        result["webpush_every"] = args.webpush_every
         if args.webpush_every > 0:
+            s = stats(plain_port)
             result["webpush_decrypted"] = s["webpush"]["decrypted"]
             if s["webpush"]["decrypt_failures"]:
                 raise RuntimeError(f"{s['webpush']['decrypt_failures']} Web Push bodies did not decrypt")
@@ -400,6 +492,112 @@ def one_run(args, url, run):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+PEER_DIR = os.path.join(ROOT, "bench", "peer")
+# firebase-admin sends to fcm.googleapis.com and fetches its token from oauth2.googleapis.com (it
+# ignores the service account's token_uri): both are resolved to loopback for the run.
+PEER_HOSTS = ("fcm.googleapis.com", "oauth2.googleapis.com")
+HOSTS = "/etc/hosts"
+
+
+class LoopbackHosts:
+    """Adds a line to /etc/hosts resolving PEER_HOSTS to 127.0.0.1, marked with this process's id,
+    and removes it on exit, however the run ends (SIGTERM and SIGINT included)."""
+
+    MARK = "# notifier bench/fanout.py --peer"
+
+    def __enter__(self):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # A run killed outright (SIGKILL) left its line: any whose process is gone goes now.
+        self.drop(lambda pid: not os.path.exists(f"/proc/{pid}"))
+        with open(HOSTS, "a") as f:
+            f.write(f"127.0.0.1 {' '.join(PEER_HOSTS)} {self.MARK} {os.getpid()}\n")
+        return self
+
+    def __exit__(self, *_):
+        self.drop(lambda pid: pid == str(os.getpid()))
+
+    def drop(self, whose):
+        with open(HOSTS) as f:
+            lines = f.readlines()
+        kept = [line for line in lines if self.MARK not in line or not whose(line.split()[-1])]
+        if kept != lines:
+            with open(HOSTS, "w") as f:
+                f.writelines(kept)
+
+
+def install_peer():
+    """bench/peer's dependencies, pinned by its package-lock.json, installed as npm ci installs them."""
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEER_DIR, check=True)
+
+
+def peer_run(args, url, run):
+    """The Node worker (bench/peer) sending the same event to the same audience through the
+    stand-in on 127.0.0.1:443, as fcm.googleapis.com."""
+    tmp = tempfile.mkdtemp(prefix="notifier-bench-peer-")
+    plain_port = free_port()
+    stand_in = start_stand_in(args, tmp, "127.0.0.1:443", plain_port, cert_names=PEER_HOSTS)
+    peer = None
+    try:
+        wait_for_stand_in(plain_port)
+        channel = f"bench_peer_{os.getpid()}_{run}"
+        env = {
+            "PATH": os.environ["PATH"], "DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:6379",
+            "NOTIFIER_CHANNEL": channel, "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(tmp, "service-account.json"),
+            "NODE_EXTRA_CA_CERTS": os.path.join(tmp, "ca.pem"),
+            **{k: v for k, v in os.environ.items() if k.startswith("PEER_")},
+        }
+        log = open(os.path.join(tmp, "peer.log"), "w")
+        peer = subprocess.Popen(["node", os.path.join(PEER_DIR, "worker.js")], env=env, stdout=log, stderr=log)
+        wait_subscribed(channel, log.name)
+        result = measure_event(args, peer, plain_port, channel, f"peer-{run}", log.name)
+        result["worker"] = "node"
+        return result
+    finally:
+        stop(peer)
+        stand_in.terminate()
+        stand_in.wait()
+        if args.keep_logs and peer is not None:
+            os.makedirs(args.keep_logs, exist_ok=True)
+            shutil.copy(os.path.join(tmp, "peer.log"), os.path.join(args.keep_logs, f"peer-{run}.log"))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plan(args):
+    """The runs, in the order they go: (label, function, args). --both alternates the realistic and
+    the light stand-in, --peer the notifier and the Node worker, so that the machine's drift
+    falls on both sides of each comparison."""
+    realistic = argparse.Namespace(**{**vars(args), "light": False})
+    light = argparse.Namespace(**{**vars(args), "light": True})
+    steps = []
+    for run in range(args.runs):
+        if args.peer:
+            steps += [("notifier", one_run, args, run), ("node", peer_run, args, run)]
+        elif args.both:
+            steps += [("realistic", one_run, realistic, run), ("light", one_run, light, f"{run}-light")]
+        else:
+            steps += [(mode(args), one_run, args, run)]
+    return steps
+
+
+def report(runs):
+    """Medians per label, and with two labels the ratio of the first's pushes/s to the second's
+    (the median of the pair-by-pair ratios too)."""
+    out = {}
+    for label in dict.fromkeys(label for label, _ in runs):
+        mine = [r for lab, r in runs if lab == label]
+        out[label] = {k: statistics.median(r[k] for r in mine) for k in mine[0] if isinstance(mine[0][k], (int, float))}
+        print(f"median {label}:", json.dumps({k: round(v, 3) for k, v in out[label].items()}), flush=True)
+    labels = list(out)
+    if len(labels) == 2:
+        a, b = ([r["pushes_per_s"] for lab, r in runs if lab == label] for label in labels)
+        pairs = [x / y for x, y in zip(a, b)]
+        out["ratio"] = {"of_medians": out[labels[0]]["pushes_per_s"] / out[labels[1]]["pushes_per_s"],
+                        "median_of_pairs": statistics.median(pairs), "pairs": pairs}
+        print(f"pushes/s {labels[0]} / {labels[1]}:", json.dumps({k: [round(p, 2) for p in v] if isinstance(v, list)
+                                                                  else round(v, 2) for k, v in out["ratio"].items()}))
+    return out
+
+
 def use_bin_dir(args):
     global BIN
     if args.bin_dir:
@@ -414,6 +612,9 @@ def main():
     p.add_argument("--concurrency", type=int, default=256, help="NOTIFIER_CONCURRENCY (FCM may use all of it)")
     p.add_argument("--fcm-quota", type=int, default=0, help="FCM_QUOTA_PER_MINUTE (0: unpaced)")
     p.add_argument("--job-size", type=int, default=0, help="NOTIFIER_JOB_SIZE (0: one replica sends it whole)")
+    p.add_argument("--default-shares", action="store_true",
+                   help="leave fcm.concurrency and apns.concurrency to the notifier (a share of --concurrency)")
+    p.add_argument("--fcm-connections", type=int, default=0, help="fcm.connections (0: the notifier's own choice)")
     p.add_argument("--page-size", type=int, default=1000)
     p.add_argument("--max-streams", type=int, default=100, help="the stand-in's SETTINGS_MAX_CONCURRENT_STREAMS")
     p.add_argument("--db", choices=["postgres", "mariadb", "sqlite"], default="postgres")
@@ -431,33 +632,45 @@ def main():
     p.add_argument("--ceiling-requests", type=int, default=200_000)
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="write the runs and medians here")
+    p.add_argument("--light", action="store_true",
+                   help="the stand-in answers every send unread (default: parsed, checked, recorded by token)")
+    p.add_argument("--both", action="store_true", help="each run twice: realistic stand-in, then --light")
+    p.add_argument("--peer", action="store_true",
+                   help="alternate the notifier with bench/peer (Node: firebase-admin sendEach, ioredis, pg), "
+                        "the stand-in on 127.0.0.1:443 as fcm.googleapis.com (an /etc/hosts line, removed after)")
+    p.add_argument("--perf", metavar="PREFIX", help="profile the notifier during each event into PREFIX-RUN.data")
+    p.add_argument("--perf-freq", type=int, default=499, help="perf's samples per second with --perf")
     p.add_argument("--rust-log", default="warn,notifier::worker=info", help="the notifier's RUST_LOG")
     p.add_argument("--keep-logs", metavar="DIR", help="copy each run's notifier log here")
     args = p.parse_args()
     use_bin_dir(args)
+    if args.peer and (args.db != "postgres" or args.apns_every or args.webpush_every or args.both):
+        p.error("--peer compares FCM sends read from PostgreSQL: no --db, --apns-every, --webpush-every or --both")
 
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
                        cwd=ROOT, check=True)
+    if args.peer:
+        install_peer()
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
     workdir = tempfile.mkdtemp(prefix="notifier-bench-db-")
     url, drop = make_audience(args.db, args.devices, workdir, args.apns_every, not args.no_analyze,
                               args.webpush_every)
     runs = []
     try:
-        for run in range(args.runs):
-            r = one_run(args, url, run)
-            runs.append(r)
-            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+        with LoopbackHosts() if args.peer else contextlib.nullcontext():
+            for label, run_one, run_args, run in plan(args):
+                r = run_one(run_args, url, run)
+                runs.append((label, r))
+                print(json.dumps({"run": label, **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}}),
+                      flush=True)
     finally:
         drop()
         shutil.rmtree(workdir, ignore_errors=True)
-    medians = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], (int, float))}
-    print("median:", json.dumps({k: round(v, 3) for k, v in medians.items()}))
+    medians = report(runs)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "median": medians}, f, indent=2)
-
+            json.dump({"runs": [{"run": label, **r} for label, r in runs], "median": medians}, f, indent=2)
 
 if __name__ == "__main__":
     sys.exit(main())

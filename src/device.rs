@@ -93,6 +93,30 @@ pub struct Device {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+impl Device {
+    /// A device with no row behind it (a token given directly: `POST /push`, a test push), of
+    /// `app` (`None`: one this process does not serve), numbered `id` (its place among the
+    /// tokens: it orders a lane and its checkpoint).
+    pub(crate) fn addressed(
+        id: i64,
+        app: Option<AppId>,
+        provider: Provider,
+        platform: Platform,
+        token: &str,
+    ) -> Self {
+        Self {
+            id,
+            user_id: None,
+            provider: Some(provider),
+            platform: Some(platform),
+            app,
+            token: token.to_string(),
+            locale: None,
+            updated_at: None,
+        }
+    }
+}
+
 /// One value per provider. Serialised as `{"fcm": …, "apns": …, "webpush": …}`, the shape
 /// checkpoints stored in Redis have; a field a provider added later defaults when absent, so a
 /// checkpoint written before it existed still reads (that lane starts from the beginning).

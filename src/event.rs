@@ -42,7 +42,10 @@ pub enum Rejection {
     MissingTalkId,
     #[error("{field} must be a positive integer or a string of digits, got {got}")]
     BadId { field: &'static str, got: String },
-    #[error("event_id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters, got {0}")]
+    #[error(
+        "event_id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters, none a control \
+         character, got {0}"
+    )]
     BadEventId(String),
     #[error("dry_run must be true or false, got {0}")]
     BadDryRun(String),
@@ -93,9 +96,7 @@ impl TalkPosted {
         };
         let event_id = match fields.get("event_id") {
             None | Some(Value::Null) => format!("talk_posted:{talk_id}"),
-            Some(Value::String(s)) if (1..=MAX_EVENT_ID_CHARS).contains(&s.chars().count()) => {
-                s.clone()
-            }
+            Some(Value::String(s)) if valid_event_id(s) => s.clone(),
             Some(v) => return Err(Rejection::BadEventId(short(v))),
         };
         let dry_run = match fields.get("dry_run") {
@@ -132,6 +133,13 @@ impl TalkPosted {
         }
         Value::Object(fields).to_string()
     }
+}
+
+/// 1 to 128 characters, none a control character: the id is written into log lines and, for
+/// APNs, into the `apns-collapse-id` header, which refuses control characters (a push that would
+/// fail for every iPhone of the event).
+fn valid_event_id(id: &str) -> bool {
+    (1..=MAX_EVENT_ID_CHARS).contains(&id.chars().count()) && !id.chars().any(char::is_control)
 }
 
 fn positive_id(field: &'static str, value: &Value) -> Result<i64, Rejection> {
@@ -290,6 +298,15 @@ mod tests {
             (br#"{"talk_id": 1, "program_id": "x"}"#, "bad_id"),
             (br#"{"talk_id": 1, "event_id": ""}"#, "bad_event_id"),
             (br#"{"talk_id": 1, "event_id": 5}"#, "bad_event_id"),
+            (br#"{"talk_id": 1, "event_id": "a\nb"}"#, "bad_event_id"),
+            (
+                br#"{"talk_id": 1, "event_id": "tab\there"}"#,
+                "bad_event_id",
+            ),
+            (
+                br#"{"talk_id": 1, "event_id": "del\u007f"}"#,
+                "bad_event_id",
+            ),
             (br#"{"talk_id": 1, "dry_run": "yes"}"#, "bad_dry_run"),
             (
                 br#"{"talk_id": 1, "published_at": "yesterday"}"#,
@@ -370,7 +387,7 @@ mod tests {
             match parsed {
                 Ok(event) => {
                     assert!(event.talk_id > 0);
-                    assert!((1..=MAX_EVENT_ID_CHARS).contains(&event.event_id.chars().count()));
+                    assert!(valid_event_id(&event.event_id), "{:?}", event.event_id);
                     assert_eq!(parse(&event.to_json()).as_ref(), Ok(event));
                 }
                 Err(rejection) => {

@@ -5,7 +5,9 @@
 //!
 //! Pushes report dead tokens over a channel; a task per event batches them and flushes when a
 //! batch is full, every second, and when the event ends. Flushes run beside the receiving loop,
-//! so a slow database delays the pruning, never the pushes. Dry and validate runs start none.
+//! so a slow database delays the pruning, not the pushes, until [`READY_MAX`] full batches wait:
+//! then the task stops receiving, the channel fills, and the pushes reporting dead tokens wait
+//! for the database (memory stays bounded however slow it is). Dry and validate runs start none.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,14 +27,27 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const FLUSHES_AT_ONCE: usize = 2;
 /// Tries of one batch before its devices are left enabled for the next event to find.
 const FLUSH_ATTEMPTS: u32 = 4;
+/// Full batches waiting for a flush before receiving stops (20 × 500 ids and tokens).
+const READY_MAX: usize = 20;
 
 /// A dead token to disable.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Dead {
     pub device_id: i64,
     pub token: String,
     /// Why, stored in `disabled_reason` as it prints (`fcm:UNREGISTERED`).
     pub reason: Reason,
+}
+
+/// The token masked: a `Debug` print may reach a log.
+impl std::fmt::Debug for Dead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dead")
+            .field("device_id", &self.device_id)
+            .field("token", &crate::push::MaskedToken(&self.token).to_string())
+            .field("reason", &self.reason)
+            .finish()
+    }
 }
 
 pub(crate) struct Pruner {
@@ -81,7 +96,7 @@ async fn run(mut rx: mpsc::Receiver<Dead>, db: Database, statement: PreparedQuer
             );
         }
         tokio::select! {
-            dead = rx.recv(), if open => match dead {
+            dead = rx.recv(), if open && ready.len() < READY_MAX => match dead {
                 Some(dead) => {
                     let batch = pending.entry(dead.reason.clone()).or_default();
                     batch.0.push(dead.device_id);
@@ -142,4 +157,54 @@ async fn flush(
         error!(error = %e, devices = count, %reason, "Pruning a batch failed; those devices stay enabled.");
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::database::Queries;
+    use crate::device::Provider;
+
+    /// Sends dead tokens until one waits longer than a second: how many were taken.
+    async fn taken_before_a_send_waits(tx: &mpsc::Sender<Dead>, at_most: i64) -> i64 {
+        let reason = Reason::new(Provider::Fcm, "UNREGISTERED");
+        for n in 0..at_most {
+            let dead = Dead {
+                device_id: n,
+                token: format!("dead-{n}"),
+                reason: reason.clone(),
+            };
+            let sent = tokio::time::timeout(Duration::from_secs(1), tx.send(dead)).await;
+            if sent.is_err() {
+                return n;
+            }
+        }
+        at_most
+    }
+
+    #[tokio::test]
+    async fn a_stalled_database_stops_the_receiving_once_its_batches_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/prune.db", dir.path().display());
+        let settings = crate::config::load_with(&[("DATABASE_URL", url.as_str())]).unwrap();
+        let db = Database::connect(&settings.database).await.unwrap();
+        db.migrate().await.unwrap();
+        let queries = Queries::prepare(&settings.queries, db.backend()).unwrap();
+        // Another connection holds the database: every prune statement waits for its lock.
+        let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let pruner = Pruner::start(db, queries.prune.clone());
+        let taken = taken_before_a_send_waits(&pruner.sender(), 200_000).await;
+        // Waiting: READY_MAX batches, those being flushed, one filling, and the channel's.
+        let bound = (READY_MAX + FLUSHES_AT_ONCE + 1) * BATCH + 2 * BATCH;
+        assert!(
+            taken as usize > READY_MAX * BATCH && taken as usize <= bound,
+            "{taken} dead tokens taken while the database is stalled (bound {bound})"
+        );
+    }
 }

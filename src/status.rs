@@ -4,10 +4,13 @@
 //!
 //! It serves a few requests a minute from probes and a scraper, on the same runtime as the
 //! fan-out: every handler is cheap (the readiness check is one database round trip, bounded by a
-//! timeout), so it never takes noticeable time from the pushes.
+//! timeout), so it never takes noticeable time from the pushes. It is often reachable from more
+//! than the probes (`0.0.0.0:9464` in the image), so it has the limits of [`LIMITS`], and no
+//! answer carries an internal error's text.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::http_server::Limits;
 use crate::worker::Worker;
 
 /// The worker, once start-up has made it: probes are answered from the moment the port is
@@ -31,7 +35,15 @@ struct Status {
     metrics: PrometheusHandle,
 }
 
-/// Serves until `stop` is cancelled.
+/// The status listener's limits (`http_server`): probes and a scraper send their request at once
+/// and need few connections, but a crowd of half-open ones must not shut them out.
+const LIMITS: Limits = Limits {
+    header_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(10),
+    max_connections: 1024,
+};
+
+/// Serves until `stop` is cancelled and the requests in hand are answered.
 pub(crate) async fn serve(
     listener: TcpListener,
     worker: WorkerSlot,
@@ -46,9 +58,7 @@ pub(crate) async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(Status { worker, metrics });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    crate::http_server::serve(listener, app, LIMITS, "status", stop).await
 }
 
 async fn readyz(State(status): State<Status>) -> impl IntoResponse {

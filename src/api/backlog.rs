@@ -30,10 +30,11 @@ const NOTIFICATION: &str = "notification";
 /// The app whose credentials send it; absent in entries of older builds: the default app.
 const APP: &str = "app";
 
-/// `append(stream [, seen]; max, accepted_at, app, answer, window_s, provider, json, …)`: the key
-/// seen before gives its answer back and appends nothing; a backlog without room for the whole
-/// request takes none of it; otherwise every notification is appended (and the key's answer
-/// kept) in this one step, so two requests racing for the last places cannot both get in.
+/// `append(stream [, seen, entries]; max, accepted_at, app, answer, window_s, provider, json, …)`:
+/// the key seen before gives its answer back and appends nothing; a backlog without room for the
+/// whole request takes none of it; otherwise every notification is appended (and the key's
+/// answer and the entries it queued kept, so that a cancel can find them) in this one step, so
+/// two requests racing for the last places cannot both get in.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -50,7 +51,11 @@ for i = 0, n - 1 do
   out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'provider', ARGV[6 + 2 * i],
     'accepted_at', ARGV[2], 'app', ARGV[3], 'notification', ARGV[7 + 2 * i])
 end
-if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5]) end
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
+  for i = 2, #out do redis.call('RPUSH', KEYS[3], out[i]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 return out
 "#,
     )
@@ -113,7 +118,7 @@ impl Backlog {
         call.key(&self.key);
         let (answer, window) = match &idempotent {
             Some(i) => {
-                call.key(&i.key);
+                call.key(&i.key).key(entries_of(&i.key));
                 (i.answer, i.window_secs)
             }
             None => ("", 0),
@@ -151,6 +156,11 @@ impl Backlog {
             .await
             .map_err(BacklogError::Redis)
     }
+}
+
+/// Where a request's `Idempotency-Key` keeps the backlog entries it queued.
+pub(crate) fn entries_of(idempotency: &str) -> String {
+    format!("{idempotency}:entries")
 }
 
 /// One accepted notification, as the backlog stores it.

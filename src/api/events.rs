@@ -100,10 +100,9 @@ impl EventStore {
         };
         let keys = self.claims.keys();
         let dry = keys.unit(&Unit::DryRunEvent(event_id.to_string()));
-        let (claim, dry_claim, totals): (Hash, Hash, Hash) = redis::pipe()
+        let (claim, dry_claim): (Hash, Hash) = redis::pipe()
             .hgetall(keys.event(event_id))
             .hgetall(dry)
-            .hgetall(keys.totals(event_id))
             .query_async(&mut redis)
             .await?;
         // An event that asked for a dry run, on a replica that sends, is claimed apart.
@@ -113,11 +112,7 @@ impl EventStore {
                 redis::AsyncCommands::exists(&mut redis, keys.queued(event_id)).await?;
             return Ok(queued.then(Status::queued));
         };
-        let running = matches!(state.as_str(), "running" | "cancelling");
-        // A split event's counts so far are its jobs' totals; once ended, its claim's.
-        if running && claim.contains_key("jobs") {
-            return Ok(Some(Status::new(state, &totals, "t:")));
-        }
+        // A split event's owner stores its jobs' counts so far with its claim, every second.
         Ok(Some(Status::new(state, &claim, "c:")))
     }
 }
@@ -270,4 +265,60 @@ pub(super) async fn delete(
     tracing::info!(event_id = %event_id, "An event was cancelled over HTTP.");
     let body = json!({ "event_id": event_id, "state": state });
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// Which app's `POST /push` a key belongs to.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct OfApp {
+    app: Option<String>,
+}
+
+/// `DELETE /v1/pushes/{idempotency_key}` (`?app=NAME` for a named app's route): stops the
+/// notifications of the `POST /push` request that carried this `Idempotency-Key`, as a cancel
+/// stops an event. 202 with what it found; 404 for a key not seen within the dedup window.
+pub(super) async fn cancel_pushes(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    axum::extract::Query(of): axum::extract::Query<OfApp>,
+) -> Response {
+    let native = Family::Native;
+    let key = match event_id(path) {
+        Ok(key) => key,
+        Err(refused) => return *refused,
+    };
+    let Some(store) = &state.events else {
+        return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
+    };
+    let app = of.app.as_deref().unwrap_or(crate::apps::DEFAULT_APP);
+    let record = state.keys.idempotency(&format!("push:{app}"), &key);
+    let entries = super::backlog::entries_of(&record);
+    match store.claims.cancel_pushes(&entries, &store.group).await {
+        Ok(Some(found)) => {
+            let state = if found.stopping > 0 {
+                "cancelling"
+            } else {
+                "cancelled"
+            };
+            tracing::info!(
+                app,
+                settled = found.settled,
+                stopping = found.stopping,
+                done = found.done,
+                "POST /push notifications were cancelled over HTTP."
+            );
+            let body = json!({"idempotency_key": key, "state": state, "found": found});
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Ok(None) => native.error(
+            StatusCode::NOT_FOUND,
+            "no POST /push request with this Idempotency-Key within the dedup window",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "The API could not cancel POST /push notifications.");
+            native.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Redis cannot be reached; retry",
+            )
+        }
+    }
 }

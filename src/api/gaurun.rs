@@ -1,20 +1,16 @@
-//! Gaurun's `POST /push` (mercari/gaurun SPEC.md): the request as Gaurun clients send it, its
-//! validation, and the handler. Unlike Gaurun, every notification is checked before the answer,
-//! and an invalid one refuses the whole request with a 400 naming its index and the reason.
+//! Gaurun's notification (mercari/gaurun SPEC.md) as its clients send it to `POST /push`
+//! (`gaurun_push`; read as Go reads it, in `gaurun_json`), and the rules each must meet to be
+//! sent: Gaurun's (a token is not empty, platform 1 or 2, a message) and the notifier's own (the
+//! providers' ranges and reserved keys, bounded lengths so that no log line is flooded).
 //!
-//! The field names, platform codes and messages are Gaurun's and must not change; a new rule of
-//! validation is a variant of [`Invalid`] with a test row.
+//! The field names, platform codes and messages are Gaurun's and must not change; a new rule is
+//! a variant of [`Invalid`] with its label (listed in `telemetry::API_REJECTED_REASONS`) and a
+//! test row.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use super::ApiState;
-use super::backlog::{Appended, BacklogError, Idempotent};
-use super::guard::Family;
+use serde::Serialize;
+
 use crate::device::Provider;
 
 /// Gaurun's `platform` codes.
@@ -22,36 +18,34 @@ const IOS: i64 = 1;
 const ANDROID: i64 = 2;
 /// FCM's longest time to live (and Gaurun's `gcm` check): four weeks.
 const MAX_TIME_TO_LIVE: i64 = 4 * 7 * 24 * 3600;
+/// The longest device token taken, in bytes: FCM registration tokens run to about 160
+/// characters and APNs tokens to 64 hex digits (Apple allows for up to 200); the reference
+/// schema's `devices.token` column holds 1024.
+pub(super) const MAX_TOKEN_BYTES: usize = 1024;
+/// The longest `identifier`, in characters: it is repeated on every log line about its tokens.
+pub(super) const MAX_IDENTIFIER_CHARS: usize = 128;
+/// How much of a caller's value a reason quotes.
+pub(super) const QUOTED_CHARS: usize = 64;
 
-/// `{"notifications": [...]}`; unknown fields are ignored, as Go's decoder does.
-#[derive(Debug, Deserialize)]
-pub(super) struct PushRequest {
-    pub(super) notifications: Vec<GaurunNotification>,
-}
-
-/// One notification, each field as Gaurun's `RequestGaurunNotification`; absent means Go's zero.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default)]
+/// One notification, each field as Gaurun's `RequestGaurunNotification`; absent or `null` means
+/// Go's zero value (`Deserialize` is in `gaurun_json`).
+#[derive(Clone, Default, Serialize)]
 pub(super) struct GaurunNotification {
     pub(super) token: Vec<String>,
-    #[serde(deserialize_with = "whole_number")]
     pub(super) platform: i64,
     pub(super) message: String,
     pub(super) title: String,
     pub(super) subtitle: String,
-    #[serde(deserialize_with = "whole_number")]
     pub(super) badge: i64,
     pub(super) category: String,
     pub(super) sound: String,
     pub(super) content_available: bool,
     pub(super) mutable_content: bool,
-    #[serde(deserialize_with = "whole_number")]
     pub(super) expiry: i64,
     pub(super) push_type: String,
     pub(super) collapse_key: String,
     /// Accepted and dropped: FCM v1 has no equivalent.
     pub(super) delay_while_idle: bool,
-    #[serde(deserialize_with = "whole_number")]
     pub(super) time_to_live: i64,
     pub(super) priority: String,
     pub(super) extend: Vec<Extend>,
@@ -59,21 +53,21 @@ pub(super) struct GaurunNotification {
     pub(super) identifier: String,
 }
 
-/// An integer field: `364` or `364.0` (the same number in JSON, and what PHP writes for a float);
-/// `364.5` is refused as malformed.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    n.as_i64()
-        .or_else(|| crate::event::whole(n.as_f64()?))
-        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer")))
+/// Never the tokens themselves: a `Debug` print may reach a log.
+impl fmt::Debug for GaurunNotification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GaurunNotification")
+            .field("tokens", &self.token.len())
+            .field("platform", &self.platform)
+            .field("identifier", &self.identifier)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A custom key: `{"key": .., "val": ..}` (Gaurun's spelling; `value` is read too).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(super) struct Extend {
     pub(super) key: String,
-    #[serde(alias = "value")]
     pub(super) val: String,
 }
 
@@ -87,17 +81,16 @@ impl GaurunNotification {
         }
     }
 
-    /// The first rule it breaks, in Gaurun's order (tokens, platform, message), then ours.
+    /// The first rule it breaks, in Gaurun's order (tokens, platform, message), then ours. No
+    /// token at all breaks none: the notification sends nothing, as in Gaurun.
     pub(super) fn check(&self, allow_empty_message: bool) -> Result<Provider, Invalid> {
-        if self.token.is_empty() {
-            return Err(Invalid::NoToken);
-        }
-        if let Some(at) = self.token.iter().position(|t| t.trim().is_empty()) {
-            return Err(Invalid::EmptyToken(at));
-        }
+        self.check_tokens()?;
         let provider = self.provider().ok_or(Invalid::Platform(self.platform))?;
         if self.message.is_empty() && !allow_empty_message {
             return Err(Invalid::EmptyMessage);
+        }
+        if self.identifier.chars().count() > MAX_IDENTIFIER_CHARS {
+            return Err(Invalid::IdentifierTooLong);
         }
         if let Some(at) = self.extend.iter().position(|e| e.key.is_empty()) {
             return Err(Invalid::ExtendKey(at));
@@ -112,12 +105,28 @@ impl GaurunNotification {
         Ok(provider)
     }
 
+    /// Each token is a value a provider could take, and one a log line can hold.
+    fn check_tokens(&self) -> Result<(), Invalid> {
+        for (at, token) in self.token.iter().enumerate() {
+            if token.trim().is_empty() {
+                return Err(Invalid::EmptyToken(at));
+            }
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(Invalid::TokenTooLong(at));
+            }
+            if token.chars().any(char::is_control) {
+                return Err(Invalid::TokenControl(at));
+            }
+        }
+        Ok(())
+    }
+
     /// Each field's own range, whichever platform reads it: a value that is wrong is wrong even
     /// where the other platform would ignore it (Gaurun ignored it), so the document's one schema
     /// tells a client what is accepted.
     fn check_values(&self) -> Result<(), Invalid> {
         if !matches!(self.push_type.as_str(), "" | "alert" | "background") {
-            return Err(Invalid::PushType(self.push_type.clone()));
+            return Err(Invalid::PushType(quoted(&self.push_type)));
         }
         if self.badge < 0 {
             return Err(Invalid::Badge(self.badge));
@@ -129,7 +138,7 @@ impl GaurunNotification {
             return Err(Invalid::TimeToLive(self.time_to_live));
         }
         if !matches!(self.priority.as_str(), "" | "high" | "normal") {
-            return Err(Invalid::Priority(self.priority.clone()));
+            return Err(Invalid::Priority(quoted(&self.priority)));
         }
         Ok(())
     }
@@ -137,7 +146,7 @@ impl GaurunNotification {
     fn check_ios(&self) -> Result<(), Invalid> {
         // Apple's dictionary would be replaced by a custom key of the same name.
         match self.extend.iter().find(|e| e.key == "aps") {
-            Some(e) => Err(Invalid::ReservedKey(e.key.clone())),
+            Some(e) => Err(Invalid::ReservedKey(quoted(&e.key))),
             None => Ok(()),
         }
     }
@@ -145,7 +154,7 @@ impl GaurunNotification {
     fn check_android(&self) -> Result<(), Invalid> {
         // FCM refuses the whole message for these data keys.
         match self.extend.iter().find(|e| fcm_reserved(&e.key)) {
-            Some(e) => Err(Invalid::ReservedKey(e.key.clone())),
+            Some(e) => Err(Invalid::ReservedKey(quoted(&e.key))),
             None => Ok(()),
         }
     }
@@ -157,17 +166,29 @@ fn fcm_reserved(key: &str) -> bool {
         || key.starts_with("gcm")
 }
 
-/// Why one notification is refused.
+/// At most [`QUOTED_CHARS`] of a caller's value, for a reason.
+pub(super) fn quoted(value: &str) -> String {
+    value.chars().take(QUOTED_CHARS).collect()
+}
+
+/// Why one notification is left out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum Invalid {
+    /// Only in strict mode: otherwise a notification without tokens is no error.
     #[error("token is empty")]
     NoToken,
     #[error("token[{0}] is an empty string")]
     EmptyToken(usize),
+    #[error("token[{0}] is longer than {MAX_TOKEN_BYTES} bytes")]
+    TokenTooLong(usize),
+    #[error("token[{0}] holds a control character")]
+    TokenControl(usize),
     #[error("platform {0} is not 1 (iOS) or 2 (Android)")]
     Platform(i64),
     #[error("message is empty")]
     EmptyMessage,
+    #[error("identifier is longer than {MAX_IDENTIFIER_CHARS} characters")]
+    IdentifierTooLong,
     #[error("push_type {0:?} is not alert or background")]
     PushType(String),
     #[error("badge {0} is negative")]
@@ -184,130 +205,24 @@ pub(super) enum Invalid {
     ReservedKey(String),
 }
 
-/// Why a whole request is refused; the texts of Gaurun's 400s where it has one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum Refused {
-    #[error("request body is empty")]
-    EmptyBody,
-    #[error("Request-body is malformed: {0}")]
-    Malformed(String),
-    #[error("empty notification")]
-    NoNotification,
-    #[error("number of notifications({count}) over limit({max})")]
-    OverLimit { count: usize, max: usize },
-    #[error("notification {index}: {reason}")]
-    Invalid {
-        index: usize,
-        #[source]
-        reason: Invalid,
-    },
-}
-
-/// The request's notifications, each with its provider, or the first reason to refuse it.
-pub(super) fn parse(
-    body: &[u8],
-    max: usize,
-    allow_empty_message: bool,
-) -> Result<Vec<(Provider, GaurunNotification)>, Refused> {
-    if body.is_empty() {
-        return Err(Refused::EmptyBody);
-    }
-    let request: PushRequest =
-        serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
-    let count = request.notifications.len();
-    if count == 0 {
-        return Err(Refused::NoNotification);
-    }
-    if count > max {
-        return Err(Refused::OverLimit { count, max });
-    }
-    request
-        .notifications
-        .into_iter()
-        .enumerate()
-        .map(|(index, n)| match n.check(allow_empty_message) {
-            Ok(provider) => Ok((provider, n)),
-            Err(reason) => Err(Refused::Invalid { index, reason }),
-        })
-        .collect()
-}
-
-/// Any other method on `/push`: Gaurun's 400, which its clients may match.
-pub(super) async fn not_post() -> Response {
-    Family::Gaurun.error(StatusCode::BAD_REQUEST, "method must be POST")
-}
-
-/// `POST /push`: for the default app.
-pub(super) async fn push(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    accept(&state, crate::apps::DEFAULT_APP, &headers, body).await
-}
-
-/// `POST /apps/{name}/push`: for a configured app (contract §10); 404 for any other name, before
-/// the body is looked at, so that a typo in a client's URL is not mistaken for a bad request.
-pub(super) async fn app_push(
-    State(state): State<ApiState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if state.apps.resolve(Some(&app)).is_none() {
-        let text = format!("app {app:?} is not configured");
-        return Family::Gaurun.error(StatusCode::NOT_FOUND, text);
-    }
-    accept(&state, &app, &headers, body).await
-}
-
-/// Validates the whole request, then appends it to the backlog for `app`: 200 once durable.
-async fn accept(
-    state: &ApiState,
-    app: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let gaurun = Family::Gaurun;
-    let body = match body {
-        Ok(body) => body,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = state.settings.body_limit_bytes;
-            let text = format!("request body is larger than {limit} bytes");
-            return gaurun.error(StatusCode::PAYLOAD_TOO_LARGE, text);
-        }
-        Err(_) => return gaurun.error(StatusCode::BAD_REQUEST, "failed to read request-body"),
-    };
-    let s = &state.settings;
-    let accepted = match parse(&body, s.notification_max, s.allow_empty_message) {
-        Ok(accepted) => accepted,
-        Err(refused) => return gaurun.error(StatusCode::BAD_REQUEST, refused.to_string()),
-    };
-    let Some(backlog) = &state.backlog else {
-        return gaurun.error(StatusCode::SERVICE_UNAVAILABLE, "no backlog to accept into");
-    };
-    let answer = serde_json::json!({ "message": "ok" }).to_string();
-    let idempotent = match super::idempotency::key(headers) {
-        Ok(key) => key.map(|key| Idempotent {
-            key: state.keys.idempotency(&format!("push:{app}"), &key),
-            answer: &answer,
-            window_secs: state.window_secs,
-        }),
-        Err(refused) => return gaurun.error(StatusCode::BAD_REQUEST, refused),
-    };
-    let at = (chrono::Utc::now().timestamp(), app);
-    match backlog.append(&accepted, at, idempotent).await {
-        Ok(Appended::New(_)) => super::idempotency::answer(StatusCode::OK, answer),
-        Ok(Appended::Repeated(first)) => super::idempotency::answer(StatusCode::OK, first),
-        Err(e) => {
-            if !matches!(e, BacklogError::Full { .. }) {
-                tracing::warn!(error = %e, "POST /push could not be accepted.");
-            }
-            let text = format!("{e}; retry later");
-            let mut refused = gaurun.error(StatusCode::SERVICE_UNAVAILABLE, text);
-            let after = header::HeaderValue::from(s.retry_after_secs);
-            refused.headers_mut().insert(header::RETRY_AFTER, after);
-            refused
+impl Invalid {
+    /// The `reason` label of `notifier_api_rejected_total` (one of `telemetry::API_REJECTED_REASONS`).
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Invalid::NoToken => "no_token",
+            Invalid::EmptyToken(_) => "empty_token",
+            Invalid::TokenTooLong(_) => "token_too_long",
+            Invalid::TokenControl(_) => "token_control_character",
+            Invalid::Platform(_) => "platform",
+            Invalid::EmptyMessage => "empty_message",
+            Invalid::IdentifierTooLong => "identifier_too_long",
+            Invalid::PushType(_) => "push_type",
+            Invalid::Badge(_) => "badge",
+            Invalid::Expiry(_) => "expiry",
+            Invalid::TimeToLive(_) => "time_to_live",
+            Invalid::Priority(_) => "priority",
+            Invalid::ExtendKey(_) => "extend_key",
+            Invalid::ReservedKey(_) => "reserved_key",
         }
     }
 }
@@ -330,48 +245,54 @@ mod tests {
         base
     }
 
-    fn check(notifications: Vec<Value>) -> Result<Vec<Provider>, Refused> {
-        let body = json!({ "notifications": notifications }).to_string();
-        parse(body.as_bytes(), 100, false).map(|v| v.into_iter().map(|(p, _)| p).collect())
-    }
-
-    fn reason(n: Value) -> Invalid {
-        match check(vec![n]) {
-            Err(Refused::Invalid { index: 0, reason }) => reason,
-            other => panic!("expected an invalid notification 0, got {other:?}"),
-        }
+    fn check(n: Value) -> Result<Provider, Invalid> {
+        serde_json::from_value::<GaurunNotification>(n)
+            .unwrap()
+            .check(false)
     }
 
     #[test]
-    fn a_whole_float_is_an_integer_and_a_fraction_is_malformed() {
-        let whole = with(with(ios(), "platform", json!(1.0)), "badge", json!(3.0));
-        assert_eq!(check(vec![whole]).unwrap(), [Provider::Apns]);
-        let half = with(ios(), "expiry", json!(10.5));
-        assert!(
-            matches!(check(vec![half]), Err(Refused::Malformed(ref m)) if m.contains("10.5")),
-            "a fraction names the number"
-        );
-    }
-
-    #[test]
-    fn the_platform_code_chooses_the_provider() {
+    fn the_platform_code_chooses_the_provider_and_no_token_breaks_no_rule() {
+        assert_eq!(check(ios()), Ok(Provider::Apns));
+        assert_eq!(check(android()), Ok(Provider::Fcm));
         assert_eq!(
-            check(vec![ios(), android()]).unwrap(),
-            [Provider::Apns, Provider::Fcm]
+            check(with(android(), "token", json!([]))),
+            Ok(Provider::Fcm)
+        );
+        assert_eq!(
+            check(with(android(), "token", Value::Null)),
+            Ok(Provider::Fcm)
         );
     }
 
     #[test]
     fn each_rule_names_its_reason() {
+        let long_token = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let long_id = "é".repeat(MAX_IDENTIFIER_CHARS + 1);
         let cases = [
-            (with(android(), "token", json!([])), Invalid::NoToken),
             (
                 with(android(), "token", json!(["a", ""])),
                 Invalid::EmptyToken(1),
             ),
+            (
+                with(android(), "token", json!([" "])),
+                Invalid::EmptyToken(0),
+            ),
+            (
+                with(android(), "token", json!(["a", long_token])),
+                Invalid::TokenTooLong(1),
+            ),
+            (
+                with(android(), "token", json!(["a\nb"])),
+                Invalid::TokenControl(0),
+            ),
             (with(android(), "platform", json!(3)), Invalid::Platform(3)),
             (with(android(), "platform", json!(0)), Invalid::Platform(0)),
             (with(android(), "message", json!("")), Invalid::EmptyMessage),
+            (
+                with(ios(), "identifier", json!(long_id)),
+                Invalid::IdentifierTooLong,
+            ),
             (
                 with(ios(), "push_type", json!("voip")),
                 Invalid::PushType("voip".into()),
@@ -408,67 +329,71 @@ mod tests {
             ),
         ];
         for (n, expected) in cases {
-            assert_eq!(reason(n.clone()), expected, "{n}");
+            assert_eq!(check(n.clone()), Err(expected), "{n}");
         }
+        // A token of the longest length and an identifier of the longest length pass.
+        let longest = with(android(), "token", json!(["a".repeat(MAX_TOKEN_BYTES)]));
+        let longest = with(
+            longest,
+            "identifier",
+            json!("é".repeat(MAX_IDENTIFIER_CHARS)),
+        );
+        assert_eq!(check(longest), Ok(Provider::Fcm));
+    }
+
+    #[test]
+    fn a_reason_quotes_at_most_a_few_characters_of_the_caller_s_value() {
+        let huge = "v".repeat(10_000);
+        let Err(Invalid::PushType(quoted)) = check(with(ios(), "push_type", json!(huge))) else {
+            panic!("push_type");
+        };
+        assert_eq!(quoted.chars().count(), QUOTED_CHARS);
     }
 
     #[test]
     fn a_value_out_of_range_is_refused_even_where_the_platform_ignores_the_field() {
         let ios_only = with(android(), "push_type", json!("voip"));
-        assert_eq!(reason(ios_only), Invalid::PushType("voip".into()));
+        assert_eq!(check(ios_only), Err(Invalid::PushType("voip".into())));
         let android_only = with(ios(), "priority", json!("urgent"));
-        assert_eq!(reason(android_only), Invalid::Priority("urgent".into()));
+        assert_eq!(check(android_only), Err(Invalid::Priority("urgent".into())));
         // Valid values of the other platform's fields are accepted and ignored, as Gaurun does.
-        let quiet = with(android(), "push_type", json!("background"));
-        let high = with(ios(), "priority", json!("high"));
-        assert!(check(vec![quiet, high]).is_ok());
+        assert!(check(with(android(), "push_type", json!("background"))).is_ok());
+        assert!(check(with(ios(), "priority", json!("high"))).is_ok());
     }
 
     #[test]
-    fn the_whole_request_is_refused_with_gaurun_s_texts() {
-        assert_eq!(
-            parse(b"", 100, false).unwrap_err().to_string(),
-            "request body is empty"
-        );
-        let malformed = parse(b"{\"notifications\": 3}", 100, false).unwrap_err();
-        assert!(matches!(malformed, Refused::Malformed(_)), "{malformed}");
-        assert!(matches!(
-            parse(b"{}", 100, false),
-            Err(Refused::Malformed(_))
-        ));
-        assert_eq!(check(vec![]).unwrap_err().to_string(), "empty notification");
-        let body = json!({"notifications": [android(), android(), android()]}).to_string();
-        let over = parse(body.as_bytes(), 2, false).unwrap_err();
-        assert_eq!(over.to_string(), "number of notifications(3) over limit(2)");
+    fn an_empty_message_passes_when_allowed() {
+        let n: GaurunNotification =
+            serde_json::from_value(json!({"token": ["t"], "platform": 2})).unwrap();
+        assert_eq!(n.check(true), Ok(Provider::Fcm));
+        assert_eq!(n.check(false), Err(Invalid::EmptyMessage));
     }
 
     #[test]
-    fn an_invalid_notification_is_named_by_its_index() {
-        let err = check(vec![android(), ios(), with(ios(), "platform", json!(9))]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "notification 2: platform 9 is not 1 (iOS) or 2 (Android)"
-        );
-    }
-
-    #[test]
-    fn an_empty_message_passes_when_allowed_and_unknown_fields_are_ignored() {
-        let n = json!({"token": ["t"], "platform": 2, "retry": 1, "seq_id": 4, "other": {}});
-        let body = json!({ "notifications": [n] }).to_string();
-        assert!(parse(body.as_bytes(), 100, true).is_ok());
-        assert!(parse(body.as_bytes(), 100, false).is_err());
-    }
-
-    #[test]
-    fn extend_values_are_read_as_val_or_value() {
-        let n = with(
-            android(),
-            "extend",
-            json!([{"key": "a", "val": "1"}, {"key": "b", "value": "2"}]),
-        );
-        let body = json!({ "notifications": [n] }).to_string();
-        let parsed = parse(body.as_bytes(), 100, false).unwrap();
-        let vals: Vec<&str> = parsed[0].1.extend.iter().map(|e| e.val.as_str()).collect();
-        assert_eq!(vals, ["1", "2"]);
+    fn every_reason_s_label_is_a_series_of_the_metric_and_the_debug_print_hides_tokens() {
+        let all = [
+            Invalid::NoToken,
+            Invalid::EmptyToken(0),
+            Invalid::TokenTooLong(0),
+            Invalid::TokenControl(0),
+            Invalid::Platform(0),
+            Invalid::EmptyMessage,
+            Invalid::IdentifierTooLong,
+            Invalid::PushType(String::new()),
+            Invalid::Badge(0),
+            Invalid::Expiry(0),
+            Invalid::TimeToLive(0),
+            Invalid::Priority(String::new()),
+            Invalid::ExtendKey(0),
+            Invalid::ReservedKey(String::new()),
+        ];
+        let mut labels: Vec<&str> = all.iter().map(Invalid::label).collect();
+        labels.sort_unstable();
+        let mut listed = crate::telemetry::API_REJECTED_REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(labels, listed);
+        let n: GaurunNotification =
+            serde_json::from_value(with(ios(), "token", json!(["secret-device-token"]))).unwrap();
+        assert!(!format!("{n:?}").contains("secret-device-token"), "{n:?}");
     }
 }

@@ -38,14 +38,18 @@ impl Family {
 }
 
 /// The token first (a stranger learns nothing else), then the handler within the time limit.
+/// The console's page is the one exception: it holds no data, and asks for a token itself.
 pub(super) async fn check(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let family = Family::of(request.uri().path());
+    let path = request.uri().path();
+    if path == "/ui" || path.starts_with("/ui/") {
+        return next.run(request).await;
+    }
+    let family = Family::of(path);
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     if !state.settings.tokens.admit(presented) {
         let mut refused = family.error(
             StatusCode::UNAUTHORIZED,
@@ -67,6 +71,27 @@ pub(super) async fn check(State(state): State<ApiState>, request: Request, next:
     }
 }
 
+/// The credentials of `Bearer <token>`; the scheme's name is case-insensitive (RFC 9110 §11.1).
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub(super) async fn not_found(request: Request) -> Response {
     Family::of(request.uri().path()).error(StatusCode::NOT_FOUND, "no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_whatever_its_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc "), Some("abc"));
+        assert_eq!(bearer("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
 }

@@ -1,12 +1,14 @@
-//! The HTTP API on `NOTIFIER_API_ADDR` (contract §9): Gaurun's routes (`gaurun`, mapped onto the
-//! providers' requests by `gaurun_map`) and the native ones (`events`: post, status, cancel), on
-//! a listener of their own apart from `/metrics`, behind the checks of `guard` (bearer tokens,
-//! body size, request time). What they accept is queued durably in Redis before they answer:
-//! `backlog` is the stream where Gaurun notifications wait for the worker (`worker::pushes`),
-//! `idempotency` the `Idempotency-Key` both honour, `stat` Gaurun's figures.
+//! The HTTP API on `NOTIFIER_API_ADDR` (contract §9): Gaurun's routes (`gaurun_push` for the
+//! request, `gaurun` the notification and its rules, `gaurun_json` how Go read it, `gaurun_map`
+//! the providers' requests it becomes, `stat` the figures) and the native ones (`events`: post,
+//! status, cancel), on a listener of their own apart from `/metrics`, behind the checks of
+//! `guard` (bearer tokens, body size, request time). What they accept is queued durably in Redis
+//! before they answer: `backlog` is the stream where Gaurun notifications wait for the worker
+//! (`worker::pushes`), `idempotency` the `Idempotency-Key` both honour.
 //!
-//! This file holds the router and the listener (its settings are `config::ApiSettings`); a new
-//! route is added in [`router`], its handler in the file of its family of routes.
+//! This file holds the router and the listener (its settings are `config::ApiSettings`, its
+//! limits served by `http_server`); a new route is added in [`router`], its handler in the file
+//! of its family of routes.
 
 use std::sync::Arc;
 
@@ -18,9 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod backlog;
+mod console;
 mod events;
 mod gaurun;
+mod gaurun_json;
 mod gaurun_map;
+mod gaurun_push;
 mod guard;
 mod idempotency;
 mod stat;
@@ -29,7 +34,8 @@ use crate::apps::AppNames;
 use crate::config::ApiSettings;
 use crate::push::PushLimit;
 use crate::work::WorkKeys;
-pub(crate) use backlog::{Accepted, Backlog};
+pub(crate) use backlog::{Accepted, Backlog, entries_of};
+pub(crate) use console::Console;
 pub(crate) use events::EventStore;
 pub(crate) use stat::PushStats;
 
@@ -50,6 +56,8 @@ pub(crate) struct Services {
     pub keys: WorkKeys,
     /// The dedup window: how long an `Idempotency-Key`'s answer is kept.
     pub window_secs: u64,
+    /// What the console reads and sends through (`None`: no console).
+    pub console: Option<Console>,
 }
 
 impl Default for Services {
@@ -62,6 +70,7 @@ impl Default for Services {
             apps: AppNames::default(),
             keys: WorkKeys::new("notifier:"),
             window_secs: 86_400,
+            console: None,
         }
     }
 }
@@ -77,6 +86,14 @@ pub(crate) struct ApiState {
     apps: AppNames,
     keys: WorkKeys,
     window_secs: u64,
+    console: Option<Console>,
+}
+
+impl ApiState {
+    /// The backlog's limit (`/stat/app`'s `queue_max`, the console's).
+    pub(super) fn backlog_max(&self) -> usize {
+        self.backlog.as_ref().map_or(0, Backlog::max)
+    }
 }
 
 /// Every route of the API with its checks.
@@ -90,12 +107,16 @@ pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
         apps: services.apps,
         keys: services.keys,
         window_secs: services.window_secs,
+        console: services.console,
     };
     Router::new()
-        .route("/push", post(gaurun::push).fallback(gaurun::not_post))
+        .route(
+            "/push",
+            post(gaurun_push::push).fallback(gaurun_push::not_post),
+        )
         .route(
             "/apps/{name}/push",
-            post(gaurun::app_push).fallback(gaurun::not_post),
+            post(gaurun_push::app_push).fallback(gaurun_push::not_post),
         )
         .route("/stat/app", get(stat::app))
         .route("/stat/go", get(stat::go))
@@ -103,7 +124,16 @@ pub(crate) fn router(settings: &ApiSettings, services: Services) -> Router {
             "/config/pushers",
             put(stat::pushers).fallback(stat::not_put),
         )
-        .route("/v1/events", post(events::post))
+        .route("/v1/events", post(events::post).get(console::events))
+        .route("/v1/deployment", get(console::deployment))
+        .route(
+            "/v1/pushes/{idempotency_key}",
+            axum::routing::delete(events::cancel_pushes),
+        )
+        .route("/v1/test-push", post(console::test_push))
+        .route("/ui", get(console::page))
+        .route("/ui/console.js", get(console::script))
+        .route("/ui/console.css", get(console::style))
         .route(
             "/v1/events/{event_id}",
             get(events::get).delete(events::delete),
@@ -128,19 +158,24 @@ async fn openapi() -> impl axum::response::IntoResponse {
     )
 }
 
-/// Serves until `stop` is cancelled.
+/// Serves until `stop` is cancelled and the requests in hand are answered.
 pub(crate) async fn serve(
     listener: TcpListener,
     settings: ApiSettings,
     services: Services,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let limits = settings.listener_limits();
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, tokens = settings.tokens.len(), "Serving the HTTP API.");
+        info!(
+            %addr,
+            tokens = settings.tokens.len(),
+            max_connections = limits.max_connections,
+            "Serving the HTTP API."
+        );
     }
-    axum::serve(listener, router(&settings, services))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let router = router(&settings, services);
+    crate::http_server::serve(listener, router, limits, "api", stop).await
 }
 
 #[cfg(test)]
@@ -169,7 +204,7 @@ pub(crate) mod tests {
         assert!(settings(&allowed).is_open_beyond_loopback());
         let with_tokens = [
             ("NOTIFIER_API_ADDR", "0.0.0.0:1056"),
-            ("NOTIFIER_API_TOKENS", "t1"),
+            ("NOTIFIER_API_TOKENS", "t1-0123456789abcdef"),
         ];
         assert!(!settings(&with_tokens).is_open_beyond_loopback());
         let loopback = settings(&[("NOTIFIER_API_ADDR", "127.0.0.1:1056")]);
@@ -204,6 +239,8 @@ pub(crate) mod tests {
         reqwest::Client::new()
     }
 
+    const SECRET: &str = "secret-0123456789";
+
     async fn call(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
         let r = req.send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
@@ -211,7 +248,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn errors_come_in_each_family_s_format() {
-        let mut s = settings(&[("NOTIFIER_API_TOKENS", "secret")]);
+        let mut s = settings(&[("NOTIFIER_API_TOKENS", SECRET)]);
         s.body_limit_bytes = 64;
         let base = serve_on_loopback(&s, None).await;
         let c = client();
@@ -221,17 +258,16 @@ pub(crate) mod tests {
         let (status, body) = call(c.get(format!("{base}/v1/events/x")).bearer_auth("wrong")).await;
         assert_eq!(status, 401);
         assert!(body["error"].is_string(), "{body}");
-        let (status, body) = call(c.get(format!("{base}/v1/nothing")).bearer_auth("secret")).await;
+        let (status, body) = call(c.get(format!("{base}/v1/nothing")).bearer_auth(SECRET)).await;
         assert_eq!(
             (status, body),
             (404, serde_json::json!({"error": "no such route"}))
         );
-        let (status, body) =
-            call(c.get(format!("{base}/v1/events/%FF")).bearer_auth("secret")).await;
+        let (status, body) = call(c.get(format!("{base}/v1/events/%FF")).bearer_auth(SECRET)).await;
         assert_eq!(status, 400, "{body}");
         assert!(body["error"].is_string(), "{body}");
-        let push = c.post(format!("{base}/push")).bearer_auth("secret");
-        let (status, body) = call(push.try_clone().unwrap().body("{}")).await;
+        let push = c.post(format!("{base}/push")).bearer_auth(SECRET);
+        let (status, body) = call(push.try_clone().unwrap().body("[]")).await;
         assert_eq!(status, 400);
         assert!(
             body["message"]
@@ -241,7 +277,7 @@ pub(crate) mod tests {
         );
         let (status, body) = call(push.body(vec![b' '; 65])).await;
         assert_eq!(status, 413, "{body}");
-        let (status, body) = call(c.get(format!("{base}/push")).bearer_auth("secret")).await;
+        let (status, body) = call(c.get(format!("{base}/push")).bearer_auth(SECRET)).await;
         assert_eq!(
             (status, body),
             (400, serde_json::json!({"message": "method must be POST"}))
@@ -359,19 +395,12 @@ pub(crate) mod tests {
             (&json!(3), &json!(2), &json!(1), &serde_json::Value::Null),
             "{body}"
         );
-        // Split into jobs and running: the totals of the jobs finished so far.
+        // Split into jobs and running: its owner stores the jobs' counts so far with the claim.
         let totals = keys.totals("e-1");
         let _: () = redis::AsyncCommands::hset_multiple(
             &mut redis.clone(),
             &claim,
-            &[("state", "running"), ("jobs", "3")],
-        )
-        .await
-        .unwrap();
-        let _: () = redis::AsyncCommands::hset_multiple(
-            &mut redis.clone(),
-            &totals,
-            &[("t:sent", 500), ("jobs", 3), ("done", 1)],
+            &[("state", "running"), ("jobs", "3"), ("c:sent", "500")],
         )
         .await
         .unwrap();
@@ -427,8 +456,14 @@ pub(crate) mod tests {
                 "/push",
                 "/stat/app",
                 "/stat/go",
+                "/ui",
+                "/ui/console.css",
+                "/ui/console.js",
+                "/v1/deployment",
                 "/v1/events",
-                "/v1/events/{event_id}"
+                "/v1/events/{event_id}",
+                "/v1/pushes/{idempotency_key}",
+                "/v1/test-push"
             ]
         );
     }

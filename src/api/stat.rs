@@ -1,7 +1,8 @@
 //! Gaurun's figures and its one setting changed at run time: `GET /stat/app` (the backlog, the
 //! pushes in flight, each platform's successes and errors since start as counted by `deliver`),
-//! `GET /stat/go` (the process's runtime) and `PUT /config/pushers?max=N`. Like Gaurun's, the
-//! counts are the process's own, not the deployment's; the deployment's are in `/metrics`.
+//! `GET /stat/go` (the process's runtime) and `PUT /config/pushers?max=N` (`max` read as Gaurun
+//! reads it). Like Gaurun's, the counts are the process's own, not the deployment's; the
+//! deployment's are in `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,7 +54,13 @@ pub(super) async fn app(State(state): State<ApiState>) -> Response {
     };
     let usage = match backlog.len().await {
         Ok(usage) => usage,
-        Err(e) => return gaurun.error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "GET /stat/app could not read the backlog.");
+            return gaurun.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the backlog cannot be read",
+            );
+        }
     };
     let platform = |provider| {
         let (success, error) = state.stats.of(provider);
@@ -100,13 +107,15 @@ fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// `PUT /config/pushers?max=N`: this process's pushes in flight, with Gaurun's answers. Unlike
-/// Gaurun, 0 is refused too: it would stop every push.
+/// `PUT /config/pushers?max=N`: this process's pushes in flight, with Gaurun's answers. Gaurun
+/// read `max` as Go's `ParseInt(s, 0, 64)` (`0x10`, `0o17`, `010`, `1_000` too) and refused a
+/// negative one; 0 made its workers push one at a time, each, so here 0 is one push per core
+/// (Gaurun's default number of workers). Above [`MAX_PUSHERS`] is taken as that.
 pub(super) async fn pushers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Response {
     let gaurun = Family::Gaurun;
-    let max = form_urlencoded_max(query.as_deref().unwrap_or(""));
-    let Some(max) = max.filter(|m| *m > 0) else {
-        return gaurun.error(StatusCode::BAD_REQUEST, "malformed value");
+    let max = match pushers_max(query.as_deref().unwrap_or("")) {
+        Ok(max) => max,
+        Err(text) => return gaurun.error(StatusCode::BAD_REQUEST, text),
     };
     let Some(limit) = &state.limit else {
         return gaurun.error(
@@ -119,14 +128,114 @@ pub(super) async fn pushers(State(state): State<ApiState>, RawQuery(query): RawQ
     gaurun.error(StatusCode::OK, "ok")
 }
 
-/// The first `max` parameter as a number (at most a million: more is no limit a process has).
-fn form_urlencoded_max(query: &str) -> Option<usize> {
-    let value = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "max")?
-        .1;
-    value.parse::<usize>().ok().filter(|m| *m <= 1_000_000)
+/// The most pushes in flight a process is given: more is no limit it has.
+const MAX_PUSHERS: usize = 1_000_000;
+
+/// The limit `max=` in `query` sets, or Gaurun's 400 text.
+fn pushers_max(query: &str) -> Result<usize, &'static str> {
+    let params = query_pairs(query).ok_or("url parameters could not be parsed")?;
+    let value = params
+        .into_iter()
+        .find(|(k, _)| k == "max")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+        .ok_or("malformed value")?;
+    let max = go_parse_int(&value).ok_or("malformed value")?;
+    if max < 0 {
+        return Err("malformed value");
+    }
+    if max == 0 {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    Ok(usize::try_from(max).map_or(MAX_PUSHERS, |m| m.min(MAX_PUSHERS)))
+}
+
+/// The pairs of a query as Go's `url.ParseQuery` gives them: `+` is a space, `%XX` a byte; a bad
+/// escape, a `;` or text that is not UTF-8 fails the whole query.
+fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if pair.contains(';') {
+            return None;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        pairs.push((unescape(key)?, unescape(value)?));
+    }
+    Some(pairs)
+}
+
+fn unescape(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.bytes();
+    while let Some(b) = rest.next() {
+        bytes.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [rest.next()?, rest.next()?];
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`: a sign, then the magnitude as [`go_parse_uint`] reads it.
+fn go_parse_int(s: &str) -> Option<i64> {
+    let (negative, unsigned) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let magnitude = i128::from(go_parse_uint(unsigned.as_bytes())?);
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+/// Go's `strconv.ParseUint(s, 0, 64)`: decimal, `0b`/`0o`/`0x` (either case), or a leading `0`
+/// for octal; `_` between digits (Go's `underscoreOK`).
+fn go_parse_uint(s: &[u8]) -> Option<u64> {
+    let prefixed = |p: u8| s.len() >= 3 && s[0] == b'0' && s[1].eq_ignore_ascii_case(&p);
+    let (radix, digits) = match s.first()? {
+        _ if prefixed(b'b') => (2, &s[2..]),
+        _ if prefixed(b'o') => (8, &s[2..]),
+        _ if prefixed(b'x') => (16, &s[2..]),
+        b'0' => (8, &s[1..]),
+        _ => (10, s),
+    };
+    let mut n: u64 = 0;
+    let mut underscores = false;
+    for &c in digits {
+        if c == b'_' {
+            underscores = true;
+            continue;
+        }
+        let d = char::from(c).to_digit(36).filter(|d| *d < radix)?;
+        n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+    }
+    (!underscores || underscores_ok(s)).then_some(n)
+}
+
+/// Go's `underscoreOK`: each `_` follows a digit or the base prefix and precedes a digit.
+fn underscores_ok(s: &[u8]) -> bool {
+    let (mut saw, mut start, mut hex) = (b'^', 0, false);
+    if s.len() >= 2 && s[0] == b'0' && matches!(s[1].to_ascii_lowercase(), b'b' | b'o' | b'x') {
+        (saw, start, hex) = (b'0', 2, s[1].eq_ignore_ascii_case(&b'x'));
+    }
+    for &c in &s[start..] {
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else if saw == b'_' {
+            return false;
+        } else {
+            saw = b'!';
+        }
+    }
+    saw != b'_'
 }
 
 /// Any other method on `/config/pushers`: Gaurun's 400.
@@ -139,12 +248,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_is_read_from_the_query_and_bounded() {
-        assert_eq!(form_urlencoded_max("max=8"), Some(8));
-        assert_eq!(form_urlencoded_max("x=1&max=30"), Some(30));
-        assert_eq!(form_urlencoded_max("max=-1"), None);
-        assert_eq!(form_urlencoded_max("max=abc"), None);
-        assert_eq!(form_urlencoded_max("max=2000000"), None);
-        assert_eq!(form_urlencoded_max(""), None);
+    fn max_is_read_as_gaurun_reads_it() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cases: [(&str, Result<usize, &str>); 20] = [
+            ("max=8", Ok(8)),
+            ("x=1&max=30&max=2", Ok(30)),
+            ("max=%33%32", Ok(32)),
+            ("max=0x10", Ok(16)),
+            ("max=0X10", Ok(16)),
+            ("max=0o17", Ok(15)),
+            ("max=010", Ok(8)),
+            ("max=0b101", Ok(5)),
+            ("max=1_000", Ok(1000)),
+            ("max=0x_1_0", Ok(16)),
+            ("max=%2B7", Ok(7)),
+            ("max=0", Ok(cores)),
+            ("max=-0", Ok(cores)),
+            ("max=2000000", Ok(MAX_PUSHERS)),
+            ("max=-1", Err("malformed value")),
+            ("max=abc", Err("malformed value")),
+            ("max=", Err("malformed value")),
+            ("", Err("malformed value")),
+            ("max=99999999999999999999", Err("malformed value")),
+            ("max=%zz", Err("url parameters could not be parsed")),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(pushers_max(query), expected, "{query}");
+        }
+        assert_eq!(
+            pushers_max("max=1;x=2"),
+            Err("url parameters could not be parsed")
+        );
+        assert_eq!(pushers_max("max=0x"), Err("malformed value"));
+        assert_eq!(pushers_max("max=1__0"), Err("malformed value"));
+        assert_eq!(pushers_max("max=0_17"), Ok(15));
+        assert_eq!(pushers_max("max=_1"), Err("malformed value"));
+        assert_eq!(pushers_max("max=1_"), Err("malformed value"));
+        assert_eq!(pushers_max("max=%2B-1"), Err("malformed value"));
     }
 }

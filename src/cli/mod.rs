@@ -1,7 +1,8 @@
-//! The command line: `run` (the default), `migrate`, `publish`, `demo`, `send`, `check` and
-//! `healthcheck`. This file holds the arguments and the dispatch; each command with more to it
+//! The command line: `run` (the default), `migrate`, `publish`, `demo`, `send`, `check`, `cancel`
+//! and `healthcheck`. This file holds the arguments and the dispatch; each command with more to it
 //! than a call has a file of its own. Command and flag names are the contract (§4): keep them.
 
+mod cancel;
 mod check;
 pub mod demo;
 mod publish;
@@ -78,6 +79,20 @@ pub enum Command {
     /// Load and check everything (database, Redis, FCM token, APNs key, VAPID key) and print the
     /// effective settings with secrets masked.
     Check,
+    /// Stop an event on every replica: no replica starts another of its pushes (pushes in flight
+    /// finish), its queued jobs are dropped, and it ends cancelled with the counts it reached.
+    Cancel {
+        /// The event to stop (its event_id).
+        #[arg(required_unless_present = "idempotency_key")]
+        event_id: Option<String>,
+        /// Stop instead the POST /push notifications of the request that carried this
+        /// Idempotency-Key.
+        #[arg(long, conflicts_with = "event_id")]
+        idempotency_key: Option<String>,
+        /// The app whose POST /apps/NAME/push took that request (default: the default app's).
+        #[arg(long, requires = "idempotency_key")]
+        app: Option<String>,
+    },
     /// Ask the running notifier's /healthz (for a container HEALTHCHECK); exit 0 when healthy.
     Healthcheck,
 }
@@ -109,6 +124,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app,
         } => send::send(&settings, &provider, token, title, body, platform, app).await,
         Command::Check => check::check(&settings).await,
+        Command::Cancel {
+            event_id,
+            idempotency_key,
+            app,
+        } => cancel::cancel(&settings, event_id, idempotency_key, app).await,
         Command::Healthcheck => crate::status::healthcheck(settings.service.http_addr).await,
     }
 }

@@ -1,4 +1,5 @@
-//! The `[api]` settings of the HTTP API (`crate::api`): its address, bearer tokens and limits.
+//! The `[api]` settings of the HTTP API (`crate::api`): its address, bearer tokens, how strictly
+//! `POST /push` refuses, and the limits of its listener.
 //! Kept here rather than beside the API, as the status listener's address is: the API reads the
 //! claims, which read the settings, so the API's settings cannot live above them.
 
@@ -9,6 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::http_server::Limits;
+
+/// The shortest bearer token start-up accepts: a short one can be guessed.
+pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 
 /// The `[api]` settings; the address and the tokens come from the environment only.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +33,9 @@ pub struct ApiSettings {
     pub notification_max: usize,
     /// Gaurun's `core.allows_empty_message`.
     pub allow_empty_message: bool,
+    /// `POST /push` refuses the whole request (400) for one notification it would leave out,
+    /// instead of Gaurun's 200 with that notification dropped.
+    pub strict: bool,
     /// A larger request body is refused with 413 before it is read whole.
     pub body_limit_bytes: usize,
     /// A request that takes longer (its body included) is answered 503.
@@ -35,11 +44,26 @@ pub struct ApiSettings {
     pub backlog_max: usize,
     /// The `Retry-After` of a 503 for a full backlog.
     pub retry_after_secs: u64,
+    /// A connection that has not sent a whole request head within this is closed (at most 30).
+    pub header_timeout_secs: u64,
+    /// A connection on which nothing moved for this long, no request in hand, is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; more wait, unaccepted, until one closes.
+    pub max_connections: usize,
 }
 
 impl ApiSettings {
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The limits of the API's listener.
+    pub(crate) fn listener_limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+        }
     }
 
     /// Whether anyone who reaches the address may use the API: no tokens on a non-loopback
@@ -50,20 +74,30 @@ impl ApiSettings {
 }
 
 /// The bearer tokens, kept as digests: the secrets are never printed (`Debug` shows the count),
-/// and comparing digests takes the same time wherever a guess differs.
+/// and a presented token is compared with every one of them, each byte, whatever matches, so the
+/// time taken says nothing about how close a guess came.
 #[derive(Clone, Default)]
 pub struct ApiTokens(Arc<[[u8; 32]]>);
 
 impl ApiTokens {
-    /// From `a,b,c`; blanks around and between commas are ignored.
-    pub(crate) fn parse(list: &str) -> Self {
-        let digests: Vec<[u8; 32]> = list
+    /// From `a,b,c`; blanks around and between commas are ignored. A token shorter than
+    /// [`MIN_TOKEN_CHARS`] is refused (the reason does not repeat it).
+    pub(crate) fn parse(list: &str) -> Result<Self, String> {
+        let tokens: Vec<&str> = list
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .map(digest)
             .collect();
-        Self(digests.into())
+        if let Some(at) = tokens
+            .iter()
+            .position(|t| t.chars().count() < MIN_TOKEN_CHARS)
+        {
+            return Err(format!(
+                "token {} of the list is shorter than {MIN_TOKEN_CHARS} characters",
+                at + 1
+            ));
+        }
+        Ok(Self(tokens.into_iter().map(digest).collect()))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -83,7 +117,16 @@ impl ApiTokens {
             return false;
         };
         let presented = digest(presented);
-        self.0.contains(&presented)
+        let mut found = 0u8;
+        for known in self.0.iter() {
+            let differ = known
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            // `black_box`: the compiler may not turn the fold into an early exit.
+            found |= u8::from(std::hint::black_box(differ) == 0);
+        }
+        found == 1
     }
 }
 
@@ -101,13 +144,25 @@ impl fmt::Debug for ApiTokens {
 mod tests {
     use super::*;
 
+    const ALPHA: &str = "alpha-0123456789";
+    const BETA: &str = "beta-0123456789ab";
+
     #[test]
     fn tokens_admit_only_their_own_and_never_print() {
-        let tokens = ApiTokens::parse(" alpha, ,beta ");
+        let tokens = ApiTokens::parse(&format!(" {ALPHA}, ,{BETA} ")).unwrap();
         assert_eq!(tokens.len(), 2);
-        assert!(tokens.admit(Some("alpha")) && tokens.admit(Some("beta")));
-        assert!(!tokens.admit(Some("alph")) && !tokens.admit(None));
+        assert!(tokens.admit(Some(ALPHA)) && tokens.admit(Some(BETA)));
+        assert!(!tokens.admit(Some(&ALPHA[1..])) && !tokens.admit(None));
+        assert!(!tokens.admit(Some("")));
         assert_eq!(format!("{tokens:?}"), "ApiTokens(2 set)");
-        assert!(ApiTokens::parse("").admit(None), "no tokens: open");
+        assert!(ApiTokens::parse("").unwrap().admit(None), "no tokens: open");
+    }
+
+    #[test]
+    fn a_short_token_is_refused_without_repeating_it() {
+        let err = ApiTokens::parse(&format!("{ALPHA},tiny-tok")).unwrap_err();
+        assert!(err.contains("token 2") && err.contains("16"), "{err}");
+        assert!(!err.contains("tiny-tok") && !err.contains(ALPHA), "{err}");
+        assert!(ApiTokens::parse(&"x".repeat(MIN_TOKEN_CHARS)).is_ok());
     }
 }

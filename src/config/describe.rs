@@ -34,7 +34,10 @@ mod tests {
             ("NOTIFIER_CONCURRENCY", "64"),
             ("NOTIFIER_HTTP_ADDR", "0.0.0.0:9000"),
             ("NOTIFIER_API_ADDR", "0.0.0.0:1056"),
-            ("NOTIFIER_API_TOKENS", "tok-one,tok-two"),
+            (
+                "NOTIFIER_API_TOKENS",
+                "tok-one-0123456789,tok-two-0123456789",
+            ),
             ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/sa.json"),
             ("FCM_PROJECT_ID", "proj"),
             ("APNS_KEY_PATH", "/k.p8"),

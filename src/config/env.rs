@@ -255,7 +255,7 @@ fn api_addr(s: &mut Settings, v: &str) -> Result<(), String> {
 }
 
 fn api_tokens(s: &mut Settings, v: &str) -> Result<(), String> {
-    s.api.tokens = super::ApiTokens::parse(v);
+    s.api.tokens = super::ApiTokens::parse(v)?;
     Ok(())
 }
 

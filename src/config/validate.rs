@@ -175,11 +175,19 @@ impl Settings {
             ));
         }
         require(
+            (1..=30).contains(&api.header_timeout_secs),
+            "api.header_timeout_secs",
+            "must be from 1 to 30",
+        )?;
+        require(
             api.notification_max > 0
                 && api.body_limit_bytes > 0
                 && api.request_timeout_secs > 0
-                && api.backlog_max > 0,
-            "api.notification_max / body_limit_bytes / request_timeout_secs / backlog_max",
+                && api.backlog_max > 0
+                && api.idle_timeout_secs > 0
+                && api.max_connections > 0,
+            "api.notification_max / body_limit_bytes / request_timeout_secs / backlog_max / \
+             idle_timeout_secs / max_connections",
             "must be at least 1",
         )
     }

@@ -61,6 +61,8 @@ pub(crate) struct Progress {
     read: AtomicU64,
     settled: AtomicU64,
     lanes_read: AtomicUsize,
+    /// Lanes the fan-out runs (one per provider of its sources).
+    lane_count: AtomicUsize,
     resume: Checkpoint,
     lanes: PerProvider<Mutex<LaneProgress>>,
     finished_since_write: AtomicUsize,
@@ -71,6 +73,8 @@ pub(crate) struct Progress {
     outcomes: [AtomicU64; 4],
     /// Failures by reason code (`UNAVAILABLE`, `BadDeviceToken`…): touched only by failures.
     reasons: Mutex<BTreeMap<String, u64>>,
+    /// What a credentials rejection paused (`fcm`, `lite/apns`…): touched once per pause.
+    paused: Mutex<Vec<String>>,
 }
 
 /// The counts a unit's claim keeps, in the order of the status.
@@ -85,6 +89,7 @@ impl Progress {
             read: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             lanes_read: AtomicUsize::new(0),
+            lane_count: AtomicUsize::new(Provider::ALL.len()),
             lanes: PerProvider::from_fn(|p| {
                 Mutex::new(LaneProgress {
                     upto: resume[p].read_after(),
@@ -97,6 +102,7 @@ impl Progress {
             due: Notify::new(),
             outcomes: Default::default(),
             reasons: Mutex::new(BTreeMap::new()),
+            paused: Mutex::new(Vec::new()),
         })
     }
 
@@ -140,7 +146,12 @@ impl Progress {
 
     /// Whether every lane has read its whole audience.
     pub(crate) fn all_read(&self) -> bool {
-        self.lanes_read.load(Ordering::Relaxed) >= Provider::ALL.len()
+        self.lanes_read.load(Ordering::Relaxed) >= self.lane_count.load(Ordering::Relaxed)
+    }
+
+    /// The fan-out runs `lanes` lanes: all have read their source once as many said so.
+    pub(super) fn expect_lanes(&self, lanes: usize) {
+        self.lane_count.store(lanes, Ordering::Relaxed);
     }
 
     /// Where this lane's audience starts.
@@ -189,19 +200,29 @@ impl Progress {
         }
     }
 
-    /// The counts so far: `recipients` (every outcome), each outcome, and `reason:<code>` for
-    /// each failure reason.
+    /// A credentials rejection paused `what` for the rest of the unit.
+    pub(super) fn pause(&self, what: String) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if !paused.contains(&what) {
+            paused.push(what);
+        }
+    }
+
+    /// The counts so far, as the unit's claim keeps them: `recipients` (every outcome), each
+    /// outcome, `total` once the whole audience is read, `reason:<code>` for each failure reason
+    /// and `paused:<what>` for each pause.
     pub(crate) fn counts(&self) -> Counts {
         let outcomes = self.outcomes.each_ref().map(|c| c.load(Ordering::Relaxed));
         let mut counts: Counts = vec![("recipients".into(), outcomes.iter().sum())];
-        counts.extend(
-            OUTCOMES
-                .iter()
-                .zip(outcomes)
-                .map(|(n, c)| (n.to_string(), c)),
-        );
+        let named = OUTCOMES.iter().zip(outcomes);
+        counts.extend(named.map(|(n, c)| (n.to_string(), c)));
+        if self.all_read() {
+            counts.push(("total".into(), self.read()));
+        }
         let reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
         counts.extend(reasons.iter().map(|(r, n)| (format!("reason:{r}"), *n)));
+        let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        counts.extend(paused.iter().map(|p| (format!("paused:{p}"), 1)));
         counts
     }
 

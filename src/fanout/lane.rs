@@ -22,7 +22,7 @@ use super::{FanoutLimits, Source};
 use crate::apps::{AppId, Apps};
 use crate::audience::{Device, Provider};
 use crate::database::DatabaseError;
-use crate::push::{Admission, Permits, Push, PushLimits, Pusher, skipped};
+use crate::push::{Admission, Asking, Permits, Push, PushLimits, PushOutcome, Pusher, skipped};
 
 /// What becomes of a device taken from a page.
 enum Admit {
@@ -54,12 +54,14 @@ pub(super) struct Lane {
 
 impl Lane {
     /// Sends one provider's devices: take a page, then permits first and a task per push.
+    /// `asking` marks the lane's providers as wanting permits until every device is handed out.
     pub(super) async fn run(
         provider: Provider,
         source: Source,
         tally: Arc<Tally>,
         limits: FanoutLimits,
         stop: CancellationToken,
+        asking: Asking,
     ) -> Result<(), DatabaseError> {
         // Capacity 1: one page waits while another is sent, and the reader may hold a third.
         let (pages_tx, mut pages) = mpsc::channel(1);
@@ -88,6 +90,8 @@ impl Lane {
             stop,
         };
         let failure = lane.send_pages(&mut pages).await;
+        // Every device is handed out: other providers' shares may take the slots left.
+        drop(asking);
         reader.abort();
         lane.finish().await;
         failure.map_or(Ok(()), Err)
@@ -187,8 +191,8 @@ impl Lane {
             device,
         };
         let task = send(Arc::clone(tally), self.provider, pusher, push, permits);
-        // In the event's span, so the push's log lines carry its event_id.
-        self.tasks.spawn(task.in_current_span());
+        // Not in the unit's span: `send` enters it only where the push logs (see there).
+        self.tasks.spawn(task);
         // Reap what has finished, so the set holds only live tasks.
         while let Some(done) = self.tasks.try_join_next() {
             self.tally.task_ended(done);
@@ -262,14 +266,24 @@ async fn send(
     let app = push.device.app.unwrap_or(AppId::DEFAULT);
     let paused = || tally.is_paused(app, provider, &push.device);
     let fence = &*tally.fence;
-    let done = (tally.delivery)
-        .send((app, provider), &*pusher, &push, &paused, fence)
-        .await;
+    let delivery = (tally.delivery).send((app, provider), &*pusher, &push, &paused, fence);
+    // The unit's span (its event_id on every line) is entered only around what may log: a
+    // pusher that logs each push, and the settling of anything but a delivery.
+    let done = if pusher.logs_each_push() {
+        delivery.instrument(tally.span.clone()).await
+    } else {
+        delivery.await
+    };
     // The slots go back before the bookkeeping: a slow prune queue must not hold them.
     drop(permits);
     let Some(done) = done else { return };
-    tally
-        .settle((app, provider), &push.device, done.outcome, done.attempts)
-        .await;
+    // A delivery settles without a line (the observer's too).
+    let quiet = matches!(done.outcome, PushOutcome::Delivered);
+    let settle = tally.settle((app, provider), &push.device, done.outcome, done.attempts);
+    if quiet {
+        settle.await;
+    } else {
+        settle.instrument(tally.span.clone()).await;
+    }
     tally.progress.finished(provider, push.device.id);
 }

@@ -119,9 +119,23 @@ pub(crate) async fn fan_out(
     stop: &CancellationToken,
 ) -> Result<FanoutReport, FanoutError> {
     let tally = Arc::new(Tally::new(fanout));
+    tally.progress.expect_lanes(sources.len());
+    // Every lane says it may ask for permits before any starts, so no lane's share gives way
+    // to another that has not begun reading yet.
+    let asking: Vec<_> = sources
+        .iter()
+        .map(|(provider, _)| {
+            let served = tally.delivery.pushers.iter();
+            let pairs = served.filter_map(|(app, pushers)| {
+                pushers[*provider].is_some().then_some((app, *provider))
+            });
+            limits.push.shares.asking(pairs)
+        })
+        .collect();
     let lanes: Vec<_> = sources
         .into_iter()
-        .map(|(provider, source)| {
+        .zip(asking)
+        .map(|((provider, source), asking)| {
             let source = source.resume_after(tally.progress.read_after(provider));
             let lane = Lane::run(
                 provider,
@@ -129,6 +143,7 @@ pub(crate) async fn fan_out(
                 Arc::clone(&tally),
                 limits.clone(),
                 stop.clone(),
+                asking,
             );
             tokio::spawn(lane.in_current_span())
         })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use tracing::{error, warn};
+use tracing::{Span, error, warn};
 
 use super::checkpoint::{Counted, Progress};
 use super::{AppReport, Content, DeadTokens, Fanout, FanoutReport};
@@ -93,6 +93,9 @@ pub(super) struct Tally {
     buffered: AtomicUsize,
     peak_buffered: AtomicUsize,
     interrupted: AtomicBool,
+    /// The unit's span, current when the tally was made: push tasks run outside it and enter
+    /// it only where they may log.
+    pub(super) span: Span,
 }
 
 impl Tally {
@@ -125,6 +128,7 @@ impl Tally {
             buffered: AtomicUsize::new(0),
             peak_buffered: AtomicUsize::new(0),
             interrupted: AtomicBool::new(false),
+            span: Span::current(),
         }
     }
 
@@ -306,6 +310,7 @@ impl Tally {
     fn credentials_rejected(&self, pause: Pause, reason: &Reason, setting: &'static str) {
         if !self.flag(pause).swap(true, Ordering::Relaxed) {
             let app = self.delivery.apps.name(pause.app);
+            self.progress.pause(pause.label(app));
             // Another app's credentials are its [apps.NAME] section's, not the variable's.
             let setting = match pause.app {
                 AppId::DEFAULT => setting.to_string(),

@@ -83,6 +83,21 @@ struct Inner {
     wait: Histogram,
     rate_now: Gauge,
     slowdowns: Counter,
+    /// The rate now (f64 bits) and the provider's QUOTA_EXCEEDED answers this replica met: what
+    /// its heartbeat tells the console.
+    rate_bits: AtomicU64,
+    quota_answers: AtomicU64,
+}
+
+/// What a replica knows of one provider's pace.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub(crate) struct PaceNow {
+    /// Sends a second configured for the deployment.
+    pub configured: f64,
+    /// The deployment's pace now (below the configured one after a slow-down).
+    pub now: f64,
+    /// QUOTA_EXCEEDED answers (429) this replica met since it started.
+    pub quota_answers: u64,
 }
 
 struct State {
@@ -140,6 +155,8 @@ impl Pacer {
                 wait: histogram!(PACING_WAIT_SECONDS, "app" => label.clone(), "provider" => provider),
                 rate_now,
                 slowdowns: counter!(PACING_SLOWDOWNS, "app" => label, "provider" => provider),
+                rate_bits: AtomicU64::new(rate.to_bits()),
+                quota_answers: AtomicU64::new(0),
             })),
         }
     }
@@ -156,12 +173,12 @@ impl Pacer {
             }
             match inner.take(&mut state).await {
                 Take::Granted { permits, rate } => {
-                    inner.rate_now.set(rate);
+                    inner.set_rate(rate);
                     state.permits = permits;
                     state.taken_at = Instant::now();
                 }
                 Take::Wait { wait, rate } => {
-                    inner.rate_now.set(rate);
+                    inner.set_rate(rate);
                     tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
                 }
             }
@@ -178,6 +195,7 @@ impl Pacer {
     /// the new share of the configured rate when this call slowed it.
     pub(crate) async fn quota_exceeded(&self) -> Option<f64> {
         let inner = self.inner.as_ref()?;
+        inner.quota_answers.fetch_add(1, Ordering::Relaxed);
         let mut state = inner.state.lock().await;
         state.permits = 0;
         let slowed = match inner.shared(&mut state).await {
@@ -192,7 +210,7 @@ impl Pacer {
         };
         if let Some(factor) = slowed {
             inner.slowdowns.increment(1);
-            inner.rate_now.set(inner.rate * factor);
+            inner.set_rate(inner.rate * factor);
             info!(
                 provider = inner.provider,
                 rate = inner.rate * factor,
@@ -201,6 +219,16 @@ impl Pacer {
             );
         }
         slowed
+    }
+
+    /// The pace as this replica knows it; `None` unpaced.
+    pub(crate) fn now(&self) -> Option<PaceNow> {
+        let inner = self.inner.as_ref()?;
+        Some(PaceNow {
+            configured: inner.rate,
+            now: f64::from_bits(inner.rate_bits.load(Ordering::Relaxed)),
+            quota_answers: inner.quota_answers.load(Ordering::Relaxed),
+        })
     }
 
     /// Takes from Redis so far.
@@ -213,6 +241,11 @@ impl Pacer {
 }
 
 impl Inner {
+    fn set_rate(&self, rate: f64) {
+        self.rate_now.set(rate);
+        self.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
     /// A batch from the shared rate, or from the local one while Redis is away.
     async fn take(&self, state: &mut State) -> Take {
         self.refills.fetch_add(1, Ordering::Relaxed);

@@ -32,4 +32,8 @@ impl Pusher for DryRunPusher {
         }
         PushOutcome::Delivered
     }
+
+    fn logs_each_push(&self) -> bool {
+        true
+    }
 }

@@ -5,7 +5,7 @@
 //! its claim), the in-flight gauge and the duration in the app's metrics.
 //!
 //! A provider's permits are its share of the global ones, so a slow or failing provider never
-//! takes every slot; what the push's outcome then does (count, prune, pause, report) is the
+//! takes every slot (the default share gives way while nothing else asks: `share`); what the push's outcome then does (count, prune, pause, report) is the
 //! caller's (`fanout::tally`).
 
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::limit::PushLimit;
 use super::metrics::PushMetrics;
 use super::retry::{Delivered, RetryPolicy, deliver};
+use super::share::{ShareSlot, Shares};
 use super::{ProviderPushers, Push, PushOutcome, Pusher};
 use crate::apps::{AppId, AppNames, Apps};
 use crate::device::{PerProvider, Provider};
@@ -53,17 +54,22 @@ pub(crate) struct PushLimits {
     pub permits: Arc<Semaphore>,
     /// The same semaphore's limit, changeable at run time (`PUT /config/pushers`).
     pub limit: Arc<PushLimit>,
-    /// Pushes in flight at once per app and provider, each less than the global limit.
-    pub provider_permits: Apps<PerProvider<Arc<Semaphore>>>,
+    /// Each app's provider share of those permits.
+    pub shares: Arc<Shares>,
     /// After a stop, how long pushes in flight may take before they are abandoned.
     pub drain_timeout: Duration,
 }
 
-/// The provider's permit and the global one, held by a push until it is done.
-pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+/// What a push holds until it is done: its slot within its provider's share (none where the
+/// share gave way) and a global permit.
+#[derive(Debug)]
+pub(crate) struct Permits {
+    _share: ShareSlot,
+    _global: OwnedSemaphorePermit,
+}
 
 impl PushLimits {
-    /// The permits for one push of `app` through `provider`, the provider's first (so a provider
+    /// The permits for one push of `app` through `provider`, the share's first (so a provider
     /// waits within its share); `None` when `stop` came first.
     pub(crate) async fn admit(
         &self,
@@ -71,16 +77,13 @@ impl PushLimits {
         provider: Provider,
         stop: &CancellationToken,
     ) -> Option<Permits> {
-        // An app the limits do not know (none: both come from the settings) shares the default
-        // app's permits rather than going unlimited.
-        let own = &self
-            .provider_permits
-            .get(app)
-            .unwrap_or(&self.provider_permits[AppId::DEFAULT])[provider];
         let permits = async {
-            let own = Arc::clone(own).acquire_owned().await.ok()?;
+            let share = self.shares.slot(app, provider).await;
             let global = Arc::clone(&self.permits).acquire_owned().await.ok()?;
-            Some((own, global))
+            Some(Permits {
+                _share: share,
+                _global: global,
+            })
         };
         tokio::select! {
             biased; // a stop wins over a permit that frees at the same moment

@@ -21,8 +21,9 @@ mod outcome;
 mod prebuilt;
 mod pushers;
 pub(crate) mod retry;
+mod share;
 
-pub(crate) use engine::{Admission, Delivery, Gate, Permits, PushLimits, skipped};
+pub(crate) use engine::{Admission, Delivery, Gate, Open, Permits, PushLimits, skipped};
 pub(crate) use limit::PushLimit;
 pub use outcome::PushOutcome;
 pub(crate) use outcome::{OutcomeKind, PauseScope, Reason};
@@ -30,6 +31,7 @@ pub use prebuilt::{ApnsPrebuilt, ApnsPushType, FcmPrebuilt, Prebuilt};
 pub(crate) use pushers::ProviderPushers;
 pub use pushers::Pushers;
 pub(crate) use pushers::SendMode;
+pub(crate) use share::{Asking, Share, Shares};
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
@@ -79,6 +81,13 @@ pub trait Pusher: Send + Sync + 'static {
     /// Gets the connection up before a burst of pushes, so the burst shares it instead of each
     /// push opening its own. Called once per event and provider; failures are ignored.
     async fn warm(&self) {}
+
+    /// Whether a push logs a line of its own (the dry run's `Dry run: would push.`). Only then
+    /// does its task enter the unit's span: entering it on every poll of every push costs a
+    /// few per cent of a fan-out's CPU, for lines the other pushers never write.
+    fn logs_each_push(&self) -> bool {
+        false
+    }
 }
 
 /// What a provider builds once per notification and reuses for every device that gets it (the

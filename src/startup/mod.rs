@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
-use crate::api::{Backlog, EventStore, PushStats, Services};
+use crate::api::{Backlog, Console, EventStore, PushStats, Services};
 use crate::apps::{AppNames, Apps};
 use crate::audience::PerProvider;
 use crate::config::env::{NOTIFIER_API_ADDR, NOTIFIER_HTTP_ADDR};
@@ -264,6 +264,13 @@ fn api_services(worker: &Worker, claims: &Claims, stats: Arc<PushStats>) -> Serv
     let events = claims
         .is_shared()
         .then(|| EventStore::new(claims.clone(), &stream, &settings.work_group()));
+    let console = claims.is_shared().then(|| Console {
+        claims: claims.clone(),
+        mode: settings.send_mode,
+        delivery: worker.delivery(settings.send_mode),
+        apps: settings.app_names(),
+        stale_ms: crate::worker::HEARTBEAT_STALE.as_millis() as u64,
+    });
     Services {
         events,
         backlog,
@@ -272,6 +279,7 @@ fn api_services(worker: &Worker, claims: &Claims, stats: Arc<PushStats>) -> Serv
         apps: settings.app_names(),
         keys,
         window_secs: settings.claims.dedup_window_secs,
+        console,
     }
 }
 

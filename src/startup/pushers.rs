@@ -150,10 +150,13 @@ pub fn apns_transport(
 }
 
 /// HTTP/2 connections for `in_flight` pushes: about 100 streams each (Google's and Apple's front
-/// ends, and the push services'), at most 16 on auto; `configured` wins when set.
+/// ends, and the push services'), and at least one per runtime worker thread, at most 16 on auto; `configured` wins when
+/// set. A connection's frames are all read and written by its one task, on one thread at a time:
+/// fewer connections than threads would leave threads with no connection work to take.
 fn connections_for(in_flight: usize, configured: usize) -> usize {
+    let threads = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
     match configured {
-        0 => in_flight.div_ceil(100).clamp(1, 16),
+        0 => in_flight.div_ceil(100).max(threads).clamp(1, 16),
         n => n,
     }
 }

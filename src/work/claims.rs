@@ -31,6 +31,7 @@ script!(FINISH, "lua/finish.lua");
 script!(FINISH_JOB, "lua/finish_job.lua");
 script!(TAKE_OVER, "lua/take_over.lua");
 script!(CANCEL, "lua/cancel.lua");
+script!(CANCEL_PUSHES, "lua/cancel_pushes.lua");
 
 /// How many events the console's recent list keeps.
 const RECENT_EVENTS: usize = 200;

@@ -10,7 +10,7 @@
 //! - `events:active` (units a scan may take over), `events:recent` (the console's list);
 //! - `jobs` and `api:push`: the job stream and the push backlog;
 //! - `idem:{route}:{digest}`: an `Idempotency-Key`'s first answer; `api:queued:{id}`: an event
-//!   posted over HTTP and not yet claimed.
+//!   posted over HTTP and not yet claimed; `replicas`: each replica's heartbeat.
 
 /// A unit of work a scan or a status names: an event's claim, relative to the work prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,22 @@ pub(crate) enum Unit {
 }
 
 impl Unit {
+    /// The unit a member of the recent set names; `None` for a member it does not know.
+    pub(crate) fn from_member(member: &str) -> Option<Self> {
+        if let Some(id) = member.strip_prefix("event:") {
+            return Some(Unit::Event(id.to_string()));
+        }
+        member
+            .strip_prefix("dry-run-event:")
+            .map(|id| Unit::DryRunEvent(id.to_string()))
+    }
+
+    pub(crate) fn event_id(&self) -> &str {
+        match self {
+            Unit::Event(id) | Unit::DryRunEvent(id) => id,
+        }
+    }
+
     /// Its member in the active and recent sets, and its key after the prefix.
     pub(crate) fn member(&self) -> String {
         match self {
@@ -97,6 +113,13 @@ impl WorkKeys {
         format!("{}api:queued:{event_id}", self.prefix)
     }
 
+    /// Each replica's heartbeat (a hash by replica name) and when each was last seen (a sorted
+    /// set scored by Redis's clock).
+    pub(crate) fn replicas(&self) -> (String, String) {
+        let key = format!("{}replicas", self.prefix);
+        (key.clone(), format!("{key}:seen"))
+    }
+
     /// An `Idempotency-Key`'s record for a route; the key itself is hashed, so any bytes a
     /// client sends make a key of fixed length.
     pub(crate) fn idempotency(&self, route: &str, key: &str) -> String {
@@ -122,6 +145,13 @@ mod tests {
         );
         assert_ne!(keys.event("x:jobs"), keys.totals("x"));
         assert_eq!(keys.job("a:b", 3), "n:{channel:t}:job:3:a:b");
+        let dry = Unit::DryRunEvent("e".into());
+        assert_eq!(Unit::from_member(&dry.member()), Some(dry));
+        assert_eq!(
+            Unit::from_member("e#j1"),
+            None,
+            "an older release's job claim"
+        );
         assert_eq!(
             keys.idempotency("push", "k").len(),
             keys.idempotency("push", "k2").len()

@@ -19,11 +19,11 @@ use redis::Script;
 
 use super::claims::{ClaimError, Claims, Counts, Held, UNFINISHED_TTL};
 use super::stream::Entry;
-use crate::audience::Provider;
-use crate::database::{
-    AUDIENCE_PARAMS, Backend, Database, DatabaseError, FromRecord, Param, PreparedQuery,
-    QueryError, Record,
-};
+use crate::database::DatabaseError;
+
+mod probe;
+
+pub(crate) use probe::AudienceBoundaries;
 
 /// The devices of one job: `after < device id <= upto`, with no upper end for the last job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -272,132 +272,6 @@ pub(crate) fn job_fields(job: &Job) -> std::collections::HashMap<String, redis::
     .collect()
 }
 
-/// Boundary probes through the configured audience query.
-pub(crate) struct AudienceBoundaries {
-    db: Database,
-    probe: PreparedQuery,
-    talk_id: i64,
-    program_id: i64,
-    author_id: Option<i64>,
-    /// The query reads one provider at a time: the probe reads it for each.
-    per_provider: bool,
-}
-
-/// The audience query's parameters, the probe's offset, and `:provider`'s name in each copy.
-static PROBE_PARAMS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    let mut params = AUDIENCE_PARAMS.to_vec();
-    params.push("job_offset");
-    params.extend(PROVIDER_PARAMS.iter().map(|(_, name)| name.as_str()));
-    params
-});
-
-impl AudienceBoundaries {
-    /// Probes for one talk's audience, as `audience` (the configured query) selects it.
-    pub(crate) fn new(
-        db: Database,
-        audience: &str,
-        backend: Backend,
-        talk_id: i64,
-        program_id: i64,
-        author_id: Option<i64>,
-    ) -> Result<Self, QueryError> {
-        let (sql, per_provider) = probe_sql(audience);
-        let probe = PreparedQuery::new(&sql, backend, &PROBE_PARAMS, &["after_id"])?;
-        Ok(Self {
-            db,
-            probe,
-            per_provider,
-            talk_id,
-            program_id,
-            author_id,
-        })
-    }
-}
-
-/// `:provider`'s name in the probe's copy of a query read once per provider, for each provider.
-static PROVIDER_PARAMS: LazyLock<Vec<(Provider, String)>> = LazyLock::new(|| {
-    let name = |p: &Provider| format!("job_provider_{}", p.as_str());
-    Provider::ALL.iter().map(|p| (*p, name(p))).collect()
-});
-
-/// The audience query as a derived table (on a line of its own, so that a trailing comment
-/// ends before the parenthesis), its trailing semicolons dropped. A query that reads one
-/// provider at a time (`:provider`) is read for every provider, each copy with its own parameter.
-fn probe_sql(audience: &str) -> (String, bool) {
-    let inner = audience.trim_end().trim_end_matches(';').trim_end();
-    let at: Vec<usize> = param_positions(inner, "provider").collect();
-    let per_provider = !at.is_empty();
-    let rows = if per_provider {
-        let copy = |(i, (_, name)): (usize, &(Provider, String))| {
-            let mut copy = inner.to_string();
-            for start in at.iter().rev() {
-                copy.replace_range(*start..*start + ":provider".len(), &format!(":{name}"));
-            }
-            format!("SELECT device_id FROM (\n{copy}\n) job_probe_{i}")
-        };
-        let copies: Vec<String> = PROVIDER_PARAMS.iter().enumerate().map(copy).collect();
-        copies.join("\nUNION ALL\n")
-    } else {
-        inner.to_string()
-    };
-    let sql = format!(
-        "SELECT device_id FROM (\n{rows}\n) job_probe ORDER BY device_id LIMIT 1 OFFSET :job_offset"
-    );
-    (sql, per_provider)
-}
-
-/// Where `:name` stands in `sql` as a parameter (not `::name`, not a longer name).
-fn param_positions<'s>(sql: &'s str, name: &'s str) -> impl Iterator<Item = usize> + 's {
-    let token = format!(":{name}");
-    let bytes = sql.as_bytes();
-    sql.match_indices(&token)
-        .map(|(i, _)| i)
-        .filter(move |&i| {
-            let before = i.checked_sub(1).map(|b| bytes[b]);
-            let after = bytes.get(i + name.len() + 1).copied();
-            before != Some(b':') && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-}
-
-impl AudienceBoundaries {
-    /// `:provider` in a query read once per provider; NULL (all) in one read once.
-    fn provider(&self, provider: Provider) -> Param {
-        Param::Text(self.per_provider.then(|| provider.as_str().to_string()))
-    }
-}
-
-struct DeviceId(i64);
-
-impl FromRecord for DeviceId {
-    fn from_record(r: &dyn Record) -> Result<Self, DatabaseError> {
-        Ok(Self(r.required_int("device_id")?))
-    }
-}
-
-impl Boundaries for AudienceBoundaries {
-    async fn nth_after(&self, after: i64, n: u64) -> Result<Option<i64>, DatabaseError> {
-        let offset = i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX);
-        let mut values = vec![
-            ("talk_id", Param::Int(Some(self.talk_id))),
-            ("program_id", Param::Int(Some(self.program_id))),
-            ("author_id", Param::Int(self.author_id)),
-            ("after_id", Param::Int(Some(after))),
-            ("limit", self.db.backend().no_limit()),
-            ("job_offset", Param::Int(Some(offset))),
-        ];
-        // Every provider: a job is a range of devices, each lane reads its own in it.
-        values.extend(
-            PROVIDER_PARAMS
-                .iter()
-                .map(|(p, name)| (name.as_str(), self.provider(*p))),
-        );
-        let found: Option<DeviceId> = self.db.fetch_optional(&self.probe, &values).await?;
-        Ok(found.map(|d| d.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,24 +358,5 @@ mod tests {
             taken_over: false,
         };
         assert_eq!(Job::from_entry(&junk), None);
-    }
-
-    #[test]
-    fn the_probe_wraps_the_audience_query() {
-        let (sql, per_provider) =
-            probe_sql("SELECT id AS device_id FROM devices WHERE id > :after_id -- note\n;\n");
-        assert!(!per_provider);
-        assert!(sql.starts_with("SELECT device_id FROM (\nSELECT id AS device_id"));
-        assert!(sql.contains("-- note\n) job_probe ORDER BY device_id"));
-        let query = PreparedQuery::new(&sql, Backend::Postgres, &PROBE_PARAMS, &["after_id"]);
-        assert!(query.unwrap().sql().ends_with("LIMIT 1 OFFSET $2"));
-        let (sql, per_provider) = probe_sql(
-            "SELECT id AS device_id FROM devices WHERE id > :after_id AND p = :provider::text",
-        );
-        assert!(per_provider);
-        assert!(sql.contains("p = :job_provider_fcm::text\n) job_probe_0\nUNION ALL\n"));
-        assert!(sql.contains("p = :job_provider_apns::text\n) job_probe_1\nUNION ALL\n"));
-        assert!(sql.contains("p = :job_provider_webpush::text\n) job_probe_2\n) job_probe"));
-        assert_eq!(sql.matches("UNION ALL").count(), Provider::ALL.len() - 1);
     }
 }

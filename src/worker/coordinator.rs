@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
 use super::outcome::{EventError, EventOutcome, SplitError, Summary};
@@ -22,8 +23,8 @@ use crate::telemetry::ErrorChain;
 use crate::work::claims::Finished;
 use crate::work::fence::Shut;
 use crate::work::plan::{AudienceBoundaries, Finished as Done, Plan, Stored};
-use crate::work::retry_redis;
 use crate::work::totals::Totals;
+use crate::work::{Counts, retry_redis};
 
 /// How often the owner reads the totals of the jobs.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -82,6 +83,7 @@ impl EventRun<'_> {
         let stored = retry_redis(store, &running.run_stop)
             .await
             .map_err(SplitError::Plan)?;
+        self.tell_total(&probe).await;
         Ok(Some(match stored {
             Stored::Planned(plan) => {
                 info!(
@@ -105,6 +107,26 @@ impl EventRun<'_> {
         }))
     }
 
+    /// Stores how many devices the whole event has, so that its status and the console can tell
+    /// how far it is while its jobs run; the split runs on without it when it cannot be counted.
+    async fn tell_total(&self, probe: &AudienceBoundaries) {
+        let total = match probe.count_after(0).await {
+            Ok(total) => total,
+            Err(e) => {
+                warn!(error = %e, "Could not count the split event's devices.");
+                return;
+            }
+        };
+        let counts = vec![("total".to_string(), total)];
+        let payload = self.event.to_json();
+        let told = (self.worker.claims)
+            .checkpoint(&self.held, &payload, "", &counts)
+            .await;
+        if let Err(e) = told {
+            warn!(error = %ErrorChain(&e), "Could not store the split event's size.");
+        }
+    }
+
     /// Waits for every job of `plan` to finish, then records the event's end with their totals
     /// and writes its summary. Settles the claim itself: its outcome is final.
     pub(super) async fn coordinate(&self, running: &Running, plan: Plan) -> EventOutcome {
@@ -126,14 +148,57 @@ impl EventRun<'_> {
                 _ = tokio::time::sleep(LOOK_EVERY) => {}
             }
             match Totals::read(&redis, &key).await {
-                // Totals with no plan count are what Redis kept after losing it: keep the last.
                 Ok(totals) if totals.jobs.is_some() => last = totals,
-                Ok(_) => {}
+                // The plan stores the count of jobs with the totals, in one step: totals without
+                // it are what is left after Redis lost them (whichever write of ours noticed the
+                // lost claim first). The last totals read are kept, and what was lost queued again.
+                Ok(_) => self.requeue(running, &plan, &last).await,
                 Err(e) => warn!(error = %e, "Could not read the event's totals; looking again."),
             }
             if last.complete() {
                 return self.complete(running, &last, started).await;
             }
+            self.store_progress(&redis, &plan, &last).await;
+        }
+    }
+
+    /// Stores the event's counts so far with its claim, where its status and the console read
+    /// them: the finished jobs' totals and what the running ones stored at their last checkpoint.
+    async fn store_progress(&self, redis: &ConnectionManager, plan: &Plan, last: &Totals) {
+        const LIVE: [&str; 5] = ["recipients", "sent", "failed", "pruned", "skipped"];
+        let keys = self.worker.claims.keys();
+        let event_id = &self.event.event_id;
+        let running: Vec<u32> = (0..plan.jobs())
+            .filter(|n| !last.finished.contains(n))
+            .collect();
+        let mut pipe = redis::pipe();
+        for n in &running {
+            pipe.cmd("HMGET").arg(keys.job(event_id, *n));
+            for name in LIVE {
+                pipe.arg(format!("c:{name}"));
+            }
+        }
+        let live: Vec<Vec<Option<u64>>> = match pipe.query_async(&mut redis.clone()).await {
+            Ok(live) => live,
+            Err(_) => return, // the next look tries again
+        };
+        let mut counts: Counts = last.counts.clone();
+        for (i, name) in LIVE.iter().enumerate() {
+            let running: u64 = live
+                .iter()
+                .filter_map(|job| job.get(i).copied().flatten())
+                .sum();
+            match counts.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => *count += running,
+                None => counts.push((name.to_string(), running)),
+            }
+        }
+        // `total` is the event's, stored at the split: the jobs' own add up only as they end.
+        counts.retain(|(name, _)| name != "total");
+        let payload = self.event.to_json();
+        let claims = &self.worker.claims;
+        if let Err(e) = claims.checkpoint(&self.held, &payload, "", &counts).await {
+            warn!(error = %ErrorChain(&e), "Could not store the split event's counts so far.");
         }
     }
 

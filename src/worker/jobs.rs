@@ -4,8 +4,8 @@
 //! of the event reaches the job at its next renewal. A job's end (its counts added to the event's
 //! totals, its entry acknowledged and deleted) is one fenced step (`EventRun`'s settlement).
 //!
-//! A job is read only while an event slot is free, and its claim is taken at once, so a job
-//! never waits unclaimed while its entry idles towards a takeover.
+//! A job is read only while an event slot is free; its claim, taken once it has a slot, decides
+//! which run sends it, whoever read its entry.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,8 +29,10 @@ const READ_BLOCK: Duration = Duration::from_secs(2);
 
 impl Worker {
     /// Takes jobs from the stream, one event slot each, until `stop`. A job is read only while a
-    /// slot is free; the slot is not held while waiting on the stream, so events keep every slot
-    /// they had.
+    /// slot is free, but the slot is not held while waiting on the stream: events (and the scan
+    /// that takes abandoned ones over) keep every slot they had. A job read while events took the
+    /// slots waits for one unclaimed; if it waits past the lease, another replica takes it over,
+    /// and its claim decides which of the two runs it.
     pub(super) async fn run_jobs(
         self: Arc<Self>,
         mut reader: StreamReader,
@@ -38,10 +40,13 @@ impl Worker {
         running: TaskTracker,
         stop: CancellationToken,
     ) {
-        loop {
-            let Some(permit) = slot(&events, &stop).await else {
-                break;
-            };
+        let mut tidied = tokio::time::Instant::now();
+        while let Some(free) = slot(&events, &stop).await {
+            drop(free);
+            if tidied.elapsed() >= self.settings.claims.lease() {
+                tidied = tokio::time::Instant::now();
+                forget_departed(&reader).await;
+            }
             let next = tokio::select! {
                 _ = stop.cancelled() => break,
                 next = reader.next(READ_BLOCK, 1) => next,
@@ -56,6 +61,9 @@ impl Worker {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
+            };
+            let Some(permit) = slot(&events, &stop).await else {
+                break;
             };
             let (worker, stream, stop) = (Arc::clone(&self), reader.handle().clone(), stop.clone());
             running.spawn(async move { worker.run_job(stream, entry, permit, &stop).await });
@@ -144,6 +152,14 @@ impl Worker {
         }
         .run(stop)
         .await;
+    }
+}
+
+/// Consumers that left the stream's group without leaving (killed replicas) are removed, once idle
+/// long enough with nothing pending; failing is only logged: the next pass tries again.
+pub(super) async fn forget_departed(reader: &StreamReader) {
+    if let Err(e) = reader.forget_departed().await {
+        warn!(stream = %reader.handle().key, error = %e, "Could not look for consumers that left.");
     }
 }
 

@@ -15,7 +15,7 @@ use crate::audience::{PerProvider, Provider};
 use crate::config::Settings;
 use crate::database::audience_reads;
 use crate::fanout::FanoutLimits;
-use crate::push::{PushLimit, PushLimits};
+use crate::push::{PushLimit, PushLimits, Share, Shares};
 
 pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
     let service = &settings.service;
@@ -24,21 +24,18 @@ pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
     let push = PushLimits {
         limit: Arc::new(PushLimit::new(Arc::clone(&permits), service.concurrency)),
         permits,
-        // Each app's providers have their own limits (as configured in its section), so a slow
-        // app never takes another's slots beyond the global limit they all share.
-        provider_permits: Apps::from_fn(&settings.app_names(), |id| {
+        // Each app's providers have their own share (as configured in its section), so a slow
+        // app or provider never takes another's slots beyond the global limit they all share.
+        shares: Arc::new(Shares::new(Apps::from_fn(&settings.app_names(), |id| {
             let app = &apps[id.index()];
-            let limit = |configured: Option<usize>| {
-                Arc::new(Semaphore::new(
-                    service.provider_limit(configured.unwrap_or(0)),
-                ))
-            };
+            let share =
+                |configured: usize| Share::new(service.provider_limit(configured), configured > 0);
             PerProvider {
-                fcm: limit(app.fcm.map(|f| f.concurrency)),
-                apns: limit(app.apns.map(|a| a.concurrency)),
-                webpush: limit(app.webpush.map(|w| w.concurrency)),
+                fcm: share(app.fcm.map_or(0, |f| f.concurrency)),
+                apns: share(app.apns.map_or(0, |a| a.concurrency)),
+                webpush: share(app.webpush.map_or(0, |w| w.concurrency)),
             }
-        }),
+        }))),
         drain_timeout: service.drain_timeout(),
     };
     FanoutLimits {

@@ -43,7 +43,12 @@ impl Worker {
         stop: CancellationToken,
     ) {
         let slots = Arc::new(Semaphore::new(ENTRIES_AT_ONCE));
+        let mut tidied = tokio::time::Instant::now();
         loop {
+            if tidied.elapsed() >= self.settings.claims.lease() {
+                tidied = tokio::time::Instant::now();
+                super::jobs::forget_departed(&reader).await;
+            }
             // One slot first: nothing is read that could not start at once.
             let Some(first) = super::jobs::slot(&slots, &stop).await else {
                 break;
@@ -172,8 +177,14 @@ impl Worker {
         let provider = accepted.provider();
         // The app was configured when the request came in; a restart since may have dropped it.
         let app = self.apps.resolve(Some(accepted.app()));
+        // A Gaurun notification's platform is its provider's own.
+        let platform = match provider {
+            Provider::Apns => Platform::Ios,
+            Provider::Fcm => Platform::Android,
+            Provider::WebPush => Platform::Web,
+        };
         let devices = (accepted.tokens().iter().enumerate())
-            .map(|(i, token)| device(i, app, provider, token))
+            .map(|(i, token)| Device::addressed(i as i64 + 1, app, provider, platform, token))
             .collect();
         let prebuilt = match accepted.prebuilt() {
             Ok(prebuilt) => prebuilt,
@@ -252,24 +263,5 @@ impl Observer for Reports {
                 warn!(%token, %reason, "A push of POST /push was skipped.");
             }
         }
-    }
-}
-
-/// A device for the `index`-th token of a notification: no row behind it. Its id (the index,
-/// from 1) orders the lane and the checkpoint as a device id does.
-fn device(index: usize, app: Option<AppId>, provider: Provider, token: &str) -> Device {
-    Device {
-        id: index as i64 + 1,
-        user_id: None,
-        provider: Some(provider),
-        platform: Some(match provider {
-            Provider::Apns => Platform::Ios,
-            Provider::Fcm => Platform::Android,
-            Provider::WebPush => Platform::Web,
-        }),
-        app,
-        token: token.to_string(),
-        locale: None,
-        updated_at: None,
     }
 }

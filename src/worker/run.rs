@@ -334,14 +334,12 @@ impl Processed {
     }
 }
 
-/// The report's totals with the failure reasons the progress kept (`reason:<code>`).
+/// The report's totals with what only the progress kept: the failure reasons (`reason:<code>`),
+/// the pauses (`paused:<what>`) and the audience's `total`.
 pub(super) fn with_reasons(mut totals: Counts, progress: &Counts) -> Counts {
-    totals.extend(
-        progress
-            .iter()
-            .filter(|(n, _)| n.starts_with("reason:"))
-            .cloned(),
-    );
+    let kept =
+        |name: &str| name.starts_with("reason:") || name.starts_with("paused:") || name == "total";
+    totals.extend(progress.iter().filter(|(n, _)| kept(n)).cloned());
     totals
 }
 

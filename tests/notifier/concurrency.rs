@@ -43,13 +43,40 @@ async fn in_flight_pushes_never_exceed_the_concurrency_limit() {
         16,
         "the global limit is reached, never exceeded"
     );
-    // Each provider may hold at most three quarters of the slots: 12 of 16.
-    assert_eq!(
-        (max(0), max(1)),
-        (12, 12),
-        "each provider's share is reached, never exceeded"
+    // Each provider holds at most three quarters of the slots (12 of 16) while the other asks
+    // too; the one whose lane ends last may take the rest (see the next test).
+    assert!(
+        (12..=16).contains(&max(0)) && (12..=16).contains(&max(1)),
+        "each provider's share is reached, the global limit never exceeded: {:?}",
+        (max(0), max(1))
     );
     assert_eq!(recorder.device_ids(), (1..=2000).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn a_providers_share_gives_way_when_no_other_provider_has_devices_to_send() {
+    let test_db = TestDb::new(Backend::Sqlite).await;
+    test_db.execute(ONE_TALK).await;
+    sqlite_devices(&test_db, 2000).await;
+    test_db.execute(&["UPDATE devices SET provider = 'fcm'"]).await;
+    let mut settings = settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("NOTIFIER_CONCURRENCY", "16"),
+    ]);
+    settings.database.page_size = 100;
+    let recorder = RecordingPusher::slow(Duration::from_millis(2));
+    let worker = recording_worker(settings, &test_db, &recorder);
+
+    let outcome = worker
+        .handle_message(br#"{"talk_id": 1}"#, &CancellationToken::new())
+        .await;
+
+    let EventOutcome::Processed(summary) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(summary.report.sent, 2000);
+    // FCM's share is 12 of 16; with no APNs device, the other 4 slots are FCM's too.
+    assert_eq!(recorder.max_by_provider[0].load(Ordering::SeqCst), 16);
 }
 
 #[tokio::test]

@@ -109,15 +109,14 @@ impl Cluster {
         let stand_in = StandIn::start(stand_in).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         stand_in.write_files(dir.path()).unwrap();
-        let config = format!(
+        let base = format!(
             "[claims]\nkey_prefix = \"{}:\"\nlease_secs = {lease_secs}\n\n\
              [database]\npage_size = 500\n\n\
              [service]\ndrain_timeout_secs = 3\n\n\
-             [retry]\ninitial_backoff_ms = 100\nmax_backoff_ms = 2000\nmax_attempts = 40\npush_deadline_secs = 120\n\n\
-             {extra_config}",
+             [retry]\ninitial_backoff_ms = 100\nmax_backoff_ms = 2000\nmax_attempts = 40\npush_deadline_secs = 120\n",
             unique("faults")
         );
-        // A TOML file may not repeat a table: later sections from extra_config must be new ones.
+        let config = merged(&base, extra_config);
         std::fs::write(dir.path().join("notifier.toml"), config).unwrap();
         Self {
             dir,
@@ -290,9 +289,14 @@ impl Cluster {
         std::fs::read_to_string(&self.replicas[n].log).unwrap_or_default()
     }
 
+    /// Each replica's last 30 lines (all of them with `TEST_FULL_LOGS` set).
     pub(crate) fn logs(&self) -> String {
+        let lines = match std::env::var_os("TEST_FULL_LOGS") {
+            Some(_) => usize::MAX,
+            None => 30,
+        };
         (0..self.replicas.len())
-            .map(|n| format!("--- replica {n}\n{}", tail(&self.log(n), 30)))
+            .map(|n| format!("--- replica {n}\n{}", tail(&self.log(n), lines)))
             .collect()
     }
 
@@ -332,6 +336,21 @@ impl Cluster {
         let pid = owner?.split(':').nth(1)?.parse::<u32>().ok()?;
         self.replicas.iter().position(|r| r.child.id() == Some(pid))
     }
+}
+
+/// `extra` laid over `base`, table by table, so a test may add keys to a table the cluster writes.
+fn merged(base: &str, extra: &str) -> String {
+    let mut base: toml::Table = base.parse().unwrap();
+    let extra: toml::Table = extra.parse().expect("extra_config is TOML");
+    for (name, value) in extra {
+        match (base.get_mut(&name), value) {
+            (Some(toml::Value::Table(into)), toml::Value::Table(from)) => into.extend(from),
+            (_, value) => {
+                base.insert(name, value);
+            }
+        }
+    }
+    toml::to_string(&base).unwrap()
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -20,7 +20,7 @@ pub(crate) fn free_addr() -> String {
 
 /// A cluster with no devices, recording what the stand-in receives; `extra_config` as in
 /// [`Cluster::with_stand_in`].
-async fn cluster(extra_config: &str) -> Cluster {
+pub(crate) async fn cluster(extra_config: &str) -> Cluster {
     let recording = StandInConfig {
         record: true,
         ..Default::default()
@@ -69,7 +69,7 @@ async fn post_to(base: &str, path: &str, body: &Value) -> (u16, Value) {
 }
 
 /// The stand-in's recorded messages once `n` have arrived.
-async fn recorded(cluster: &Cluster, n: usize) -> Vec<Value> {
+pub(crate) async fn recorded(cluster: &Cluster, n: usize) -> Vec<Value> {
     for _ in 0..400 {
         let messages = cluster.stand_in.counters.messages.lock().unwrap().clone();
         if messages.len() >= n {
@@ -296,11 +296,14 @@ async fn two_replicas_sharing_one_backlog_send_each_token_once() {
     assert_eq!((cluster.unique(), cluster.duplicates()), (2_000, 0));
 }
 
+const SECRET: &str = "s3cret-0123456789";
+
 #[tokio::test]
 async fn errors_answer_401_400_404_and_503_in_gaurun_s_format() {
     notifier::install_crypto_provider();
-    let mut cluster = cluster("[api]\nbacklog_max = 1\n").await;
-    let base = start_api_replica(&mut cluster, &[("NOTIFIER_API_TOKENS", "s3cret")]).await;
+    // Strict mode: one invalid notification refuses the whole request, as before Gaurun's 200.
+    let mut cluster = cluster("[api]\nbacklog_max = 1\nstrict = true\n").await;
+    let base = start_api_replica(&mut cluster, &[("NOTIFIER_API_TOKENS", SECRET)]).await;
     let client = reqwest::Client::new();
     let push = |token: &str, body: &str| {
         client
@@ -321,7 +324,7 @@ async fn errors_answer_401_400_404_and_503_in_gaurun_s_format() {
     assert_eq!(status, 401);
     assert!(body["message"].is_string(), "{body}");
     let bad = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"},{"token":["t"],"platform":7,"message":"m"}]}"#;
-    let (status, body, _) = answer(push("s3cret", bad).send().await.unwrap()).await;
+    let (status, body, _) = answer(push(SECRET, bad).send().await.unwrap()).await;
     assert_eq!(
         (status, body),
         (
@@ -331,24 +334,21 @@ async fn errors_answer_401_400_404_and_503_in_gaurun_s_format() {
     );
     let r = client
         .get(format!("{base}/nothing"))
-        .bearer_auth("s3cret")
+        .bearer_auth(SECRET)
         .send()
         .await
         .unwrap();
     let (status, body, _) = answer(r).await;
     assert_eq!((status, body), (404, json!({"message": "no such route"})));
     let two = r#"{"notifications":[{"token":["t"],"platform":2,"message":"m"},{"token":["u"],"platform":2,"message":"m"}]}"#;
-    let (status, body, retry_after) = answer(push("s3cret", two).send().await.unwrap()).await;
+    let (status, body, retry_after) = answer(push(SECRET, two).send().await.unwrap()).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("backlog"),
         "{body}"
     );
     assert_eq!(retry_after.unwrap(), "5");
-    assert_eq!(
-        answer(push("s3cret", one).send().await.unwrap()).await.0,
-        200
-    );
+    assert_eq!(answer(push(SECRET, one).send().await.unwrap()).await.0, 200);
 }
 
 #[tokio::test]
@@ -383,7 +383,15 @@ async fn stat_app_counts_each_platform_and_config_pushers_changes_the_pushes_in_
     assert_eq!(r.status(), 200);
     let app: Value = get("/stat/app").await.unwrap().json().await.unwrap();
     assert_eq!(app["pusher_max"], 7);
-    for query in ["", "?max=x", "?max=0", "?max=-3"] {
+    // Gaurun's 0: its workers pushed one at a time each; here one push in flight per core.
+    assert_eq!(put("?max=0").await.unwrap().status(), 200);
+    let app: Value = get("/stat/app").await.unwrap().json().await.unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(app["pusher_max"], cores);
+    assert_eq!(put("?max=0x10").await.unwrap().status(), 200);
+    let app: Value = get("/stat/app").await.unwrap().json().await.unwrap();
+    assert_eq!(app["pusher_max"], 16, "Go's ParseInt(s, 0, 64) reads 0x10");
+    for query in ["", "?max=x", "?max=-3", "?max=1.5"] {
         let r = put(query).await.unwrap();
         assert_eq!(r.status(), 400, "{query}");
         assert_eq!(

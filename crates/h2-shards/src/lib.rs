@@ -16,7 +16,8 @@
 //! it, nor more than 100.
 //!
 //! Modules: `shard` (a connection slot and its stream gate), `dial` (TCP, the proxy tunnel, TLS,
-//! the handshake, keep-alive), `tls` (the verifier) and `proxy` (`HTTPS_PROXY`/`NO_PROXY`). What
+//! the handshake, keep-alive), `tls` (the verifier), `proxy` (`HTTPS_PROXY`/`NO_PROXY`) and
+//! `unvectored` (how h2 is made to write the frames of many pushes at once). What
 //! may change here: the constants below and the dial; the public surface is what the notifier's
 //! pushers and the connection tests use.
 
@@ -24,6 +25,7 @@ mod dial;
 mod proxy;
 mod shard;
 mod tls;
+mod unvectored;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -309,17 +311,27 @@ impl Http2Client {
             stream.send_data(body, true).map_err(failed)?;
         }
         let (parts, mut recv) = response.await.map_err(failed)?.into_parts();
-        let mut body = BytesMut::new();
+        // A body in one DATA frame (every provider answer seen) is kept as h2 read it, a slice
+        // of its read buffer: copied only when a second frame follows.
+        let mut body = Bytes::new();
+        let mut more = BytesMut::new();
         while let Some(chunk) = recv.data().await {
             let chunk = chunk.map_err(failed)?;
             let _ = recv.flow_control().release_capacity(chunk.len());
-            let room = MAX_BODY.saturating_sub(body.len());
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.is_empty() && more.is_empty() {
+                body = chunk.slice(..chunk.len().min(MAX_BODY));
+                continue;
+            }
+            if more.is_empty() {
+                more.extend_from_slice(&std::mem::take(&mut body));
+            }
+            let room = MAX_BODY.saturating_sub(more.len());
+            more.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
         Ok(Response {
             status: parts.status,
             headers: parts.headers,
-            body: body.freeze(),
+            body: if more.is_empty() { body } else { more.freeze() },
         })
     }
 

@@ -194,14 +194,7 @@ pub(crate) fn record_delivery(
     message: Option<&Value>,
 ) {
     let c = &shared.counters;
-    c.delivered.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let _ = c
-        .first_delivered_ms
-        .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-    c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
+    count_delivery(c);
     let mut seen = c.seen.lock().unwrap_or_else(|e| e.into_inner());
     let count = seen.entry(message_key(token, collapse)).or_default();
     *count += 1;
@@ -215,4 +208,17 @@ pub(crate) fn record_delivery(
             .unwrap_or_else(|e| e.into_inner())
             .push(message.clone());
     }
+}
+
+/// Counts a delivery and its time, without recording whose it was (all `RequestWork::Light`
+/// does).
+pub(crate) fn count_delivery(c: &Counters) {
+    c.delivered.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let _ = c
+        .first_delivered_ms
+        .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
 }

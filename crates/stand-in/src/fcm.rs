@@ -1,7 +1,8 @@
 //! FCM HTTP v1 `messages:send`: the bearer token must be one the token endpoint issued, the
 //! project the configured one, and the request what FCM accepts (fields, types, TTL, priority, the
 //! 4096-byte limit); then an outage, or a failure the token asks for (`faults`), or the
-//! project's quota (`quota`), or a delivery. Errors carry FCM's real bodies.
+//! project's quota (`quota`), or a delivery. Errors carry FCM's real bodies. With
+//! `RequestWork::Light` none of that: every send is a delivery, its body unread.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,9 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::Shared;
-use crate::counters::{counted, record_delivery, tagged};
+use crate::counters::{count_delivery, counted, record_delivery, tagged};
 use crate::faults::injected;
+use crate::{RequestWork, Shared};
 
 const FCM_LIMIT: usize = 4096;
 
@@ -47,7 +48,22 @@ pub(crate) async fn send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if shared.config.work == RequestWork::Light {
+        return counted(&shared, || light_answer(&shared, &project)).await;
+    }
     counted(&shared, || answer(&shared, &project, &headers, &body)).await
+}
+
+/// `RequestWork::Light`: FCM's answer to a delivered message, the request unread.
+fn light_answer(shared: &Shared, project: &str) -> Response {
+    count_delivery(&shared.counters);
+    message_name(shared, project)
+}
+
+/// FCM's answer to a delivered message: its name.
+fn message_name(shared: &Shared, project: &str) -> Response {
+    let n = shared.counters.requests.load(Ordering::Relaxed);
+    Json(json!({"name": format!("projects/{project}/messages/0:{n}")})).into_response()
 }
 
 fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -98,8 +114,7 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
             .unwrap_or_default();
         record_delivery(shared, token, collapse, Some(&message));
     }
-    let n = c.requests.load(Ordering::Relaxed);
-    Json(json!({"name": format!("projects/{project}/messages/0:{n}")})).into_response()
+    message_name(shared, project)
 }
 
 /// FCM's answer to a caller it does not know (a bearer token the token endpoint never issued) or

@@ -105,6 +105,25 @@ pub struct StandInConfig {
     /// (403 ExpiredProviderToken). Both judged by the stand-in's clock (see
     /// [`StandIn::advance_clock`]).
     pub token_update_window: Duration,
+    /// What each FCM or APNs send costs the stand-in: a provider's front end's work (the
+    /// default), or none (`--light`).
+    pub work: RequestWork,
+}
+
+/// How much of a send request the stand-in reads before it answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RequestWork {
+    /// What a provider's front end must do per request: parse the JSON body and check it as the
+    /// provider does (for FCM the `message.token` among the rest; for APNs the payload, with the
+    /// device token from the path), then record the delivery, counted by token and collapse key
+    /// (`duplicates`, `unique_delivered`). The benchmark's default, and the tests'.
+    #[default]
+    Realistic,
+    /// Answer every send with success as soon as it has arrived, its body unread: no parsing, no
+    /// checks, no injected failures and no per-token record (only `requests`, `delivered` and
+    /// the delivery times are counted). It leaves the client more of a shared machine, so it
+    /// measures the client's own cost against the least a server can do.
+    Light,
 }
 
 impl Default for StandInConfig {
@@ -123,6 +142,7 @@ impl Default for StandInConfig {
             initial_streams: None,
             goaway_after: None,
             token_update_window: Duration::from_secs(20 * 60),
+            work: RequestWork::default(),
         }
     }
 }

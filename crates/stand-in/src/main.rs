@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use stand_in::{StandIn, StandInConfig};
+use stand_in::{RequestWork, StandIn, StandInConfig};
 
 /// A stand-in for FCM HTTP v1 and Google's token endpoint, for staging load tests and the
 /// benchmark. Tokens containing unregistered, mismatch, invalid, thirdpartyauth, flaky, quota or
@@ -36,6 +36,14 @@ struct Args {
     /// certificate and used in the URLs printed and the service account's token_uri.
     #[arg(long, default_value = "localhost")]
     host_name: String,
+    /// More names for the TLS certificate only (repeatable): fcm.googleapis.com and
+    /// oauth2.googleapis.com, for a client whose hosts cannot be configured, resolved here.
+    #[arg(long = "cert-name", value_name = "NAME")]
+    cert_names: Vec<String>,
+    /// Answer every FCM and APNs send at once without reading its body (no parsing, checks or
+    /// per-token record); by default each is parsed, checked and recorded as a provider must.
+    #[arg(long)]
+    light: bool,
     /// Take any bearer token, for load generators such as h2load.
     #[arg(long)]
     accept_any_token: bool,
@@ -58,7 +66,13 @@ fn main() -> anyhow::Result<()> {
             latency: Duration::from_millis(args.latency_ms),
             max_streams: args.max_streams,
             record: false,
-            host_names: vec![args.host_name.clone()],
+            host_names: std::iter::once(args.host_name.clone())
+                .chain(args.cert_names)
+                .collect(),
+            work: match args.light {
+                true => RequestWork::Light,
+                false => RequestWork::Realistic,
+            },
             accept_any_token: args.accept_any_token,
             fcm_quota_per_minute: args.fcm_quota_per_minute,
             ..StandInConfig::default()

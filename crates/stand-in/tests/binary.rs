@@ -104,3 +104,92 @@ async fn the_stand_in_binary_serves_fcm_and_writes_its_ca_and_service_account() 
     assert_eq!(stats["token_requests"], 1, "{stats}");
     assert_eq!(stats["errors"]["UNAUTHENTICATED"], 1, "{stats}");
 }
+
+/// Starts the binary with `args` (besides free ports and a directory); returns it (killed on
+/// drop), what it printed and a client trusting its CA.
+async fn started(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    HashMap<String, String>,
+    reqwest::Client,
+) {
+    stand_in::install_crypto_provider();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_notifier-stand-in"))
+        .args(["--tls-addr", "127.0.0.1:0", "--plain-addr", "127.0.0.1:0"])
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let printed = printed_settings(child.stdout.take().unwrap()).await;
+    let ca = std::fs::read(&printed["NOTIFIER_EXTRA_CA_FILE"]).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    (child, printed, client)
+}
+
+/// Posts `body` as an FCM send (any token accepted) and an APNs push to device `device`;
+/// returns both statuses and the stats after them.
+async fn send_both(
+    printed: &HashMap<String, String>,
+    client: &reqwest::Client,
+    body: &'static str,
+    device: &str,
+) -> (u16, u16, Value) {
+    let base = &printed["FCM_ENDPOINT"];
+    let post = |url: String| {
+        client
+            .post(url)
+            .header("authorization", "Bearer load-generator")
+            .header("content-type", "application/json")
+            .header("apns-topic", "com.example.notifier")
+            .header("apns-push-type", "alert")
+            .body(body)
+            .send()
+    };
+    let fcm = post(format!("{base}/v1/projects/stand-in-project/messages:send"));
+    let fcm = fcm.await.unwrap().status().as_u16();
+    let apns = post(format!("{base}/3/device/{device}"));
+    let apns = apns.await.unwrap().status().as_u16();
+    let stats = client.get(&printed["stats"]).send().await.unwrap();
+    (fcm, apns, stats.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn by_default_every_send_is_parsed_checked_and_recorded_by_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, printed, client) = started(dir.path(), &["--accept-any-token"]).await;
+    let good =
+        r#"{"message":{"token":"device-1","notification":{"title":"t","body":"b"}},"aps":{}}"#;
+    // FCM refuses the unknown top-level `aps`; APNs finds its `aps` object.
+    let (fcm, apns, _) = send_both(&printed, &client, good, "device-1").await;
+    assert_eq!((fcm, apns), (400, 200));
+    let fcm_only = r#"{"message":{"token":"fcm-device","notification":{"title":"t","body":"b"}}}"#;
+    let (fcm, apns, stats) = send_both(&printed, &client, fcm_only, "device-2").await;
+    assert_eq!((fcm, apns), (200, 400), "APNs wants an aps object");
+    assert_eq!(stats["delivered"], 2, "{stats}");
+    assert_eq!(
+        stats["unique_delivered"], 2,
+        "one FCM and one APNs token: {stats}"
+    );
+    let (fcm, _, stats) = send_both(&printed, &client, "not json", "device-3").await;
+    assert_eq!(fcm, 400);
+    assert_eq!(stats["delivered"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn with_light_every_send_is_answered_unread_and_only_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, printed, client) = started(dir.path(), &["--light"]).await;
+    let (fcm, apns, stats) = send_both(&printed, &client, "not json", "device-1").await;
+    assert_eq!((fcm, apns), (200, 200));
+    assert_eq!(stats["delivered"], 2, "{stats}");
+    assert_eq!(stats["unique_delivered"], 0, "no token recorded: {stats}");
+    assert!(stats["last_delivered_ms"].as_u64().unwrap() > 0, "{stats}");
+}

@@ -50,10 +50,10 @@ impl Bodies {
         let mut body =
             Vec::with_capacity(template.prefix.len() + token.len() + 2 + template.suffix.len());
         body.extend_from_slice(&template.prefix);
-        if token
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
+        // Folded without an early exit, so the check runs vectorised over the whole token.
+        if token.bytes().fold(true, |plain, b| {
+            plain & b.is_ascii_graphic() & (b != b'"') & (b != b'\\')
+        }) {
             // Real tokens ([A-Za-z0-9_:-]) need no escaping.
             body.push(b'"');
             body.extend_from_slice(token.as_bytes());

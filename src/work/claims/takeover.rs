@@ -2,7 +2,7 @@
 //! over those whose owner's lease ran out ([`Claims::take_over`]), and a cancel stops an event and
 //! every run of it ([`Claims::cancel`]).
 
-use super::{CANCEL, ClaimError, Claims, Held, Resume, TAKE_OVER, pairs};
+use super::{CANCEL, CANCEL_PUSHES, ClaimError, Claims, Held, Resume, TAKE_OVER, pairs};
 
 /// A listed unit taken over by a scan.
 #[derive(Debug, Clone)]
@@ -118,4 +118,45 @@ impl Claims {
             _ => Cancelling::Already,
         })
     }
+
+    /// Stops the `POST /push` notifications a request queued, found through the list its
+    /// `Idempotency-Key` kept (`entries`): see `lua/cancel_pushes.lua`. `None` when the key
+    /// names no request within the dedup window.
+    pub(crate) async fn cancel_pushes(
+        &self,
+        entries: &str,
+        group: &str,
+    ) -> Result<Option<PushesCancelled>, ClaimError> {
+        let Some(mut redis) = self.connection() else {
+            return Ok(None);
+        };
+        let keys = self.keys();
+        let reply: Vec<u64> = CANCEL_PUSHES
+            .key(entries)
+            .key(keys.backlog())
+            .arg(self.window().as_secs())
+            .arg(group)
+            .arg(keys.push(""))
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(match reply[..] {
+            [settled, stopping, done] => Some(PushesCancelled {
+                settled,
+                stopping,
+                done,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// What a cancel of a request's `POST /push` notifications found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct PushesCancelled {
+    /// Cancelled before any replica started them (or before).
+    pub settled: u64,
+    /// Being sent: their runs stop at their next renewal.
+    pub stopping: u64,
+    /// Sent already.
+    pub done: u64,
 }

@@ -7,7 +7,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local held = redis.call('HGET', KEYS[1], 'epoch')
 if held and (held ~= ARGV[2] or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'owner', ARGV[1], 'epoch', ARGV[2], 'finished', now)
-redis.call('HDEL', KEYS[1], 'payload', 'checkpoint', 'lease_until')
+redis.call('HDEL', KEYS[1], 'checkpoint', 'lease_until')
 for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], 'c:' .. ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if redis.call('HSETNX', KEYS[2], 'j:' .. ARGV[5], 1) == 1 then
