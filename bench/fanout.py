@@ -9,11 +9,18 @@ APNs side by APNS_ENDPOINT (only the host differs). With APNs in the mix, h2load
 APNs endpoint (/3/device/…, APNs headers and payload), and the row's ceiling is the two ceilings
 blended in the row's proportions.
 
+Web Push devices (--webpush-every) hold subscriptions the stand-in mints for each run (a key pair
+and an auth secret each, endpoints on its TLS port, allowed by [webpush] allowed_hosts); every push
+is encrypted for its subscription and VAPID-signed by the notifier, and decrypted by the stand-in.
+No ceiling is taken with them in the mix (h2load would replay one body): compare a row with
+Web Push to the same row without (--webpush-every 0) on the same machine.
+
     python3 bench/fanout.py --devices 100000 --latency-ms 0 --runs 3
     python3 bench/fanout.py --devices 10000 --latency-ms 200 --concurrency 1000 --runs 3   # no ceiling
     python3 bench/fanout.py --devices 1000000 --runs 1 --no-ceiling
     python3 bench/fanout.py --devices 10000 --db sqlite
     python3 bench/fanout.py --devices 100000 --apns-every 2 --runs 3    # half through APNs
+    python3 bench/fanout.py --devices 100000 --webpush-every 1 --runs 3 --no-ceiling  # all browsers
     python3 bench/fanout.py --devices 100000 --db mariadb --no-analyze --no-ceiling
     python3 bench/fanout.py --devices 100000 --query expr --no-ceiling  # ORDER BY an expression
     python3 bench/fanout.py --devices 100000 --runs 3 --both            # realistic and light, alternating
@@ -193,12 +200,15 @@ def fill_mariadb(admin, name, url, devices, provider, analyze=True):
         {"ANALYZE TABLE " + ", ".join(TABLES) + ";" if analyze else ""}""")
 
 
-def make_audience(db, devices, workdir, apns_every, analyze=True):
-    """A talk whose program one listener clipped, with `devices` devices: every `apns_every`-th one
-    (0: none) an iPhone reached through APNs, the others Android through FCM. Without `analyze`
-    the database has no planner statistics, as right after a bulk load."""
+def make_audience(db, devices, workdir, apns_every, analyze=True, webpush_every=0):
+    """A talk whose program one listener clipped, with `devices` devices: every `webpush_every`-th
+    one (0: none) a browser reached through Web Push (its token set per run, see
+    `set_web_tokens`), of the others every `apns_every`-th one (0: none) an iPhone reached through
+    APNs, the rest Android through FCM. Without `analyze` the database has no planner statistics,
+    as right after a bulk load."""
     every = apns_every if apns_every > 0 else devices + 1
-    provider = f"CASE WHEN i % {every} = 0 THEN 'apns' ELSE 'fcm' END"
+    web = webpush_every if webpush_every > 0 else devices + 1
+    provider = f"CASE WHEN i % {web} = 0 THEN 'webpush' WHEN i % {every} = 0 THEN 'apns' ELSE 'fcm' END"
     if db == "mariadb":
         name = f"notifier_bench_{os.getpid()}"
         admin = ["mariadb", "-h", "127.0.0.1", "-u", "root"]
@@ -289,6 +299,29 @@ def ceilings(args, tmp, tls_port):
         time_per_push += share / rate
     out["ceiling_per_s"] = 1 / time_per_push
     return out
+
+
+def set_web_tokens(args, url, plain_port):
+    """Mints a subscription for each Web Push device at this run's stand-in (one request) and
+    stores it as the device's token, through the database's own client."""
+    count = args.devices // args.webpush_every
+    req = urllib.request.Request(f"http://127.0.0.1:{plain_port}/webpush/subscriptions", method="POST",
+                                 data=json.dumps({"id": "w", "count": count}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        minted = json.load(r)
+    rows = [f"({(k + 1) * args.webpush_every}, '{json.dumps(sub, separators=(',', ':'))}')"
+            for k, sub in enumerate(minted)]
+    sql = ["CREATE TABLE bench_webpush (id BIGINT PRIMARY KEY, token TEXT NOT NULL);"]
+    sql += [f"INSERT INTO bench_webpush (id, token) VALUES {', '.join(rows[i:i + 1000])};"
+            for i in range(0, len(rows), 1000)]
+    sql += ["UPDATE devices SET token = (SELECT token FROM bench_webpush w WHERE w.id = devices.id) "
+            "WHERE provider = 'webpush';", "DROP TABLE bench_webpush;"]
+    name = url.rsplit("/", 1)[1]
+    client = {"postgres": ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1", "-d", name],
+              "mariadb": ["mariadb", "-h", "127.0.0.1", "-u", "root", name],
+              "sqlite": ["sqlite3", url.removeprefix("sqlite://")]}[args.db]
+    subprocess.run(client, input="\n".join(sql), check=True, capture_output=True, text=True)
 
 
 def start_stand_in(args, tmp, tls_addr, plain_port, cert_names=()):
@@ -395,6 +428,8 @@ def one_run(args, url, run):
     notifier = None
     try:
         wait_for_stand_in(plain_port)
+        if args.webpush_every > 0:
+            set_web_tokens(args, url, plain_port)
         channel = f"bench_{os.getpid()}_{run}"
         with open(os.path.join(tmp, "notifier.toml"), "w") as f:
             # Each provider may use the whole concurrency, unless --default-shares leaves the
@@ -404,6 +439,8 @@ def one_run(args, url, run):
                     f"[database]\npage_size = {args.page_size}\n"
                     f"[fcm]\n{share}connections = {getattr(args, 'fcm_connections', 0)}\n"
                     f"[apns]\n{share}")
+            if args.webpush_every > 0:
+                f.write(f'[webpush]\nallowed_hosts = ["localhost"]\n{share}')
             if args.query == "expr":
                 f.write(f'[queries]\naudience = """{EXPR_QUERY}"""\n')
         env = {
@@ -420,6 +457,9 @@ def one_run(args, url, run):
             # APNs through the shipped transport (h2-shards, provider token), aimed at the stand-in.
             "APNS_ENDPOINT": f"https://localhost:{tls_port}", "APNS_KEY_PATH": os.path.join(tmp, "apns-key.p8"),
             "APNS_KEY_ID": "STANDIN123", "APNS_TEAM_ID": "TEAM123456", "APNS_TOPIC": "com.example.notifier",
+            # Web Push signs with any P-256 key: the stand-in's APNs key serves as the VAPID key.
+            "WEBPUSH_VAPID_PRIVATE_KEY_PATH": os.path.join(tmp, "apns-key.p8"),
+            "WEBPUSH_VAPID_SUBJECT": "mailto:bench@example.com",
             # Runtime and allocator experiments (TOKIO_WORKER_THREADS=1, MIMALLOC_…) reach the notifier.
             **{k: v for k, v in os.environ.items() if k.startswith(("TOKIO_", "MIMALLOC_"))},
         }
@@ -428,9 +468,15 @@ def one_run(args, url, run):
         wait_subscribed(channel, log.name)
         with profiled(args, notifier.pid, run):
             result = measure_event(args, notifier, plain_port, channel, run, log.name)
+        result["webpush_every"] = args.webpush_every
+        if args.webpush_every > 0:
+            s = stats(plain_port)
+            result["webpush_decrypted"] = s["webpush"]["decrypted"]
+            if s["webpush"]["decrypt_failures"]:
+                raise RuntimeError(f"{s['webpush']['decrypt_failures']} Web Push bodies did not decrypt")
         # With latency, h2load's fixed connections and streams would measure the latency, not the
         # machine: the ceiling is taken at zero latency only.
-        if not args.no_ceiling and args.latency_ms == 0:
+        if not args.no_ceiling and args.latency_ms == 0 and args.webpush_every == 0:
             result.update(ceilings(args, tmp, tls_port))
             result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
             result["steady_of_ceiling"] = result["steady_per_s"] / result["ceiling_per_s"]
@@ -578,6 +624,8 @@ def main():
                    help="expr: the audience query ordered by an expression no index gives")
     p.add_argument("--bin-dir", help="run the binaries in this directory (say, an older build); implies --no-build")
     p.add_argument("--apns-every", type=int, default=0, help="every K-th device goes through APNs (0: none)")
+    p.add_argument("--webpush-every", type=int, default=0,
+                   help="every N-th device is a browser, through Web Push (0: none); before --apns-every")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--no-ceiling", action="store_true", help="skip h2load")
@@ -596,8 +644,8 @@ def main():
     p.add_argument("--keep-logs", metavar="DIR", help="copy each run's notifier log here")
     args = p.parse_args()
     use_bin_dir(args)
-    if args.peer and (args.db != "postgres" or args.apns_every or args.both):
-        p.error("--peer compares FCM sends read from PostgreSQL: no --db, --apns-every or --both")
+    if args.peer and (args.db != "postgres" or args.apns_every or args.webpush_every or args.both):
+        p.error("--peer compares FCM sends read from PostgreSQL: no --db, --apns-every, --webpush-every or --both")
 
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
@@ -606,7 +654,8 @@ def main():
         install_peer()
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
     workdir = tempfile.mkdtemp(prefix="notifier-bench-db-")
-    url, drop = make_audience(args.db, args.devices, workdir, args.apns_every, not args.no_analyze)
+    url, drop = make_audience(args.db, args.devices, workdir, args.apns_every, not args.no_analyze,
+                              args.webpush_every)
     runs = []
     try:
         with LoopbackHosts() if args.peer else contextlib.nullcontext():

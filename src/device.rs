@@ -18,16 +18,19 @@ use crate::apps::AppId;
 pub enum Provider {
     Fcm,
     Apns,
+    /// A browser's push service (RFC 8030); the device's token is its subscription JSON.
+    WebPush,
 }
 
 impl Provider {
     /// Every provider, in the order lanes, metrics and reports list them.
-    pub const ALL: [Provider; 2] = [Provider::Fcm, Provider::Apns];
+    pub const ALL: [Provider; 3] = [Provider::Fcm, Provider::Apns, Provider::WebPush];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
             "fcm" => Some(Provider::Fcm),
             "apns" => Some(Provider::Apns),
+            "webpush" => Some(Provider::WebPush),
             _ => None,
         }
     }
@@ -36,6 +39,7 @@ impl Provider {
         match self {
             Provider::Fcm => "fcm",
             Provider::Apns => "apns",
+            Provider::WebPush => "webpush",
         }
     }
 }
@@ -52,17 +56,20 @@ impl std::fmt::Display for Provider {
 pub enum Platform {
     Android,
     Ios,
-    /// Web, or any other text the application stores: delivered like web.
+    /// A browser: FCM's web devices and every Web Push subscription.
+    Web,
+    /// Any other text the application stores: delivered like web.
     Other,
 }
 
 impl Platform {
-    /// Exactly `android` and `ios` are recognised, as before the type existed (no trimming or
-    /// case folding, so no device changes how it is reached).
+    /// Exactly `android`, `ios` and `web` are recognised, as before the type existed (no
+    /// trimming or case folding, so no device changes how it is reached).
     pub fn parse(s: &str) -> Self {
         match s {
             "android" => Platform::Android,
             "ios" => Platform::Ios,
+            "web" => Platform::Web,
             _ => Platform::Other,
         }
     }
@@ -110,12 +117,15 @@ impl Device {
     }
 }
 
-/// One value per provider. Serialised as `{"fcm": …, "apns": …}`, the shape checkpoints stored
-/// in Redis already have.
+/// One value per provider. Serialised as `{"fcm": …, "apns": …, "webpush": …}`, the shape
+/// checkpoints stored in Redis have; a field a provider added later defaults when absent, so a
+/// checkpoint written before it existed still reads (that lane starts from the beginning).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PerProvider<T> {
     pub fcm: T,
     pub apns: T,
+    #[serde(default)]
+    pub webpush: T,
 }
 
 impl<T> PerProvider<T> {
@@ -124,6 +134,7 @@ impl<T> PerProvider<T> {
         Self {
             fcm: value(Provider::Fcm),
             apns: value(Provider::Apns),
+            webpush: value(Provider::WebPush),
         }
     }
 
@@ -131,6 +142,7 @@ impl<T> PerProvider<T> {
         PerProvider {
             fcm: f(Provider::Fcm, self.fcm),
             apns: f(Provider::Apns, self.apns),
+            webpush: f(Provider::WebPush, self.webpush),
         }
     }
 
@@ -147,6 +159,7 @@ impl<T> Index<Provider> for PerProvider<T> {
         match provider {
             Provider::Fcm => &self.fcm,
             Provider::Apns => &self.apns,
+            Provider::WebPush => &self.webpush,
         }
     }
 }
@@ -156,6 +169,7 @@ impl<T> IndexMut<Provider> for PerProvider<T> {
         match provider {
             Provider::Fcm => &mut self.fcm,
             Provider::Apns => &mut self.apns,
+            Provider::WebPush => &mut self.webpush,
         }
     }
 }
@@ -170,10 +184,12 @@ mod tests {
             assert_eq!(Provider::parse(p.as_str()), Some(p));
         }
         assert_eq!(Provider::parse(" apns "), Some(Provider::Apns));
+        assert_eq!(Provider::parse("webpush"), Some(Provider::WebPush));
         assert_eq!(Provider::parse("hms"), None);
         assert_eq!(Platform::parse("android"), Platform::Android);
         assert_eq!(Platform::parse("ios"), Platform::Ios);
-        assert_eq!(Platform::parse("web"), Platform::Other);
+        assert_eq!(Platform::parse("web"), Platform::Web);
+        assert_eq!(Platform::parse("tv"), Platform::Other);
         assert_eq!(Platform::parse("iOS"), Platform::Other);
     }
 
@@ -181,9 +197,49 @@ mod tests {
     fn per_provider_indexes_by_provider() {
         let mut counts = PerProvider::from_fn(|p| p.as_str().len());
         counts[Provider::Apns] += 1;
-        assert_eq!(counts, PerProvider { fcm: 3, apns: 5 });
+        assert_eq!(
+            counts,
+            PerProvider {
+                fcm: 3,
+                apns: 5,
+                webpush: 7
+            }
+        );
         let listed: Vec<_> = counts.iter().map(|(p, n)| (p, *n)).collect();
-        assert_eq!(listed, [(Provider::Fcm, 3), (Provider::Apns, 5)]);
-        assert_eq!(counts.map(|_, n| n * 2), PerProvider { fcm: 6, apns: 10 });
+        assert_eq!(
+            listed,
+            [
+                (Provider::Fcm, 3),
+                (Provider::Apns, 5),
+                (Provider::WebPush, 7)
+            ]
+        );
+        let doubled = counts.map(|_, n| n * 2);
+        assert_eq!((doubled.fcm, doubled.apns, doubled.webpush), (6, 10, 14));
+    }
+
+    /// `ALL` is written out by hand. The provider after each, by a `match` without a wildcard:
+    /// a new variant does not compile until it has a place in this chain, and the chain walked
+    /// from the first must be `ALL`, in its order.
+    #[test]
+    fn all_lists_every_provider_once_in_order() {
+        fn after(p: Provider) -> Option<Provider> {
+            match p {
+                Provider::Fcm => Some(Provider::Apns),
+                Provider::Apns => Some(Provider::WebPush),
+                Provider::WebPush => None,
+            }
+        }
+        let walked: Vec<Provider> =
+            std::iter::successors(Some(Provider::Fcm), |p| after(*p)).collect();
+        assert_eq!(walked, Provider::ALL);
+    }
+
+    #[test]
+    fn a_per_provider_value_written_before_a_provider_existed_still_reads() {
+        let old: PerProvider<u32> = serde_json::from_str(r#"{"fcm": 1, "apns": 2}"#).unwrap();
+        assert_eq!((old.fcm, old.apns, old.webpush), (1, 2, 0));
+        let now = serde_json::to_string(&old).unwrap();
+        assert_eq!(now, r#"{"fcm":1,"apns":2,"webpush":0}"#);
     }
 }

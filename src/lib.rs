@@ -1,7 +1,7 @@
 #![warn(unreachable_pub)]
 
-//! notifier turns "a talk was posted" events into push notifications on every device whose user
-//! clipped (subscribed to) the talk's program.
+//! notifier turns "a talk was posted" events into push notifications on every device (phone or
+//! browser) whose user clipped (subscribed to) the talk's program.
 //!
 //! The flow, one folder or file a step, in the order work takes:
 //!

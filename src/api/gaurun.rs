@@ -99,6 +99,8 @@ impl GaurunNotification {
         match provider {
             Provider::Apns => self.check_ios()?,
             Provider::Fcm => self.check_android()?,
+            // Gaurun has no web platform: `provider` never names Web Push.
+            Provider::WebPush => return Err(Invalid::Platform(self.platform)),
         }
         Ok(provider)
     }

@@ -208,6 +208,12 @@ pub(super) fn prebuilt(
                 expiration: sent.expiration.map(|at| at.max(0) as u64),
             })
         }
+        // Gaurun has no web platform, so no accepted notification names Web Push.
+        Provider::WebPush => {
+            return Err(serde::de::Error::custom(
+                "Gaurun's notifications have no web platform",
+            ));
+        }
     })
 }
 

@@ -1,11 +1,11 @@
 //! `notifier check`: loads and checks everything the worker will use (database, Redis, each app's
-//! FCM token and APNs key) and prints the effective settings with secrets masked.
+//! FCM token, APNs key and VAPID key) and prints the effective settings with secrets masked.
 //!
 //! Each check prints one `ok`/`FAILED` line; the output is read by people and by the CLI tests.
 
 use anyhow::Context;
 
-use crate::config::{ApnsSettings, FcmSettings, Settings, redact_url};
+use crate::config::{ApnsSettings, FcmSettings, Settings, WebPushSettings, redact_url};
 use crate::push::fcm::{AccessTokens, ServiceAccountTokens};
 use crate::redis_client::Explained;
 
@@ -42,6 +42,13 @@ pub(super) async fn check(settings: &Settings) -> anyhow::Result<()> {
         a if a.is_configured() => report("APNs (APNS_KEY_PATH)", apns(settings, a)),
         _ => println!("-       APNs: not configured (APNS_KEY_PATH unset)"),
     }
+    match &settings.webpush {
+        w if w.is_configured() => report(
+            "Web Push (WEBPUSH_VAPID_PRIVATE_KEY_PATH)",
+            webpush(settings, w),
+        ),
+        _ => println!("-       Web Push: not configured (WEBPUSH_VAPID_PRIVATE_KEY_PATH unset)"),
+    }
     // Each further app by name, so the line that fails says which app's section to fix.
     for app in &settings.apps {
         let name = &app.name;
@@ -55,6 +62,12 @@ pub(super) async fn check(settings: &Settings) -> anyhow::Result<()> {
             report(
                 &format!("app {name}: APNs ([apps.{name}.apns])"),
                 apns(settings, a),
+            );
+        }
+        if let Some(w) = &app.webpush {
+            report(
+                &format!("app {name}: Web Push ([apps.{name}.webpush])"),
+                webpush(settings, w),
             );
         }
     }
@@ -213,6 +226,20 @@ fn apns(settings: &Settings, a: &ApnsSettings) -> anyhow::Result<String> {
         "" => format!("{key}, Apple production"),
         endpoint => format!("{key}, stand-in at {endpoint} (APNS_ENDPOINT)"),
     })
+}
+
+/// The key loads and signs (through the pusher a push would use, so the settings are checked as
+/// they will be); no push service is asked (a push needs a subscription). The public key is what
+/// the site's `PushManager.subscribe()` needs as `applicationServerKey`.
+fn webpush(settings: &Settings, w: &WebPushSettings) -> anyhow::Result<String> {
+    let pusher = crate::startup::webpush_pusher(settings, w, true)?;
+    pusher.check_signing()?;
+    Ok(format!(
+        "VAPID key loaded and signs, subject {}; applicationServerKey {}; allowed hosts {}",
+        w.vapid_subject,
+        pusher.public_key(),
+        w.allowed_hosts
+    ))
 }
 
 #[cfg(test)]

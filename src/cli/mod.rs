@@ -8,14 +8,16 @@ pub mod demo;
 mod publish;
 mod send;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 use tracing::info;
 
+use crate::audience::Provider;
 use crate::config::{Settings, redact_url};
 use crate::database::Database;
 use crate::startup::{Application, Overrides};
 
-/// Turns talk-posted events on a Redis channel into push notifications (FCM, APNs).
+/// Turns talk-posted events on a Redis channel into push notifications (FCM, APNs, Web Push).
 ///
 /// Settings come from the environment (and `.env`) and the TOML file named by NOTIFIER_CONFIG
 /// (default config/notifier.toml). Outside APP_ENV=production every push is a dry run.
@@ -52,27 +54,30 @@ pub enum Command {
     },
     /// Migrate the configured database, seed a small demo data set and show how to trigger it.
     Demo,
-    /// Send one push in the current send mode: the way to try credentials on one phone.
+    /// Send one push in the current send mode: the way to try credentials on one phone (or one
+    /// browser).
     Send {
-        #[arg(long, value_parser = ["fcm", "apns"])]
+        #[arg(long, value_parser = PossibleValuesParser::new(Provider::ALL.map(Provider::as_str)))]
         provider: String,
-        /// The device token.
+        /// The device token; for webpush, the subscription JSON the browser gave
+        /// (`{"endpoint": "https://…", "keys": {"p256dh": "…", "auth": "…"}}`).
         #[arg(long)]
         token: String,
         #[arg(long)]
         title: String,
         #[arg(long)]
         body: String,
-        /// The device's platform (an iPhone reached through FCM gets the APNs block).
-        #[arg(long, default_value = "android", value_parser = ["android", "ios", "web"])]
-        platform: String,
+        /// The device's platform (an iPhone reached through FCM gets the APNs block); default:
+        /// web for webpush, else android.
+        #[arg(long, value_parser = ["android", "ios", "web"])]
+        platform: Option<String>,
         /// The app whose credentials send it: an [apps.NAME] section (default: the top-level
         /// [fcm] and [apns]).
         #[arg(long)]
         app: Option<String>,
     },
-    /// Load and check everything (database, Redis, FCM token, APNs key) and print the effective
-    /// settings with secrets masked.
+    /// Load and check everything (database, Redis, FCM token, APNs key, VAPID key) and print the
+    /// effective settings with secrets masked.
     Check,
     /// Stop an event on every replica: no replica starts another of its pushes (pushes in flight
     /// finish), its queued jobs are dropped, and it ends cancelled with the counts it reached.

@@ -1,5 +1,5 @@
 //! `notifier send`: one push in the current send mode, through the same retry rules as a fan-out:
-//! the way to try credentials on one phone.
+//! the way to try credentials on one phone, or a VAPID key on one browser's subscription.
 
 use std::sync::Arc;
 
@@ -20,10 +20,11 @@ pub(super) async fn send(
     token: String,
     title: String,
     body: String,
-    platform: String,
+    platform: Option<String>,
     app: Option<String>,
 ) -> anyhow::Result<()> {
-    let provider = Provider::parse(provider).context("--provider is fcm or apns")?;
+    let provider = Provider::parse(provider).context("--provider names no provider")?;
+    let platform = platform.map_or_else(|| default_platform(provider), |p| Platform::parse(&p));
     let app = app.unwrap_or_else(|| DEFAULT_APP.to_string());
     let event_id: Arc<str> = Arc::from(format!("send:{}", chrono::Utc::now().timestamp_millis()));
     let push = Push {
@@ -32,7 +33,7 @@ pub(super) async fn send(
             id: 0,
             user_id: None,
             provider: Some(provider),
-            platform: Some(Platform::parse(&platform)),
+            platform: Some(platform),
             app: settings.app_names().resolve(Some(&app)),
             token,
             locale: None,
@@ -94,6 +95,14 @@ pub(super) async fn send(
     Ok(())
 }
 
+/// The platform a device of `provider` has when `--platform` does not say: a browser for Web Push.
+fn default_platform(provider: Provider) -> Platform {
+    match provider {
+        Provider::WebPush => Platform::Web,
+        Provider::Fcm | Provider::Apns => Platform::Android,
+    }
+}
+
 /// The pusher the send mode picks for `provider` of `app`: APNs has no validate mode, so it
 /// dry-runs.
 fn pusher_for(
@@ -113,6 +122,9 @@ fn pusher_for(
             }
             (DEFAULT_APP, Provider::Apns) => {
                 "APNs is not configured: set APNS_KEY_PATH".to_string()
+            }
+            (DEFAULT_APP, Provider::WebPush) => {
+                "Web Push is not configured: set WEBPUSH_VAPID_PRIVATE_KEY_PATH".to_string()
             }
             (app, provider) => format!("app {app} has no [apps.{app}.{provider}] section"),
         })

@@ -1,15 +1,16 @@
-//! The `[apps.NAME.fcm]` and `[apps.NAME.apns]` sections (contract §10): each further app's own
-//! FCM project and APNs key and topic, beside the default app of the top-level `[fcm]` and
-//! `[apns]` (which alone the environment variables set).
+//! The `[apps.NAME.fcm]`, `[apps.NAME.apns]` and `[apps.NAME.webpush]` sections (contract §10):
+//! each further app's own FCM project, APNs key and topic, and VAPID key, beside the default app
+//! of the top-level `[fcm]`, `[apns]` and `[webpush]` (which alone the environment variables set).
 //!
-//! An app's section takes every key of `[fcm]` or `[apns]`; the keys it leaves out take the
+//! An app's section takes every key of the top-level one; the keys it leaves out take the
 //! built-in defaults, never the default app's values, so one app's credentials or limits cannot
 //! leak into another by omission. Checked here at start-up: the name, and that a section names
 //! its credentials (a half-configured app stops the process, naming the key).
 
 use serde::Deserialize;
 
-use super::{ApnsSettings, FcmSettings};
+use super::env::{WEBPUSH_VAPID_PRIVATE_KEY_PATH, WEBPUSH_VAPID_SUBJECT};
+use super::{ApnsSettings, FcmSettings, WebPushSettings};
 use super::{Settings, SettingsError, merge};
 use crate::apps::{AppId, AppName, AppNames};
 
@@ -19,6 +20,7 @@ pub struct AppSettings {
     pub name: AppName,
     pub fcm: Option<FcmSettings>,
     pub apns: Option<ApnsSettings>,
+    pub webpush: Option<WebPushSettings>,
 }
 
 /// An app's providers as the pushers, limits and pacers are built from them.
@@ -29,6 +31,7 @@ pub struct AppProviders<'a> {
     /// `None` when the app has no FCM (for the default app: no credentials).
     pub fcm: Option<&'a FcmSettings>,
     pub apns: Option<&'a ApnsSettings>,
+    pub webpush: Option<&'a WebPushSettings>,
 }
 
 /// `[apps.NAME]` as the file writes it.
@@ -37,6 +40,7 @@ pub struct AppProviders<'a> {
 struct AppSection {
     fcm: Option<toml::Table>,
     apns: Option<toml::Table>,
+    webpush: Option<toml::Table>,
 }
 
 /// Reads the `[apps]` table (taken out of the file's table) over the built-in provider sections.
@@ -70,6 +74,10 @@ pub(super) fn read_apps(
                 .apns
                 .map(|t| provider_section(&key, "apns", t, defaults))
                 .transpose()?,
+            webpush: section
+                .webpush
+                .map(|t| provider_section(&key, "webpush", t, defaults))
+                .transpose()?,
         };
         app.check(&key)?;
         read.push(app);
@@ -98,10 +106,10 @@ fn provider_section<T: serde::de::DeserializeOwned>(
 impl AppSettings {
     /// Each section names its credentials; an app has at least one.
     fn check(&self, key: &str) -> Result<(), SettingsError> {
-        if self.fcm.is_none() && self.apns.is_none() {
+        if self.fcm.is_none() && self.apns.is_none() && self.webpush.is_none() {
             return Err(SettingsError::new(
                 key,
-                format!("needs an [{key}.fcm] or [{key}.apns] section"),
+                format!("needs an [{key}.fcm], [{key}.apns] or [{key}.webpush] section"),
             ));
         }
         if let Some(fcm) = &self.fcm {
@@ -128,6 +136,12 @@ impl AppSettings {
                     reason,
                 )?;
             }
+        }
+        if let Some(webpush) = &self.webpush {
+            let reason = "must name the app's VAPID key: an app's Web Push section has its own";
+            let setting = format!("{key}.webpush.vapid_private_key_path");
+            ensure(webpush.is_configured(), &setting, reason)?;
+            check_webpush(webpush, |field| format!("{key}.webpush.{field}"))?;
         }
         Ok(())
     }
@@ -159,6 +173,26 @@ pub(super) fn check_fcm(
     )
 }
 
+/// The checks a Web Push section gets, the default app's or another's; `setting` names a key
+/// of the section as the operator sets it.
+pub(super) fn check_webpush(
+    webpush: &WebPushSettings,
+    setting: impl Fn(&str) -> String,
+) -> Result<(), SettingsError> {
+    webpush
+        .validate()
+        .map_err(|e| SettingsError::new(setting(e.key), e.reason))
+}
+
+/// The default app's Web Push keys by the variables that set them, the rest as file keys.
+pub(super) fn default_webpush_setting(key: &str) -> String {
+    match key {
+        "vapid_private_key_path" => WEBPUSH_VAPID_PRIVATE_KEY_PATH.to_string(),
+        "vapid_subject" => WEBPUSH_VAPID_SUBJECT.to_string(),
+        key => format!("webpush.{key}"),
+    }
+}
+
 impl Settings {
     /// The apps of this process, the default first: what device rows resolve against.
     pub fn app_names(&self) -> AppNames {
@@ -173,6 +207,7 @@ impl Settings {
             name: crate::apps::DEFAULT_APP,
             fcm: Some(&self.fcm).filter(|f| f.is_configured()),
             apns: Some(&self.apns).filter(|a| a.is_configured()),
+            webpush: Some(&self.webpush).filter(|w| w.is_configured()),
         };
         let others = self.apps.iter().map(|a| AppProviders {
             id: names
@@ -181,6 +216,7 @@ impl Settings {
             name: a.name.as_str(),
             fcm: a.fcm.as_ref(),
             apns: a.apns.as_ref(),
+            webpush: a.webpush.as_ref(),
         });
         std::iter::once(default).chain(others).collect()
     }
@@ -189,7 +225,7 @@ impl Settings {
     pub(super) fn any_provider(&self) -> bool {
         self.app_providers()
             .iter()
-            .any(|a| a.fcm.is_some() || a.apns.is_some())
+            .any(|a| a.fcm.is_some() || a.apns.is_some() || a.webpush.is_some())
     }
 }
 
@@ -229,10 +265,33 @@ mod tests {
             lite.concurrency, 0,
             "the default app's [fcm] is not inherited"
         );
+        assert!(apps.iter().all(|a| a.webpush.is_none()));
         let ipad = apps[1].apns.unwrap();
         assert!(ipad.sandbox && ipad.topic == "com.example.ipad");
         assert!(apps[1].fcm.is_none() && apps[2].apns.is_none());
         assert_eq!(s.app_names().resolve(Some("lite")), Some(apps[2].id));
+    }
+
+    #[test]
+    fn an_apps_web_push_section_has_its_own_key_over_the_built_in_defaults() {
+        let s = with_file(
+            "[webpush]\nurgency = \"low\"\n\
+             [apps.site.webpush]\nvapid_private_key_path = \"/site.pem\"\n\
+             vapid_subject = \"https://site.example/contact\"\nttl_secs = 600\n",
+        )
+        .unwrap();
+        let apps = s.app_providers();
+        assert!(
+            apps[0].webpush.is_none(),
+            "no VAPID key for the default app"
+        );
+        let site = apps[1].webpush.unwrap();
+        assert_eq!(
+            (site.vapid_private_key_path.as_str(), site.ttl_secs),
+            ("/site.pem", 600)
+        );
+        assert_eq!(site.urgency.as_str(), "normal", "not the default app's");
+        assert!(site.allowed_hosts.permits("fcm.googleapis.com"));
     }
 
     #[test]
@@ -258,6 +317,19 @@ mod tests {
                 "apps.lite.apns.topic",
             ),
             ("[apps.lite.hms]\n", "apps.lite"),
+            (
+                "[apps.lite.webpush]\nvapid_subject = \"mailto:a@example.com\"\n",
+                "apps.lite.webpush.vapid_private_key_path",
+            ),
+            (
+                "[apps.lite.webpush]\nvapid_private_key_path = \"/v.pem\"\n",
+                "apps.lite.webpush.vapid_subject",
+            ),
+            (
+                "[apps.lite.webpush]\nvapid_private_key_path = \"/v.pem\"\n\
+                 vapid_subject = \"mailto:a@example.com\"\nttl_secs = 9999999\n",
+                "apps.lite.webpush.ttl_secs",
+            ),
         ];
         for (file, named) in cases {
             let err = with_file(file).unwrap_err();

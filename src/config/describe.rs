@@ -47,6 +47,8 @@ mod tests {
             ("APNS_SANDBOX", "yes"),
             ("APNS_ENDPOINT", "https://apns.test"),
             ("NOTIFIER_EXTRA_CA_FILE", "Cargo.toml"),
+            ("WEBPUSH_VAPID_PRIVATE_KEY_PATH", "/etc/vapid.pem"),
+            ("WEBPUSH_VAPID_SUBJECT", "mailto:ops@example.com"),
         ])
         .unwrap();
         assert_eq!(
@@ -81,6 +83,9 @@ APNS_TOPIC = com.example
 APNS_SANDBOX = true
 APNS_ENDPOINT = https://apns.test
 APNS_RATE_PER_SECOND = 0
+WEBPUSH_VAPID_PRIVATE_KEY_PATH = /etc/vapid.pem
+WEBPUSH_VAPID_SUBJECT = mailto:ops@example.com
+webpush.allowed_hosts = fcm.googleapis.com, updates.push.services.mozilla.com, *.notify.windows.com, web.push.apple.com
 "
         );
         let stream = load(&[("NOTIFIER_INPUT", "stream"), ("NOTIFIER_STREAM", "talks")]).unwrap();

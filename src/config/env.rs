@@ -30,6 +30,8 @@ pub(crate) const APNS_KEY_PATH: &str = "APNS_KEY_PATH";
 pub(crate) const APNS_KEY_ID: &str = "APNS_KEY_ID";
 pub(crate) const APNS_TEAM_ID: &str = "APNS_TEAM_ID";
 pub(crate) const APNS_TOPIC: &str = "APNS_TOPIC";
+pub(crate) const WEBPUSH_VAPID_PRIVATE_KEY_PATH: &str = "WEBPUSH_VAPID_PRIVATE_KEY_PATH";
+pub(crate) const WEBPUSH_VAPID_SUBJECT: &str = "WEBPUSH_VAPID_SUBJECT";
 pub(crate) const NOTIFIER_JOB_SIZE: &str = "NOTIFIER_JOB_SIZE";
 pub(crate) const FCM_QUOTA_PER_MINUTE: &str = "FCM_QUOTA_PER_MINUTE";
 pub(crate) const APNS_RATE_PER_SECOND: &str = "APNS_RATE_PER_SECOND";
@@ -106,6 +108,11 @@ pub(super) const TABLE: &[Row] = &[
     parse("APNS_SANDBOX", apns_sandbox, Some(|s| s.apns.sandbox.to_string())),
     text("APNS_ENDPOINT", |s| &mut s.apns.endpoint, Some(|s| or_unset(&s.apns.endpoint))),
     parse(APNS_RATE_PER_SECOND, apns_rate, Some(|s| s.apns.rate_per_second.to_string())),
+    text(WEBPUSH_VAPID_PRIVATE_KEY_PATH, |s| &mut s.webpush.vapid_private_key_path,
+        Some(|s| or_unset(&s.webpush.vapid_private_key_path))),
+    text(WEBPUSH_VAPID_SUBJECT, |s| &mut s.webpush.vapid_subject,
+        Some(|s| or_unset(&s.webpush.vapid_subject))),
+    shown("webpush.allowed_hosts", |s| s.webpush.allowed_hosts.to_string()),
     // The lower-case names too, as curl and reqwest read them; the upper-case one wins.
     first_of("HTTPS_PROXY", |s| &mut s.https_proxy),
     first_of("https_proxy", |s| &mut s.https_proxy),
@@ -382,6 +389,8 @@ mod tests {
             "APNS_TOPIC",
             "APNS_SANDBOX",
             "APNS_ENDPOINT",
+            "WEBPUSH_VAPID_PRIVATE_KEY_PATH",
+            "WEBPUSH_VAPID_SUBJECT",
             "HTTPS_PROXY",
             "https_proxy",
             "NO_PROXY",

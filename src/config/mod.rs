@@ -29,6 +29,7 @@ pub(crate) use crate::push::SendMode;
 pub use crate::push::apns::ApnsSettings;
 pub(crate) use crate::push::fcm::FcmSettings;
 pub(crate) use crate::push::retry::RetrySettings;
+pub(crate) use crate::push::webpush::WebPushSettings;
 pub(crate) use crate::redact::redact_url;
 pub(crate) use crate::redis_client::RedisSettings;
 pub(crate) use crate::telemetry::LogFormat;
@@ -68,12 +69,13 @@ pub struct Settings {
     pub claims: ClaimSettings,
     pub fcm: FcmSettings,
     pub apns: ApnsSettings,
+    pub webpush: WebPushSettings,
     pub retry: RetrySettings,
     pub queries: QuerySettings,
     pub content: ContentSettings,
     pub api: ApiSettings,
-    /// The `[apps.NAME]` sections, by name; the top-level `[fcm]` and `[apns]` are the default
-    /// app and not listed here.
+    /// The `[apps.NAME]` sections, by name; the top-level `[fcm]`, `[apns]` and `[webpush]` are
+    /// the default app and not listed here.
     #[serde(skip)]
     pub apps: Vec<AppSettings>,
     /// PEM roots trusted in addition to the system's (`NOTIFIER_EXTRA_CA_FILE`).
@@ -126,7 +128,7 @@ impl ServiceSettings {
     }
 
     /// A provider's effective limit: as configured (at most the global limit), or — for 0, the
-    /// default — three quarters of the global limit, so the other provider always keeps a share.
+    /// default — three quarters of the global limit, so the others always keep a share.
     pub fn provider_limit(&self, configured: usize) -> usize {
         if configured > 0 {
             return configured.min(self.concurrency);
@@ -432,6 +434,11 @@ mod tests {
             ),
             ("FCM_ENDPOINT", "fcm.example", "FCM_ENDPOINT"),
             ("NOTIFIER_INPUT", "kafka", "NOTIFIER_INPUT"),
+            (
+                "WEBPUSH_VAPID_PRIVATE_KEY_PATH",
+                "/vapid.pem",
+                "WEBPUSH_VAPID_SUBJECT",
+            ),
         ];
         for (var, value, named) in cases {
             let err = load(&[(var, value)]).unwrap_err();

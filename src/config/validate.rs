@@ -117,6 +117,7 @@ impl Settings {
 
     fn validate_providers(&self) -> Result<(), SettingsError> {
         super::apps::check_fcm(&self.fcm, FCM_ENDPOINT, "fcm.connections")?;
+        super::apps::check_webpush(&self.webpush, super::apps::default_webpush_setting)?;
         if self.apns.is_configured() {
             for (name, value) in [
                 (APNS_KEY_ID, &self.apns.key_id),
@@ -151,7 +152,8 @@ impl Settings {
             return Err(SettingsError::new(
                 GOOGLE_APPLICATION_CREDENTIALS,
                 format!(
-                    "send mode {} needs FCM credentials or an APNs key (APNS_KEY_PATH)",
+                    "send mode {} needs FCM credentials, an APNs key (APNS_KEY_PATH) or a VAPID \
+                     key (WEBPUSH_VAPID_PRIVATE_KEY_PATH)",
                     self.send_mode.as_str()
                 ),
             ));

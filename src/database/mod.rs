@@ -49,7 +49,7 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/s
 pub(crate) const SHORT_STATEMENT_CONNECTIONS: u32 = 2;
 
 /// How many audience reads may be open at once in a pool of `max_connections` (at least one).
-/// Each event reads with one per provider lane, so `2 × service.max_concurrent_events` more
+/// Each event reads with one per provider lane, so `3 × service.max_concurrent_events` more
 /// connections than [`SHORT_STATEMENT_CONNECTIONS`] let every running event read at once; with
 /// fewer, lanes wait their turn (first come, first served) and nothing deadlocks.
 pub(crate) fn audience_reads(max_connections: u32) -> usize {

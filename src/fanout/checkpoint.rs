@@ -3,8 +3,9 @@
 //! that takes the unit over resumes without sending a finished push again, and the counts so far
 //! (by outcome, and failures by reason), which the unit's status and the console read.
 //!
-//! The checkpoint's JSON shape (`{"fcm": {"upto", "holes"}, "apns": …}`) is read back by the next
-//! release: change it only with a reader for the old one.
+//! The checkpoint's JSON shape (`{"fcm": {"upto", "holes"}, "apns": …, "webpush": …}`) is read
+//! back by the next release: change it only with a reader for the old one (a lane missing from
+//! it, as `webpush` is from checkpoints written before Web Push, starts from the beginning).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -274,9 +275,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoints_stored_by_the_current_release_stay_readable() {
+    fn checkpoints_stored_by_this_release_and_the_one_before_web_push_stay_readable() {
         // As `serde_json::to_string(&progress.snapshot())` wrote them into event claims.
-        let stored = r#"{"fcm":{"upto":90000,"holes":[1200,5000]},"apns":{"upto":7,"holes":[]}}"#;
+        let stored = r#"{"fcm":{"upto":90000,"holes":[1200,5000]},"apns":{"upto":7,"holes":[]},"webpush":{"upto":12,"holes":[9]}}"#;
         let checkpoint: Checkpoint = serde_json::from_str(stored).unwrap();
         assert_eq!(
             checkpoint,
@@ -289,9 +290,20 @@ mod tests {
                     upto: 7,
                     holes: vec![]
                 },
+                webpush: LaneCheckpoint {
+                    upto: 12,
+                    holes: vec![9]
+                },
             }
         );
         assert_eq!(serde_json::to_string(&checkpoint).unwrap(), stored);
+        // Before Web Push: no such lane, so a resumed run reads every web device from the start
+        // (the run that wrote it sent none).
+        let before = r#"{"fcm":{"upto":90000,"holes":[1200,5000]},"apns":{"upto":7,"holes":[]}}"#;
+        let checkpoint: Checkpoint = serde_json::from_str(before).unwrap();
+        assert_eq!(checkpoint.apns.upto, 7);
+        assert_eq!(checkpoint.webpush, LaneCheckpoint::default());
+        assert_eq!(checkpoint.webpush.read_after(), 0);
     }
 
     #[test]
@@ -330,7 +342,7 @@ mod tests {
                 upto: 90_000,
                 holes: vec![1_200, 5_000],
             },
-            apns: LaneCheckpoint::default(),
+            ..Checkpoint::default()
         };
         let progress = Progress::new(Some(before), 1000);
         assert_eq!(progress.read_after(Provider::Fcm), 1_199);

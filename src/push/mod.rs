@@ -10,17 +10,10 @@ pub(crate) mod apns;
 pub(crate) mod dry_run;
 pub(crate) mod engine;
 pub(crate) mod fcm;
-/// The HTTP/2 client under both pushers (crates/h2-shards).
+/// The HTTP/2 client under every pusher (crates/h2-shards).
 pub(crate) use h2_shards as http2;
 pub(crate) mod jwt;
 pub(crate) mod metrics;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "built and tested; the fan-out sends web devices here in issue 26's second half"
-    )
-)]
 pub(crate) mod webpush;
 
 mod limit;

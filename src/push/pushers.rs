@@ -14,9 +14,10 @@ use crate::audience::{PerProvider, Provider};
 pub enum SendMode {
     /// Log what would be sent; open no connection to any provider.
     DryRun,
-    /// Ask FCM to validate without delivering (`validate_only`); APNs pushes are dry-run.
+    /// Ask FCM to validate without delivering (`validate_only`), encrypt and sign Web Push
+    /// without sending; APNs pushes are dry-run.
     Validate,
-    /// Deliver to FCM and APNs.
+    /// Deliver through every configured provider.
     Live,
 }
 
@@ -36,8 +37,8 @@ pub(crate) type ProviderPushers = PerProvider<Option<Arc<dyn Pusher>>>;
 /// The pushers an event can go through.
 #[derive(Clone)]
 pub struct Pushers {
-    /// The default app's providers in the configured mode (FCM live or validate-only, APNs
-    /// live); `None` when not configured.
+    /// The default app's providers in the configured mode (FCM and Web Push live or
+    /// validate-only, APNs live); `None` when not configured.
     pub live: ProviderPushers,
     /// The same for each `[apps.NAME]` app, by name.
     pub apps: Vec<(String, ProviderPushers)>,
@@ -105,11 +106,11 @@ impl Pushers {
     }
 }
 
-/// Whether the provider can check a push without delivering it (FCM's `validate_only`); the
-/// others are dry-run in validate mode.
+/// Whether the provider can check a push without delivering it (FCM's `validate_only`; Web
+/// Push encrypts and signs, and sends nothing); the others are dry-run in validate mode.
 fn validates(provider: Provider) -> bool {
     match provider {
-        Provider::Fcm => true,
+        Provider::Fcm | Provider::WebPush => true,
         Provider::Apns => false,
     }
 }
@@ -121,15 +122,13 @@ mod tests {
 
     #[test]
     fn each_mode_picks_its_pushers() {
-        let (fcm, apns, dry): (Arc<dyn Pusher>, Arc<dyn Pusher>, Arc<dyn Pusher>) = (
-            Arc::new(DryRunPusher),
-            Arc::new(DryRunPusher),
-            Arc::new(DryRunPusher),
-        );
+        let pusher = || -> Arc<dyn Pusher> { Arc::new(DryRunPusher) };
+        let (fcm, apns, webpush, dry) = (pusher(), pusher(), pusher(), pusher());
         let pushers = Pushers::new(
             PerProvider {
                 fcm: Some(Arc::clone(&fcm)),
                 apns: Some(Arc::clone(&apns)),
+                webpush: Some(Arc::clone(&webpush)),
             },
             Arc::clone(&dry),
         );
@@ -137,13 +136,14 @@ mod tests {
             p.as_ref().is_some_and(|p| Arc::ptr_eq(p, want))
         };
         let dry_run = pushers.for_mode(SendMode::DryRun);
-        assert!(is(&dry_run.fcm, &dry) && is(&dry_run.apns, &dry));
+        assert!(dry_run.iter().all(|(_, p)| is(p, &dry)));
         let validate = pushers.for_mode(SendMode::Validate);
         assert!(is(&validate.fcm, &fcm) && is(&validate.apns, &dry));
+        assert!(is(&validate.webpush, &webpush), "Web Push validates itself");
         let live = pushers.for_mode(SendMode::Live);
-        assert!(is(&live.fcm, &fcm) && is(&live.apns, &apns));
+        assert!(is(&live.fcm, &fcm) && is(&live.apns, &apns) && is(&live.webpush, &webpush));
         let unconfigured = Pushers::dry_run(Arc::clone(&dry)).for_mode(SendMode::Live);
-        assert!(unconfigured.fcm.is_none() && unconfigured.apns.is_none());
+        assert!(unconfigured.iter().all(|(_, p)| p.is_none()));
     }
 
     #[test]
@@ -157,6 +157,7 @@ mod tests {
         let only_fcm = |p: &Arc<dyn Pusher>| PerProvider {
             fcm: Some(Arc::clone(p)),
             apns: None,
+            webpush: None,
         };
         let pushers =
             Pushers::new(only_fcm(&fcm), Arc::clone(&dry)).with_app("lite", only_fcm(&lite_fcm));

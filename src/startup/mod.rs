@@ -31,8 +31,8 @@ use crate::worker::{Streams, Worker};
 
 mod pushers;
 
-pub(crate) use pushers::http2_client;
 pub use pushers::{apns_transport, configured_pushers, providers};
+pub(crate) use pushers::{http2_client, webpush_pusher};
 
 /// What the caller provides instead of what the settings describe.
 #[derive(Default)]
@@ -208,12 +208,15 @@ fn pacers(settings: &Settings) -> anyhow::Result<Apps<PerProvider<Pacer>>> {
     let client = crate::redis_client::open(&settings.redis)?;
     let prefix = settings.claims_prefix();
     let apps = settings.app_providers();
-    // Each app's FCM project has its own quota, and each app its own APNs rate.
+    // Each app's FCM project has its own quota, and each app its own APNs rate. Web Push is
+    // unpaced: every origin is another push service, none publishes a quota, and their 429s are
+    // retried with Retry-After.
     Ok(Apps::from_fn(&settings.app_names(), |id| {
         let app = &apps[id.index()];
         let rates = PerProvider {
             fcm: app.fcm.map_or(0.0, |f| f.quota_per_minute as f64 / 60.0),
             apns: app.apns.map_or(0.0, |a| a.rate_per_second as f64),
+            webpush: 0.0,
         };
         rates.map(|p, rate| Pacer::new(client.clone(), &prefix, app.name, p.as_str(), rate))
     }))

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ApnsSettings, AppProviders, FcmSettings, SendMode, Settings};
-use crate::push::{ProviderPushers, Pusher, Pushers, apns, fcm, http2};
+use crate::config::{ApnsSettings, AppProviders, FcmSettings, SendMode, Settings, WebPushSettings};
+use crate::push::{ProviderPushers, Pusher, Pushers, apns, fcm, http2, webpush};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -17,6 +17,8 @@ pub enum ProviderError {
     ApnsKey(#[from] apns::KeyError),
     #[error("APNs connections")]
     ApnsClient(#[source] http2::SetupError),
+    #[error(transparent)]
+    WebPush(#[from] webpush::WebPushError),
     /// One of the `[apps.NAME]` apps: the name says which section to fix.
     #[error("app {app} ([apps.{app}]): {source}")]
     App {
@@ -27,8 +29,8 @@ pub enum ProviderError {
 }
 
 /// Builds the default app's pushers the send mode needs: none for a dry run (no key is read, no
-/// connection made), FCM validate-only for `validate`, FCM and APNs for `live`, each only if
-/// configured.
+/// connection made), FCM and Web Push validate-only for `validate`, every provider for `live`,
+/// each only if configured.
 pub fn providers(settings: &Settings) -> Result<ProviderPushers, ProviderError> {
     let apps = settings.app_providers();
     app_pushers(settings, &apps[0])
@@ -73,7 +75,31 @@ fn app_pushers(
         }
         _ => None,
     };
-    Ok(ProviderPushers { fcm, apns })
+    let webpush = match app.webpush {
+        Some(w) if mode != SendMode::DryRun => Some(Arc::new(webpush_pusher(
+            settings,
+            w,
+            mode == SendMode::Validate,
+        )?) as Arc<dyn Pusher>),
+        _ => None,
+    };
+    Ok(ProviderPushers { fcm, apns, webpush })
+}
+
+/// The Web Push pusher of a `[webpush]` section: its VAPID key read now, the connections to each
+/// push service made the first time a push goes there, as FCM's are (`validate_only`: encrypted
+/// and signed, never sent).
+pub(crate) fn webpush_pusher(
+    settings: &Settings,
+    w: &WebPushSettings,
+    validate_only: bool,
+) -> Result<webpush::WebPushPusher, webpush::WebPushError> {
+    let in_flight = settings.service.provider_limit(w.concurrency);
+    let connections = connections_for(in_flight, w.connections);
+    let (settings, timeout) = (settings.clone(), w.request_timeout_secs);
+    let dial: webpush::Dial =
+        Box::new(move |origin| http2_client(&settings, origin, connections, timeout));
+    webpush::WebPushPusher::load(w, dial, validate_only)
 }
 
 /// The FCM pusher from the service account an FCM section names.
@@ -124,7 +150,7 @@ pub fn apns_transport(
 }
 
 /// HTTP/2 connections for `in_flight` pushes: about 100 streams each (Google's and Apple's front
-/// ends), and at least one per runtime worker thread, at most 16 on auto; `configured` wins when
+/// ends, and the push services'), and at least one per runtime worker thread, at most 16 on auto; `configured` wins when
 /// set. A connection's frames are all read and written by its one task, on one thread at a time:
 /// fewer connections than threads would leave threads with no connection work to take.
 fn connections_for(in_flight: usize, configured: usize) -> usize {

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::apps::Apps;
-use crate::audience::PerProvider;
+use crate::audience::{PerProvider, Provider};
 use crate::config::Settings;
 use crate::database::audience_reads;
 use crate::fanout::FanoutLimits;
@@ -33,6 +33,7 @@ pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
             PerProvider {
                 fcm: share(app.fcm.map_or(0, |f| f.concurrency)),
                 apns: share(app.apns.map_or(0, |a| a.concurrency)),
+                webpush: share(app.webpush.map_or(0, |w| w.concurrency)),
             }
         }))),
         drain_timeout: service.drain_timeout(),
@@ -48,7 +49,7 @@ pub(super) fn fanout_limits(settings: &Settings) -> FanoutLimits {
 /// lanes to read at once.
 fn reads_budget(settings: &Settings) -> usize {
     let reads = audience_reads(settings.database.max_connections);
-    let lanes = 2 * settings.service.max_concurrent_events;
+    let lanes = Provider::ALL.len() * settings.service.max_concurrent_events;
     if reads < lanes {
         warn!(
             max_connections = settings.database.max_connections,

@@ -181,6 +181,7 @@ impl Worker {
         let platform = match provider {
             Provider::Apns => Platform::Ios,
             Provider::Fcm => Platform::Android,
+            Provider::WebPush => Platform::Web,
         };
         let devices = (accepted.tokens().iter().enumerate())
             .map(|(i, token)| Device::addressed(i as i64 + 1, app, provider, platform, token))

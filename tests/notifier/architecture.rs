@@ -1,6 +1,7 @@
-//! The layering rules the compiler does not check, read from the source text of `src/`: the
-//! top-level modules import each other without a cycle, providers never reach the database, and
-//! every file and function stays small enough to read in one sitting.
+//! The layering rules the compiler does not check, read from the source text of `src/` (and, for
+//! the size rules, of the workspace's crates in `crates/`): the top-level modules import each
+//! other without a cycle, providers never reach the database, no provider is listed by hand
+//! outside `device.rs`, and every file and function stays small enough to read in one sitting.
 //!
 //! Each file maps to its module (`src/a/b.rs` → `a::b`, `src/a/mod.rs` → `a`), and the graph is
 //! drawn between top-level modules: the children of one folder may import each other and their
@@ -18,12 +19,14 @@ const MAX_FN_LINES: usize = 80;
 /// Modules a provider must never import: a pusher answers with an outcome, and the fan-out
 /// decides what the database does about it.
 const PUSH_MUST_NOT_IMPORT: &[&str] = &["database", "prune"];
+/// The one file that may list the providers by hand (`Provider::ALL`, `PerProvider`).
+const PROVIDERS_LISTED_IN: &str = "src/device.rs";
 
-/// One file of `src/`, with its text masked twice (see [`mask`]).
+/// One source file, with its text masked twice (see [`mask`]).
 struct Source {
-    /// Relative to `src/`, for messages.
+    /// Relative to the workspace root (`src/…`, `crates/NAME/src/…`), for messages.
     path: PathBuf,
-    /// `a::b` as `["a", "b"]`; empty for the crate root.
+    /// `a::b` as `["a", "b"]`, relative to its crate's `src/`; empty for the crate root.
     module: Vec<String>,
     /// Comments blanked, strings kept (`#[error("{}", crate::x::Y(.0))]` is an import too).
     uncommented: Vec<String>,
@@ -39,25 +42,52 @@ impl Source {
     }
 
     fn place(&self, line: usize) -> String {
-        format!("src/{}:{}", self.path.display(), line + 1)
+        format!("{}:{}", self.path.display(), line + 1)
     }
 }
 
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The notifier's own files, `src/`: what the layering rules read.
 fn sources() -> Vec<Source> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    sources_under(Path::new("src"))
+}
+
+/// Every crate's production files: the notifier's and each `crates/NAME/src/`, for the size
+/// rules.
+fn all_sources() -> Vec<Source> {
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(workspace().join("crates"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| dir.join("src").is_dir())
+        .map(|dir| dir.strip_prefix(workspace()).unwrap().join("src"))
+        .collect();
+    crates.sort();
+    let mut all = sources();
+    for src in crates {
+        all.extend(sources_under(&src));
+    }
+    all
+}
+
+/// The `.rs` files under `src` (relative to the workspace root).
+fn sources_under(src: &Path) -> Vec<Source> {
+    let root = workspace().join(src);
     let mut paths = Vec::new();
     collect_rs(&root, &mut paths);
     paths.sort();
     paths
         .into_iter()
         .map(|full| {
-            let path = full.strip_prefix(&root).unwrap().to_path_buf();
+            let in_crate = full.strip_prefix(&root).unwrap().to_path_buf();
             let text = std::fs::read_to_string(&full).unwrap();
             let (uncommented, code) = mask(&text);
             let tests_at = tests_at(&code);
             Source {
-                module: module_of(&path),
-                path,
+                module: module_of(&in_crate),
+                path: src.join(in_crate),
                 uncommented,
                 code,
                 tests_at,
@@ -372,12 +402,168 @@ fn providers_never_reach_the_database_or_prune() {
     );
 }
 
+/// Whether one item of a list (or one alternative of a pattern) names a provider: a
+/// `Provider::Variant` path, or a string that is a provider's name.
+fn names_a_provider(item: &str) -> bool {
+    let item = item.trim();
+    if let Some(name) = item.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+        return notifier::Provider::ALL.iter().any(|p| p.as_str() == name);
+    }
+    let Some((path, variant)) = item.rsplit_once("::") else {
+        return false;
+    };
+    let variant_like = variant.starts_with(|c: char| c.is_ascii_uppercase())
+        && variant.chars().all(is_ident)
+        && variant.chars().any(|c| c.is_ascii_lowercase());
+    (path == "Provider" || path.ends_with("::Provider")) && variant_like
+}
+
+/// The index of the bracket that closes the one at `open` (any of `([{`, nesting counted).
+fn closing(code: &[char], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, &c) in code.iter().enumerate().skip(open) {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `text[from..to]` cut at `separator` where `code` has it outside any bracket.
+fn split_top_level(
+    code: &[char],
+    text: &[char],
+    from: usize,
+    to: usize,
+    separator: char,
+) -> Vec<String> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0usize, from);
+    for i in from..to {
+        match code[i] {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => {
+                items.push(text[start..i].iter().collect());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(text[start..to].iter().collect());
+    items
+}
+
+/// The places in production code where two or more providers are listed by hand: a list
+/// (`[Provider::Fcm, Provider::Apns]`, `vec![…]`, `["fcm", "apns"]`) or the alternatives of a
+/// `matches!` (`Provider::Fcm | Provider::Apns`), every item of which names a provider.
+fn provider_lists(source: &Source) -> Vec<String> {
+    let code: Vec<char> = source.code[..source.tests_at].join("\n").chars().collect();
+    let text: Vec<char> = source.uncommented[..source.tests_at]
+        .join("\n")
+        .chars()
+        .collect();
+    let mut found = Vec::new();
+    for open in 0..code.len() {
+        let before: String = code[open.saturating_sub(8)..open].iter().collect();
+        let (from, separator) = match code[open] {
+            '[' => (open + 1, ','),
+            '(' if before == "matches!" => {
+                let Some(close) = closing(&code, open) else {
+                    continue;
+                };
+                let Some(comma) = (open + 1..close).find(|&i| code[i] == ',') else {
+                    continue;
+                };
+                (comma + 1, '|')
+            }
+            _ => continue,
+        };
+        let Some(close) = closing(&code, open) else {
+            continue;
+        };
+        let items: Vec<String> = split_top_level(&code, &text, from, close, separator)
+            .into_iter()
+            .map(|item| {
+                item.split(" if ")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            })
+            .filter(|item| !item.is_empty())
+            .collect();
+        if items.len() >= 2 && items.iter().all(|item| names_a_provider(item)) {
+            let line = code[..open].iter().filter(|&&c| c == '\n').count();
+            found.push(format!("{}: {}", source.place(line), items.join(", ")));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_provider_is_listed_by_hand_outside_device_rs() {
+    let found: Vec<String> = sources()
+        .iter()
+        .filter(|s| s.path != Path::new(PROVIDERS_LISTED_IN))
+        .flat_map(provider_lists)
+        .collect();
+    assert!(
+        found.is_empty(),
+        "a list of providers misses the next one without a word from the compiler; iterate \
+         Provider::ALL, keep one of each in a PerProvider, or match every variant without a \
+         wildcard ({PROVIDERS_LISTED_IN} is the one place that lists them):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_provider_list_scan_finds_lists_and_patterns_but_not_single_providers() {
+    let text = "let a = [Provider::Fcm, Provider::Apns];\n\
+                let b = vec![\n    crate::device::Provider::Apns,\n    Provider::WebPush,\n];\n\
+                let c = matches!(p, Provider::Fcm | Provider::WebPush if x);\n\
+                #[arg(value_parser = [\"fcm\", \"apns\", \"webpush\"])]\n\
+                let d = [Provider::Fcm];\nlet e = [(Provider::Fcm, 1), (Provider::Apns, 2)];\n\
+                let f = matches!(p, Provider::Fcm);\nlet g = [Provider::ALL, Provider::ALL];\n\
+                // [Provider::Fcm, Provider::Apns]\nlet h = \"[Provider::Fcm, Provider::Apns]\";\n\
+                let i = [\"android\", \"ios\"];\n";
+    let (uncommented, code) = mask(text);
+    let source = Source {
+        path: PathBuf::from("src/x.rs"),
+        module: vec!["x".into()],
+        tests_at: code.len(),
+        uncommented,
+        code,
+    };
+    let found = provider_lists(&source);
+    assert_eq!(
+        found,
+        [
+            "src/x.rs:1: Provider::Fcm, Provider::Apns",
+            "src/x.rs:2: crate::device::Provider::Apns, Provider::WebPush",
+            "src/x.rs:6: Provider::Fcm, Provider::WebPush",
+            "src/x.rs:7: \"fcm\", \"apns\", \"webpush\"",
+        ]
+    );
+}
+
 #[test]
 fn no_file_holds_more_than_400_production_lines() {
-    let long: Vec<String> = sources()
+    let all = all_sources();
+    assert!(
+        all.iter().any(|s| s.path.starts_with("crates/stand-in")),
+        "the scan reads the crates too"
+    );
+    let long: Vec<String> = all
         .iter()
         .filter(|s| s.tests_at > MAX_FILE_LINES)
-        .map(|s| format!("src/{}: {} lines", s.path.display(), s.tests_at))
+        .map(|s| format!("{}: {} lines", s.path.display(), s.tests_at))
         .collect();
     assert!(
         long.is_empty(),
@@ -390,7 +576,7 @@ fn no_file_holds_more_than_400_production_lines() {
 #[test]
 fn nothing_but_tests_follows_a_test_module() {
     let mut found = Vec::new();
-    for source in sources() {
+    for source in all_sources() {
         let code = &source.code;
         let Some(mut n) = (source.tests_at < code.len()).then_some(source.tests_at) else {
             continue;
@@ -466,7 +652,7 @@ fn body_start(code: &[String], line: usize, column: usize) -> Option<(usize, usi
 
 #[test]
 fn no_function_is_longer_than_80_lines() {
-    let sources = sources();
+    let sources = all_sources();
     let all: Vec<(String, usize)> = sources.iter().flat_map(functions).collect();
     assert!(
         all.len() > 100,

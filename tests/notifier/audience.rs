@@ -107,9 +107,11 @@ async fn the_audience_is_read_with_one_query_per_lane_not_one_per_page(backend: 
 
     assert_eq!(r.sent, 3_000);
     assert_eq!(recorder.device_ids(), (1..=3_000).collect::<Vec<i64>>());
-    // 2,000 FCM devices in 20 pages and 1,000 APNs ones in 10, from one query each.
+    // 2,000 FCM devices in 20 pages and 1,000 APNs ones in 10, from one query each (and one
+    // for the Web Push lane, which finds no device here).
     assert_eq!(r.pages, 20 + 10);
-    assert_eq!(r.queries, 2, "one query per provider lane");
+    let lanes = notifier::Provider::ALL.len() as u64;
+    assert_eq!(r.queries, lanes, "one query per provider lane");
 }
 
 #[tokio::test]
@@ -144,7 +146,8 @@ async fn a_query_ordered_by_an_expression_reaches_every_device_once_in_bounded_m
 
     assert_eq!(r.sent, 20_000);
     assert_eq!(recorder.device_ids(), (1..=20_000).collect::<Vec<i64>>());
-    assert_eq!(r.queries, 2, "one sort per lane, not one per page");
+    let lanes = notifier::Provider::ALL.len() as u64;
+    assert_eq!(r.queries, lanes, "one sort per lane, not one per page");
     // Per lane at most a page being sent, one waiting and one handed on: never the audience.
     assert!(
         r.peak_buffered >= 500 && r.peak_buffered <= 2 * 3 * 500,
@@ -278,9 +281,10 @@ async fn a_connection_killed_mid_read_resumes_after_the_last_device_read(backend
         (1..=20_000).collect::<Vec<i64>>(),
         "each device once"
     );
-    // The APNs lane's query, the FCM lane's, and the FCM lane's resumed one.
+    // One query per provider lane, and the FCM lane's resumed one.
+    let lanes = notifier::Provider::ALL.len() as u64;
     assert!(
-        r.queries >= 3,
+        r.queries > lanes,
         "{} queries: the read was not cut",
         r.queries
     );
@@ -358,8 +362,9 @@ async fn a_lane_stalled_past_mariadbs_net_write_timeout_resumes_its_read_with_no
         (1..=20_000).collect::<Vec<i64>>(),
         "each device once"
     );
+    let lanes = notifier::Provider::ALL.len() as u64;
     assert!(
-        r.queries >= 3,
+        r.queries > lanes,
         "{} queries: the server did not cut the stalled read",
         r.queries
     );

@@ -128,7 +128,7 @@ async fn live_delivery_reaches_the_stand_in_prunes_and_retries(backend: Backend)
     let pushers = Pushers::new(
         PerProvider {
             fcm: providers.fcm,
-            apns: None,
+            ..PerProvider::default()
         },
         RecordingPusher::new(),
     );
@@ -341,8 +341,8 @@ async fn apns_410_prunes_only_tokens_not_registered_again_since(backend: Backend
     let transport = Arc::new(FakeApns::default());
     let pushers = Pushers::new(
         PerProvider {
-            fcm: None,
             apns: Some(Arc::new(ApnsPusher::new(transport.clone(), &settings.apns))),
+            ..PerProvider::default()
         },
         RecordingPusher::new(),
     );

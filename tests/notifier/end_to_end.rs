@@ -92,6 +92,7 @@ async fn a_dry_run_event_never_reaches_the_live_pusher() {
         notifier::PerProvider {
             fcm: Some(live.clone()),
             apns: Some(live.clone()),
+            webpush: Some(live.clone()),
         },
         dry.clone(),
     );

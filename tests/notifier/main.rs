@@ -29,3 +29,4 @@ mod redis_tls;
 mod replicas;
 mod subscriber;
 mod test_command;
+mod webpush;

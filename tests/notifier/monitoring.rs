@@ -108,7 +108,7 @@ fn as_sent(expr: &str) -> String {
 #[test]
 fn the_alert_rules_pass_promtool_and_their_own_unit_tests() {
     let rules = deploy("prometheus/alerts.yml").display().to_string();
-    assert!(promtool(&["check", "rules", &rules]).contains("SUCCESS: 4 rules found"));
+    assert!(promtool(&["check", "rules", &rules]).contains("SUCCESS: 5 rules found"));
     promtool(&[
         "test",
         "rules",
@@ -122,6 +122,7 @@ fn the_alert_rules_pass_promtool_and_their_own_unit_tests() {
     for needed in [
         "NotifierPushFailures",
         "NotifierCredentialsRejected",
+        "NotifierWebPushSkipped",
         "NotifierNoEvents",
         "NotifierDown",
     ] {
@@ -191,6 +192,7 @@ fn the_dashboard_has_the_panels_operators_need_and_valid_queries() {
         ("Retries by reason", "by (app, provider, reason)"),
         ("Pruned tokens", "notifier_tokens_pruned_total"),
         ("Redis reconnects", "notifier_redis_reconnects_total"),
+        ("Skipped pushes", "outcome=\"skipped\""),
     ] {
         let panel = panels
             .iter()
@@ -301,8 +303,9 @@ fn the_monitoring_profile_runs_prometheus_and_grafana_on_the_shipped_files() {
     );
 }
 
-/// `notifier run` sending live to the stand-in for FCM and APNs, on the scenario's devices plus
-/// a dead FCM token (pruned) and a flaky APNs one (retried once), on a channel of its own.
+/// `notifier run` sending live to the stand-in for FCM, APNs and Web Push, on the scenario's
+/// devices plus a dead FCM token (pruned), a flaky APNs one (retried once) and a browser of user
+/// 2's, on a channel of its own.
 struct LiveNotifier {
     child: tokio::process::Child,
     base: String,
@@ -316,18 +319,28 @@ impl LiveNotifier {
     async fn start() -> Self {
         let live = Live::start().await;
         let db = scenario_db(Backend::Sqlite).await;
-        db.execute(&[
+        let vapid_key = rcgen::KeyPair::generate().unwrap();
+        let browser = live
+            .stand_in
+            .webpush_subscribe("mon-63", Some(vapid_key.public_key_raw()))
+            .json();
+        db.execute(&[&format!(
             "INSERT INTO devices (id, user_id, provider, platform, token) VALUES
             (61, 2, 'fcm', 'android', 'tok-unregistered-61'),
-            (62, 2, 'apns', 'ios', 'apns-flaky-62')",
-        ])
+            (62, 2, 'apns', 'ios', 'apns-flaky-62'),
+            (63, 2, 'webpush', 'web', '{browser}')"
+        )])
         .await;
         let dir = tempfile::tempdir().unwrap();
+        let vapid = dir.path().join("vapid.pem");
+        std::fs::write(&vapid, vapid_key.serialize_pem()).unwrap();
+        let vapid = vapid.display().to_string();
         let config = dir.path().join("n.toml");
         std::fs::write(
             &config,
             format!(
-                "[claims]\nkey_prefix = \"{}:\"\n\n[retry]\ninitial_backoff_ms = 20\n",
+                "[claims]\nkey_prefix = \"{}:\"\n\n[retry]\ninitial_backoff_ms = 20\n\n\
+                 [webpush]\nallowed_hosts = [\"localhost\"]\n",
                 unique("mon")
             ),
         )
@@ -352,6 +365,8 @@ impl LiveNotifier {
             ("APNS_KEY_ID", "STANDIN123"),
             ("APNS_TEAM_ID", "TEAM123456"),
             ("APNS_TOPIC", "com.example.talks"),
+            ("WEBPUSH_VAPID_PRIVATE_KEY_PATH", &vapid),
+            ("WEBPUSH_VAPID_SUBJECT", "mailto:ops@example.com"),
         ]);
         let child = spawn_run(&vars);
         wait_for(&format!("{base}/readyz"), 200).await;
@@ -383,6 +398,7 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
         "notifier_events_total{result=\"processed\"} 0",
         "notifier_pushes_total{app=\"default\",provider=\"apns\",outcome=\"credentials_rejected\"} 0",
         "notifier_tokens_pruned_total{app=\"default\",provider=\"fcm\"} 0",
+        "notifier_pushes_total{app=\"default\",provider=\"webpush\",outcome=\"skipped\"} 0",
     ] {
         assert!(before.lines().any(|l| l == line), "{line} in:\n{before}");
     }
@@ -403,7 +419,7 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
     }
     notifier.child.start_kill().unwrap();
 
-    // Assert: the event reached both providers, pruned and retried…
+    // Assert: the event reached every provider, pruned and retried…
     let m = |s: &str| sample(&metrics, s);
     assert_eq!(
         m("notifier_events_total{result=\"processed\"}"),
@@ -417,6 +433,10 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
     assert_eq!(
         m("notifier_pushes_total{app=\"default\",provider=\"apns\",outcome=\"delivered\"}"),
         4.0
+    );
+    assert_eq!(
+        m("notifier_pushes_total{app=\"default\",provider=\"webpush\",outcome=\"delivered\"}"),
+        1.0
     );
     assert_eq!(
         m("notifier_pushes_total{app=\"default\",provider=\"fcm\",outcome=\"unregistered\"}"),

@@ -179,6 +179,15 @@ fn apns_answer(
     if token.contains("down") || (token.contains("flaky") && once("flaky")) {
         return apns_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None);
     }
+    record(shared, token, headers, body);
+    delivered()
+}
+
+/// Counts a delivery by token and collapse id; when recording, keeps the push (the token, the
+/// headers that shape it, the payload) and the topic it reached.
+fn record(shared: &Shared, token: &str, headers: &HeaderMap, body: &[u8]) {
+    let c = &shared.counters;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let collapse = header("apns-collapse-id").unwrap_or_default();
     // Kept when recording, as FCM's messages are: the token, the headers that shape the push,
     // and the payload.
@@ -204,7 +213,6 @@ fn apns_answer(
             .unwrap_or_else(|e| e.into_inner())
             .push((token.to_string(), topic));
     }
-    delivered()
 }
 
 /// Apple's answer to a delivered push: 200, no body, an `apns-id`.

@@ -68,40 +68,8 @@ fn message_name(shared: &Shared, project: &str) -> Response {
 
 fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     let c = &shared.counters;
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let authorised = bearer.is_some_and(|t| {
-        shared.config.accept_any_token
-            || c.issued
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(t)
-    });
-    if !authorised {
-        return tagged(
-            fcm_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                None,
-                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-            ),
-            "UNAUTHENTICATED",
-        );
-    }
-    if project != shared.config.project {
-        return tagged(
-            fcm_error(
-                StatusCode::FORBIDDEN,
-                "PERMISSION_DENIED",
-                None,
-                &format!(
-                    "Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/{project}'"
-                ),
-            ),
-            "PERMISSION_DENIED",
-        );
+    if let Some(refused) = refuse_caller(shared, project, headers) {
+        return refused;
     }
     let (message, validate_only) = match check_request(body) {
         Ok(parsed) => parsed,
@@ -147,6 +115,49 @@ fn answer(shared: &Shared, project: &str, headers: &HeaderMap, body: &[u8]) -> R
         record_delivery(shared, token, collapse, Some(&message));
     }
     message_name(shared, project)
+}
+
+/// FCM's answer to a caller it does not know (a bearer token the token endpoint never issued) or
+/// who asks for another project; `None` lets the request through.
+fn refuse_caller(shared: &Shared, project: &str, headers: &HeaderMap) -> Option<Response> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorised = bearer.is_some_and(|t| {
+        shared.config.accept_any_token
+            || shared
+                .counters
+                .issued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(t)
+    });
+    if !authorised {
+        return Some(tagged(
+            fcm_error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                None,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            ),
+            "UNAUTHENTICATED",
+        ));
+    }
+    if project != shared.config.project {
+        return Some(tagged(
+            fcm_error(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                None,
+                &format!(
+                    "Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/{project}'"
+                ),
+            ),
+            "PERMISSION_DENIED",
+        ));
+    }
+    None
 }
 
 /// FCM's answer to a send over the project's quota. Google names no wait; FCM's documentation
@@ -221,6 +232,20 @@ fn check_request(body: &[u8]) -> Result<(Value, bool), String> {
     if token.is_empty() {
         return Err("The registration token is not a valid FCM registration token".into());
     }
+    check_fields(fields)?;
+    let counted = json!({"notification": fields.get("notification"), "data": fields.get("data")});
+    let size = serde_json::to_vec(&counted).map(|v| v.len()).unwrap_or(0);
+    if size > FCM_LIMIT {
+        return Err(format!(
+            "Message is too big: {size} bytes of notification and data, over {FCM_LIMIT}."
+        ));
+    }
+    Ok((message.clone(), validate_only))
+}
+
+/// The message's fields FCM types: `data` and `notification` values are strings, the Android
+/// TTL a duration of at most 28 days, the priority `normal` or `high`.
+fn check_fields(fields: &serde_json::Map<String, Value>) -> Result<(), String> {
     if let Some(data) = fields.get("data") {
         let data = data.as_object().ok_or("Invalid value at 'message.data'")?;
         if let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string()) {
@@ -256,14 +281,7 @@ fn check_request(body: &[u8]) -> Result<(Value, bool), String> {
             return Err("Invalid value at 'message.android.priority'".into());
         }
     }
-    let counted = json!({"notification": fields.get("notification"), "data": fields.get("data")});
-    let size = serde_json::to_vec(&counted).map(|v| v.len()).unwrap_or(0);
-    if size > FCM_LIMIT {
-        return Err(format!(
-            "Message is too big: {size} bytes of notification and data, over {FCM_LIMIT}."
-        ));
-    }
-    Ok((message.clone(), validate_only))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -309,8 +309,9 @@ fn decrypt(subscribed: &Subscribed, body: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("does not decrypt: {e}"))
 }
 
-/// `POST /webpush/subscriptions` (`{"id": "…", "application_server_key": "…"}`, both optional):
-/// a new subscription's JSON, as a browser would hand it to the site, for load tests.
+/// `POST /webpush/subscriptions` (`{"id": "…", "application_server_key": "…", "count": N}`, all
+/// optional): a new subscription's JSON, as a browser would hand it to the site; with `count`, a
+/// list of that many, ids `{id}{1…N}`, so that a benchmark mints its audience in one request.
 pub(crate) async fn subscribe(
     State(shared): State<Arc<Shared>>,
     body: Option<Json<Value>>,
@@ -330,7 +331,14 @@ pub(crate) async fn subscribe(
         },
         None => None,
     };
-    let subscription = shared.webpush.subscribe(&shared.webpush_origin(), id, key);
-    let value: Value = serde_json::from_str(&subscription.json()).unwrap_or(Value::Null);
-    (StatusCode::CREATED, Json(value)).into_response()
+    let origin = shared.webpush_origin();
+    let mint = |id: &str| {
+        let subscription = shared.webpush.subscribe(&origin, id, key.clone());
+        serde_json::from_str::<Value>(&subscription.json()).unwrap_or(Value::Null)
+    };
+    let minted = match request["count"].as_u64() {
+        Some(n) => Value::Array((1..=n).map(|i| mint(&format!("{id}{i}"))).collect()),
+        None => mint(id),
+    };
+    (StatusCode::CREATED, Json(minted)).into_response()
 }

@@ -71,6 +71,31 @@ async fn a_subscription_minted_over_http_is_a_browsers_json_on_the_tls_port() {
 }
 
 #[tokio::test]
+async fn a_count_mints_that_many_subscriptions_in_one_request() {
+    let stand_in = start(true).await;
+    let minted: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/webpush/subscriptions",
+            stand_in.plain_endpoint()
+        ))
+        .json(&json!({"id": "bench-", "count": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoints: Vec<&str> = minted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["endpoint"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(endpoints, ["bench-1", "bench-2", "bench-3"]);
+    assert_ne!(minted[0]["keys"]["p256dh"], minted[1]["keys"]["p256dh"]);
+}
+
+#[tokio::test]
 async fn a_push_without_a_vapid_token_is_refused_and_counted() {
     let stand_in = start(false).await;
     stand_in.webpush_subscribe("a", None);

@@ -23,13 +23,8 @@ pub(crate) const VAPID_SETTINGS: &str = "WEBPUSH_VAPID_PRIVATE_KEY_PATH (the key
 const DETAIL_CHARS: usize = 200;
 
 /// Maps a push service's answer to what the fan-out does next.
-pub(crate) fn classify(
-    provider: Provider,
-    status: u16,
-    body: &[u8],
-    retry_after: Option<Duration>,
-) -> PushOutcome {
-    let reason = Reason::new(provider, format!("HTTP {status}"));
+pub(crate) fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> PushOutcome {
+    let reason = Reason::new(Provider::WebPush, format!("HTTP {status}"));
     // Only failures that stop at a person carry the service's words; retries count by status.
     let detailed = |reason: Reason| match detail(body) {
         Some(words) => reason.with_detail(words),
@@ -59,11 +54,11 @@ pub(crate) fn classify(
 }
 
 /// No answer: the request may not have reached the push service; worth another try.
-pub(crate) fn transport_failure(provider: Provider, e: &Http2Error) -> PushOutcome {
+pub(crate) fn transport_failure(e: &Http2Error) -> PushOutcome {
     let detail = std::error::Error::source(e)
         .map_or_else(|| e.to_string(), |source| ErrorChain(source).to_string());
     PushOutcome::Retryable {
-        reason: Reason::new(provider, e.code()).with_detail(detail),
+        reason: Reason::new(Provider::WebPush, e.code()).with_detail(detail),
         retry_after: None,
         quota: false,
     }
@@ -97,42 +92,42 @@ mod tests {
             (201, b"", "delivered", ""),
             (200, b"", "delivered", ""),
             (202, b"", "delivered", ""),
-            (410, mozilla_gone, "unregistered", "x:HTTP 410"),
-            (404, b"Not Found", "unregistered", "x:HTTP 404"),
+            (410, mozilla_gone, "unregistered", "webpush:HTTP 410"),
+            (404, b"Not Found", "unregistered", "webpush:HTTP 404"),
             (
                 413,
                 b"Payload Too Large",
                 "rejected",
-                "x:HTTP 413: Payload Too Large",
+                "webpush:HTTP 413: Payload Too Large",
             ),
-            (429, b"", "retryable", "x:HTTP 429"),
-            (500, b"", "retryable", "x:HTTP 500"),
-            (502, b"<html>", "retryable", "x:HTTP 502"),
-            (503, b"", "retryable", "x:HTTP 503"),
-            (400, b"", "credentials_rejected", "x:HTTP 400"),
+            (429, b"", "retryable", "webpush:HTTP 429"),
+            (500, b"", "retryable", "webpush:HTTP 500"),
+            (502, b"<html>", "retryable", "webpush:HTTP 502"),
+            (503, b"", "retryable", "webpush:HTTP 503"),
+            (400, b"", "credentials_rejected", "webpush:HTTP 400"),
             (
                 401,
                 br#"{"errno":109,"message":"Unauthorized"}"#,
                 "credentials_rejected",
-                "x:HTTP 401: Unauthorized",
+                "webpush:HTTP 401: Unauthorized",
             ),
             (
                 403,
                 apple_jwt,
                 "credentials_rejected",
-                "x:HTTP 403: BadJwtToken",
+                "webpush:HTTP 403: BadJwtToken",
             ),
             (
                 403,
                 fcm_mismatch,
                 "credentials_rejected",
-                "x:HTTP 403: the key in the authorization header does not correspond to the sender ID used to subscribe this user",
+                "webpush:HTTP 403: the key in the authorization header does not correspond to the sender ID used to subscribe this user",
             ),
-            (415, b"", "rejected", "x:HTTP 415"),
-            (301, b"", "rejected", "x:HTTP 301"),
+            (415, b"", "rejected", "webpush:HTTP 415"),
+            (301, b"", "rejected", "webpush:HTTP 301"),
         ];
         for (status, body, label, reason) in rows {
-            let outcome = classify(Provider::Fcm, *status, body, None);
+            let outcome = classify(*status, body, None);
             assert_eq!(outcome.label(), *label, "{status}");
             let got = match &outcome {
                 PushOutcome::Delivered => String::new(),
@@ -142,8 +137,7 @@ mod tests {
                 | PushOutcome::CredentialsRejected { reason, .. } => reason.to_string(),
                 other => format!("{other:?}"),
             };
-            // The provider's name is the caller's; the code and words are the table's.
-            assert_eq!(got.replacen("fcm:", "x:", 1), *reason, "{status}");
+            assert_eq!(got, *reason, "{status}");
         }
     }
 
@@ -151,11 +145,11 @@ mod tests {
     fn retries_honour_retry_after_and_429_waits_like_a_quota() {
         let after = Some(Duration::from_secs(30));
         assert!(matches!(
-            classify(Provider::Fcm, 429, b"", after),
+            classify(429, b"", after),
             PushOutcome::Retryable { quota: true, retry_after: Some(d), .. } if d == Duration::from_secs(30)
         ));
         assert!(matches!(
-            classify(Provider::Fcm, 503, b"", after),
+            classify(503, b"", after),
             PushOutcome::Retryable {
                 quota: false,
                 retry_after: Some(_),
@@ -163,7 +157,7 @@ mod tests {
             }
         ));
         assert!(matches!(
-            classify(Provider::Fcm, 403, b"", None),
+            classify(403, b"", None),
             PushOutcome::CredentialsRejected {
                 setting: VAPID_SETTINGS,
                 scope: PauseScope::Provider,
@@ -175,8 +169,7 @@ mod tests {
     #[test]
     fn long_error_bodies_are_cut_to_200_characters() {
         let long = "e".repeat(1000);
-        let PushOutcome::Rejected { reason } = classify(Provider::Fcm, 413, long.as_bytes(), None)
-        else {
+        let PushOutcome::Rejected { reason } = classify(413, long.as_bytes(), None) else {
             panic!("413 is rejected");
         };
         assert_eq!(reason.detail().map(str::len), Some(DETAIL_CHARS));

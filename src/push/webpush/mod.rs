@@ -24,7 +24,7 @@
 //! would, and pywebpush's `http_ece`.
 //!
 //! The pusher reads `push.device.token` whatever the device's provider says: routing web devices
-//! here is the fan-out's job. What may change here: the request's headers and the outcomes of
+//! (`Provider::WebPush`) here is the fan-out's job. What may change here: the request's headers and the outcomes of
 //! failures found before sending.
 
 mod classify;
@@ -38,12 +38,15 @@ mod vapid;
 pub(crate) use classify::classify;
 pub(crate) use origins::Dial;
 pub(crate) use settings::{AllowedHosts, WebPushSettings, WebPushSettingsError};
-pub(crate) use vapid::{Vapid, VapidKeyError};
+pub(crate) use vapid::Vapid;
+pub(crate) use vapid::VapidKeyError;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use ring::rand::SystemRandom;
+use tracing::warn;
 
 use super::{PerNotification, Push, PushContent, PushOutcome, Pusher, Reason, retry_after};
 use crate::audience::Provider;
@@ -54,7 +57,7 @@ use subscription::Subscription;
 
 /// Why the pusher cannot be built from the settings; found at start-up.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WebPushError {
+pub enum WebPushError {
     #[error(transparent)]
     Settings(#[from] WebPushSettingsError),
     #[error(transparent)]
@@ -63,8 +66,6 @@ pub(crate) enum WebPushError {
 
 /// Sends pushes to browsers' push services.
 pub(crate) struct WebPushPusher {
-    /// The provider its reasons name.
-    provider: Provider,
     vapid: Vapid,
     allowed: AllowedHosts,
     ttl: http::HeaderValue,
@@ -75,7 +76,12 @@ pub(crate) struct WebPushPusher {
     /// Each notification's plaintext, written once.
     plaintexts: PerNotification<Vec<u8>>,
     origins: Origins,
+    /// Origins off the allowed hosts already logged.
+    refused: Mutex<HashSet<String>>,
 }
+
+/// Refused origins logged at most; past it they are only counted.
+const MAX_REFUSED_ORIGINS: usize = 64;
 
 /// A push ready to go: where, and what.
 struct Prepared {
@@ -91,23 +97,20 @@ impl WebPushPusher {
     pub(crate) fn load(
         settings: &WebPushSettings,
         dial: Dial,
-        provider: Provider,
         validate_only: bool,
     ) -> Result<Self, WebPushError> {
         settings.validate()?;
         let vapid = Vapid::load(settings, Arc::new(SystemClock))?;
-        Ok(Self::new(settings, vapid, dial, provider, validate_only))
+        Ok(Self::new(settings, vapid, dial, validate_only))
     }
 
     pub(crate) fn new(
         settings: &WebPushSettings,
         vapid: Vapid,
         dial: Dial,
-        provider: Provider,
         validate_only: bool,
     ) -> Self {
         Self {
-            provider,
             vapid,
             allowed: settings.allowed_hosts.clone(),
             ttl: settings.ttl_secs.into(),
@@ -116,6 +119,7 @@ impl WebPushPusher {
             random: SystemRandom::new(),
             plaintexts: PerNotification::default(),
             origins: Origins::new(dial),
+            refused: Mutex::new(HashSet::new()),
         }
     }
 
@@ -124,10 +128,15 @@ impl WebPushPusher {
         self.vapid.public_key()
     }
 
+    /// Whether the key signs a token, as every push will need it to.
+    pub(crate) fn check_signing(&self) -> Result<(), vapid::SigningError> {
+        self.vapid.check()
+    }
+
     /// Everything before the wire: the subscription read and its endpoint checked, the
     /// plaintext encrypted for it, the token signed. A push that cannot go has its outcome.
     fn prepare(&self, push: &Push) -> Result<Prepared, PushOutcome> {
-        let provider = self.provider;
+        let provider = Provider::WebPush;
         let rejected = |code: &'static str, detail: String| PushOutcome::Rejected {
             reason: Reason::new(provider, code).with_detail(detail),
         };
@@ -146,6 +155,7 @@ impl WebPushPusher {
             .map_err(|e| rejected(e.code(), e.to_string()))?;
         let endpoint = subscription.endpoint;
         if !endpoint.is_https() || !self.allowed.permits(endpoint.host()) {
+            self.warn_once(&endpoint.origin);
             return Err(PushOutcome::Skipped {
                 reason: format!(
                     "{provider}: endpoint {} is not an https endpoint on [webpush] allowed_hosts",
@@ -181,10 +191,23 @@ impl WebPushPusher {
         })
     }
 
+    /// One WARN per origin off the list, so that an operator learns of a push service the list
+    /// lacks (or of endpoints a client made up) without a line per device.
+    fn warn_once(&self, origin: &str) {
+        let mut seen = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() < MAX_REFUSED_ORIGINS && seen.insert(origin.to_string()) {
+            warn!(
+                origin,
+                "A Web Push endpoint is not https on [webpush] allowed_hosts: its pushes are \
+                 skipped and counted, never sent (logged once per origin)."
+            );
+        }
+    }
+
     /// A failure of our own randomness or signing, which ring gives no reason for: another try.
     fn retryable(&self, code: &'static str, detail: String) -> PushOutcome {
         PushOutcome::Retryable {
-            reason: Reason::new(self.provider, code).with_detail(detail),
+            reason: Reason::new(Provider::WebPush, code).with_detail(detail),
             retry_after: None,
             quota: false,
         }
@@ -223,7 +246,7 @@ impl Pusher for WebPushPusher {
         if self.validate_only {
             return PushOutcome::Delivered;
         }
-        let provider = self.provider;
+        let provider = Provider::WebPush;
         let client = match self.origins.client(&prepared.endpoint.origin) {
             Ok(client) => client,
             Err(e) => {
@@ -249,12 +272,11 @@ impl Pusher for WebPushPusher {
         let key = push.device.id.unsigned_abs();
         match client.send(key, &request, prepared.body.clone()).await {
             Ok(response) => classify(
-                provider,
                 response.status.as_u16(),
                 &response.body,
                 retry_after(&response.headers),
             ),
-            Err(e) => classify::transport_failure(provider, &e),
+            Err(e) => classify::transport_failure(&e),
         }
     }
 

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::Deserialize;
 
 /// The public push services of Chrome (and every Chromium browser), Firefox, Edge and Safari.
-pub(crate) const PUBLIC_PUSH_SERVICES: &[&str] = &[
+const PUBLIC_PUSH_SERVICES: &[&str] = &[
     "fcm.googleapis.com",
     "updates.push.services.mozilla.com",
     "*.notify.windows.com",
@@ -19,25 +19,25 @@ pub(crate) const PUBLIC_PUSH_SERVICES: &[&str] = &[
 ];
 
 /// The `[webpush]` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WebPushSettings {
+pub struct WebPushSettings {
     /// Path of the VAPID private key (P-256, PEM: PKCS#8 or SEC1); empty when Web Push is not
     /// configured. Env: `WEBPUSH_VAPID_PRIVATE_KEY_PATH`.
-    pub(crate) vapid_private_key_path: String,
+    pub vapid_private_key_path: String,
     /// Who the push services contact about our pushes: `mailto:…` or `https:…`.
     /// Env: `WEBPUSH_VAPID_SUBJECT`.
-    pub(crate) vapid_subject: String,
+    pub vapid_subject: String,
     /// The only hosts an endpoint may name: exact names and `*.suffix` wildcards.
-    pub(crate) allowed_hosts: AllowedHosts,
+    pub allowed_hosts: AllowedHosts,
     /// How long the push service keeps a push for an offline browser (the `TTL` header).
-    pub(crate) ttl_secs: u64,
-    pub(crate) urgency: Urgency,
+    pub ttl_secs: u64,
+    pub urgency: Urgency,
     /// Pushes in flight at once, at most service.concurrency; 0 means three quarters of it.
-    pub(crate) concurrency: usize,
+    pub concurrency: usize,
     /// HTTP/2 connections to each push service; 0 means one per 100 pushes in flight, at most 16.
-    pub(crate) connections: usize,
-    pub(crate) request_timeout_secs: u64,
+    pub connections: usize,
+    pub request_timeout_secs: u64,
 }
 
 impl Default for WebPushSettings {
@@ -55,11 +55,12 @@ impl Default for WebPushSettings {
     }
 }
 
-/// A setting that cannot be used: the TOML key or variable, and why.
+/// A setting that cannot be used: its key in the section (`config` names it as the operator
+/// sets it: a variable for the default app, `apps.NAME.webpush.KEY` for another), and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting {setting}: {reason}")]
-pub(crate) struct WebPushSettingsError {
-    pub(crate) setting: &'static str,
+#[error("invalid setting webpush.{key}: {reason}")]
+pub struct WebPushSettingsError {
+    pub(crate) key: &'static str,
     pub(crate) reason: String,
 }
 
@@ -67,16 +68,16 @@ pub(crate) struct WebPushSettingsError {
 const MAX_TTL_SECS: u64 = 28 * 24 * 60 * 60;
 
 impl WebPushSettings {
-    pub(crate) fn is_configured(&self) -> bool {
+    pub fn is_configured(&self) -> bool {
         !self.vapid_private_key_path.trim().is_empty()
     }
 
     /// The checks that need no file: the subject's form and the limits. The key itself is read
-    /// by [`super::VapidKey::load`].
+    /// by [`super::Vapid::load`].
     pub(crate) fn validate(&self) -> Result<(), WebPushSettingsError> {
-        let error = |setting, reason: &str| {
+        let error = |key, reason: &str| {
             Err(WebPushSettingsError {
-                setting,
+                key,
                 reason: reason.to_string(),
             })
         };
@@ -89,15 +90,18 @@ impl WebPushSettings {
             .or_else(|| subject.strip_prefix("https://"));
         if contact.is_none_or(|c| c.is_empty() || c.contains(char::is_whitespace)) {
             return error(
-                "WEBPUSH_VAPID_SUBJECT",
+                "vapid_subject",
                 "a mailto: or https: URL the push services can contact is required (RFC 8292)",
             );
         }
         if self.ttl_secs > MAX_TTL_SECS {
-            return error("webpush.ttl_secs", "at most 2419200 (28 days)");
+            return error("ttl_secs", "at most 2419200 (28 days)");
         }
         if self.request_timeout_secs == 0 {
-            return error("webpush.request_timeout_secs", "must be at least 1");
+            return error("request_timeout_secs", "must be at least 1");
+        }
+        if self.connections > 64 {
+            return error("connections", "must be from 0 (auto) to 64");
         }
         Ok(())
     }
@@ -106,7 +110,7 @@ impl WebPushSettings {
 /// RFC 8030 §5.3: how soon the browser should be woken for the push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum Urgency {
+pub enum Urgency {
     VeryLow,
     Low,
     Normal,
@@ -115,7 +119,7 @@ pub(crate) enum Urgency {
 
 impl Urgency {
     /// The `Urgency` header's value.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Urgency::VeryLow => "very-low",
             Urgency::Low => "low",
@@ -136,7 +140,7 @@ enum HostPattern {
 /// The hosts endpoints may name; any other endpoint is never contacted.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "Vec<String>")]
-pub(crate) struct AllowedHosts(Vec<HostPattern>);
+pub struct AllowedHosts(Vec<HostPattern>);
 
 impl AllowedHosts {
     pub(crate) fn public_push_services() -> Self {
@@ -281,6 +285,12 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_section_holds_the_defaults() {
+        let shipped: WebPushSettings = crate::push::shipped("webpush");
+        assert_eq!(shipped, WebPushSettings::default());
+    }
+
+    #[test]
     fn a_configured_key_needs_a_mailto_or_https_subject() {
         let mut s = WebPushSettings::default();
         assert_eq!(s.validate(), Ok(()), "not configured: nothing to check");
@@ -294,13 +304,13 @@ mod tests {
         ] {
             s.vapid_subject = bad.into();
             let e = s.validate().unwrap_err();
-            assert_eq!(e.setting, "WEBPUSH_VAPID_SUBJECT", "{bad:?}");
+            assert_eq!(e.key, "vapid_subject", "{bad:?}");
         }
         for good in ["mailto:ops@example.com", "https://example.com/contact"] {
             s.vapid_subject = good.into();
             assert_eq!(s.validate(), Ok(()), "{good}");
         }
         s.ttl_secs = MAX_TTL_SECS + 1;
-        assert_eq!(s.validate().unwrap_err().setting, "webpush.ttl_secs");
+        assert_eq!(s.validate().unwrap_err().key, "ttl_secs");
     }
 }

@@ -17,9 +17,6 @@ use crate::audience::Device;
 use crate::content::{Notification, Talk, Templates};
 use crate::push::http2::Http2Client;
 
-/// The provider the reasons name until the device types have a Web Push variant.
-const PROVIDER: Provider = Provider::Fcm;
-
 struct Setup {
     stand_in: StandIn,
     pusher: WebPushPusher,
@@ -45,13 +42,8 @@ async fn setup(validate_only: bool) -> Setup {
         allowed_hosts: AllowedHosts::parse(["localhost"]).unwrap(),
         ..WebPushSettings::default()
     };
-    let pusher = WebPushPusher::load(
-        &settings,
-        dial(&stand_in, dir.path()),
-        PROVIDER,
-        validate_only,
-    )
-    .unwrap();
+    let pusher =
+        WebPushPusher::load(&settings, dial(&stand_in, dir.path()), validate_only).unwrap();
     Setup {
         stand_in,
         pusher,
@@ -90,8 +82,8 @@ fn push(token: &str, notification: Arc<Notification>) -> Push {
         device: Device {
             id: 1,
             user_id: Some(2),
-            provider: None,
-            platform: None,
+            provider: Some(Provider::WebPush),
+            platform: Some(crate::audience::Platform::Web),
             app: Some(crate::apps::AppId::DEFAULT),
             token: token.into(),
             locale: Some("ja".into()),
@@ -229,7 +221,6 @@ async fn the_default_allowed_hosts_are_the_public_push_services_only() {
             Arc::new(SystemClock),
         ),
         dial(&s.stand_in, s.dir.path()),
-        PROVIDER,
         false,
     );
     let outcome = pusher
@@ -353,15 +344,11 @@ fn the_key_is_read_from_pkcs8_or_sec1_pem_and_a_bad_one_is_named() {
     let dial: fn() -> Dial =
         || Box::new(|origin| Http2Client::new(origin, 1, None, Duration::from_secs(1)));
     settings.vapid_subject = "ops@example.com".into();
-    let e = WebPushPusher::load(&settings, dial(), PROVIDER, false)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("WEBPUSH_VAPID_SUBJECT"), "{e}");
+    let e = WebPushPusher::load(&settings, dial(), false).err().unwrap();
+    assert!(e.to_string().contains("webpush.vapid_subject"), "{e}");
     settings.vapid_subject = "mailto:ops@example.com".into();
     settings.vapid_private_key_path = dir.path().join("missing.pem").display().to_string();
-    let e = WebPushPusher::load(&settings, dial(), PROVIDER, false)
-        .err()
-        .unwrap();
+    let e = WebPushPusher::load(&settings, dial(), false).err().unwrap();
     assert!(
         e.to_string()
             .contains("cannot read WEBPUSH_VAPID_PRIVATE_KEY_PATH"),
@@ -373,9 +360,7 @@ fn the_key_is_read_from_pkcs8_or_sec1_pem_and_a_bad_one_is_named() {
     )
     .unwrap();
     settings.vapid_private_key_path = path.display().to_string();
-    let e = WebPushPusher::load(&settings, dial(), PROVIDER, false)
-        .err()
-        .unwrap();
+    let e = WebPushPusher::load(&settings, dial(), false).err().unwrap();
     assert!(
         e.to_string().contains("not a usable P-256 private key"),
         "{e}"

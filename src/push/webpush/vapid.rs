@@ -28,7 +28,7 @@ const MAX_ORIGINS: usize = 1024;
 
 /// Why the VAPID key cannot be used; found at start-up.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum VapidKeyError {
+pub enum VapidKeyError {
     #[error("cannot read WEBPUSH_VAPID_PRIVATE_KEY_PATH {path}")]
     Read {
         path: String,
@@ -99,6 +99,12 @@ impl Vapid {
     /// The public key, base64url: what `notifier check` shows and browsers subscribe with.
     pub(crate) fn public_key(&self) -> &str {
         &self.public_key
+    }
+
+    /// Signs a token (kept nowhere), for `notifier check`: the key is usable, not only read.
+    pub(crate) fn check(&self) -> Result<(), SigningError> {
+        self.sign("https://push.example", self.clock.unix_now())
+            .map(drop)
     }
 
     /// The `Authorization` header for a push to `origin` (`https://host[:port]`): the cached

@@ -26,10 +26,11 @@ pub(crate) struct AudienceBoundaries {
     per_provider: bool,
 }
 
-/// The audience query's parameters, and the probe's offset.
+/// The audience query's parameters, the probe's offset, and `:provider`'s name in each copy.
 static PROBE_PARAMS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     let mut params = AUDIENCE_PARAMS.to_vec();
-    params.extend(["job_offset", OTHER_PROVIDER]);
+    params.push("job_offset");
+    params.extend(PROVIDER_PARAMS.iter().map(|(_, name)| name.as_str()));
     params
 });
 
@@ -59,12 +60,15 @@ impl AudienceBoundaries {
     }
 }
 
-/// The second provider's name for `:provider`, in a query that reads one provider at a time.
-const OTHER_PROVIDER: &str = "job_other_provider";
+/// `:provider`'s name in the probe's copy of a query read once per provider, for each provider.
+static PROVIDER_PARAMS: LazyLock<Vec<(Provider, String)>> = LazyLock::new(|| {
+    let name = |p: &Provider| format!("job_provider_{}", p.as_str());
+    Provider::ALL.iter().map(|p| (*p, name(p))).collect()
+});
 
 /// The audience query as a derived table (on a line of its own, so that a trailing comment
 /// ends before the parenthesis), its trailing semicolons dropped. A query that reads one
-/// provider at a time (`:provider`) is read for both, each copy with its own parameter.
+/// provider at a time (`:provider`) is read for every provider, each copy with its own parameter.
 fn probe_sql(audience: &str) -> (String, bool) {
     let (rows, per_provider) = rows_sql(audience);
     let sql = format!(
@@ -82,20 +86,18 @@ fn count_sql(audience: &str) -> String {
 /// The audience's device ids, every provider's.
 fn rows_sql(audience: &str) -> (String, bool) {
     let inner = audience.trim_end().trim_end_matches(';').trim_end();
-    let per_provider = param_positions(inner, "provider").next().is_some();
+    let at: Vec<usize> = param_positions(inner, "provider").collect();
+    let per_provider = !at.is_empty();
     let rows = if per_provider {
-        let mut other = inner.to_string();
-        let at: Vec<usize> = param_positions(inner, "provider").collect();
-        for start in at.into_iter().rev() {
-            other.replace_range(
-                start..start + ":provider".len(),
-                &format!(":{OTHER_PROVIDER}"),
-            );
-        }
-        format!(
-            "SELECT device_id FROM (\n{inner}\n) job_probe_a\n\
-             UNION ALL\nSELECT device_id FROM (\n{other}\n) job_probe_b"
-        )
+        let copy = |(i, (_, name)): (usize, &(Provider, String))| {
+            let mut copy = inner.to_string();
+            for start in at.iter().rev() {
+                copy.replace_range(*start..*start + ":provider".len(), &format!(":{name}"));
+            }
+            format!("SELECT device_id FROM (\n{copy}\n) job_probe_{i}")
+        };
+        let copies: Vec<String> = PROVIDER_PARAMS.iter().enumerate().map(copy).collect();
+        copies.join("\nUNION ALL\n")
     } else {
         inner.to_string()
     };
@@ -142,18 +144,19 @@ impl FromRecord for Devices {
 
 impl AudienceBoundaries {
     /// The parameters of a probe from `after`, `offset` rows on.
-    fn values(&self, after: i64, offset: i64) -> [(&'static str, Param); 8] {
-        [
+    fn values(&self, after: i64, offset: i64) -> Vec<(&'static str, Param)> {
+        let mut values = vec![
             ("talk_id", Param::Int(Some(self.talk_id))),
             ("program_id", Param::Int(Some(self.program_id))),
             ("author_id", Param::Int(self.author_id)),
             ("after_id", Param::Int(Some(after))),
             ("limit", self.db.backend().no_limit()),
-            // Both providers: a job is a range of devices, each lane reads its own in it.
-            ("provider", self.provider(Provider::Fcm)),
-            (OTHER_PROVIDER, self.provider(Provider::Apns)),
             ("job_offset", Param::Int(Some(offset))),
-        ]
+        ];
+        // Every provider: a job is a range of devices, each lane reads its own in it.
+        let providers = PROVIDER_PARAMS.iter();
+        values.extend(providers.map(|(p, name)| (name.as_str(), self.provider(*p))));
+        values
     }
 
     /// How many devices the audience has after `after` (the last job's, from its start).
@@ -190,17 +193,16 @@ mod tests {
             "SELECT id AS device_id FROM devices WHERE id > :after_id AND p = :provider::text",
         );
         assert!(per_provider);
-        assert!(
-            sql.contains("p = :provider::text) job_probe_a")
-                || sql.contains("p = :provider::text\n) job_probe_a")
-        );
-        assert!(sql.contains(&format!("p = :{OTHER_PROVIDER}::text")));
+        assert!(sql.contains("p = :job_provider_fcm::text\n) job_probe_0\nUNION ALL\n"));
+        assert!(sql.contains("p = :job_provider_apns::text\n) job_probe_1\nUNION ALL\n"));
+        assert!(sql.contains("p = :job_provider_webpush::text\n) job_probe_2\n) job_probe"));
+        assert_eq!(sql.matches("UNION ALL").count(), Provider::ALL.len() - 1);
     }
 
     #[test]
     fn the_count_reads_every_provider_s_rows() {
         let sql = count_sql("SELECT id AS device_id FROM devices WHERE p = :provider");
         assert!(sql.starts_with("SELECT COUNT(*) AS devices FROM (\nSELECT device_id FROM"));
-        assert!(sql.contains(&format!(":{OTHER_PROVIDER}")), "{sql}");
+        assert!(sql.contains(":job_provider_webpush"), "{sql}");
     }
 }

@@ -29,9 +29,9 @@ pub struct RecordingPusher {
     pub delay: Duration,
     in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
-    /// In flight per provider (FCM, APNs), and the most seen at once.
-    by_provider: [AtomicUsize; 2],
-    pub max_by_provider: [AtomicUsize; 2],
+    /// In flight per provider (in `Provider::ALL` order), and the most seen at once.
+    by_provider: [AtomicUsize; notifier::Provider::ALL.len()],
+    pub max_by_provider: [AtomicUsize; notifier::Provider::ALL.len()],
     /// Counts instead of recording, for audiences too large to keep.
     pub count_only: bool,
     pub count: AtomicUsize,
@@ -73,7 +73,10 @@ impl Pusher for RecordingPusher {
         let started_at = std::time::Instant::now();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let lane = usize::from(push.device.provider == Some(notifier::Provider::Apns));
+        let lane = notifier::Provider::ALL
+            .iter()
+            .position(|p| push.device.provider == Some(*p))
+            .unwrap_or(0);
         let mine = self.by_provider[lane].fetch_add(1, Ordering::SeqCst) + 1;
         self.max_by_provider[lane].fetch_max(mine, Ordering::SeqCst);
         if !self.delay.is_zero() {
