@@ -94,7 +94,7 @@ pub(crate) fn webpush_pusher(
     w: &WebPushSettings,
     validate_only: bool,
 ) -> Result<webpush::WebPushPusher, webpush::WebPushError> {
-    let in_flight = settings.service.provider_limit(w.concurrency);
+    let in_flight = settings.service.provider_peak(w.concurrency);
     let connections = connections_for(in_flight, w.connections);
     let (settings, timeout) = (settings.clone(), w.request_timeout_secs);
     let dial: webpush::Dial =
