@@ -1,6 +1,7 @@
 //! The `notifier-stand-in` binary as staging and the compose `stand-in` profile run it: it prints
 //! where it listens, writes its CA and a service account, issues tokens and takes FCM sends over
-//! TLS. (The notifier's own tests push to the library in-process.)
+//! TLS, and the controls a load run uses (tokens counted, latency changed). (The notifier's own
+//! tests push to the library in-process.)
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -103,4 +104,74 @@ async fn the_stand_in_binary_serves_fcm_and_writes_its_ca_and_service_account() 
     assert_eq!(stats["delivered"], 1, "{stats}");
     assert_eq!(stats["token_requests"], 1, "{stats}");
     assert_eq!(stats["errors"]["UNAUTHENTICATED"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn the_stand_in_binary_counts_each_token_and_slows_down_when_asked() {
+    stand_in::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_notifier-stand-in"))
+        .args(["--tls-addr", "127.0.0.1:0", "--plain-addr", "127.0.0.1:0"])
+        .args(["--accept-any-token", "--count-tokens"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let printed = printed_settings(child.stdout.take().unwrap()).await;
+    let ca = std::fs::read(&printed["NOTIFIER_EXTRA_CA_FILE"]).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/v1/projects/stand-in-project/messages:send",
+        printed["FCM_ENDPOINT"]
+    );
+    let send = |token: &str| {
+        let message = json!({"message": {"token": token, "android": {"collapse_key": "e1"}}});
+        client.post(&url).bearer_auth("any").json(&message).send()
+    };
+    for token in ["tok-a", "tok-b", "tok-a"] {
+        assert_eq!(send(token).await.unwrap().status(), 200);
+    }
+    let base = printed["stats"].trim_end_matches("/stats").to_string();
+    let counts: HashMap<String, u32> = client
+        .get(format!("{base}/stats/tokens"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        HashMap::from([("tok-a".into(), 2), ("tok-b".into(), 1)])
+    );
+
+    // Slowed at run time: the next answer waits the new latency; then fast again.
+    let set = |ms: &str| client.post(format!("{base}/latency?ms={ms}")).send();
+    assert_eq!(set("400").await.unwrap().status(), 204);
+    let started = std::time::Instant::now();
+    assert_eq!(send("tok-c").await.unwrap().status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(set("0").await.unwrap().status(), 204);
+    let started = std::time::Instant::now();
+    assert_eq!(send("tok-d").await.unwrap().status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(set("soon").await.unwrap().status(), 400);
+
+    // A reset forgets the tokens, as it forgets every count.
+    let reset = client.post(format!("{base}/stats/reset")).send().await;
+    assert_eq!(reset.unwrap().status(), 204);
+    let counts: HashMap<String, u32> = client
+        .get(format!("{base}/stats/tokens"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(counts.is_empty(), "{counts:?}");
 }
