@@ -385,7 +385,7 @@ async fn latency(
     }
 }
 
-/// `POST /outage?on=true|false`: every send fails with 503 while on.
+/// `POST /outage?on=true|false`: every FCM and APNs send fails with 503 while on.
 async fn outage(
     State(shared): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,

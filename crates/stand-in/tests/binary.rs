@@ -106,8 +106,14 @@ async fn the_stand_in_binary_serves_fcm_and_writes_its_ca_and_service_account() 
     assert_eq!(stats["errors"]["UNAUTHENTICATED"], 1, "{stats}");
 }
 
+/// `GET /stats/tokens`: how often each token was reached.
+async fn token_counts(client: &reqwest::Client, base: &str) -> HashMap<String, u32> {
+    let response = client.get(format!("{base}/stats/tokens")).send().await;
+    response.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
-async fn the_stand_in_binary_counts_each_token_and_slows_down_when_asked() {
+async fn the_stand_in_binary_counts_each_token_and_slows_down_or_fails_when_asked() {
     stand_in::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_notifier-stand-in"))
@@ -137,41 +143,42 @@ async fn the_stand_in_binary_counts_each_token_and_slows_down_when_asked() {
         assert_eq!(send(token).await.unwrap().status(), 200);
     }
     let base = printed["stats"].trim_end_matches("/stats").to_string();
-    let counts: HashMap<String, u32> = client
-        .get(format!("{base}/stats/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert_eq!(
-        counts,
+        token_counts(&client, &base).await,
         HashMap::from([("tok-a".into(), 2), ("tok-b".into(), 1)])
     );
 
     // Slowed at run time: the next answer waits the new latency; then fast again.
     let set = |ms: &str| client.post(format!("{base}/latency?ms={ms}")).send();
-    assert_eq!(set("400").await.unwrap().status(), 204);
+    assert_eq!(set("1000").await.unwrap().status(), 204);
     let started = std::time::Instant::now();
     assert_eq!(send("tok-c").await.unwrap().status(), 200);
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_eq!(set("0").await.unwrap().status(), 204);
     let started = std::time::Instant::now();
     assert_eq!(send("tok-d").await.unwrap().status(), 200);
-    assert!(started.elapsed() < Duration::from_millis(400));
+    assert!(started.elapsed() < Duration::from_millis(1000));
     assert_eq!(set("soon").await.unwrap().status(), 400);
+
+    // An outage answers Apple's side 503 too, until it ends.
+    let apns = |token: &str| {
+        client
+            .post(format!("{}/3/device/{token}", printed["FCM_ENDPOINT"]))
+            .header("apns-topic", "com.example.app")
+            .header("apns-push-type", "alert")
+            .json(&json!({"aps": {"alert": "hi"}}))
+            .send()
+    };
+    let outage = |on: &str| client.post(format!("{base}/outage?on={on}")).send();
+    assert_eq!(outage("true").await.unwrap().status(), 204);
+    assert_eq!(apns("ios-a").await.unwrap().status(), 503);
+    assert_eq!(send("tok-e").await.unwrap().status(), 503);
+    assert_eq!(outage("false").await.unwrap().status(), 204);
+    assert_eq!(apns("ios-a").await.unwrap().status(), 200);
 
     // A reset forgets the tokens, as it forgets every count.
     let reset = client.post(format!("{base}/stats/reset")).send().await;
     assert_eq!(reset.unwrap().status(), 204);
-    let counts: HashMap<String, u32> = client
-        .get(format!("{base}/stats/tokens"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts = token_counts(&client, &base).await;
     assert!(counts.is_empty(), "{counts:?}");
 }
