@@ -29,8 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fanout  # noqa: E402  (the stand-in and process helpers)
-from fanout import (cpu_seconds, delete_keys, free_port, peak_rss_mib, reset, stats, stop,  # noqa: E402
-                    wait_for_stand_in)
+from cluster import notifier_env, start_stand_in  # noqa: E402
+from fanout import cpu_seconds, delete_keys, free_port, peak_rss_mib, reset, stats, stop  # noqa: E402
 
 CORES = os.cpu_count() or 1
 
@@ -78,35 +78,23 @@ def client(port, token, run, index, seconds, tokens, ios_every, results):
 
 def one_run(args, run):
     tmp = tempfile.mkdtemp(prefix="notifier-api-bench-")
-    tls, plain, status, api = free_port(), free_port(), free_port(), free_port()
+    status, api = free_port(), free_port()
     pin_notifier = ["taskset", "-c", "0"] if CORES > 1 else []
     pin_rest = ["taskset", "-c", f"1-{CORES - 1}"] if CORES > 1 else []
-    stand_in = subprocess.Popen(
-        [*pin_rest, os.path.join(fanout.BIN, "notifier-stand-in"), "--tls-addr", f"127.0.0.1:{tls}",
-         "--plain-addr", f"127.0.0.1:{plain}", "--dir", tmp, "--latency-ms", str(args.latency_ms),
-         "--accept-any-token"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stand_in = None
     notifier = None
     prefix = f"bench:{os.getpid()}:api{run}:"
     try:
-        wait_for_stand_in(plain)
+        stand_in, tls, plain = start_stand_in(tmp, args.latency_ms, pin=pin_rest)
         config = os.path.join(tmp, "notifier.toml")
         with open(config, "w") as f:
             f.write(f'[claims]\nkey_prefix = "{prefix}"\n[api]\nbacklog_max = {args.backlog_max}\n')
         token = f"bench-api-token-{os.getpid()}"
-        env = {
-            "PATH": os.environ["PATH"], "APP_ENV": "production",
-            "DATABASE_URL": f"sqlite://{tmp}/notifier.db", "REDIS_URL": "redis://127.0.0.1:6379",
-            "NOTIFIER_CONFIG": config, "NOTIFIER_CHANNEL": f"bench_api_{os.getpid()}_{run}",
-            "NOTIFIER_CONCURRENCY": str(args.concurrency), "NOTIFIER_HTTP_ADDR": f"127.0.0.1:{status}",
-            "NOTIFIER_API_ADDR": f"127.0.0.1:{api}", "NOTIFIER_API_TOKENS": token,
-            "FCM_QUOTA_PER_MINUTE": "0",
-            "FCM_ENDPOINT": f"https://localhost:{tls}", "NOTIFIER_EXTRA_CA_FILE": os.path.join(tmp, "ca.pem"),
-            "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(tmp, "service-account.json"),
-            "APNS_ENDPOINT": f"https://localhost:{tls}", "APNS_KEY_PATH": os.path.join(tmp, "apns-key.p8"),
-            "APNS_KEY_ID": "STANDIN123", "APNS_TEAM_ID": "TEAM123456", "APNS_TOPIC": "com.example.notifier",
-            "LOG_FORMAT": "json", "RUST_LOG": args.rust_log,
-        }
+        env = notifier_env(tmp, tls, database_url=f"sqlite://{tmp}/notifier.db",
+                           redis_url="redis://127.0.0.1:6379", channel=f"bench_api_{os.getpid()}_{run}",
+                           config=config, concurrency=args.concurrency, rust_log=args.rust_log, apns=True)
+        env.update({"NOTIFIER_HTTP_ADDR": f"127.0.0.1:{status}", "NOTIFIER_API_ADDR": f"127.0.0.1:{api}",
+                    "NOTIFIER_API_TOKENS": token, "FCM_QUOTA_PER_MINUTE": "0"})
         subprocess.run([os.path.join(fanout.BIN, "notifier"), "migrate"], env=env, check=True,
                        capture_output=True)
         log = open(os.path.join(tmp, "notifier.log"), "w")
@@ -189,8 +177,9 @@ def one_run(args, run):
         return result
     finally:
         stop(notifier)
-        stand_in.terminate()
-        stand_in.wait()
+        if stand_in is not None:
+            stand_in.terminate()
+            stand_in.wait()
         delete_keys(prefix)
         if args.keep_logs:
             os.makedirs(args.keep_logs, exist_ok=True)

@@ -29,8 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fanout  # noqa: E402  (the stand-in, database and Redis helpers)
-from fanout import (delete_keys, free_port, make_audience, publish, reset, sh, stats,  # noqa: E402
-                    wait_for_stand_in)
+from cluster import notifier_env, start_stand_in  # noqa: E402
+from fanout import delete_keys, free_port, make_audience, publish, reset, sh, stats  # noqa: E402
 
 
 class Deployment:
@@ -39,33 +39,20 @@ class Deployment:
     def __init__(self, args, url, name, replicas, *, quota_per_min=0, stand_in_quota=0):
         self.args, self.name = args, name
         self.tmp = tempfile.mkdtemp(prefix="notifier-replicas-")
-        self.tls, self.plain = free_port(), free_port()
         self.prefix = f"bench:{os.getpid()}:{name}:"
         self.channel = f"bench_{os.getpid()}_{name}"
-        self.stand_in = subprocess.Popen(
-            [os.path.join(fanout.BIN, "notifier-stand-in"), "--tls-addr", f"127.0.0.1:{self.tls}",
-             "--plain-addr", f"127.0.0.1:{self.plain}", "--dir", self.tmp,
-             "--latency-ms", str(args.latency_ms), "--accept-any-token",
-             "--fcm-quota-per-minute", str(stand_in_quota)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.stand_in, self.tls, self.plain = start_stand_in(
+            self.tmp, args.latency_ms, "--fcm-quota-per-minute", str(stand_in_quota))
         self.replicas = []
         self.logs = []
-        wait_for_stand_in(self.plain)
         config = os.path.join(self.tmp, "notifier.toml")
         with open(config, "w") as f:
             f.write(f'[claims]\nkey_prefix = "{self.prefix}"\nlease_secs = {args.lease_secs}\n'
                     f"[fcm]\nconcurrency = {args.concurrency}\n")
-        self.env = {
-            "PATH": os.environ["PATH"], "APP_ENV": "production", "DATABASE_URL": url,
-            "REDIS_URL": "redis://127.0.0.1:6379", "NOTIFIER_CHANNEL": self.channel,
-            "NOTIFIER_CONFIG": config, "NOTIFIER_CONCURRENCY": str(args.concurrency),
-            "NOTIFIER_JOB_SIZE": str(args.job_size),
-            "FCM_QUOTA_PER_MINUTE": str(quota_per_min),
-            "FCM_ENDPOINT": f"https://localhost:{self.tls}",
-            "NOTIFIER_EXTRA_CA_FILE": os.path.join(self.tmp, "ca.pem"),
-            "GOOGLE_APPLICATION_CREDENTIALS": os.path.join(self.tmp, "service-account.json"),
-            "LOG_FORMAT": "json", "RUST_LOG": args.rust_log,
-        }
+        self.env = notifier_env(self.tmp, self.tls, database_url=url, redis_url="redis://127.0.0.1:6379",
+                                channel=self.channel, config=config, concurrency=args.concurrency,
+                                rust_log=args.rust_log)
+        self.env.update({"NOTIFIER_JOB_SIZE": str(args.job_size), "FCM_QUOTA_PER_MINUTE": str(quota_per_min)})
         for i in range(replicas):
             self.start_replica(i)
         self._wait_for_subscribers(replicas)

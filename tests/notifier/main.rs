@@ -7,6 +7,7 @@ mod apps;
 mod architecture;
 mod audience;
 mod cancel;
+mod chaos;
 mod cli;
 mod concurrency;
 mod console;

@@ -176,7 +176,9 @@ fn apns_answer(
     if token.contains("bad") {
         return apns_error(StatusCode::BAD_REQUEST, "BadDeviceToken", None);
     }
-    if token.contains("down") || (token.contains("flaky") && once("flaky")) {
+    // An outage (`POST /outage?on=true`) reaches Apple's side too.
+    let outage = shared.outage.load(std::sync::atomic::Ordering::Relaxed);
+    if outage || token.contains("down") || (token.contains("flaky") && once("flaky")) {
         return apns_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", None);
     }
     record(shared, token, headers, body);

@@ -48,6 +48,8 @@ pub struct Counters {
     /// Tokens that already had their one injected failure.
     pub(crate) failed_once: Mutex<HashSet<String>>,
     pub(crate) issued: Mutex<HashSet<String>>,
+    /// Deliveries per token, when counting tokens (`count_tokens`).
+    pub(crate) tokens: Mutex<HashMap<String, u32>>,
     /// Delivered messages, when recording.
     pub messages: Mutex<Vec<Value>>,
     /// APNs deliveries as (device token, `apns-topic`), when recording: which app each reached.
@@ -99,6 +101,19 @@ impl Counters {
             .unwrap_or(0)
     }
 
+    /// How often each token was reached since the last reset (when counting tokens).
+    pub fn token_counts(&self) -> HashMap<String, u32> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn count_token(&self, token: &str) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        *tokens.entry(token.to_string()).or_default() += 1;
+    }
+
     pub(crate) fn error(&self, code: &str) {
         *self
             .errors
@@ -135,6 +150,10 @@ impl Counters {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.failed_once
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -157,14 +176,15 @@ fn message_key(token: &str, collapse_key: &str) -> u64 {
     h.finish()
 }
 
-/// Counts a request, waits the configured latency, answers, and tallies an error by its code.
+/// Counts a request, waits the latency (as configured or last set), answers, and tallies an error by its code.
 pub(crate) async fn counted(shared: &Shared, answer: impl FnOnce() -> Response) -> Response {
     let c = &shared.counters;
     c.requests.fetch_add(1, Ordering::Relaxed);
     let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
     c.max_in_flight.fetch_max(now, Ordering::Relaxed);
-    if !shared.config.latency.is_zero() {
-        tokio::time::sleep(shared.config.latency).await;
+    let latency = shared.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
     c.in_flight.fetch_sub(1, Ordering::Relaxed);
     let response = answer();
@@ -202,6 +222,9 @@ pub(crate) fn record_delivery(
         c.duplicates.fetch_add(1, Ordering::Relaxed);
     }
     drop(seen);
+    if shared.config.count_tokens {
+        c.count_token(token);
+    }
     if let (true, Some(message)) = (shared.config.record, message) {
         c.messages
             .lock()
@@ -221,4 +244,21 @@ pub(crate) fn count_delivery(c: &Counters) {
         .first_delivered_ms
         .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     c.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_counts_say_how_often_each_token_was_reached_until_a_reset() {
+        let counters = Counters::default();
+        for token in ["a", "b", "a", "a"] {
+            counters.count_token(token);
+        }
+        let counts = counters.token_counts();
+        assert_eq!((counts["a"], counts["b"], counts.len()), (3, 1, 2));
+        counters.reset();
+        assert!(counters.token_counts().is_empty());
+    }
 }

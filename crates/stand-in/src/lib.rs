@@ -17,7 +17,9 @@
 //! low stream limit raised after the first answer, or send GOAWAY mid-burst (`conn`, `frames`).
 //!
 //! With a per-project quota (`fcm_quota_per_minute`), FCM sends past it in a sliding minute get
-//! 429 QUOTA_EXCEEDED.
+//! 429 QUOTA_EXCEEDED. A run can change it under load: `POST /outage?on=true` answers every send
+//! 503, `POST /latency?ms=N` sets the delay before each answer; with `count_tokens`,
+//! `GET /stats/tokens` says how often each token was reached.
 //!
 //! And it is a Web Push service with the browsers behind it (`webpush`, `webpush_vapid`): it
 //! mints subscriptions ([`StandIn::webpush_subscribe`], `POST /webpush/subscriptions`) whose
@@ -82,6 +84,10 @@ pub struct StandInConfig {
     pub max_streams: u32,
     /// Keep every delivered message for inspection (tests); off for load.
     pub record: bool,
+    /// Count deliveries per token (`GET /stats/tokens`): which tokens a run reached and how
+    /// often, for a check of every token (`bench/chaos.py`); off for load, where the map would
+    /// hold every token.
+    pub count_tokens: bool,
     /// Host names the TLS certificate is valid for, besides localhost and 127.0.0.1 (a compose
     /// service name, say).
     pub host_names: Vec<String>,
@@ -135,6 +141,7 @@ impl Default for StandInConfig {
             latency: Duration::ZERO,
             max_streams: 100,
             record: false,
+            count_tokens: false,
             host_names: Vec::new(),
             accept_any_token: false,
             fcm_quota_per_minute: 0,
@@ -157,6 +164,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// While set, every send gets 503 (a provider outage).
     pub(crate) outage: AtomicBool,
+    /// Added before every answer, in ms: the configured latency until `POST /latency` changes it.
+    pub(crate) latency_ms: AtomicU64,
     pub(crate) fcm_quota: quota::Quota,
     /// Seconds added to the system clock when judging APNs provider tokens and VAPID tokens.
     pub(crate) clock_offset: AtomicU64,
@@ -213,6 +222,7 @@ impl StandIn {
             config: config.clone(),
             counters: Arc::clone(&counters),
             outage: AtomicBool::new(false),
+            latency_ms: AtomicU64::new(config.latency.as_millis() as u64),
             fcm_quota: quota::Quota::new(config.fcm_quota_per_minute, config.fcm_quota_window),
             clock_offset: AtomicU64::new(0),
             webpush: webpush::WebPushState::default(),
@@ -309,6 +319,13 @@ impl StandIn {
         self.shared.outage.store(on, Ordering::Relaxed);
     }
 
+    /// Changes the latency added before every answer from now on (a provider slowing down).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Moves the stand-in's clock (used for APNs provider tokens only) forward by `by`, so a
     /// test can live through hours of Apple's token rules in seconds.
     pub fn advance_clock(&self, by: Duration) {
@@ -351,7 +368,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/webpush/subscriptions", post(webpush::subscribe))
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset))
+        .route("/stats/tokens", get(token_counts))
         .route("/outage", post(outage))
+        .route("/latency", post(latency))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared)
 }
@@ -366,7 +385,27 @@ async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// `POST /outage?on=true|false`: every send fails with 503 while on.
+/// `GET /stats/tokens`: deliveries per token since the last reset (empty unless counting tokens).
+async fn token_counts(State(shared): State<Arc<Shared>>) -> Json<HashMap<String, u32>> {
+    Json(shared.counters.token_counts())
+}
+
+/// `POST /latency?ms=N`: every answer from now on waits N ms (the provider slows down or
+/// recovers while a test runs).
+async fn latency(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> StatusCode {
+    match q.get("ms").and_then(|ms| ms.parse::<u64>().ok()) {
+        Some(ms) => {
+            shared.latency_ms.store(ms, Ordering::Relaxed);
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// `POST /outage?on=true|false`: every FCM and APNs send fails with 503 while on.
 async fn outage(
     State(shared): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,

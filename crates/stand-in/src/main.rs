@@ -11,7 +11,8 @@ use stand_in::{RequestWork, StandIn, StandInConfig};
 /// A stand-in for FCM HTTP v1 and Google's token endpoint, for staging load tests and the
 /// benchmark. Tokens containing unregistered, mismatch, invalid, thirdpartyauth, flaky, quota or
 /// down get the matching FCM error; POST /webpush/subscriptions mints Web Push subscriptions whose
-/// pushes it verifies and decrypts; GET /stats counts what arrived.
+/// pushes it verifies and decrypts; GET /stats counts what arrived; POST /outage?on=true and
+/// POST /latency?ms=N change its answers at run time.
 #[derive(Debug, Parser)]
 #[command(name = "notifier-stand-in", version, about, long_about)]
 struct Args {
@@ -51,6 +52,9 @@ struct Args {
     /// 429 QUOTA_EXCEEDED. 0: no quota.
     #[arg(long, default_value_t = 0)]
     fcm_quota_per_minute: u64,
+    /// Count deliveries per token, listed by GET /stats/tokens (memory grows with the tokens).
+    #[arg(long)]
+    count_tokens: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             latency: Duration::from_millis(args.latency_ms),
             max_streams: args.max_streams,
             record: false,
+            count_tokens: args.count_tokens,
             host_names: std::iter::once(args.host_name.clone())
                 .chain(args.cert_names)
                 .collect(),

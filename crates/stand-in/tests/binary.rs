@@ -1,6 +1,7 @@
 //! The `notifier-stand-in` binary as staging and the compose `stand-in` profile run it: it prints
 //! where it listens, writes its CA and a service account, issues tokens and takes FCM sends over
-//! TLS. (The notifier's own tests push to the library in-process.)
+//! TLS, and the controls a load run uses (tokens counted, latency changed). (The notifier's own
+//! tests push to the library in-process.)
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -192,4 +193,67 @@ async fn with_light_every_send_is_answered_unread_and_only_counted() {
     assert_eq!(stats["delivered"], 2, "{stats}");
     assert_eq!(stats["unique_delivered"], 0, "no token recorded: {stats}");
     assert!(stats["last_delivered_ms"].as_u64().unwrap() > 0, "{stats}");
+}
+
+/// `GET /stats/tokens`: how often each token was reached.
+async fn token_counts(client: &reqwest::Client, base: &str) -> HashMap<String, u32> {
+    let response = client.get(format!("{base}/stats/tokens")).send().await;
+    response.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_stand_in_binary_counts_each_token_and_slows_down_or_fails_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, printed, client) =
+        started(dir.path(), &["--accept-any-token", "--count-tokens"]).await;
+    let url = format!(
+        "{}/v1/projects/stand-in-project/messages:send",
+        printed["FCM_ENDPOINT"]
+    );
+    let send = |token: &str| {
+        let message = json!({"message": {"token": token, "android": {"collapse_key": "e1"}}});
+        client.post(&url).bearer_auth("any").json(&message).send()
+    };
+    for token in ["tok-a", "tok-b", "tok-a"] {
+        assert_eq!(send(token).await.unwrap().status(), 200);
+    }
+    let base = printed["stats"].trim_end_matches("/stats").to_string();
+    assert_eq!(
+        token_counts(&client, &base).await,
+        HashMap::from([("tok-a".into(), 2), ("tok-b".into(), 1)])
+    );
+
+    // Slowed at run time: the next answer waits the new latency; then fast again.
+    let set = |ms: &str| client.post(format!("{base}/latency?ms={ms}")).send();
+    assert_eq!(set("1000").await.unwrap().status(), 204);
+    let started = std::time::Instant::now();
+    assert_eq!(send("tok-c").await.unwrap().status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(set("0").await.unwrap().status(), 204);
+    let started = std::time::Instant::now();
+    assert_eq!(send("tok-d").await.unwrap().status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(set("soon").await.unwrap().status(), 400);
+
+    // An outage answers Apple's side 503 too, until it ends.
+    let apns = |token: &str| {
+        client
+            .post(format!("{}/3/device/{token}", printed["FCM_ENDPOINT"]))
+            .header("apns-topic", "com.example.app")
+            .header("apns-push-type", "alert")
+            .json(&json!({"aps": {"alert": "hi"}}))
+            .send()
+    };
+    let outage = |on: &str| client.post(format!("{base}/outage?on={on}")).send();
+    assert_eq!(outage("true").await.unwrap().status(), 204);
+    assert_eq!(apns("ios-a").await.unwrap().status(), 503);
+    assert_eq!(send("tok-e").await.unwrap().status(), 503);
+    assert_eq!(outage("false").await.unwrap().status(), 204);
+    assert_eq!(apns("ios-a").await.unwrap().status(), 200);
+
+    // A reset forgets the tokens, as it forgets every count.
+    let reset = client.post(format!("{base}/stats/reset")).send().await;
+    assert_eq!(reset.unwrap().status(), 204);
+    let counts = token_counts(&client, &base).await;
+    assert!(counts.is_empty(), "{counts:?}");
 }
