@@ -162,18 +162,23 @@ impl Lane {
             return self.pass(app, device, "paused").await;
         }
         let fence = &self.tally.fence;
-        if fence.admission() != Admission::Go && !fence.admit(&self.stop).await {
-            // Lost or cancelled (or a stop while the claim could not be renewed).
-            return Admit::Stopped;
+        loop {
+            if fence.hand_out() != Admission::Go && !fence.admit(&self.stop).await {
+                // Lost or cancelled (or a stop while the claim could not be renewed or the
+                // progress stored).
+                return Admit::Stopped;
+            }
+            let Some(permits) = self.limits.admit(app, self.provider, &self.stop).await else {
+                return Admit::Stopped;
+            };
+            // Asked again: the wait for permits may have outlasted the claim, and the push
+            // that gave its permit back is unsaved progress now.
+            match fence.hand_out() {
+                Admission::Go => return Admit::Send(pusher, permits),
+                Admission::Shut => return Admit::Stopped,
+                Admission::Hold => drop(permits),
+            }
         }
-        let Some(permits) = self.limits.admit(app, self.provider, &self.stop).await else {
-            return Admit::Stopped;
-        };
-        // A long wait for permits may have outlasted the claim.
-        if fence.admission() == Admission::Shut {
-            return Admit::Stopped;
-        }
-        Admit::Send(pusher, permits)
     }
 
     /// Settles a device as skipped, without a push.
@@ -290,4 +295,5 @@ async fn send(
         settle.instrument(tally.span.clone()).await;
     }
     tally.progress.finished(provider, push.device.id);
+    tally.fence.finished();
 }

@@ -273,8 +273,8 @@ impl Claims {
         })
     }
 
-    /// Extends the lease of the run holding `held`; a lost claim is written again with
-    /// `payload` and `checkpoint`.
+    /// Extends the lease of the run holding `held` and stores `checkpoint`; a lost claim is
+    /// written again with `payload` and `checkpoint`.
     pub(crate) async fn renew(
         &self,
         held: &Held,

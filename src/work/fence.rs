@@ -8,6 +8,12 @@
 //! so a run whose process was frozen past its lease (SIGSTOP, a long pause) finds its fence shut
 //! the moment it wakes, before any renewal could tell it so. The checks are a clock read and an
 //! atomic load: cheap enough for every push.
+//!
+//! A renewal proves the run may send, not that its progress is kept: with Redis away, a run that
+//! renewed a moment before would send for half a lease with no checkpoint stored, and whoever
+//! takes the unit over would repeat all of it. So a new push is also held while more than
+//! `unsaved_at_most` finished pushes wait for a stored checkpoint (two checkpoints' worth): what
+//! a run cut off from Redis repeats stays within its pushes in flight and that many.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,12 +43,22 @@ pub(crate) struct Fence {
     until_ms: AtomicU64,
     state: AtomicU8,
     changed: Notify,
+    /// Pushes the run finished, and how many of them the last stored checkpoint holds.
+    finished: AtomicU64,
+    stored: AtomicU64,
+    /// New pushes hold while more finished ones than this wait to be stored (`u64::MAX`
+    /// without a lease: nothing is stored, nothing is taken over).
+    unsaved_at_most: u64,
 }
 
 impl Fence {
-    /// A fence whose lease was renewed just now and holds for `trust`.
-    pub(crate) fn new(trust: Duration) -> Self {
-        let fence = Self::always_open();
+    /// A fence whose lease was renewed just now and holds for `trust`, and that holds new
+    /// pushes while more than `unsaved_at_most` finished ones wait for a stored checkpoint.
+    pub(crate) fn new(trust: Duration, unsaved_at_most: u64) -> Self {
+        let fence = Self {
+            unsaved_at_most,
+            ..Self::always_open()
+        };
         fence
             .until_ms
             .store(trust.as_millis() as u64, Ordering::Relaxed);
@@ -56,6 +72,9 @@ impl Fence {
             until_ms: AtomicU64::new(u64::MAX),
             state: AtomicU8::new(OPEN),
             changed: Notify::new(),
+            finished: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            unsaved_at_most: u64::MAX,
         }
     }
 
@@ -90,7 +109,39 @@ impl Fence {
         }
     }
 
-    /// Whether a push may start now.
+    /// A push finished (after the run's progress recorded it, so a checkpoint taken once this
+    /// count is read holds it).
+    pub(crate) fn finished(&self) {
+        self.finished.fetch_add(1, Ordering::Release);
+    }
+
+    /// Pushes finished so far: read before a checkpoint is taken, and given to
+    /// [`Fence::stored`] once it is stored.
+    pub(crate) fn finished_so_far(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// A checkpoint holding the first `finished` finished pushes is stored.
+    pub(crate) fn stored(&self, finished: u64) {
+        self.stored.fetch_max(finished, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether a new push may be handed out now: admitted, and the run's progress kept.
+    pub(crate) fn hand_out(&self) -> Admission {
+        match self.admission() {
+            Admission::Go => {
+                let unsaved = self.finished_so_far() - self.stored.load(Ordering::Relaxed);
+                match unsaved > self.unsaved_at_most {
+                    true => Admission::Hold,
+                    false => Admission::Go,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a push may start now (or try again: an attempt of a push handed out already).
     pub(crate) fn admission(&self) -> Admission {
         if self.shut_by().is_some() {
             return Admission::Shut;
@@ -103,11 +154,12 @@ impl Fence {
         }
     }
 
-    /// Waits until a push may start: true, or false once the fence is shut or `stop` comes.
+    /// Waits until a new push may be handed out: true, or false once the fence is shut or `stop`
+    /// comes.
     pub(crate) async fn admit(&self, stop: &CancellationToken) -> bool {
         loop {
             let changed = self.changed.notified();
-            match self.admission() {
+            match self.hand_out() {
                 Admission::Go => return true,
                 Admission::Shut => return false,
                 Admission::Hold => {}
@@ -134,7 +186,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fence_holds_once_its_renewal_is_too_old_and_shut_is_for_good() {
-        let fence = Fence::new(Duration::from_secs(2));
+        let fence = Fence::new(Duration::from_secs(2), u64::MAX);
         assert_eq!(fence.admission(), Admission::Go);
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(
@@ -159,7 +211,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_held_push_goes_on_after_the_next_renewal() {
-        let fence = std::sync::Arc::new(Fence::new(Duration::from_secs(1)));
+        let fence = std::sync::Arc::new(Fence::new(Duration::from_secs(1), u64::MAX));
         tokio::time::advance(Duration::from_secs(2)).await;
         let waiting = tokio::spawn({
             let fence = fence.clone();
@@ -170,5 +222,24 @@ mod tests {
         fence.renewed(Instant::now(), Duration::from_secs(1));
         assert!(waiting.await.unwrap());
         assert_eq!(Fence::always_open().admission(), Admission::Go);
+    }
+
+    #[test]
+    fn new_pushes_hold_while_too_many_finished_ones_wait_for_a_stored_checkpoint() {
+        let fence = Fence::new(Duration::from_secs(60), 2);
+        for _ in 0..3 {
+            fence.finished();
+        }
+        assert_eq!(fence.hand_out(), Admission::Hold, "3 unsaved, 2 allowed");
+        assert_eq!(
+            fence.admission(),
+            Admission::Go,
+            "a push handed out already may still try again"
+        );
+        fence.stored(1);
+        assert_eq!(fence.hand_out(), Admission::Go);
+        fence.stored(0);
+        assert_eq!(fence.hand_out(), Admission::Go, "a store never moves back");
+        assert_eq!(Fence::always_open().hand_out(), Admission::Go);
     }
 }

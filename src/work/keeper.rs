@@ -105,10 +105,12 @@ impl<P: Checkpointing> Keeper<P> {
         }
     }
 
-    /// Renews the lease (storing the checkpoint should Redis have lost the claim) or only stores
-    /// the checkpoint, within a third of a lease.
+    /// Renews the lease or only stores the checkpoint (a renewal stores it too), within a third
+    /// of a lease; the fence learns which finished pushes the stored checkpoint holds.
     async fn write(&self, renewing: bool) -> Result<Renewal, ClaimError> {
         let limit = self.claims.lease() / 3;
+        // Read before the checkpoint is taken, so the checkpoint holds at least these.
+        let finished = self.fence.finished_so_far();
         let checkpoint = self.progress.checkpoint();
         let call = async {
             if renewing {
@@ -123,9 +125,13 @@ impl<P: Checkpointing> Keeper<P> {
                     .await
             }
         };
-        tokio::time::timeout(limit, call)
+        let written = tokio::time::timeout(limit, call)
             .await
-            .unwrap_or(Err(ClaimError::Timeout(limit)))
+            .unwrap_or(Err(ClaimError::Timeout(limit)));
+        if let Ok(Renewal::Renewed | Renewal::Recreated | Renewal::Cancelled) = written {
+            self.fence.stored(finished);
+        }
+        written
     }
 
     async fn touch(&self) {

@@ -51,7 +51,8 @@ impl Running {
         let progress = Progress::new(resume, write_every);
         let claims = &worker.claims;
         let fence = Arc::new(match claims.is_shared() {
-            true => Fence::new(claims.lease() / 2),
+            // Two checkpoints' worth may wait to be stored: one being written, one behind it.
+            true => Fence::new(claims.lease() / 2, 2 * write_every as u64),
             false => Fence::always_open(),
         });
         let run_stop = stop.child_token();

@@ -24,6 +24,7 @@ mod malformed;
 mod monitoring;
 mod operations;
 mod ownership;
+mod partition;
 mod promql;
 mod queries;
 mod redis_tls;

@@ -1,5 +1,6 @@
 -- `renew(claim, active [, parent]; owner, epoch, lease_ms, payload, member, checkpoint)`: extends
--- the lease of the run holding `epoch`. Returns `renewed`, `recreated` (Redis had lost the claim,
+-- the lease of the run holding `epoch` and stores its checkpoint (a run holds new pushes while its
+-- progress is not stored, so each renewal keeps it). Returns `renewed`, `recreated` (Redis had lost the claim,
 -- restarted without persistence: written again as ours, since we are still the ones sending),
 -- `cancelled` (it, or its parent event, is being cancelled: the lease is still extended, so
 -- nobody takes it over while the run drains) or `lost` (another run holds it now).
@@ -16,7 +17,7 @@ end
 if held ~= epoch or redis.call('HGET', key, 'owner') ~= owner then return 'lost' end
 local state = redis.call('HGET', key, 'state')
 if state ~= 'running' and state ~= 'cancelling' then return 'lost' end
-redis.call('HSET', key, 'lease_until', now + lease)
+redis.call('HSET', key, 'lease_until', now + lease, 'checkpoint', ARGV[6])
 if state == 'cancelling' then return 'cancelled' end
 if KEYS[3] then
   local ps = redis.call('HGET', KEYS[3], 'state')

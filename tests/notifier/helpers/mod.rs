@@ -3,10 +3,11 @@
 //!
 //! Every service is real. When one does not answer, the test fails and names it. This file holds
 //! where the services are and the settings a test starts from; [`db`], [`redis`], [`pushers`]
-//! and [`app`] hold the fixtures of each.
+//! and [`app`] hold the fixtures of each, [`partition`] a connection a test can cut.
 
 mod app;
 mod db;
+mod partition;
 mod pushers;
 mod redis;
 
@@ -19,6 +20,7 @@ use notifier::Settings;
 
 pub use app::*;
 pub use db::*;
+pub use partition::*;
 pub use pushers::*;
 pub use redis::*;
 
