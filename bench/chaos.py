@@ -33,9 +33,10 @@ written, watches --settle seconds more, and reads how often each token reached t
   lost     expected tokens that never arrived: 0 in every round
   repeats  deliveries beyond the first, of any token: 0 after none, sigterm, db, outage and slow;
            after sigkill, sigstop and redis at most what the owner that lost its claim had in
-           flight plus a checkpoint's worth (C/5) per unit it ran: C + 4*(C/5) for a split event
-           (4 jobs at once), C + C/5 for a whole one, plus min(C/5, tokens) for each push unit
-           (at most 16 at once); C = --concurrency
+           flight plus two checkpoints' worth (2C/5, what a run may hold unsaved before it holds
+           new pushes) per unit it ran: C + 4*(2C/5) for a split event (4 jobs at once),
+           C + 2C/5 for a whole one, plus min(2C/5, tokens) for each push unit (at most 16 at
+           once); C = --concurrency
   leaked   tokens that reached the stand-in and should not have (the dry-run replica's): 0
   summary  the live event's `Event processed.` lines (and the dry run's): exactly one each
 A round that breaks one of these fails the campaign (exit 1); --keep-logs keeps the replicas'
@@ -74,8 +75,9 @@ def bound(args, fault, split, requests):
     """Repeats a round may show: see the module's docstring."""
     if fault not in LOSES_CLAIMS:
         return 0
-    c, step = args.concurrency, args.concurrency // 5
-    return c + (UNITS_AT_ONCE if split else 1) * step + min(PUSH_UNITS_AT_ONCE, requests) * min(step, args.tokens)
+    # A run holds new pushes while more than two checkpoints' worth wait to be stored.
+    c, unsaved = args.concurrency, 2 * (args.concurrency // 5)
+    return c + (UNITS_AT_ONCE if split else 1) * unsaved + min(PUSH_UNITS_AT_ONCE, requests) * min(unsaved, args.tokens)
 
 
 def audience(admin_url, devices, apns_every):
@@ -471,8 +473,8 @@ def main():
                        cwd=fanout.ROOT, check=True)
     c, step = args.concurrency, args.concurrency // 5
     print(f"seed {args.seed}, {args.rounds} rounds, {args.devices} devices, C={c}, lease {args.lease_secs} s; "
-          f"repeat bound after {'/'.join(LOSES_CLAIMS)}: C + C/5 a unit (4 split, 1 whole) + "
-          f"min(C/5, {args.tokens}) a push unit (<= 16) = {bound(args, 'sigkill', True, 16)} split, "
+          f"repeat bound after {'/'.join(LOSES_CLAIMS)}: C + 2C/5 a unit (4 split, 1 whole) + "
+          f"min(2C/5, {args.tokens}) a push unit (<= 16) = {bound(args, 'sigkill', True, 16)} split, "
           f"{bound(args, 'sigkill', False, 16)} whole; 0 after the others", flush=True)
     print(f"{'round':>5} {'fault':8} {'devices':>7} {'tokens':>6} {'lost':>4} {'repeats':>7} {'bound':>5} "
           f"{'elapsed':>7}  set-up", flush=True)

@@ -42,10 +42,10 @@ impl LaneCheckpoint {
 /// The fan-out's progress as stored with the event claim, one lane per provider.
 ///
 /// Any push that finishes after a checkpoint was written was either a hole then or handed out
-/// since, so a crash repeats the pushes in flight (at most a provider's share, three quarters of the
-/// concurrency) and those finished since the last write. Writing every `min(page size,
-/// concurrency / 5)` finished pushes keeps the sum under the concurrency limit, with no per-push
-/// round trip to Redis.
+/// since, so a crash repeats the pushes in flight (at most the concurrency) and those finished
+/// since the last stored write. One is written every `min(page size, concurrency / 5)` finished
+/// pushes, with no per-push round trip to Redis, and the run's fence holds new pushes while two
+/// such steps wait to be stored.
 pub(crate) type Checkpoint = PerProvider<LaneCheckpoint>;
 
 #[derive(Default)]
