@@ -29,7 +29,7 @@
 //! Modules: `tls` (the listeners), `conn` and `frames` (a connection's state and its rewritten
 //! frames), `oauth` (the token endpoint), `fcm`, `faults` and `quota` (FCM, the failures tokens
 //! ask for, and the project's quota), `apns`, `webpush` and `webpush_vapid`, and `counters` (what
-//! `GET /stats` reports). It is
+//! `GET /stats` reports), and `routes` (the URL map and the endpoints a run steers it with). It is
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
@@ -41,22 +41,19 @@ mod fcm;
 mod frames;
 mod oauth;
 mod quota;
+mod routes;
 mod tls;
 mod webpush;
 mod webpush_vapid;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -228,7 +225,7 @@ impl StandIn {
             webpush: webpush::WebPushState::default(),
             tls_port: tls_listener.local_addr()?.port(),
         });
-        let app = router(Arc::clone(&shared));
+        let app = routes::router(Arc::clone(&shared));
         let stop = CancellationToken::new();
         let stand_in = Self {
             tls_addr: tls_listener.local_addr()?,
@@ -357,60 +354,4 @@ pub fn service_account_json(base: &str, project: &str) -> String {
         "token_uri": format!("{base}/token"),
     })
     .to_string()
-}
-
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/token", post(oauth::token))
-        .route("/v1/projects/{project}/messages:send", post(fcm::send))
-        .route("/3/device/{token}", post(apns::apns_send))
-        .route("/wp/{id}", post(webpush::push))
-        .route("/webpush/subscriptions", post(webpush::subscribe))
-        .route("/stats", get(stats))
-        .route("/stats/reset", post(reset))
-        .route("/stats/tokens", get(token_counts))
-        .route("/outage", post(outage))
-        .route("/latency", post(latency))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(shared)
-}
-
-async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(shared.counters.snapshot())
-}
-
-async fn reset(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.counters.reset();
-    shared.webpush.reset();
-    StatusCode::NO_CONTENT
-}
-
-/// `GET /stats/tokens`: deliveries per token since the last reset (empty unless counting tokens).
-async fn token_counts(State(shared): State<Arc<Shared>>) -> Json<HashMap<String, u32>> {
-    Json(shared.counters.token_counts())
-}
-
-/// `POST /latency?ms=N`: every answer from now on waits N ms (the provider slows down or
-/// recovers while a test runs).
-async fn latency(
-    State(shared): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
-) -> StatusCode {
-    match q.get("ms").and_then(|ms| ms.parse::<u64>().ok()) {
-        Some(ms) => {
-            shared.latency_ms.store(ms, Ordering::Relaxed);
-            StatusCode::NO_CONTENT
-        }
-        None => StatusCode::BAD_REQUEST,
-    }
-}
-
-/// `POST /outage?on=true|false`: every FCM and APNs send fails with 503 while on.
-async fn outage(
-    State(shared): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
-) -> StatusCode {
-    let on = q.get("on").is_some_and(|v| v == "true");
-    shared.outage.store(on, Ordering::Relaxed);
-    StatusCode::NO_CONTENT
 }
