@@ -8,6 +8,7 @@ and delivering, is read from /proc. The stand-in and the load generator share th
     python3 bench/api_push.py --seconds 20 --runs 3
     python3 bench/api_push.py --clients 8 --tokens 100 --ios-every 2   # half the requests iOS
     python3 bench/api_push.py --backlog-max 200     # a backlog that fills: accepting at the sending pace
+    python3 bench/api_push.py --bin-dir OLD/target/release --runs 3   # another build under the same load
 
 Each run: a fresh stand-in and notifier; `--clients` processes post back to back on keep-alive
 connections for `--seconds`; then the backlog drains and every accepted token must reach the
@@ -202,10 +203,12 @@ def main():
     p.add_argument("--no-ceiling", action="store_true")
     p.add_argument("--ceiling-requests", type=int, default=200_000)
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--bin-dir", help="run the binaries in this directory (say, an older build); implies --no-build")
     p.add_argument("--rust-log", default="warn")
     p.add_argument("--keep-logs", metavar="DIR")
     p.add_argument("--json", help="write the runs and medians here")
     args = p.parse_args()
+    fanout.use_bin_dir(args)
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
                        cwd=fanout.ROOT, check=True)

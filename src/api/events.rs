@@ -197,13 +197,23 @@ pub(super) async fn post(
 }
 
 /// The event id of a path; axum's own answer to one that is not UTF-8 would be plain text.
-fn event_id(path: Result<Path<String>, PathRejection>) -> Result<String, Box<Response>> {
-    match path {
-        Ok(Path(id)) => Ok(id),
-        Err(_) => Err(Box::new(
-            Family::Native.error(StatusCode::BAD_REQUEST, "the event id is not UTF-8"),
-        )),
-    }
+/// The id in the path and the deployment's event store, or the answer that says which is missing.
+fn id_and_store(
+    state: &ApiState,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<(String, &EventStore), Box<Response>> {
+    let native = Family::Native;
+    let Ok(Path(id)) = path else {
+        return Err(Box::new(
+            native.error(StatusCode::BAD_REQUEST, "the event id is not UTF-8"),
+        ));
+    };
+    let Some(store) = &state.events else {
+        return Err(Box::new(
+            native.error(StatusCode::NOT_FOUND, "no event store in this deployment"),
+        ));
+    };
+    Ok((id, store))
 }
 
 pub(super) async fn get(
@@ -211,12 +221,9 @@ pub(super) async fn get(
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let native = Family::Native;
-    let event_id = match event_id(path) {
-        Ok(id) => id,
+    let (event_id, store) = match id_and_store(&state, path) {
+        Ok(found) => found,
         Err(refused) => return *refused,
-    };
-    let Some(store) = &state.events else {
-        return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
     };
     match store.status(&event_id).await {
         Ok(Some(status)) => Json(status.to_json(&event_id)).into_response(),
@@ -234,12 +241,9 @@ pub(super) async fn delete(
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let native = Family::Native;
-    let event_id = match event_id(path) {
-        Ok(id) => id,
+    let (event_id, store) = match id_and_store(&state, path) {
+        Ok(found) => found,
         Err(refused) => return *refused,
-    };
-    let Some(store) = &state.events else {
-        return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
     };
     let cancelled = store.claims.cancel(&event_id, &store.group).await;
     let state = match cancelled {
@@ -282,12 +286,9 @@ pub(super) async fn cancel_pushes(
     axum::extract::Query(of): axum::extract::Query<OfApp>,
 ) -> Response {
     let native = Family::Native;
-    let key = match event_id(path) {
-        Ok(key) => key,
+    let (key, store) = match id_and_store(&state, path) {
+        Ok(found) => found,
         Err(refused) => return *refused,
-    };
-    let Some(store) = &state.events else {
-        return native.error(StatusCode::NOT_FOUND, "no event store in this deployment");
     };
     let app = of.app.as_deref().unwrap_or(crate::apps::DEFAULT_APP);
     let record = state.keys.idempotency(&format!("push:{app}"), &key);

@@ -7,8 +7,7 @@
 
 use anyhow::Context;
 
-use crate::config::{Settings, redact_url};
-use crate::work::Claims;
+use crate::config::Settings;
 use crate::work::claims::Cancelling;
 
 pub(super) async fn cancel(
@@ -17,20 +16,7 @@ pub(super) async fn cancel(
     idempotency_key: Option<String>,
     app: Option<String>,
 ) -> anyhow::Result<()> {
-    let claims = Claims::connect(
-        &settings.redis,
-        &settings.work_prefix(),
-        crate::work::claims::owner_name(),
-        settings.claims.lease(),
-        settings.claims.window(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot reach Redis at {} (REDIS_URL)",
-            redact_url(&settings.redis.url)
-        )
-    })?;
+    let claims = crate::startup::connect_claims(settings).await?;
     let group = settings.work_group();
     if let Some(key) = idempotency_key {
         let app = app.as_deref().unwrap_or(crate::apps::DEFAULT_APP);

@@ -285,7 +285,7 @@ fn api_services(worker: &Worker, claims: &Claims, stats: Arc<PushStats>) -> Serv
 
 /// The claim store of this deployment's work in this send mode, under a name unique to this
 /// process.
-async fn connect_claims(settings: &Settings) -> anyhow::Result<Claims> {
+pub(crate) async fn connect_claims(settings: &Settings) -> anyhow::Result<Claims> {
     Claims::connect(
         &settings.redis,
         &settings.work_prefix(),
