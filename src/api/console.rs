@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -82,11 +83,22 @@ pub(super) struct Recent {
 }
 
 /// `GET /v1/events?limit=N`: the most recent events (50, at most 200), newest first.
-pub(super) async fn events(State(state): State<ApiState>, Query(q): Query<Recent>) -> Response {
+pub(super) async fn events(
+    State(state): State<ApiState>,
+    query: Result<Query<Recent>, QueryRejection>,
+) -> Response {
     let Some(console) = &state.console else {
         return Family::Native.error(StatusCode::NOT_FOUND, "no console in this process");
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let limit = match query.map(|Query(q)| q.limit.unwrap_or(50)) {
+        Ok(limit @ 1..=200) => limit,
+        _ => {
+            return Family::Native.error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a whole number from 1 to 200",
+            );
+        }
+    };
     match recent(console, limit).await {
         Ok(events) => {
             Json(json!({ "mode": console.mode.as_str(), "events": events })).into_response()
@@ -112,6 +124,10 @@ async fn recent(console: &Console, limit: usize) -> redis::RedisResult<Vec<Value
         .iter()
         .filter_map(|m| Unit::from_member(m))
         .collect();
+    if units.is_empty() {
+        // Redis refuses an empty pipeline.
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for unit in &units {
         pipe.hgetall(keys.unit(unit))
@@ -281,7 +297,7 @@ pub(super) async fn test_push(State(state): State<ApiState>, body: Bytes) -> Res
         );
     };
     let token = request.token.trim();
-    if token.is_empty() || token.len() > 4096 || token.chars().any(char::is_control) {
+    if token.is_empty() || token.chars().count() > 4096 || token.chars().any(char::is_control) {
         return native.error(
             StatusCode::BAD_REQUEST,
             "token must be 1 to 4096 characters, none a control character",
@@ -300,10 +316,16 @@ pub(super) async fn test_push(State(state): State<ApiState>, body: Bytes) -> Res
     };
     let event_id: Arc<str> =
         Arc::from(format!("console:{}", chrono::Utc::now().timestamp_millis()));
-    let platform = request
-        .platform
-        .as_deref()
-        .map_or(Platform::Android, Platform::parse);
+    let platform = match request.platform.as_deref().map(Platform::parse) {
+        None => Platform::Android,
+        Some(Platform::Other) => {
+            return native.error(
+                StatusCode::BAD_REQUEST,
+                "platform is one of android, ios, web",
+            );
+        }
+        Some(platform) => platform,
+    };
     let push = Push {
         event_id: Arc::clone(&event_id),
         device: Device::addressed(0, Some(app), provider, platform, token),
