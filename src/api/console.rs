@@ -277,6 +277,26 @@ struct TestPush {
     app: Option<String>,
 }
 
+impl TestPush {
+    /// The provider, token and platform it names, or what is wrong with them (a 400).
+    fn checked(&self) -> Result<(Provider, &str, Platform), String> {
+        let Some(provider) = Provider::parse(&self.provider) else {
+            let known = Provider::ALL.map(Provider::as_str).join(", ");
+            return Err(format!("provider is one of {known}"));
+        };
+        let token = self.token.trim();
+        if token.is_empty() || token.chars().count() > 4096 || token.chars().any(char::is_control) {
+            return Err("token must be 1 to 4096 characters, none a control character".into());
+        }
+        let platform = match self.platform.as_deref().map(Platform::parse) {
+            None => Platform::Android,
+            Some(Platform::Other) => return Err("platform is one of android, ios, web".into()),
+            Some(platform) => platform,
+        };
+        Ok((provider, token, platform))
+    }
+}
+
 /// `POST /v1/test-push`: one push to one token through the deployment's pushers, in its send
 /// mode (validate-only where that is the mode, logged only in a dry run), with the same retries
 /// as any push; answers with its outcome.
@@ -289,20 +309,10 @@ pub(super) async fn test_push(State(state): State<ApiState>, body: Bytes) -> Res
         Ok(request) => request,
         Err(e) => return native.error(StatusCode::BAD_REQUEST, format!("not a test push: {e}")),
     };
-    let Some(provider) = Provider::parse(&request.provider) else {
-        let known = Provider::ALL.map(Provider::as_str).join(", ");
-        return native.error(
-            StatusCode::BAD_REQUEST,
-            format!("provider is one of {known}"),
-        );
+    let (provider, token, platform) = match request.checked() {
+        Ok(checked) => checked,
+        Err(refused) => return native.error(StatusCode::BAD_REQUEST, refused),
     };
-    let token = request.token.trim();
-    if token.is_empty() || token.chars().count() > 4096 || token.chars().any(char::is_control) {
-        return native.error(
-            StatusCode::BAD_REQUEST,
-            "token must be 1 to 4096 characters, none a control character",
-        );
-    }
     let app_name = request.app.as_deref().unwrap_or(crate::apps::DEFAULT_APP);
     let Some(app) = console.apps.resolve(Some(app_name)) else {
         return native.error(
@@ -316,23 +326,12 @@ pub(super) async fn test_push(State(state): State<ApiState>, body: Bytes) -> Res
     };
     let event_id: Arc<str> =
         Arc::from(format!("console:{}", chrono::Utc::now().timestamp_millis()));
-    let platform = match request.platform.as_deref().map(Platform::parse) {
-        None => Platform::Android,
-        Some(Platform::Other) => {
-            return native.error(
-                StatusCode::BAD_REQUEST,
-                "platform is one of android, ios, web",
-            );
-        }
-        Some(platform) => platform,
-    };
     let push = Push {
         event_id: Arc::clone(&event_id),
         device: Device::addressed(0, Some(app), provider, platform, token),
         content: Arc::new(Notification {
-            title: request.title.unwrap_or_else(|| "Test push".into()),
-            body: request
-                .body
+            title: request.title.clone().unwrap_or_else(|| "Test push".into()),
+            body: (request.body.clone())
                 .unwrap_or_else(|| "Sent from the notifier's console.".into()),
             data: vec![("type".into(), "test".into())],
             collapse_id: event_id.to_string(),
