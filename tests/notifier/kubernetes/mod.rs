@@ -1,4 +1,4 @@
-//! deploy/kubernetes (the kustomize base) and its overlays/api, checked without a cluster: each is
+//! deploy/kubernetes (the kustomize base) and its overlays (api, webpush), checked without a cluster: each is
 //! rendered by kubectl's kustomize, every core object passes `kubernetes-validate --strict`, KEDA's
 //! objects (custom resources it has no schema for) are checked field by field here, and all of it
 //! is held to what the notifier does with the environment the Deployment gives it: the settings
@@ -22,8 +22,12 @@ use yaml_rust2::{Yaml, YamlLoader};
 use crate::helpers::*;
 
 pub(super) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// The base and the overlay, as a user applies them.
-pub(super) const RENDERS: [&str; 2] = ["deploy/kubernetes", "deploy/kubernetes/overlays/api"];
+/// The base and the overlays, as a user applies them.
+pub(super) const RENDERS: [&str; 3] = [
+    "deploy/kubernetes",
+    "deploy/kubernetes/overlays/api",
+    "deploy/kubernetes/overlays/webpush",
+];
 /// KEDA's custom resources: no schema in kubernetes-validate, so skipped there and checked here.
 pub(super) const KEDA_KINDS: [&str; 2] = ["ScaledObject", "TriggerAuthentication"];
 /// The pod's grace period exceeds the drain by at least this: the checkpoint writes and the exit.
@@ -112,6 +116,8 @@ impl Rendered {
                 "REDIS_URL" => redis_url(),
                 "DATABASE_URL" => database_url.to_string(),
                 "NOTIFIER_CONFIG" => config_path().display().to_string(),
+                // Checked for its form at load: a value of that form stands for the Secret's.
+                "WEBPUSH_VAPID_SUBJECT" => "mailto:ops@example.com".to_string(),
                 _ => source.unwrap_or_else(|(secret, key)| format!("from-{secret}-{key}")),
             };
             (name, value)

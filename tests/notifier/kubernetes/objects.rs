@@ -15,7 +15,7 @@ use crate::helpers::*;
 use crate::operations::{free_port, spawn_run, wait_for};
 
 #[test]
-fn the_base_and_the_api_overlay_render_and_every_core_object_passes_strict_validation() {
+fn the_base_and_its_overlays_render_and_every_core_object_passes_strict_validation() {
     let validate = kubernetes_validate();
     let dir = tempfile::tempdir().unwrap();
     for render in RENDERS.map(Rendered::of) {

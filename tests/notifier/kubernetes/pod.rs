@@ -20,6 +20,8 @@ const SECRET_VARS: [&str; 5] = [
 ];
 /// Variables naming a credential file: in a secret volume.
 const SECRET_FILES: [&str; 2] = ["GOOGLE_APPLICATION_CREDENTIALS", "APNS_KEY_PATH"];
+/// The same, set only by the overlay that turns its provider on.
+const OVERLAY_SECRET_FILES: [&str; 1] = ["WEBPUSH_VAPID_PRIVATE_KEY_PATH"];
 
 /// The last `INSTRUCTION value` of the Dockerfile: the product image's.
 fn dockerfile(instruction: &str) -> String {
@@ -88,6 +90,7 @@ fn credentials_come_only_from_secrets_and_the_config_file_from_the_shipped_defau
         "{} differs from config/notifier.toml: cp config/notifier.toml deploy/kubernetes/base/",
         copy.display()
     );
+    let mut overlay_files = 0;
     for render in RENDERS.map(Rendered::of) {
         for (name, source) in render.env() {
             assert!(
@@ -101,7 +104,12 @@ fn credentials_come_only_from_secrets_and_the_config_file_from_the_shipped_defau
                 render.dir
             );
         }
-        for name in SECRET_FILES {
+        let overlays = OVERLAY_SECRET_FILES
+            .iter()
+            .filter(|n| render.value_of(n).is_some());
+        let overlays: Vec<&str> = overlays.copied().collect();
+        overlay_files += overlays.len();
+        for name in SECRET_FILES.into_iter().chain(overlays) {
             let path = render
                 .value_of(name)
                 .unwrap_or_else(|| panic!("{name} is set"));
@@ -126,6 +134,11 @@ fn credentials_come_only_from_secrets_and_the_config_file_from_the_shipped_defau
             render.dir
         );
     }
+    assert_eq!(
+        overlay_files,
+        OVERLAY_SECRET_FILES.len(),
+        "each overlay's credential file is checked in its overlay"
+    );
 }
 
 /// The Secrets and keys the README's `kubectl create secret generic` commands make.
