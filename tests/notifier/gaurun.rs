@@ -10,7 +10,7 @@ use notifier::Backend;
 use serde_json::{Value, json};
 use stand_in::StandInConfig;
 
-use crate::faults::{CONCURRENCY, CRASH_REPEATS, Cluster};
+use crate::faults::{CONCURRENCY, Cluster};
 
 /// A loopback address with a port free right now.
 pub(crate) fn free_addr() -> String {
@@ -263,7 +263,8 @@ async fn a_sigkill_right_after_the_200_loses_nothing_once_restarted() {
     notifier::install_crypto_provider();
     let mut cluster = cluster("").await;
     let base = start_api_replica(&mut cluster, &[]).await;
-    for n in 0..5 {
+    const NOTIFICATIONS: u64 = 5;
+    for n in 0..NOTIFICATIONS as usize {
         let body = android_tokens("kill", n * 100..(n + 1) * 100);
         assert_eq!(post(&base, &body).await.0, 200);
     }
@@ -272,9 +273,15 @@ async fn a_sigkill_right_after_the_200_loses_nothing_once_restarted() {
     let sent_before = cluster.delivered();
     start_api_replica(&mut cluster, &[]).await;
     wait_unique(&cluster, 500).await;
+    // Each notification is a unit with its own checkpoint, and the five run at once: what was in
+    // flight (at most C, all units together) and up to two checkpoints' worth of each unit (2C/5,
+    // what a run may hold unsaved; README, "Crash resume") may come twice. One unit's bound
+    // (C + C/5) was too tight here: 134 repeats in one CI run.
+    let bound = CONCURRENCY + NOTIFICATIONS * 2 * (CONCURRENCY / 5);
     assert!(
-        cluster.duplicates() <= CRASH_REPEATS.min(sent_before),
-        "only pushes in flight at the kill, or finished since its last checkpoint, may come twice: {} duplicates",
+        cluster.duplicates() <= bound.min(sent_before),
+        "only pushes in flight at the kill, or finished since each unit's last stored checkpoint, \
+         may come twice: {} duplicates, bound {bound}",
         cluster.duplicates()
     );
 }
