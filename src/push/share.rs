@@ -99,13 +99,19 @@ impl Shares {
     pub(crate) async fn slot(&self, app: AppId, provider: Provider) -> ShareSlot {
         let share = self.share(app, provider);
         loop {
-            // Registered before the check, so a lane that stops asking in between still wakes us.
-            let eased = self.eased.notified();
-            tokio::pin!(eased);
-            eased.as_mut().enable();
+            // Every push comes here: take what is free without touching `eased`, whose waiters
+            // sit behind a lock every lane shares.
             if let Ok(slot) = Arc::clone(&share.permits).try_acquire_owned() {
                 return Some(slot);
             }
+            if self.may_go_beyond(share) {
+                return None;
+            }
+            // About to wait: registered before looking again, so a lane that stops asking in
+            // between still wakes us.
+            let eased = self.eased.notified();
+            tokio::pin!(eased);
+            eased.as_mut().enable();
             if self.may_go_beyond(share) {
                 return None;
             }
