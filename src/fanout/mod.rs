@@ -153,7 +153,11 @@ pub(crate) async fn fan_out(
         match lane.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failure = Some(e),
-            Err(e) => error!(error = %e, "A fan-out lane failed."),
+            Err(e) => {
+                error!(error = %e, "A fan-out lane failed.");
+                // Its devices were not all reached: the run must be resumed, not recorded done.
+                tally.interrupt();
+            }
         }
     }
     let report = tally.report();
