@@ -24,9 +24,13 @@ ENTRYPOINT ["notifier-stand-in"]
 FROM runtime AS notifier
 COPY --from=build /src/target/release/notifier /usr/local/bin/
 COPY config/notifier.toml /etc/notifier/notifier.toml
+# The allocator is built never to ask for transparent huge pages (a 2 MiB page is resident whole,
+# however little of it is used: 42 against 27 MiB at a million devices); MIMALLOC_ALLOW_THP=0
+# also opts the process out on hosts that give them unasked (THP "always").
 ENV NOTIFIER_CONFIG=/etc/notifier/notifier.toml \
     NOTIFIER_HTTP_ADDR=0.0.0.0:9464 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    MIMALLOC_ALLOW_THP=0
 # User and group 10001, the ones deploy/kubernetes runs as (runAsNonRoot needs a numeric user).
 USER 10001:10001
 # The root filesystem can be read-only (`docker run --read-only --tmpfs /tmp`; Kubernetes:
