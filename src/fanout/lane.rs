@@ -264,36 +264,42 @@ async fn join_all(tasks: &mut JoinSet<()>, tally: &Tally) {
 /// One push task: delivers with retries, gives the permits back, then settles the outcome. A
 /// push the fence withdrew is not settled: it stays a hole in the checkpoint, for whichever run
 /// holds the unit next.
-async fn send(
+///
+/// An async block rather than an async fn: an async fn's state keeps its arguments twice (rustc
+/// issue 62958), and this state is every push's task, allocated and copied once per push.
+#[allow(clippy::manual_async_fn)]
+fn send(
     tally: Arc<Tally>,
     provider: Provider,
     pusher: Arc<dyn Pusher>,
     push: Push,
     permits: Permits,
-) {
-    // Admitted devices are of a served app.
-    let app = push.device.app.unwrap_or(AppId::DEFAULT);
-    let paused = || tally.is_paused(app, provider, &push.device);
-    let fence = &*tally.fence;
-    let delivery = (tally.delivery).send((app, provider), &*pusher, &push, &paused, fence);
-    // The unit's span (its event_id on every line) is entered only around what may log: a
-    // pusher that logs each push, and the settling of anything but a delivery.
-    let done = if pusher.logs_each_push() {
-        delivery.instrument(tally.span.clone()).await
-    } else {
-        delivery.await
-    };
-    // The slots go back before the bookkeeping: a slow prune queue must not hold them.
-    drop(permits);
-    let Some(done) = done else { return };
-    // A delivery settles without a line (the observer's too).
-    let quiet = matches!(done.outcome, PushOutcome::Delivered);
-    let settle = tally.settle((app, provider), &push.device, done.outcome, done.attempts);
-    if quiet {
-        settle.await;
-    } else {
-        settle.instrument(tally.span.clone()).await;
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Admitted devices are of a served app.
+        let app = push.device.app.unwrap_or(AppId::DEFAULT);
+        let paused = || tally.is_paused(app, provider, &push.device);
+        let fence = &*tally.fence;
+        let delivery = (tally.delivery).send((app, provider), &*pusher, &push, &paused, fence);
+        // The unit's span (its event_id on every line) is entered only around what may log: a
+        // pusher that logs each push, and the settling of anything but a delivery.
+        let done = if pusher.logs_each_push() {
+            delivery.instrument(tally.span.clone()).await
+        } else {
+            delivery.await
+        };
+        // The slots go back before the bookkeeping: a slow prune queue must not hold them.
+        drop(permits);
+        let Some(done) = done else { return };
+        // A delivery settles without a line (the observer's too).
+        let quiet = matches!(done.outcome, PushOutcome::Delivered);
+        let settle = tally.settle((app, provider), &push.device, done.outcome, done.attempts);
+        if quiet {
+            settle.await;
+        } else {
+            settle.instrument(tally.span.clone()).await;
+        }
+        tally.progress.finished(provider, push.device.id);
+        tally.fence.finished();
     }
-    tally.progress.finished(provider, push.device.id);
-    tally.fence.finished();
 }

@@ -238,7 +238,9 @@ impl Tally {
                     }
                     return;
                 }
-                self.unregistered((app, provider), device, reason).await;
+                // Boxed: the prune queue's wait is most of this future, and inline it would sit
+                // in every push's task (a third of its bytes) for the few pushes that need it.
+                Box::pin(self.unregistered((app, provider), device, reason)).await;
             }
             PushOutcome::Retryable { reason, .. } => {
                 counts.failed.fetch_add(1, Ordering::Relaxed);

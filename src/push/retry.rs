@@ -109,7 +109,8 @@ pub(crate) async fn deliver(
             return Some(Delivered { outcome, attempts });
         };
         if *quota {
-            pacer.quota_exceeded().await;
+            // Boxed, as the pacer's own waits are (see `Pacer::acquire`): rare, and large.
+            Box::pin(pacer.quota_exceeded()).await;
         }
         let delay = policy.delay(&mut backoff, *retry_after, *quota);
         if attempts >= policy.max_attempts || first.elapsed() + delay > policy.deadline {
