@@ -173,7 +173,7 @@ def one_run(args, run):
             path = os.path.join(tmp, "fcm-body.json")
             with open(path, "w") as f:
                 json.dump(fanout.FCM_BODY, f)
-            result["ceiling_per_s"] = fanout.ceiling(tls, path, args.ceiling_requests, 4, 100)
+            result["ceiling_per_s"], _ = fanout.ceiling(tls, path, args.ceiling_requests, 4, 100, stand_in.pid)
             result["delivered_of_ceiling"] = result["delivered_per_s_to_drain"] / result["ceiling_per_s"]
         return result
     finally:

@@ -134,6 +134,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def machine_busy_seconds():
+    """CPU seconds the whole machine has spent busy so far, every core and process together
+    (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
+
+
 def io_calls(pid):
     """The process's read and write system calls so far (/proc/PID/io: syscr, syscw)."""
     with open(f"/proc/{pid}/io") as f:
@@ -256,9 +264,11 @@ APNS_BODY = {"aps": {"alert": {"title": "New talk on Big show", "body": "Everyon
              "program_id": "1", "talk_id": "1", "type": "talk_posted", "url": "notifier-demo://talks/1"}
 
 
-def ceiling(tls_port, body_path, requests, connections, streams, apns=False):
+def ceiling(tls_port, body_path, requests, connections, streams, stand_in_pid, apns=False):
     """The raw HTTP/2 rate of this machine against the stand-in: h2load, same request (FCM's, or
-    with apns APNs' path, headers and payload)."""
+    with apns APNs' path, headers and payload). Returns the rate and the CPU microseconds each
+    request cost the machine and the stand-in."""
+    busy_before, stand_in_before = machine_busy_seconds(), cpu_seconds(stand_in_pid)
     if apns:
         headers = ["authorization: bearer h2load", "apns-topic: com.example.notifier", "apns-push-type: alert",
                    "apns-priority: 10", f"apns-expiration: {int(time.time()) + 86400}", "apns-collapse-id: bench",
@@ -277,13 +287,15 @@ def ceiling(tls_port, body_path, requests, connections, streams, apns=False):
     succeeded = int(codes.split(":")[1].split()[0]) if codes else 0  # "status codes: N 2xx, …"
     if succeeded != requests:
         raise RuntimeError(f"h2load: {succeeded} of {requests} requests succeeded:\n{out}")
+    per_request = {"machine": (machine_busy_seconds() - busy_before) / requests * 1e6,
+                   "stand_in": (cpu_seconds(stand_in_pid) - stand_in_before) / requests * 1e6}
     for line in out.splitlines():
         if line.startswith("finished in"):
-            return float(line.split(",")[1].split()[0])  # "finished in 1.2s, 83000.00 req/s, …"
+            return float(line.split(",")[1].split()[0]), per_request  # "finished in 1.2s, 83000.00 req/s, …"
     raise RuntimeError(out)
 
 
-def ceilings(args, tmp, tls_port):
+def ceilings(args, tmp, tls_port, stand_in_pid):
     """h2load against the endpoints the row's pushes went to, in the same run; the row's ceiling is
     their harmonic blend in the row's proportions (the time each share would take at its ceiling)."""
     apns_share = 0.0 if args.apns_every <= 0 else (args.devices // args.apns_every) / args.devices
@@ -294,8 +306,12 @@ def ceilings(args, tmp, tls_port):
         path = os.path.join(tmp, f"{name}-body.json")
         with open(path, "w") as f:
             json.dump(body, f)
-        rate = ceiling(tls_port, path, args.ceiling_requests, 4, args.max_streams, apns=apns)
+        rate, per_request = ceiling(tls_port, path, args.ceiling_requests, 4, args.max_streams, stand_in_pid, apns=apns)
         out[f"{name}_ceiling_per_s"] = rate
+        # Where a request's CPU went at the ceiling: the stand-in, and the rest (h2load, the
+        # kernel): what the row's pushes are compared with.
+        out[f"{name}_ceiling_machine_us"] = per_request["machine"]
+        out[f"{name}_ceiling_stand_in_us"] = per_request["stand_in"]
         time_per_push += share / rate
     out["ceiling_per_s"] = 1 / time_per_push
     return out
@@ -361,11 +377,13 @@ def summarised(log):
         return '"Event processed."' in f.read()
 
 
-def measure_event(args, process, plain_port, channel, run, log):
+def measure_event(args, process, stand_in, plain_port, channel, run, log):
     """Publishes the event and waits for the stand-in to count every push and for `log` to
-    hold the event's summary line; returns what the run measured of `process`."""
+    hold the event's summary line; returns what the run measured of `process`, and the CPU each
+    push cost the stand-in and the whole machine (the database and Redis among the rest)."""
     reset(plain_port)
     cpu_before, io_before = cpu_seconds(process.pid), io_calls(process.pid)
+    busy_before, stand_in_before = machine_busy_seconds(), cpu_seconds(stand_in.pid)
     published_ms = publish(channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
     deadline = time.time() + args.timeout
     while True:
@@ -383,6 +401,8 @@ def measure_event(args, process, plain_port, channel, run, log):
             break
         time.sleep(0.01)
     cpu = cpu_seconds(process.pid) - cpu_before
+    busy = machine_busy_seconds() - busy_before
+    stand_in_cpu = cpu_seconds(stand_in.pid) - stand_in_before
     reads, writes = (after - before for after, before in zip(io_calls(process.pid), io_before))
     first = s["first_delivered_ms"] - published_ms
     last = s["last_delivered_ms"] - published_ms
@@ -398,6 +418,11 @@ def measure_event(args, process, plain_port, channel, run, log):
         # System calls that move bytes (the sockets' among them), per push: unlike the rates, the
         # machine's load does not move them, so they compare builds on a busy machine.
         "reads_per_push": reads / args.devices, "writes_per_push": writes / args.devices,
+        # CPU microseconds per push: the notifier's, the stand-in's, the whole machine's (from the
+        # publish to the summary line), and how busy the machine's cores were meanwhile.
+        "notifier_us": cpu / args.devices * 1e6, "stand_in_us": stand_in_cpu / args.devices * 1e6,
+        "machine_us": busy / args.devices * 1e6,
+        "machine_busy": busy / ((time.time() * 1000 - published_ms) / 1000) / os.cpu_count(),
     }
 
 
@@ -467,7 +492,7 @@ def one_run(args, url, run):
         notifier = subprocess.Popen([os.path.join(BIN, "notifier"), "run"], env=env, stdout=log, stderr=log)
         wait_subscribed(channel, log.name)
         with profiled(args, notifier.pid, run):
-            result = measure_event(args, notifier, plain_port, channel, run, log.name)
+            result = measure_event(args, notifier, stand_in, plain_port, channel, run, log.name)
         result["webpush_every"] = args.webpush_every
         if args.webpush_every > 0:
             s = stats(plain_port)
@@ -477,7 +502,7 @@ def one_run(args, url, run):
         # With latency, h2load's fixed connections and streams would measure the latency, not the
         # machine: the ceiling is taken at zero latency only.
         if not args.no_ceiling and args.latency_ms == 0 and args.webpush_every == 0:
-            result.update(ceilings(args, tmp, tls_port))
+            result.update(ceilings(args, tmp, tls_port, stand_in.pid))
             result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
             result["steady_of_ceiling"] = result["steady_per_s"] / result["ceiling_per_s"]
         return result
@@ -549,7 +574,7 @@ def peer_run(args, url, run):
         log = open(os.path.join(tmp, "peer.log"), "w")
         peer = subprocess.Popen(["node", os.path.join(PEER_DIR, "worker.js")], env=env, stdout=log, stderr=log)
         wait_subscribed(channel, log.name)
-        result = measure_event(args, peer, plain_port, channel, f"peer-{run}", log.name)
+        result = measure_event(args, peer, stand_in, plain_port, channel, f"peer-{run}", log.name)
         result["worker"] = "node"
         return result
     finally:
