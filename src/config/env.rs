@@ -122,6 +122,7 @@ pub(super) const TABLE: &[Row] = &[
     elsewhere("RUST_LOG"),
     elsewhere("TOKIO_WORKER_THREADS"),
     elsewhere("MIMALLOC_PURGE_DELAY"),
+    elsewhere("MIMALLOC_ALLOW_THP"),
 ];
 
 const fn text(
@@ -399,6 +400,7 @@ mod tests {
             "RUST_LOG",
             "TOKIO_WORKER_THREADS",
             "MIMALLOC_PURGE_DELAY",
+            "MIMALLOC_ALLOW_THP",
         ];
         expected.sort_unstable();
         assert_eq!(listed, expected);

@@ -45,6 +45,14 @@ impl Shard {
             .cloned()
     }
 
+    /// Whether the connection, if one is up, has a stream free now.
+    pub(crate) fn has_free_stream(&self) -> Option<bool> {
+        let live = self.live.read().unwrap_or_else(PoisonError::into_inner);
+        live.as_ref()
+            .filter(|l| !l.closed.load(Ordering::Relaxed))
+            .map(|l| l.streams.permits.available_permits() > 0)
+    }
+
     pub(crate) fn install(&self, live: Live) {
         *self.live.write().unwrap_or_else(PoisonError::into_inner) = Some(live);
     }

@@ -87,6 +87,42 @@ async fn one_connection_never_carries_more_than_100_pushes_at_once() {
 }
 
 #[tokio::test]
+async fn pushes_whose_connection_is_full_spill_over_to_another_connection_already_up() {
+    let stand_in = stand_in(StandInConfig {
+        max_streams: 1000,
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let client = Arc::new(
+        Http2Client::new(&stand_in.plain_endpoint(), 2, None, Duration::from_secs(10)).unwrap(),
+    );
+    client.warm().await;
+    // Every key maps to the first connection, as hashed device tokens crowd one of ten: its 100
+    // streams fill, and the rest go through the second instead of waiting a round trip.
+    let burst = (0..200).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (request, body) = fcm_request(&client, &format!("spill-{i}"));
+            client.send(0, &|| request.clone(), body).await
+        })
+    });
+    for sent in futures_util::future::join_all(burst).await {
+        assert_eq!(sent.unwrap().expect("answered").status, 200);
+    }
+    assert_eq!(
+        stand_in.counters.max_in_flight.load(Ordering::Relaxed),
+        200,
+        "both connections carried the burst at once"
+    );
+    assert_eq!(
+        stand_in.counters.plain_connections.load(Ordering::Relaxed),
+        2,
+        "spilling over dials nothing"
+    );
+}
+
+#[tokio::test]
 async fn a_provider_that_goes_away_is_dialled_again_on_a_later_push() {
     let first = stand_in(StandInConfig::default()).await;
     let client =

@@ -81,7 +81,8 @@ pub trait ApnsTransport: Send + Sync {
 
 /// APNs over h2-shards, token-authenticated.
 pub struct HttpTransport {
-    /// A device always goes through the same connection.
+    /// A device goes through the connection its token hashes to, or another up with a stream
+    /// free while that one is full.
     client: Arc<Http2Client>,
     token: Arc<ProviderToken>,
 }

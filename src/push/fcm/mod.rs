@@ -39,7 +39,8 @@ pub enum FcmError {
 
 /// Sends pushes to FCM.
 pub(crate) struct FcmPusher {
-    /// A device always goes through the same connection; devices spread evenly.
+    /// A device goes through the connection its id maps to, or another up with a stream free
+    /// while that one is full.
     client: Http2Client,
     /// `…/v1/projects/{project}/messages:send`, parsed once.
     uri: http::Uri,
