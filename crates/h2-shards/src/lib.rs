@@ -15,7 +15,7 @@
 //! once than the server's `SETTINGS_MAX_CONCURRENT_STREAMS` says, followed as the server changes
 //! it, nor more than 100.
 //!
-//! Modules: `shard` (a connection slot and its stream gate), `dial` (TCP, the proxy tunnel, TLS,
+//! Modules: `shard` (a connection slot, its stream gate, and which slot a request takes), `dial` (TCP, the proxy tunnel, TLS,
 //! the handshake, keep-alive), `tls` (the verifier), `proxy` (`HTTPS_PROXY`/`NO_PROXY`) and
 //! `unvectored` (how h2 is made to write the frames of many pushes at once). What
 //! may change here: the constants below and the dial; the public surface is what the notifier's
@@ -253,10 +253,10 @@ impl Http2Client {
         request: &(dyn Fn() -> http::Request<()> + Sync),
         body: Bytes,
     ) -> Result<Response, Http2Error> {
-        let shard = self.pick(key);
+        let (shard, live) = shard::pick(&self.shards, key);
         let twice = async {
-            match self.exchange(shard, request(), body.clone()).await {
-                Err(Http2Error::Unsent(_)) => self.exchange(shard, request(), body).await,
+            match self.exchange(shard, live, request(), body.clone()).await {
+                Err(Http2Error::Unsent(_)) => self.exchange(shard, None, request(), body).await,
                 done => done,
             }
         };
@@ -265,37 +265,24 @@ impl Http2Client {
             .map_err(|_| Http2Error::Timeout(self.request_timeout))?
     }
 
-    /// The shard for `key`: its own, unless that connection is up with every stream busy and
-    /// another's is up with one free. Keys do not always spread evenly: an event half through
-    /// APNs gives FCM every other device id (half of its connections), and hashed device tokens
-    /// crowd some connections more than others; a push waiting for a stream of a full connection
-    /// waits a whole provider round trip (10,000 devices at 200 ms, half through APNs: last push
-    /// 2.29 → 2.08 s). Spilling over dials nothing: it only uses connections already up.
-    fn pick(&self, key: u64) -> &Arc<Shard> {
-        let count = self.shards.len();
-        let home = (key % count as u64) as usize;
-        if count == 1 || self.shards[home].has_free_stream() != Some(false) {
-            return &self.shards[home];
-        }
-        (1..count)
-            .map(|step| &self.shards[(home + step) % count])
-            .find(|shard| shard.has_free_stream() == Some(true))
-            .unwrap_or(&self.shards[home])
-    }
-
     /// Dials every connection not yet up, so the first burst finds them ready.
     pub async fn warm(&self) {
         let all = self.shards.iter().map(|shard| self.connection(shard));
         let _ = tokio::time::timeout(CONNECT_TIMEOUT, futures_util::future::join_all(all)).await;
     }
 
+    /// One attempt on `shard`, through `live` where the caller has its connection already.
     async fn exchange(
         &self,
         shard: &Arc<Shard>,
+        live: Option<Live>,
         request: http::Request<()>,
         body: Bytes,
     ) -> Result<Response, Http2Error> {
-        let live = self.connection(shard).await?;
+        let live = match live {
+            Some(live) => live,
+            None => self.connection(shard).await?,
+        };
         let _stream = live.streams.enter(&live.send).await;
         live.used.fetch_add(1, Ordering::Relaxed);
         // Failing here, the request was never written: the connection is gone or going away,
