@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::proxy::Proxy;
-use crate::shard::{Live, STREAMS_PER_CONNECTION, Shard, StreamGate};
+use crate::shard::{Live, STREAMS_PER_CONNECTION, Shard};
 use crate::tls::Connector;
 use crate::unvectored::Unvectored;
 
@@ -245,12 +245,7 @@ where
         Arc::downgrade(shard),
     ));
     settled.await.unwrap_or(Err(ConnectError::EndedEarly))?;
-    Ok(Live {
-        streams: Arc::new(StreamGate::new(&send)),
-        send,
-        closed,
-        used,
-    })
+    Ok(Live::new(send, closed, used))
 }
 
 /// Drives the connection until it ends: first until the server has answered a PING (reported

@@ -283,7 +283,7 @@ impl Http2Client {
             Some(live) => live,
             None => self.connection(shard).await?,
         };
-        let _stream = live.streams.enter(&live.send).await;
+        let _stream = live.streams.enter(live.send()).await;
         live.used.fetch_add(1, Ordering::Relaxed);
         // Failing here, the request was never written: the connection is gone or going away,
         // or cannot open another stream. Every case wants a fresh connection.
@@ -291,10 +291,14 @@ impl Http2Client {
             shard.forget(&live);
             Http2Error::Unsent(Arc::new(e))
         };
-        let mut send = live.send.clone().ready().await.map_err(unsent)?;
+        let mut send = live.handle();
+        std::future::poll_fn(|cx| send.poll_ready(cx))
+            .await
+            .map_err(unsent)?;
         let (response, mut stream) = send
             .send_request(request, body.is_empty())
             .map_err(unsent)?;
+        live.give_back(send);
         let failed = |e: h2::Error| {
             if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return Http2Error::Unsent(Arc::new(e)); // RFC 9113 §8.7: not processed
