@@ -25,6 +25,7 @@ Web Push to the same row without (--webpush-every 0) on the same machine.
     python3 bench/fanout.py --devices 100000 --query expr --no-ceiling  # ORDER BY an expression
     python3 bench/fanout.py --devices 100000 --runs 3 --both            # realistic and light, alternating
     python3 bench/fanout.py --devices 100000 --runs 3 --peer            # against the Node worker
+    python3 bench/fanout.py --devices 100000 --runs 3 --vs ../old-bin   # this build against an older one
 
 The stand-in is realistic by default: it parses every send's JSON, checks it as the provider does
 (FCM's message.token among the rest; APNs' payload, the device token from the path) and records
@@ -489,7 +490,8 @@ def one_run(args, url, run):
             **{k: v for k, v in os.environ.items() if k.startswith(("TOKIO_", "MIMALLOC_"))},
         }
         log = open(os.path.join(tmp, "notifier.log"), "w")
-        notifier = subprocess.Popen([os.path.join(BIN, "notifier"), "run"], env=env, stdout=log, stderr=log)
+        binary = getattr(args, "notifier_bin", None) or os.path.join(BIN, "notifier")
+        notifier = subprocess.Popen([binary, "run"], env=env, stdout=log, stderr=log)
         wait_subscribed(channel, log.name)
         with profiled(args, notifier.pid, run):
             result = measure_event(args, notifier, stand_in, plain_port, channel, run, log.name)
@@ -597,6 +599,9 @@ def plan(args):
     for run in range(args.runs):
         if args.peer:
             steps += [("notifier", one_run, args, run), ("node", peer_run, args, run)]
+        elif args.vs:
+            other = argparse.Namespace(**{**vars(args), "notifier_bin": os.path.join(os.path.abspath(args.vs), "notifier")})
+            steps += [("this", one_run, args, run), ("vs", one_run, other, f"{run}-vs")]
         elif args.both:
             steps += [("realistic", one_run, realistic, run), ("light", one_run, light, f"{run}-light")]
         else:
@@ -648,6 +653,9 @@ def main():
     p.add_argument("--query", choices=["default", "expr"], default="default",
                    help="expr: the audience query ordered by an expression no index gives")
     p.add_argument("--bin-dir", help="run the binaries in this directory (say, an older build); implies --no-build")
+    p.add_argument("--vs", metavar="DIR",
+                   help="each run twice: this build's notifier, then the one in DIR (say, a copy of the last build), "
+                        "against the same stand-in")
     p.add_argument("--apns-every", type=int, default=0, help="every K-th device goes through APNs (0: none)")
     p.add_argument("--webpush-every", type=int, default=0,
                    help="every N-th device is a browser, through Web Push (0: none); before --apns-every")
