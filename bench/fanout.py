@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -64,10 +65,30 @@ BIN = os.path.join(ROOT, "target", "release")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a child process to listen on, never one handed out before in this run.
+    It is drawn from below the kernel's ephemeral range: a port the kernel picks (bind to 0), closed
+    and given to a child, can meanwhile become the local port of any outgoing connection (a
+    replica's connections to Redis and the database), and the child then cannot listen on it
+    (bench/chaos.py: "the replicas did not subscribe", a replica's API address in use)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    low = max(1024, ephemeral_low - 12_000)
+    for _ in range(1000):
+        port = random.randrange(low, ephemeral_low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port between {low} and {ephemeral_low}")
 
 
 def sh(*args, **kw):
