@@ -14,7 +14,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::delivery::Live;
 use crate::helpers::*;
-use crate::operations::{compose, free_port, get, sample, spawn_run, wait_for};
+use crate::operations::{compose, get, sample, spawn_run, wait_for};
 use crate::promql::{Exported, Reads};
 
 fn deploy(file: &str) -> PathBuf {

@@ -13,13 +13,6 @@ use crate::helpers::*;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_notifier");
 
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 pub(crate) async fn get(url: &str) -> (u16, String) {
     init_tracing();
     match reqwest::get(url).await {

@@ -2,7 +2,7 @@
 //! profile (read as a file: there is no Docker engine here), the URLs it and the tests share, and
 //! what it does for a service named by a TEST_*_URL variable.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -16,13 +16,6 @@ fn compose() -> yaml_rust2::Yaml {
     yaml_rust2::YamlLoader::load_from_str(&text)
         .expect("docker-compose.yml is YAML")
         .remove(0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// `scripts/test --services-only` with these variables on top of the test's environment.

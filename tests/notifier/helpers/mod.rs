@@ -3,11 +3,13 @@
 //!
 //! Every service is real. When one does not answer, the test fails and names it. This file holds
 //! where the services are and the settings a test starts from; [`db`], [`redis`], [`pushers`]
-//! and [`app`] hold the fixtures of each, [`partition`] a connection a test can cut.
+//! and [`app`] hold the fixtures of each, [`partition`] a connection a test can cut, [`ports`] the
+//! ports the processes a test starts listen on.
 
 mod app;
 mod db;
 mod partition;
+mod ports;
 mod pushers;
 mod redis;
 
@@ -21,6 +23,7 @@ use notifier::Settings;
 pub use app::*;
 pub use db::*;
 pub use partition::*;
+pub use ports::*;
 pub use pushers::*;
 pub use redis::*;
 

@@ -1,7 +1,6 @@
 //! Redis for tests: connections, publishing, waiting for a subscriber, and a redis-server of
 //! the test's own (plain or TLS) to kill and restart.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -102,10 +101,7 @@ impl OwnRedis {
         options: OwnRedisOptions,
         client: impl FnOnce(u16) -> redis::Client,
     ) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = super::free_port();
         let dir = tempfile::tempdir().expect("a temp dir");
         let child = spawn_redis(port, dir.path(), &options);
         let server = Self {

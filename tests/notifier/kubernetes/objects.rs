@@ -12,7 +12,7 @@ use super::{
     GRACE_MARGIN_SECS, KEDA_KINDS, RENDERS, Rendered, int_at, kubernetes_validate, str_at,
 };
 use crate::helpers::*;
-use crate::operations::{free_port, spawn_run, wait_for};
+use crate::operations::{spawn_run, wait_for};
 
 #[test]
 fn the_base_and_its_overlays_render_and_every_core_object_passes_strict_validation() {
