@@ -239,13 +239,13 @@ impl EventRun<'_> {
         EventOutcome::Coordinating
     }
 
-    /// Every job is done: the event's end, with their totals.
+    /// Every job is done: the event's end, with their totals. Cancelled when this run was told
+    /// so, or when the end is recorded as cancelled: the jobs' runs may learn of a cancel, and
+    /// end, before this one's renewal does.
     async fn complete(&self, running: &Running, totals: &Totals, started: Instant) -> EventOutcome {
-        let cancelled = running.fence.shut_by() == Some(Shut::Cancelled);
-        let state = if cancelled {
-            Finished::Cancelled
-        } else {
-            Finished::Done
+        let state = match running.fence.shut_by() {
+            Some(Shut::Cancelled) => Finished::Cancelled,
+            _ => Finished::Done,
         };
         let report = FanoutReport {
             jobs: totals.jobs.unwrap_or(0),
@@ -255,14 +255,14 @@ impl EventRun<'_> {
         let claims = &self.worker.claims;
         let never = tokio_util::sync::CancellationToken::new();
         let finish = || claims.finish(&self.held, state, &counts, None);
-        match retry_redis(finish, &never).await {
-            Ok(true) => {}
-            Ok(false) => return EventOutcome::Lost,
+        let cancelled = match retry_redis(finish, &never).await {
+            Ok(Some(ended)) => ended == Finished::Cancelled,
+            Ok(None) => return EventOutcome::Lost,
             Err(e) => {
                 warn!(error = %ErrorChain(&e), "Could not record the split event's end; another run records it.");
                 return EventOutcome::Coordinating;
             }
-        }
+        };
         let summary = Summary {
             event_id: self.event.event_id.clone(),
             talk_id: self.event.talk_id,

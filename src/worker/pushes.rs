@@ -225,8 +225,8 @@ impl Worker {
         let never = CancellationToken::new();
         let entry = Some((at.0.as_str(), at.1.as_str(), at.2.as_str()));
         match retry_redis(|| self.claims.finish(held, state, counts, entry), &never).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 warn!("Another run holds this API push now; its end is that run's to record.")
             }
             Err(e) => {

@@ -103,7 +103,7 @@ impl EventRun<'_> {
             Ok(report) => with_reasons(report.totals(), &counts),
             Err(_) => counts,
         };
-        self.settle(settlement, &checkpoint_now, &kept).await;
+        let settlement = self.settle(settlement, &checkpoint_now, &kept).await;
         if let Ok(report) = &result {
             record_finished(report, started);
         }
@@ -190,13 +190,20 @@ impl EventRun<'_> {
     }
 
     /// Writes the settlement: the claim finished (a job's with its totals and its entry) or
-    /// released with the checkpoint; nothing once another run holds it.
-    async fn settle(&self, settlement: Settlement, checkpoint: &str, counts: &Counts) {
+    /// released with the checkpoint; nothing once another run holds it. Returns the settlement
+    /// as recorded: an event that ends done while it is being cancelled ends cancelled (a cancel
+    /// that came after its last push was handed out, before its renewal told it).
+    async fn settle(
+        &self,
+        settlement: Settlement,
+        checkpoint: &str,
+        counts: &Counts,
+    ) -> Settlement {
         let claims = &self.worker.claims;
         let held = &self.held;
         let never = CancellationToken::new();
         let state = match settlement {
-            Settlement::Lost => return,
+            Settlement::Lost => return settlement,
             Settlement::Resume { failed } => {
                 let released =
                     retry_redis(|| claims.release(held, failed, checkpoint, counts), &never);
@@ -207,7 +214,7 @@ impl EventRun<'_> {
                         warn!(error = %ErrorChain(&e), "Could not release the unit; another replica resumes it when its lease runs out.")
                     }
                 }
-                return;
+                return settlement;
             }
             Settlement::Done => Finished::Done,
             Settlement::GivenUp => Finished::Failed,
@@ -220,16 +227,21 @@ impl EventRun<'_> {
             Of::Job { job, stream, entry } => {
                 let unit = (job.event_id.as_str(), job.number);
                 let at = (stream.group.as_str(), entry.as_str());
-                retry_redis(|| claims.finish_job(held, state, unit, at, counts), &never).await
+                let finish = || claims.finish_job(held, state, unit, at, counts);
+                retry_redis(finish, &never)
+                    .await
+                    .map(|ended| ended.then_some(state))
             }
         };
         match finished {
-            Ok(true) => {}
-            Ok(false) => warn!("Another run holds the unit now; its end is that run's to record."),
+            Ok(Some(Finished::Cancelled)) => return Settlement::Cancelled,
+            Ok(Some(_)) => {}
+            Ok(None) => warn!("Another run holds the unit now; its end is that run's to record."),
             // The lease runs out and the unit is resumed from its checkpoint: at worst the pushes
             // since the last checkpoint are repeated, under the same collapse id.
             Err(e) => error!(error = %ErrorChain(&e), "Could not record the unit's end."),
         }
+        settlement
     }
 
     async fn process(&self, running: &Running) -> Result<Processed, EventError> {

@@ -10,16 +10,17 @@ use super::{
 impl Claims {
     /// Records the unit's end with its counts, kept for the dedup window; `entry` (a stream, its
     /// group and the entry that carried the unit) is acknowledged and deleted in the same step.
-    /// False when another run holds the unit.
+    /// Returns the end recorded: `state`, except that a unit being cancelled that would end done
+    /// ends cancelled (see `lua/finish.lua`); `None` when another run holds the unit.
     pub(crate) async fn finish(
         &self,
         held: &Held,
         state: Finished,
         counts: &Counts,
         entry: Option<(&str, &str, &str)>,
-    ) -> Result<bool, ClaimError> {
+    ) -> Result<Option<Finished>, ClaimError> {
         let Some(mut redis) = self.redis.clone() else {
-            return Ok(true);
+            return Ok(Some(state));
         };
         let mut call = FINISH.prepare_invoke();
         call.key(&held.key).key(self.keys.active());
@@ -38,8 +39,12 @@ impl Claims {
             .arg(group)
             .arg(id);
         push_counts(&mut call, counts);
-        let done: i64 = call.invoke_async(&mut redis).await?;
-        Ok(done == 1)
+        let recorded: String = call.invoke_async(&mut redis).await?;
+        Ok(match recorded.as_str() {
+            "" => None,
+            "cancelled" => Some(Finished::Cancelled),
+            _ => Some(state),
+        })
     }
 
     /// A job's end: its claim, its counts added once to the event's totals, and its entry in the
