@@ -700,6 +700,8 @@ def main():
     use_bin_dir(args)
     if args.peer and (args.db != "postgres" or args.apns_every or args.webpush_every or args.both):
         p.error("--peer compares FCM sends read from PostgreSQL: no --db, --apns-every, --webpush-every or --both")
+    if args.vs and (args.peer or args.both):
+        p.error("--vs compares two notifier builds, run after run, in one stand-in mode: no --peer or --both")
 
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
