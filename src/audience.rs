@@ -32,8 +32,8 @@ impl FromRecord for DeviceRow {
         let device = Device {
             id: r.required_int("device_id")?,
             user_id: r.optional_int("user_id")?,
-            provider: Provider::parse(&r.required_text("provider")?),
-            platform: r.optional_text("platform")?.as_deref().map(Platform::parse),
+            provider: Provider::parse(&r.required_str("provider")?),
+            platform: r.optional_str("platform")?.as_deref().map(Platform::parse),
             app: None,
             token: r.required_text("token")?,
             locale: r.optional_text("locale")?,

@@ -2,6 +2,8 @@
 //! schemas use (INT, BIGINT, unsigned) and binary-collated text, so an app's own tables work
 //! without casts. A new column type, or a backend's quirk in decoding one, goes here.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::Row;
 use sqlx::mysql::MySqlRow;
@@ -18,6 +20,9 @@ pub trait Record {
     fn text(&self, column: &str) -> Result<Option<String>, DatabaseError>;
     /// A timestamp column (with or without a time zone; naive ones are taken as UTC).
     fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError>;
+    /// A text column read where it lies in the row, for a value that is only parsed (a
+    /// provider, a platform): an audience row is read per push, and a copy each is an allocation.
+    fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError>;
     fn has_column(&self, column: &str) -> bool;
 
     fn optional_timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
@@ -44,6 +49,16 @@ pub trait Record {
     fn optional_text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
         if self.has_column(column) {
             self.text(column)
+        } else {
+            Ok(None)
+        }
+    }
+    fn required_str(&self, column: &str) -> Result<Cow<'_, str>, DatabaseError> {
+        self.str(column)?.ok_or_else(|| null_column(column))
+    }
+    fn optional_str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+        if self.has_column(column) {
+            self.str(column)
         } else {
             Ok(None)
         }
@@ -108,6 +123,10 @@ macro_rules! record_text {
         fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
             self.try_get(column).map_err(|e| column_error(column, e))
         }
+        fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+            let text: Option<&str> = self.try_get(column).map_err(|e| column_error(column, e))?;
+            Ok(text.map(Cow::Borrowed))
+        }
     };
 }
 
@@ -130,6 +149,15 @@ impl Record for MySqlRow {
             // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
             Err(e) => match self.try_get::<Option<Vec<u8>>, _>(column) {
                 Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
+                Err(_) => Err(column_error(column, e)),
+            },
+        }
+    }
+    fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+        match self.try_get::<Option<&str>, _>(column) {
+            Ok(v) => Ok(v.map(Cow::Borrowed)),
+            Err(e) => match self.try_get::<Option<&[u8]>, _>(column) {
+                Ok(v) => Ok(v.map(String::from_utf8_lossy)),
                 Err(_) => Err(column_error(column, e)),
             },
         }
