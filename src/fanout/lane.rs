@@ -199,7 +199,15 @@ impl Lane {
             content: tally.content.for_device(&device),
             device,
         };
-        let task = send(Arc::clone(tally), self.provider, pusher, push, permits);
+        // Boxed here, where it is made: the spawn then moves a pointer through tokio's layers
+        // and its task cell, not the push's whole state, over a kilobyte, several times.
+        let task = Box::pin(send(
+            Arc::clone(tally),
+            self.provider,
+            pusher,
+            push,
+            permits,
+        ));
         // Not in the unit's span: `send` enters it only where the push logs (see there).
         self.tasks.spawn(task);
         // Reap what has finished, so the set holds only live tasks.
