@@ -22,6 +22,7 @@
 //! pushers and the connection tests use.
 
 mod dial;
+mod number;
 mod proxy;
 mod shard;
 mod tls;
@@ -37,6 +38,7 @@ use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 
 pub use dial::ConnectError;
+pub use number::number;
 pub use proxy::Proxy;
 pub use tls::{CaFileError, Trust};
 

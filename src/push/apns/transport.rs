@@ -119,8 +119,11 @@ impl HttpTransport {
                 "apns-push-type",
                 http::HeaderValue::from_static(request.push_type),
             );
-            headers.insert("apns-priority", u16::from(request.priority).into());
-            headers.insert("apns-expiration", request.expiration.into());
+            headers.insert(
+                "apns-priority",
+                h2_shards::number(u16::from(request.priority).into()),
+            );
+            headers.insert("apns-expiration", h2_shards::number(request.expiration));
             // An empty id asks for none (a prebuilt payload's); APNs refuses an empty header.
             if !collapse_id.is_empty() {
                 headers.insert("apns-collapse-id", collapse_id.clone());
@@ -129,7 +132,10 @@ impl HttpTransport {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
             );
-            headers.insert(http::header::CONTENT_LENGTH, request.payload.len().into());
+            headers.insert(
+                http::header::CONTENT_LENGTH,
+                h2_shards::number(request.payload.len() as u64),
+            );
             http_request
         };
         let shard = request

@@ -97,7 +97,10 @@ impl Pusher for FcmPusher {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
             );
-            headers.insert(http::header::CONTENT_LENGTH, length.into());
+            headers.insert(
+                http::header::CONTENT_LENGTH,
+                h2_shards::number(length as u64),
+            );
             request
         };
         let key = push.device.id.unsigned_abs();

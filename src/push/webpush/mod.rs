@@ -231,7 +231,10 @@ impl WebPushPusher {
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/octet-stream"),
         );
-        headers.insert(header::CONTENT_LENGTH, prepared.body.len().into());
+        headers.insert(
+            header::CONTENT_LENGTH,
+            h2_shards::number(prepared.body.len() as u64),
+        );
         request
     }
 }
