@@ -156,6 +156,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def minor_faults(pid):
+    """Page faults served without I/O so far (/proc/PID/stat minflt): a page the allocator gave
+    back to the kernel and touched again is one, zeroed by the kernel."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def machine_busy_seconds():
     """CPU seconds the whole machine has spent busy so far, every core and process together
     (/proc/stat: all but idle and iowait)."""
@@ -420,6 +427,7 @@ def measure_event(args, process, stand_in, plain_port, channel, run, log):
     push cost the stand-in and the whole machine (the database and Redis among the rest)."""
     reset(plain_port)
     cpu_before, io_before = cpu_seconds(process.pid), io_calls(process.pid)
+    faults_before = minor_faults(process.pid)
     busy_before, stand_in_before = machine_busy_seconds(), cpu_seconds(stand_in.pid)
     published_ms = publish(channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
     deadline = time.time() + args.timeout
@@ -441,6 +449,7 @@ def measure_event(args, process, stand_in, plain_port, channel, run, log):
             break
         time.sleep(0.01)
     cpu = cpu_seconds(process.pid) - cpu_before
+    faults = minor_faults(process.pid) - faults_before
     busy = machine_busy_seconds() - busy_before
     stand_in_cpu = cpu_seconds(stand_in.pid) - stand_in_before
     reads, writes = (after - before for after, before in zip(io_calls(process.pid), io_before))
@@ -458,6 +467,7 @@ def measure_event(args, process, stand_in, plain_port, channel, run, log):
         # System calls that move bytes (the sockets' among them), per push: unlike the rates, the
         # machine's load does not move them, so they compare builds on a busy machine.
         "reads_per_push": reads / args.devices, "writes_per_push": writes / args.devices,
+        "faults_per_push": faults / args.devices,
         # CPU microseconds per push: the notifier's, the stand-in's, the whole machine's (from the
         # publish to the summary line), and how busy the machine's cores were meanwhile.
         "notifier_us": cpu / args.devices * 1e6, "stand_in_us": stand_in_cpu / args.devices * 1e6,
