@@ -17,7 +17,8 @@
 //!
 //! Modules: `shard` (a connection slot, its stream gate, and which slot a request takes), `dial` (TCP, the proxy tunnel, TLS,
 //! the handshake, keep-alive), `tls` (the verifier), `proxy` (`HTTPS_PROXY`/`NO_PROXY`) and
-//! `unvectored` (how h2 is made to write the frames of many pushes at once). What
+//! `unvectored` (how h2 is made to write the frames of many pushes at once) and `number`
+//! (numeric header values in one allocation). What
 //! may change here: the constants below and the dial; the public surface is what the notifier's
 //! pushers and the connection tests use.
 
