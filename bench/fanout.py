@@ -150,17 +150,21 @@ def publish(channel, payload, subscribers=1):
     return sent_ms
 
 
-def cpu_seconds(pid):
+def proc_stat(pid):
+    """/proc/PID/stat's fields after the command name (which may hold spaces), from the state on."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def minor_faults(pid):
-    """Page faults served without I/O so far (/proc/PID/stat minflt): a page the allocator gave
-    back to the kernel and touched again is one, zeroed by the kernel."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[7])
+    """Page faults served without I/O so far (minflt): a page the allocator gave back to the
+    kernel and touched again is one, zeroed by the kernel."""
+    return int(proc_stat(pid)[7])
 
 
 def machine_busy_seconds():
