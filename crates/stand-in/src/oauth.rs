@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 
+/// The length of an access token. Google's for a service account run to about a kilobyte (it
+/// documents up to 2,048 bytes), and every FCM request carries one: a short token here would
+/// hide what sending it costs.
+pub const ACCESS_TOKEN_BYTES: usize = 1024;
+
 /// The OAuth2 JWT-bearer grant, as Google's token endpoint answers it.
 pub(crate) async fn token(State(shared): State<Arc<Shared>>, body: String) -> Response {
     shared
@@ -42,7 +47,10 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, body: String) -> Re
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
     let n = shared.counters.token_requests.load(Ordering::Relaxed);
-    let access_token = format!("ya29.stand-in-{n}-{}", fastrand::u64(..));
+    let mut access_token = format!("ya29.stand-in-{n}-{}.", fastrand::u64(..));
+    while access_token.len() < ACCESS_TOKEN_BYTES {
+        access_token.push(fastrand::alphanumeric());
+    }
     shared
         .counters
         .issued
