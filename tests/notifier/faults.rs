@@ -289,6 +289,12 @@ impl Cluster {
         std::fs::read_to_string(&self.replicas[n].log).unwrap_or_default()
     }
 
+    /// Whether any replica logged `text`, anywhere in its log: [`Cluster::logs`] shows only
+    /// the last lines, which a slow run's progress lines push an early line out of.
+    pub(crate) fn logged(&self, text: &str) -> bool {
+        (0..self.replicas.len()).any(|n| self.log(n).contains(text))
+    }
+
     /// Each replica's last 30 lines (all of them with `TEST_FULL_LOGS` set).
     pub(crate) fn logs(&self) -> String {
         let lines = match std::env::var_os("TEST_FULL_LOGS") {
