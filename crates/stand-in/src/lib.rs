@@ -33,6 +33,10 @@
 //! a crate of its own so that the notifier's product binary carries none of it (least of all the
 //! service-account key below): the notifier's tests use it as a dev-dependency.
 
+/// About the length of Google's access tokens for a service account (it documents up to 2,048
+/// bytes).
+pub const GOOGLE_TOKEN_BYTES: usize = 1024;
+
 mod apns;
 mod conn;
 mod counters;
@@ -91,6 +95,11 @@ pub struct StandInConfig {
     /// Take any bearer token, FCM's or APNs' (for load generators such as h2load); off, only
     /// issued FCM tokens and valid, Apple-rule-abiding APNs provider tokens pass.
     pub accept_any_token: bool,
+    /// How long the access tokens the OAuth endpoint issues are, at the least: the binary's
+    /// default is [`GOOGLE_TOKEN_BYTES`], so that a benchmark pays what sending Google's costs;
+    /// the library's is 0 (a token as short as its name), which keeps the tests' debug-built
+    /// stand-in quick.
+    pub access_token_bytes: usize,
     /// FCM sends accepted per sliding minute for the project, like Google's per-project quota;
     /// past it, 429 QUOTA_EXCEEDED. 0: no quota.
     pub fcm_quota_per_minute: u64,
@@ -141,6 +150,7 @@ impl Default for StandInConfig {
             count_tokens: false,
             host_names: Vec::new(),
             accept_any_token: false,
+            access_token_bytes: 0,
             fcm_quota_per_minute: 0,
             fcm_quota_window: Duration::from_secs(60),
             initial_streams: None,

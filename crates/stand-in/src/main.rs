@@ -48,6 +48,9 @@ struct Args {
     /// Take any bearer token, for load generators such as h2load.
     #[arg(long)]
     accept_any_token: bool,
+    /// The access tokens' length, at the least: Google's run to about a kilobyte.
+    #[arg(long, default_value_t = stand_in::GOOGLE_TOKEN_BYTES)]
+    access_token_bytes: usize,
     /// FCM sends per sliding minute the project may make (Google's default: 600000); past it,
     /// 429 QUOTA_EXCEEDED. 0: no quota.
     #[arg(long, default_value_t = 0)]
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 false => RequestWork::Realistic,
             },
             accept_any_token: args.accept_any_token,
+            access_token_bytes: args.access_token_bytes,
             fcm_quota_per_minute: args.fcm_quota_per_minute,
             ..StandInConfig::default()
         })

@@ -14,11 +14,6 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 
-/// The length of an access token. Google's for a service account run to about a kilobyte (it
-/// documents up to 2,048 bytes), and every FCM request carries one: a short token here would
-/// hide what sending it costs.
-pub const ACCESS_TOKEN_BYTES: usize = 1024;
-
 /// The OAuth2 JWT-bearer grant, as Google's token endpoint answers it.
 pub(crate) async fn token(State(shared): State<Arc<Shared>>, body: String) -> Response {
     shared
@@ -48,7 +43,8 @@ pub(crate) async fn token(State(shared): State<Arc<Shared>>, body: String) -> Re
     }
     let n = shared.counters.token_requests.load(Ordering::Relaxed);
     let mut access_token = format!("ya29.stand-in-{n}-{}.", fastrand::u64(..));
-    while access_token.len() < ACCESS_TOKEN_BYTES {
+    // Every FCM request carries the token: a short one would hide what sending Google's costs.
+    while access_token.len() < shared.config.access_token_bytes {
         access_token.push(fastrand::alphanumeric());
     }
     shared
