@@ -17,7 +17,9 @@ pub trait Record {
     /// An integer column of any width; `None` for SQL NULL.
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError>;
     /// A text column; `None` for SQL NULL.
-    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError>;
+    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+        Ok(self.str(column)?.map(Cow::into_owned))
+    }
     /// A timestamp column (with or without a time zone; naive ones are taken as UTC).
     fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError>;
     /// A text column read where it lies in the row, for a value that is only parsed (a
@@ -120,9 +122,6 @@ macro_rules! record_common {
 /// Text as PostgreSQL and SQLite return it (MySQL needs more).
 macro_rules! record_text {
     () => {
-        fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
-            self.try_get(column).map_err(|e| column_error(column, e))
-        }
         fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
             let text: Option<&str> = self.try_get(column).map_err(|e| column_error(column, e))?;
             Ok(text.map(Cow::Borrowed))
@@ -143,19 +142,10 @@ impl Record for MySqlRow {
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; u64, i32, u32, i16, u16)
     }
-    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
-        match self.try_get::<Option<String>, _>(column) {
-            Ok(v) => Ok(v),
-            // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
-            Err(e) => match self.try_get::<Option<Vec<u8>>, _>(column) {
-                Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
-                Err(_) => Err(column_error(column, e)),
-            },
-        }
-    }
     fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
         match self.try_get::<Option<&str>, _>(column) {
             Ok(v) => Ok(v.map(Cow::Borrowed)),
+            // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
             Err(e) => match self.try_get::<Option<&[u8]>, _>(column) {
                 Ok(v) => Ok(v.map(String::from_utf8_lossy)),
                 Err(_) => Err(column_error(column, e)),

@@ -6,19 +6,9 @@ use http::HeaderValue;
 /// `n` as a header value, in one allocation: `HeaderValue::from(u64)` takes two (a `BytesMut`
 /// to write into, then the shared form it is frozen into), and every push sends its body's length.
 pub fn number(n: u64) -> HeaderValue {
-    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
-    let mut start = digits.len();
-    let mut rest = n;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
+    let mut digits = itoa::Buffer::new();
     // Digits are always a valid value; the fallback only keeps this free of a panic path.
-    HeaderValue::from_bytes(&digits[start..]).unwrap_or_else(|_| HeaderValue::from(n))
+    HeaderValue::from_bytes(digits.format(n).as_bytes()).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 #[cfg(test)]
