@@ -7,7 +7,9 @@
 //! batch is full, every second, and when the event ends. Flushes run beside the receiving loop,
 //! so a slow database delays the pruning, not the pushes, until [`READY_MAX`] full batches wait:
 //! then the task stops receiving, the channel fills, and the pushes reporting dead tokens wait
-//! for the database (memory stays bounded however slow it is). Dry and validate runs start none.
+//! for the database (memory stays bounded however slow it is). Those count as unsaved meanwhile,
+//! so a run under a lease holds new pushes once two checkpoints' worth wait (`work::fence`). Dry
+//! and validate runs start none.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

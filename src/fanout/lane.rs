@@ -296,9 +296,12 @@ fn send(
         } else {
             delivery.await
         };
-        // The slots go back before the bookkeeping: a slow prune queue must not hold them.
-        drop(permits);
         let Some(done) = done else { return };
+        // The slots go back before the bookkeeping: a slow prune queue must not hold them. The
+        // push counts as unsaved meanwhile, so the pushes handed out in its place stay in the
+        // bound of what a run cut off may repeat.
+        let settling = fence.settling();
+        drop(permits);
         // A delivery settles without a line (the observer's too).
         let quiet = matches!(done.outcome, PushOutcome::Delivered);
         let settle = tally.settle((app, provider), &push.device, done.outcome, done.attempts);
@@ -308,6 +311,6 @@ fn send(
             settle.instrument(tally.span.clone()).await;
         }
         tally.progress.finished(provider, push.device.id);
-        tally.fence.finished();
+        settling.finished();
     }
 }

@@ -14,6 +14,12 @@
 //! takes the unit over would repeat all of it. So a new push is also held while more than
 //! `unsaved_at_most` finished pushes wait for a stored checkpoint (two checkpoints' worth): what
 //! a run cut off from Redis repeats stays within its pushes in flight and that many.
+//!
+//! A push gives its permits back before it settles (a slow prune queue must not hold the slots),
+//! so from then until it is finished it is neither in flight nor finished: it is counted as
+//! unsaved while it [`Settling`]. Uncounted, those pushes were a hole in the bound: a run whose
+//! prune statements waited on a row lock handed out its whole audience, and a takeover sent the
+//! thousands still settling again.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,6 +49,8 @@ pub(crate) struct Fence {
     until_ms: AtomicU64,
     state: AtomicU8,
     changed: Notify,
+    /// Pushes that gave their permits back and are settling, not finished yet.
+    settling: AtomicU64,
     /// Pushes the run finished, and how many of them the last stored checkpoint holds.
     finished: AtomicU64,
     stored: AtomicU64,
@@ -72,6 +80,7 @@ impl Fence {
             until_ms: AtomicU64::new(u64::MAX),
             state: AtomicU8::new(OPEN),
             changed: Notify::new(),
+            settling: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             unsaved_at_most: u64::MAX,
@@ -109,10 +118,11 @@ impl Fence {
         }
     }
 
-    /// A push finished (after the run's progress recorded it, so a checkpoint taken once this
-    /// count is read holds it).
-    pub(crate) fn finished(&self) {
-        self.finished.fetch_add(1, Ordering::Release);
+    /// A push was answered and is about to give its permits back: unsaved from now on, until
+    /// [`Settling::finished`] (or until the guard drops unfinished: a hole, not progress).
+    pub(crate) fn settling(&self) -> Settling<'_> {
+        self.settling.fetch_add(1, Ordering::SeqCst);
+        Settling { fence: self }
     }
 
     /// Pushes finished so far: read before a checkpoint is taken, and given to
@@ -131,9 +141,13 @@ impl Fence {
     pub(crate) fn hand_out(&self) -> Admission {
         match self.admission() {
             Admission::Go => {
+                // Settling before finished: a push moving from one to the other between the two
+                // reads is counted twice, never missed (it moves in the other order).
+                let settling = self.settling.load(Ordering::SeqCst);
+                let finished = self.finished.load(Ordering::SeqCst);
                 // The keeper may store a count read after ours: none unsaved then, not an overflow.
                 let stored = self.stored.load(Ordering::Relaxed);
-                let unsaved = self.finished_so_far().saturating_sub(stored);
+                let unsaved = finished.saturating_sub(stored) + settling;
                 match unsaved > self.unsaved_at_most {
                     true => Admission::Hold,
                     false => Admission::Go,
@@ -173,6 +187,26 @@ impl Fence {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
+    }
+}
+
+/// A push between giving its permits back and being finished, counted as unsaved meanwhile.
+pub(crate) struct Settling<'a> {
+    fence: &'a Fence,
+}
+
+impl Settling<'_> {
+    /// The push finished (after the run's progress recorded it, so a checkpoint taken once this
+    /// count is read holds it).
+    pub(crate) fn finished(self) {
+        self.fence.finished.fetch_add(1, Ordering::SeqCst);
+        // Drop leaves `settling`, after `finished` took the push.
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.fence.settling.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -230,7 +264,7 @@ mod tests {
     fn new_pushes_hold_while_too_many_finished_ones_wait_for_a_stored_checkpoint() {
         let fence = Fence::new(Duration::from_secs(60), 2);
         for _ in 0..3 {
-            fence.finished();
+            fence.settling().finished();
         }
         assert_eq!(fence.hand_out(), Admission::Hold, "3 unsaved, 2 allowed");
         assert_eq!(
@@ -243,6 +277,30 @@ mod tests {
         fence.stored(0);
         assert_eq!(fence.hand_out(), Admission::Go, "a store never moves back");
         assert_eq!(Fence::always_open().hand_out(), Admission::Go);
+    }
+
+    #[test]
+    fn a_push_settling_after_giving_its_permits_back_counts_as_unsaved() {
+        let fence = Fence::new(Duration::from_secs(60), 2);
+        fence.settling().finished();
+        fence.settling().finished();
+        let settling = fence.settling();
+        assert_eq!(
+            fence.hand_out(),
+            Admission::Hold,
+            "2 unsaved and 1 settling"
+        );
+        settling.finished();
+        assert_eq!(fence.hand_out(), Admission::Hold, "3 unsaved");
+        fence.stored(3);
+        let aborted = fence.settling();
+        assert_eq!(fence.hand_out(), Admission::Go);
+        drop(aborted);
+        assert_eq!(
+            fence.finished_so_far(),
+            3,
+            "an unfinished push is a hole, not progress"
+        );
     }
 
     #[test]
