@@ -49,8 +49,9 @@ pub(crate) struct Fence {
     until_ms: AtomicU64,
     state: AtomicU8,
     changed: Notify,
-    /// Pushes that gave their permits back and are settling, not finished yet.
-    settling: AtomicU64,
+    /// Pushes that gave their permits back (settling or finished since): what a run cut off
+    /// would have sent beyond its pushes in flight, until a stored checkpoint holds them.
+    answered: AtomicU64,
     /// Pushes the run finished, and how many of them the last stored checkpoint holds.
     finished: AtomicU64,
     stored: AtomicU64,
@@ -80,7 +81,7 @@ impl Fence {
             until_ms: AtomicU64::new(u64::MAX),
             state: AtomicU8::new(OPEN),
             changed: Notify::new(),
-            settling: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             unsaved_at_most: u64::MAX,
@@ -118,10 +119,12 @@ impl Fence {
         }
     }
 
-    /// A push was answered and is about to give its permits back: unsaved from now on, until
-    /// [`Settling::finished`] (or until the guard drops unfinished: a hole, not progress).
+    /// A push was answered and is about to give its permits back: unsaved from now on, until a
+    /// stored checkpoint holds it once [`Settling::finished`] (or until the guard drops
+    /// unfinished: a hole, not progress). Counted before the permits go back, so whoever takes
+    /// them sees it.
     pub(crate) fn settling(&self) -> Settling<'_> {
-        self.settling.fetch_add(1, Ordering::SeqCst);
+        self.answered.fetch_add(1, Ordering::Relaxed);
         Settling { fence: self }
     }
 
@@ -141,13 +144,12 @@ impl Fence {
     pub(crate) fn hand_out(&self) -> Admission {
         match self.admission() {
             Admission::Go => {
-                // Settling before finished: a push moving from one to the other between the two
-                // reads is counted twice, never missed (it moves in the other order).
-                let settling = self.settling.load(Ordering::SeqCst);
-                let finished = self.finished.load(Ordering::SeqCst);
+                // Finished pushes unsaved and those settling, in one count: a stored checkpoint
+                // holds only finished ones, and every finished one was answered first.
+                let answered = self.answered.load(Ordering::Relaxed);
                 // The keeper may store a count read after ours: none unsaved then, not an overflow.
                 let stored = self.stored.load(Ordering::Relaxed);
-                let unsaved = finished.saturating_sub(stored) + settling;
+                let unsaved = answered.saturating_sub(stored);
                 match unsaved > self.unsaved_at_most {
                     true => Admission::Hold,
                     false => Admission::Go,
@@ -199,14 +201,16 @@ impl Settling<'_> {
     /// The push finished (after the run's progress recorded it, so a checkpoint taken once this
     /// count is read holds it).
     pub(crate) fn finished(self) {
-        self.fence.finished.fetch_add(1, Ordering::SeqCst);
-        // Drop leaves `settling`, after `finished` took the push.
+        self.fence.finished.fetch_add(1, Ordering::Release);
+        // Answered and finished: it stays in `answered`, which counts finished pushes too.
+        std::mem::forget(self);
     }
 }
 
 impl Drop for Settling<'_> {
     fn drop(&mut self) {
-        self.fence.settling.fetch_sub(1, Ordering::SeqCst);
+        // Dropped unfinished (its task aborted): a hole for the next run, not unsaved progress.
+        self.fence.answered.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
