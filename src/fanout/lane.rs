@@ -297,19 +297,23 @@ fn send(
             delivery.await
         };
         let Some(done) = done else { return };
-        // The slots go back before the bookkeeping: a slow prune queue must not hold them. The
-        // push counts as unsaved meanwhile, so the pushes handed out in its place stay in the
-        // bound of what a run cut off may repeat.
-        let settling = fence.settling();
-        drop(permits);
-        // A delivery settles without a line (the observer's too).
         let quiet = matches!(done.outcome, PushOutcome::Delivered);
         let settle = tally.settle((app, provider), &push.device, done.outcome, done.attempts);
         if quiet {
+            // A delivery settles at once, without a line: its slots go back once it is finished,
+            // so a push is in flight or finished, never neither.
             settle.await;
-        } else {
-            settle.instrument(tally.span.clone()).await;
+            tally.progress.finished(provider, push.device.id);
+            fence.finished();
+            drop(permits);
+            return;
         }
+        // Anything else may wait to settle (a dead token for a slow prune queue), and must not
+        // hold the slots meanwhile: it counts as unsaved instead, so the pushes handed out in its
+        // place stay within the bound of what a run cut off may repeat.
+        let settling = fence.settling();
+        drop(permits);
+        settle.instrument(tally.span.clone()).await;
         tally.progress.finished(provider, push.device.id);
         settling.finished();
     }

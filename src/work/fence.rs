@@ -15,11 +15,11 @@
 //! `unsaved_at_most` finished pushes wait for a stored checkpoint (two checkpoints' worth): what
 //! a run cut off from Redis repeats stays within its pushes in flight and that many.
 //!
-//! A push gives its permits back before it settles (a slow prune queue must not hold the slots),
-//! so from then until it is finished it is neither in flight nor finished: it is counted as
-//! unsaved while it [`Settling`]. Uncounted, those pushes were a hole in the bound: a run whose
-//! prune statements waited on a row lock handed out its whole audience, and a takeover sent the
-//! thousands still settling again.
+//! A delivery finishes before its push gives the permits back. Any other outcome may wait to
+//! settle (a dead token for a slow prune queue, which must not hold the slots), so its push gives
+//! them back first and is counted as unsaved while it is [`Settling`]. Uncounted, those pushes
+//! were a hole in the bound: a run whose prune statements waited on a row lock handed out its
+//! whole audience, and a takeover sent the thousands still settling again.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,9 +49,8 @@ pub(crate) struct Fence {
     until_ms: AtomicU64,
     state: AtomicU8,
     changed: Notify,
-    /// Pushes that gave their permits back (settling or finished since): what a run cut off
-    /// would have sent beyond its pushes in flight, until a stored checkpoint holds them.
-    answered: AtomicU64,
+    /// Pushes that gave their permits back before they finished, and are settling.
+    settling: AtomicU64,
     /// Pushes the run finished, and how many of them the last stored checkpoint holds.
     finished: AtomicU64,
     stored: AtomicU64,
@@ -81,7 +80,7 @@ impl Fence {
             until_ms: AtomicU64::new(u64::MAX),
             state: AtomicU8::new(OPEN),
             changed: Notify::new(),
-            answered: AtomicU64::new(0),
+            settling: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             unsaved_at_most: u64::MAX,
@@ -119,12 +118,17 @@ impl Fence {
         }
     }
 
-    /// A push was answered and is about to give its permits back: unsaved from now on, until a
-    /// stored checkpoint holds it once [`Settling::finished`] (or until the guard drops
-    /// unfinished: a hole, not progress). Counted before the permits go back, so whoever takes
-    /// them sees it.
+    /// A push finished (after the run's progress recorded it, so a checkpoint taken once this
+    /// count is read holds it), its permits still held.
+    pub(crate) fn finished(&self) {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A push is about to give its permits back before it finishes: unsaved from now on (until
+    /// [`Settling::finished`], and then until a stored checkpoint holds it), or a hole if the
+    /// guard drops unfinished. Counted before the permits go back, so whoever takes them sees it.
     pub(crate) fn settling(&self) -> Settling<'_> {
-        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.settling.fetch_add(1, Ordering::SeqCst);
         Settling { fence: self }
     }
 
@@ -144,12 +148,13 @@ impl Fence {
     pub(crate) fn hand_out(&self) -> Admission {
         match self.admission() {
             Admission::Go => {
-                // Finished pushes unsaved and those settling, in one count: a stored checkpoint
-                // holds only finished ones, and every finished one was answered first.
-                let answered = self.answered.load(Ordering::Relaxed);
+                // Settling before finished: a push moving from one to the other between the two
+                // reads is counted twice, never missed (it moves in the other order).
+                let settling = self.settling.load(Ordering::SeqCst);
+                let finished = self.finished.load(Ordering::SeqCst);
                 // The keeper may store a count read after ours: none unsaved then, not an overflow.
                 let stored = self.stored.load(Ordering::Relaxed);
-                let unsaved = answered.saturating_sub(stored);
+                let unsaved = finished.saturating_sub(stored) + settling;
                 match unsaved > self.unsaved_at_most {
                     true => Admission::Hold,
                     false => Admission::Go,
@@ -201,16 +206,15 @@ impl Settling<'_> {
     /// The push finished (after the run's progress recorded it, so a checkpoint taken once this
     /// count is read holds it).
     pub(crate) fn finished(self) {
-        self.fence.finished.fetch_add(1, Ordering::Release);
-        // Answered and finished: it stays in `answered`, which counts finished pushes too.
-        std::mem::forget(self);
+        self.fence.finished();
+        // Drop then leaves `settling`, after `finished` took the push.
     }
 }
 
 impl Drop for Settling<'_> {
     fn drop(&mut self) {
-        // Dropped unfinished (its task aborted): a hole for the next run, not unsaved progress.
-        self.fence.answered.fetch_sub(1, Ordering::Relaxed);
+        // Finished, or dropped unfinished (its task aborted): a hole for the next run then.
+        self.fence.settling.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -268,7 +272,7 @@ mod tests {
     fn new_pushes_hold_while_too_many_finished_ones_wait_for_a_stored_checkpoint() {
         let fence = Fence::new(Duration::from_secs(60), 2);
         for _ in 0..3 {
-            fence.settling().finished();
+            fence.finished();
         }
         assert_eq!(fence.hand_out(), Admission::Hold, "3 unsaved, 2 allowed");
         assert_eq!(
