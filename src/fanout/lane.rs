@@ -269,7 +269,8 @@ async fn join_all(tasks: &mut JoinSet<()>, tally: &Tally) {
     }
 }
 
-/// One push task: delivers with retries, gives the permits back, then settles the outcome. A
+/// One push task: delivers with retries and settles the outcome. A delivery gives the permits
+/// back once it is finished, any other outcome before it settles (see the fence's `Settling`). A
 /// push the fence withdrew is not settled: it stays a hole in the checkpoint, for whichever run
 /// holds the unit next.
 ///
@@ -297,9 +298,9 @@ fn send(
             delivery.await
         };
         let Some(done) = done else { return };
-        let quiet = matches!(done.outcome, PushOutcome::Delivered);
+        let delivered = matches!(done.outcome, PushOutcome::Delivered);
         let settle = tally.settle((app, provider), &push.device, done.outcome, done.attempts);
-        if quiet {
+        if delivered {
             // A delivery settles at once, without a line: its slots go back once it is finished,
             // so a push is in flight or finished, never neither.
             settle.await;
