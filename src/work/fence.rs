@@ -119,7 +119,8 @@ impl Fence {
     }
 
     /// A push finished (after the run's progress recorded it, so a checkpoint taken once this
-    /// count is read holds it), its permits still held.
+    /// count is read holds it): a delivery, its permits still held, or through
+    /// [`Settling::finished`] a push that gave them back first.
     pub(crate) fn finished(&self) {
         self.finished.fetch_add(1, Ordering::SeqCst);
     }
