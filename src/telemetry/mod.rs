@@ -40,6 +40,7 @@ pub(crate) const DEVICES_UNKNOWN_APP: &str = "notifier_devices_unknown_app_total
 pub(crate) const API_DEAD_TOKENS: &str = "notifier_api_dead_tokens_total";
 pub(crate) const API_REJECTED: &str = "notifier_api_rejected_total";
 pub(crate) const REDIS_RECONNECTS: &str = "notifier_redis_reconnects_total";
+pub(crate) const FENCE_HOLDS: &str = "notifier_fence_holds_total";
 pub(crate) const BUILD_INFO: &str = "notifier_build_info";
 
 /// Installs the global subscriber; a second call (as in tests) leaves the first in place.
@@ -194,7 +195,14 @@ fn describe_and_register() {
         REDIS_RECONNECTS,
         "Subscription or stream connections re-made."
     );
+    describe_counter!(
+        FENCE_HOLDS,
+        "Times a run held a new push: its lease not renewed in time, or too many finished pushes waiting for a stored checkpoint."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    for cause in crate::work::fence::HoldCause::ALL {
+        counter!(FENCE_HOLDS, "reason" => cause.label()).increment(0);
+    }
     for result in EVENT_RESULTS {
         counter!(EVENTS, "result" => result).increment(0);
     }

@@ -39,6 +39,26 @@ pub(crate) enum Shut {
     Cancelled,
 }
 
+/// Why a run held a new push (`notifier_fence_holds_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HoldCause {
+    /// Its lease was not renewed in time to trust it.
+    Lease,
+    /// Too many finished pushes wait for a stored checkpoint.
+    Checkpoint,
+}
+
+impl HoldCause {
+    pub(crate) const ALL: [HoldCause; 2] = [HoldCause::Lease, HoldCause::Checkpoint];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            HoldCause::Lease => "lease",
+            HoldCause::Checkpoint => "checkpoint",
+        }
+    }
+}
+
 const OPEN: u8 = 0;
 const LOST: u8 = 1;
 const CANCELLED: u8 = 2;
@@ -178,14 +198,29 @@ impl Fence {
         }
     }
 
+    /// Why a new push is held now: the lease, unless it is trusted (then the checkpoint).
+    fn hold_cause(&self) -> HoldCause {
+        match self.admission() {
+            Admission::Go => HoldCause::Checkpoint,
+            _ => HoldCause::Lease,
+        }
+    }
+
     /// Waits until a new push may be handed out: true, or false once the fence is shut or `stop`
-    /// comes.
+    /// comes. Each wait counts once in `notifier_fence_holds_total`, by why it began.
     pub(crate) async fn admit(&self, stop: &CancellationToken) -> bool {
+        let mut counted = false;
         loop {
             let changed = self.changed.notified();
             match self.hand_out() {
                 Admission::Go => return true,
                 Admission::Shut => return false,
+                Admission::Hold if !counted => {
+                    counted = true;
+                    let cause = self.hold_cause().label();
+                    metrics::counter!(crate::telemetry::FENCE_HOLDS, "reason" => cause)
+                        .increment(1);
+                }
                 Admission::Hold => {}
             }
             tokio::select! {
@@ -239,6 +274,7 @@ mod tests {
             Admission::Hold,
             "a frozen run finds itself held"
         );
+        assert_eq!(fence.hold_cause(), HoldCause::Lease);
         fence.renewed(Instant::now(), Duration::from_secs(2));
         assert_eq!(fence.admission(), Admission::Go);
         fence.shut(Shut::Cancelled);
@@ -276,6 +312,7 @@ mod tests {
             fence.finished();
         }
         assert_eq!(fence.hand_out(), Admission::Hold, "3 unsaved, 2 allowed");
+        assert_eq!(fence.hold_cause(), HoldCause::Checkpoint);
         assert_eq!(
             fence.admission(),
             Admission::Go,

@@ -193,6 +193,10 @@ fn the_dashboard_has_the_panels_operators_need_and_valid_queries() {
         ("Pruned tokens", "notifier_tokens_pruned_total"),
         ("Redis reconnects", "notifier_redis_reconnects_total"),
         ("Skipped pushes", "outcome=\"skipped\""),
+        (
+            "Pushes held by the fence",
+            "sum by (instance, reason) (increase(notifier_fence_holds_total",
+        ),
     ] {
         let panel = panels
             .iter()
@@ -399,6 +403,7 @@ async fn every_metric_and_label_the_dashboard_and_the_rules_read_is_exported_aft
         "notifier_pushes_total{app=\"default\",provider=\"apns\",outcome=\"credentials_rejected\"} 0",
         "notifier_tokens_pruned_total{app=\"default\",provider=\"fcm\"} 0",
         "notifier_pushes_total{app=\"default\",provider=\"webpush\",outcome=\"skipped\"} 0",
+        "notifier_fence_holds_total{reason=\"checkpoint\"} 0",
     ] {
         assert!(before.lines().any(|l| l == line), "{line} in:\n{before}");
     }
