@@ -100,6 +100,19 @@ def stats(plain_port):
         return json.load(r)
 
 
+def fence_holds(http_port):
+    """notifier_fence_holds_total by reason, from the notifier's /metrics (a build without the
+    metric gives none)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    holds = {}
+    for line in text.splitlines():
+        if line.startswith("notifier_fence_holds_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            holds[f"{reason}_holds"] = int(float(line.rsplit(" ", 1)[1]))
+    return holds
+
+
 def reset(plain_port):
     req = urllib.request.Request(f"http://127.0.0.1:{plain_port}/stats/reset", method="POST")
     urllib.request.urlopen(req, timeout=5).close()
@@ -553,6 +566,7 @@ def one_run(args, url, run):
         wait_subscribed(channel, log.name)
         with profiled(args, notifier.pid, run):
             result = measure_event(args, notifier, stand_in, plain_port, channel, run, log.name)
+        result.update(fence_holds(http_port))
         result["webpush_every"] = args.webpush_every
         if args.webpush_every > 0:
             s = stats(plain_port)
