@@ -133,6 +133,10 @@ pub(crate) const EVENT_RESULTS: [&str; 9] = [
     "failed",
 ];
 
+/// Why a run held a new push, as `notifier_fence_holds_total{reason}` labels: its lease not
+/// renewed in time to trust, or a checkpoint not yet stored (`work::fence::HoldCause`).
+pub(crate) const FENCE_HOLD_REASONS: [&str; 2] = ["lease", "checkpoint"];
+
 /// Why `POST /push` left a notification out, as `notifier_api_rejected_total{reason}` labels
 /// (`Invalid::label` in `api::gaurun`; a test there keeps the two lists equal).
 pub(crate) const API_REJECTED_REASONS: [&str; 14] = [
@@ -200,8 +204,8 @@ fn describe_and_register() {
         "Times a run held a new push: its lease not renewed in time, or too many finished pushes waiting for a stored checkpoint."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
-    for cause in crate::work::fence::HoldCause::ALL {
-        counter!(FENCE_HOLDS, "reason" => cause.label()).increment(0);
+    for reason in FENCE_HOLD_REASONS {
+        counter!(FENCE_HOLDS, "reason" => reason).increment(0);
     }
     for result in EVENT_RESULTS {
         counter!(EVENTS, "result" => result).increment(0);

@@ -49,12 +49,12 @@ pub(crate) enum HoldCause {
 }
 
 impl HoldCause {
-    pub(crate) const ALL: [HoldCause; 2] = [HoldCause::Lease, HoldCause::Checkpoint];
-
-    pub(crate) fn label(self) -> &'static str {
+    /// Its label, one of those telemetry registers at zero.
+    fn label(self) -> &'static str {
+        let [lease, checkpoint] = crate::telemetry::FENCE_HOLD_REASONS;
         match self {
-            HoldCause::Lease => "lease",
-            HoldCause::Checkpoint => "checkpoint",
+            HoldCause::Lease => lease,
+            HoldCause::Checkpoint => checkpoint,
         }
     }
 }
