@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Instructions per push: the notifier's, and h2load's per request against the same stand-in,
+counted by callgrind. Timings on a shared host move by ten per cent from run to run; these counts
+move by about 0.1 %, so a step too small for a session's pairs shows here. They count work, not
+time: cache misses, lock waits and the two threads' hand-offs are not in them (callgrind runs one
+thread at a time), so a step is judged by both.
+
+    python3 bench/instructions.py                      # this build (target/release)
+    python3 bench/instructions.py --vs ../old-bin      # and an older one, beside it
+    python3 bench/instructions.py --bin-dir ../old-bin # an older one alone
+
+Each build runs bench/fanout.py twice (SMALL and LARGE devices, realistic stand-in, concurrency
+256, h2load for as many requests, before and after the event) with the notifier and h2load under
+`valgrind --tool=callgrind`; the counts of the larger run less the smaller, over the extra pushes,
+are per push, so start-up, connecting and warming cancel out. The stand-in runs natively. Needs
+valgrind (Debian: valgrind) and what bench/fanout.py needs.
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FANOUT = os.path.join(ROOT, "bench", "fanout.py")
+SMALL, LARGE = 10_000, 30_000
+
+
+def wrapper(directory, name, target, out):
+    """An executable `name` in `directory` that runs `target` under callgrind, its counts in `out`."""
+    path = os.path.join(directory, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n"
+                f"exec valgrind --tool=callgrind --callgrind-out-file={out}/callgrind.%p {target} \"$@\"\n")
+    os.chmod(path, 0o755)
+
+
+def totals(out):
+    """Instructions of each counted process, by what it ran: the notifier's `run` and h2load's."""
+    counted = {"notifier": [], "h2load": []}
+    for path in glob.glob(os.path.join(out, "callgrind.*")):
+        cmd, total = "", None
+        with open(path, errors="replace") as f:
+            for line in f:
+                if line.startswith("cmd:"):
+                    cmd = line.split(None, 1)[1].strip()
+                elif line.startswith("totals:"):
+                    total = int(line.split()[1])
+        if total is None:
+            continue
+        if cmd.endswith("notifier run"):
+            counted["notifier"].append(total)
+        elif "h2load" in cmd.split()[0]:
+            counted["h2load"].append(total)
+    return counted
+
+
+def count(bin_dir, devices, stand_in_dir):
+    """One event of `devices` pushes and h2load's runs beside it, counted."""
+    work = tempfile.mkdtemp(prefix="notifier-instructions-")
+    try:
+        bins, tools, out = (os.path.join(work, d) for d in ("bin", "tools", "out"))
+        for d in (bins, tools, out):
+            os.mkdir(d)
+        wrapper(bins, "notifier", os.path.join(bin_dir, "notifier"), out)
+        os.symlink(os.path.join(stand_in_dir, "notifier-stand-in"), os.path.join(bins, "notifier-stand-in"))
+        wrapper(tools, "h2load", shutil.which("h2load"), out)
+        env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+        subprocess.run([sys.executable, FANOUT, "--devices", str(devices), "--runs", "1", "--bin-dir", bins,
+                        "--ceiling-requests", str(devices), "--timeout", "900"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        counted = totals(out)
+        if len(counted["notifier"]) != 1 or not counted["h2load"]:
+            raise RuntimeError(f"expected one notifier run and h2load's runs, counted {counted}")
+        return counted["notifier"][0], min(counted["h2load"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def per_push(bin_dir, stand_in_dir):
+    small, large = count(bin_dir, SMALL, stand_in_dir), count(bin_dir, LARGE, stand_in_dir)
+    extra = LARGE - SMALL
+    return {"notifier": round((large[0] - small[0]) / extra), "h2load": round((large[1] - small[1]) / extra)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"),
+                   help="the build to count (default: this one's release build)")
+    p.add_argument("--vs", metavar="DIR", help="also count the build in DIR, against the same stand-in")
+    p.add_argument("--json", help="write the counts here")
+    args = p.parse_args()
+    if not shutil.which("valgrind"):
+        p.error("valgrind is needed (Debian: apt-get install valgrind)")
+    stand_in = os.path.abspath(args.bin_dir)
+    builds = [("this", os.path.abspath(args.bin_dir))] + ([("vs", os.path.abspath(args.vs))] if args.vs else [])
+    counts = {}
+    for label, bin_dir in builds:
+        counts[label] = per_push(bin_dir, stand_in)
+        print(json.dumps({"build": label, "bin_dir": bin_dir, "instructions_per_push": counts[label]}), flush=True)
+    if args.vs:
+        ratio = counts["this"]["notifier"] / counts["vs"]["notifier"]
+        print(json.dumps({"notifier this / vs": round(ratio, 4)}), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(counts, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
