@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per push: the notifier's, and h2load's per request against the same stand-in,
 counted by callgrind. Timings on a shared host move by ten per cent from run to run; these counts
-move by about 0.1 %, so a step too small for a session's pairs shows here. They count work, not
+move by 0.03-0.4 %, so a step too small for a session's pairs shows here. They count work, not
 time: cache misses, lock waits and the two threads' hand-offs are not in them (callgrind runs one
 thread at a time), so a step is judged by both.
 
