@@ -41,7 +41,7 @@ pub(crate) enum Shut {
 
 /// Why a run held a new push (`notifier_fence_holds_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HoldCause {
+enum HoldCause {
     /// Its lease was not renewed in time to trust it.
     Lease,
     /// Too many finished pushes wait for a stored checkpoint.
