@@ -96,6 +96,8 @@ pub(crate) struct Target {
     pub(crate) prefix: String,
     /// A connection unused this long is closed.
     pub(crate) idle_close: Duration,
+    /// Requests go to a few fixed paths, so `:path` may enter the HPACK table.
+    pub(crate) fixed_paths: bool,
 }
 
 /// Opens one connection: TCP (through the proxy's tunnel if there is one), TLS with ALPN `h2`
@@ -227,6 +229,7 @@ where
         .enable_push(false)
         // Only for a server that sends no SETTINGS_MAX_CONCURRENT_STREAMS (no limit).
         .initial_max_send_streams(STREAMS_PER_CONNECTION)
+        .index_path(target.fixed_paths)
         // Small frames copied into one write rather than a write each (see `unvectored`).
         .handshake::<_, Bytes>(Unvectored::new(io))
         .await

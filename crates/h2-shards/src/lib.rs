@@ -173,6 +173,7 @@ impl Http2Client {
                 authority,
                 prefix: uri.path().trim_end_matches('/').to_string(),
                 idle_close: dial::IDLE_CLOSE,
+                fixed_paths: false,
             }),
             shards: (0..connections.max(1))
                 .map(|_| Arc::new(Shard::default()))
@@ -196,6 +197,17 @@ impl Http2Client {
     pub fn with_idle_close(mut self, idle: Duration) -> Self {
         if let Some(target) = Arc::get_mut(&mut self.target) {
             target.idle_close = idle;
+        }
+        self
+    }
+
+    /// Every request to this endpoint goes to one of a few fixed paths (FCM's `messages:send`):
+    /// each is then sent whole once per connection and as a one-byte HPACK index after it. Not
+    /// for paths that differ per request (APNs' device token, a Web Push subscription), which
+    /// would churn the table and evict the bearer token.
+    pub fn with_fixed_paths(mut self) -> Self {
+        if let Some(target) = Arc::get_mut(&mut self.target) {
+            target.fixed_paths = true;
         }
         self
     }

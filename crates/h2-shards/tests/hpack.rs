@@ -1,13 +1,19 @@
 //! The header block a request puts on the wire: a provider's bearer token, the same on every
 //! request of a connection for up to an hour, is sent whole once and then as an index into the
-//! HPACK table (the workspace's h2 is patched for it: `vendor/h2/PATCHED.md`).
+//! HPACK table, and so is FCM's one path on a client told its paths are fixed (the workspace's
+//! h2 is patched for both: `vendor/h2/PATCHED.md`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use h2_shards::Http2Client;
+use stand_in::{StandIn, StandInConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The payload lengths of the first `count` HEADERS frames the client writes, read off the wire
 /// after the connection preface.
-async fn header_block_lengths(wire: &mut tokio::io::DuplexStream, count: usize) -> Vec<usize> {
+async fn header_block_lengths<R: AsyncRead + Unpin>(wire: &mut R, count: usize) -> Vec<usize> {
     let mut preface = [0u8; 24];
     wire.read_exact(&mut preface)
         .await
@@ -30,15 +36,21 @@ async fn header_block_lengths(wire: &mut tokio::io::DuplexStream, count: usize) 
     lengths
 }
 
+/// An h2 client with default settings, its connection driven, writing into the returned pipe.
+async fn client_on_a_pipe() -> (h2::client::SendRequest<Bytes>, tokio::io::DuplexStream) {
+    let (client_io, wire) = tokio::io::duplex(1 << 20);
+    let (send, connection) = h2::client::handshake(client_io)
+        .await
+        .expect("the client's handshake");
+    tokio::spawn(connection);
+    (send, wire)
+}
+
 #[tokio::test]
 async fn a_bearer_token_is_sent_whole_once_per_connection_and_then_as_an_index() {
     // As long as a Google access token, and as random.
     let token: String = (0..1024).map(|_| fastrand::alphanumeric()).collect();
-    let (client_io, mut wire) = tokio::io::duplex(1 << 20);
-    let (mut send, connection) = h2::client::handshake(client_io)
-        .await
-        .expect("the client's handshake");
-    tokio::spawn(connection);
+    let (mut send, mut wire) = client_on_a_pipe().await;
     for _ in 0..3 {
         let request = http::Request::post("https://fcm.googleapis.com/v1/projects/p/messages:send")
             .header("authorization", format!("Bearer {token}"))
@@ -64,11 +76,7 @@ async fn a_bearer_token_is_sent_whole_once_per_connection_and_then_as_an_index()
 
 #[tokio::test]
 async fn a_header_value_marked_sensitive_is_never_indexed() {
-    let (client_io, mut wire) = tokio::io::duplex(1 << 20);
-    let (mut send, connection) = h2::client::handshake(client_io)
-        .await
-        .expect("the client's handshake");
-    tokio::spawn(connection);
+    let (mut send, mut wire) = client_on_a_pipe().await;
     let secret: String = (0..200).map(|_| fastrand::alphanumeric()).collect();
     let mut sent = Vec::new();
     for _ in 0..2 {
@@ -84,5 +92,115 @@ async fn a_header_value_marked_sensitive_is_never_indexed() {
     assert!(
         lengths[1] > 140,
         "the second request carries the sensitive value again: {lengths:?}"
+    );
+}
+
+/// A TCP relay in front of `upstream` (`host:port`) that keeps a copy of every byte the client
+/// sends: the client's side of the wire, as the provider reads it.
+async fn recording_relay(upstream: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let record = sent.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match client_read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    record.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    if server_write.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (format!("http://{address}"), sent)
+}
+
+/// The HEADERS frames' lengths of three FCM requests, one after another, sent by an
+/// `Http2Client` through a recording relay to the stand-in.
+async fn three_fcm_header_blocks(fixed_paths: bool) -> Vec<usize> {
+    // A project id as long as a real one can be (30 characters), so the path is most of a
+    // header block that is otherwise indexes.
+    let project = "a-project-id-thirty-chars-long";
+    let stand_in = StandIn::start(StandInConfig {
+        accept_any_token: true,
+        project: project.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("the stand-in starts");
+    let upstream = stand_in
+        .plain_endpoint()
+        .trim_start_matches("http://")
+        .to_string();
+    let (endpoint, sent) = recording_relay(upstream).await;
+    let client = Http2Client::new(&endpoint, 1, None, Duration::from_secs(10)).unwrap();
+    let client = if fixed_paths {
+        client.with_fixed_paths()
+    } else {
+        client
+    };
+    let path = format!("/v1/projects/{project}/messages:send");
+    for i in 0..3u64 {
+        let request = || {
+            let mut request = http::Request::new(());
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = client.uri(&path).unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", "Bearer any".parse().unwrap());
+            request
+        };
+        let body = format!(r#"{{"message":{{"token":"device-{i}"}}}}"#);
+        let response = client.send(i, &request, body.into()).await.unwrap();
+        assert_eq!(response.status, 200, "{:?}", response.body);
+    }
+    let wire = sent.lock().unwrap().clone();
+    header_block_lengths(&mut wire.as_slice(), 3).await
+}
+
+#[tokio::test]
+async fn a_client_told_its_paths_are_fixed_sends_the_path_once_per_connection_and_then_as_an_index()
+{
+    let indexed = three_fcm_header_blocks(true).await;
+    let whole = three_fcm_header_blocks(false).await;
+    // Huffman-coded, the 56-byte path is about 40 bytes; an index is one.
+    assert!(
+        indexed[0] > 40,
+        "the first request carries the path whole: {indexed:?}"
+    );
+    for (later_indexed, later_whole) in indexed[1..].iter().zip(&whole[1..]) {
+        assert!(
+            later_indexed + 35 < *later_whole,
+            "a later request carries the path as an index on the fixed-path client only: \
+             fixed {indexed:?}, default {whole:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_path_is_never_indexed_unless_the_connection_is_told_so() {
+    let (mut send, mut wire) = client_on_a_pipe().await;
+    let device: String = (0..64).map(|_| fastrand::alphanumeric()).collect();
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        // APNs' path: the same device twice (a retry) must not enter the table either.
+        let request = http::Request::post(format!("https://api.push.apple.com/3/device/{device}"))
+            .body(())
+            .unwrap();
+        sent.push(send.send_request(request, true).unwrap());
+    }
+    let lengths = header_block_lengths(&mut wire, 2).await;
+    assert!(
+        lengths[1] > 45,
+        "the second request carries the device's path whole again: {lengths:?}"
     );
 }

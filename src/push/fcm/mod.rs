@@ -60,7 +60,8 @@ impl FcmPusher {
             .uri(&format!("/v1/projects/{project}/messages:send"))
             .map_err(|_| FcmError::Project(project.to_string()))?;
         Ok(Self {
-            client,
+            // Every push goes to this one path: sent whole once per connection, then as an index.
+            client: client.with_fixed_paths(),
             uri,
             tokens,
             bodies: Bodies::new(settings, validate_only),

@@ -348,6 +348,9 @@ pub struct Builder {
     ///
     /// When this gets exhausted, we issue a GOAWAY with `ENHANCE_YOUR_CALM`.
     data_frame_budget: proto::DataFrameBudget,
+
+    /// notifier: whether `:path` values may enter the HPACK dynamic table.
+    index_path: bool,
 }
 
 #[derive(Debug)]
@@ -669,6 +672,7 @@ impl Builder {
             stream_id: 1.into(),
             local_max_error_reset_streams: Some(proto::DEFAULT_LOCAL_RESET_COUNT_MAX),
             data_frame_budget: proto::DataFrameBudget::Auto,
+            index_path: false,
         }
     }
 
@@ -1175,6 +1179,17 @@ impl Builder {
         self
     }
 
+    /// Lets each request's `:path` into the HPACK dynamic table, so that a path the connection
+    /// has sent before goes as a one-byte index instead of Huffman-coded again (notifier: see
+    /// vendor/h2/PATCHED.md).
+    ///
+    /// Only for a connection whose requests go to one path or a few: paths that differ per
+    /// request would each take a slot and evict the entries that do repeat. Off by default.
+    pub fn index_path(&mut self, enabled: bool) -> &mut Self {
+        self.index_path = enabled;
+        self
+    }
+
     /// Sets the first stream ID to something other than 1.
     #[cfg(feature = "unstable")]
     pub fn initial_stream_id(&mut self, stream_id: u32) -> &mut Self {
@@ -1348,6 +1363,8 @@ where
         if let Some(max) = builder.settings.max_header_list_size() {
             codec.set_max_recv_header_list_size(max as usize);
         }
+
+        codec.set_index_path(builder.index_path);
 
         // Send initial settings frame
         codec

@@ -343,6 +343,11 @@ impl<T, B> FramedWrite<T, B> {
         self.encoder.hpack.update_max_size(val);
     }
 
+    /// Lets `:path` values into the HPACK dynamic table (notifier: see vendor/h2/PATCHED.md).
+    pub fn set_index_path(&mut self, enabled: bool) {
+        self.encoder.hpack.set_index_path(enabled);
+    }
+
     /// Retrieve the last data frame that has been sent
     pub fn take_last_data_frame(&mut self) -> Option<frame::Data<B>> {
         self.encoder.last_data_frame.take()

@@ -95,6 +95,11 @@ impl<T, B> Codec<T, B> {
         self.framed_write().set_header_table_size(val)
     }
 
+    /// Lets `:path` values into the HPACK dynamic table (notifier: see vendor/h2/PATCHED.md).
+    pub fn set_index_path(&mut self, enabled: bool) {
+        self.framed_write().set_index_path(enabled)
+    }
+
     /// Set the decoder header table size size.
     pub fn set_recv_header_table_size(&mut self, val: usize) {
         self.inner.set_header_table_size(val)

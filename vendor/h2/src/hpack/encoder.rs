@@ -97,6 +97,11 @@ impl Encoder {
         }
     }
 
+    /// Lets `:path` values into the dynamic table (notifier: see vendor/h2/PATCHED.md).
+    pub fn set_index_path(&mut self, enabled: bool) {
+        self.table.set_index_path(enabled);
+    }
+
     /// Encode a set of headers into the provide buffer
     pub fn encode<I>(&mut self, headers: I, dst: &mut BytesMut)
     where

@@ -18,6 +18,8 @@ pub struct Table {
     // Size is in bytes
     size: usize,
     max_size: usize,
+    // notifier: `:path` values may enter the dynamic table (see vendor/h2/PATCHED.md).
+    index_path: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,7 @@ impl Table {
                 inserted: 0,
                 size: 0,
                 max_size,
+                index_path: false,
             }
         } else {
             let capacity = cmp::max(to_raw_capacity(capacity).next_power_of_two(), 8);
@@ -92,6 +95,7 @@ impl Table {
                 inserted: 0,
                 size: 0,
                 max_size,
+                index_path: false,
             }
         }
     }
@@ -130,13 +134,20 @@ impl Table {
         }
     }
 
+    /// Lets `:path` values into the dynamic table, for a connection whose requests all go to one
+    /// path or a few (notifier: see vendor/h2/PATCHED.md).
+    pub fn set_index_path(&mut self, enabled: bool) {
+        self.index_path = enabled;
+    }
+
     /// Index the header in the HPACK table.
     pub fn index(&mut self, header: Header) -> Index {
         // Check the static table
         let statik = index_static(&header);
 
         // Don't index certain headers. This logic is borrowed from nghttp2.
-        if header.skip_value_index() {
+        let indexed_path = self.index_path && matches!(header, Header::Path(..));
+        if header.skip_value_index() && !indexed_path {
             // Right now, if this is true, the header name is always in the
             // static table. At some point in the future, this might not be true
             // and this logic will need to be updated.
