@@ -204,3 +204,35 @@ async fn a_path_is_never_indexed_unless_the_connection_is_told_so() {
         "the second request carries the device's path whole again: {lengths:?}"
     );
 }
+
+#[tokio::test]
+async fn a_request_with_a_connection_specific_header_is_refused_before_it_is_sent() {
+    let (mut send, _wire) = client_on_a_pipe().await;
+    let refused = [
+        ("connection", "close"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "gzip"),
+    ];
+    for (name, value) in refused {
+        let request = http::Request::post("https://fcm.googleapis.com/")
+            .header("authorization", "Bearer any")
+            .header(name, value)
+            .body(())
+            .unwrap();
+        assert!(
+            send.send_request(request, true).is_err(),
+            "{name}: {value} is refused (RFC 9113 §8.2.2)"
+        );
+    }
+    let request = http::Request::post("https://fcm.googleapis.com/")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    assert!(
+        send.send_request(request, true).is_ok(),
+        "te: trailers is the one value HTTP/2 allows"
+    );
+}

@@ -79,15 +79,30 @@ impl Send {
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
+        //
+        // notifier: one pass over the request's few names instead of six hashed lookups, two
+        // of them by string, parsed and hashed again on every request (see
+        // vendor/h2/PATCHED.md). A map too large for a pass to be cheap is looked up as before.
+        let (connection_specific, te) = if fields.keys_len() <= 16 {
+            let mut te = false;
+            let mut found = false;
+            for name in fields.keys() {
+                found |= is_connection_specific(name);
+                te |= name == http::header::TE;
+            }
+            (found, te)
+        } else {
+            let found = fields.contains_key(http::header::CONNECTION)
+                || fields.contains_key(http::header::TRANSFER_ENCODING)
+                || fields.contains_key(http::header::UPGRADE)
+                || fields.contains_key("keep-alive")
+                || fields.contains_key("proxy-connection");
+            (found, fields.contains_key(http::header::TE))
+        };
+        if connection_specific {
             tracing::debug!("illegal connection-specific headers found");
             return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
+        } else if let Some(te) = fields.get(http::header::TE).filter(|_| te) {
             if te != "trailers" {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
@@ -664,4 +679,14 @@ impl Send {
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
         self.is_extended_connect_protocol_enabled
     }
+}
+
+/// A header that names or manages the HTTP/1 connection, which HTTP/2 forbids (RFC 9113 §8.2.2);
+/// `te` is checked apart, as it may carry `trailers`.
+fn is_connection_specific(name: &http::header::HeaderName) -> bool {
+    name == http::header::CONNECTION
+        || name == http::header::TRANSFER_ENCODING
+        || name == http::header::UPGRADE
+        || name == "keep-alive"
+        || name == "proxy-connection"
 }
