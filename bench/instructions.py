@@ -8,18 +8,26 @@ thread at a time), so a step is judged by both.
     python3 bench/instructions.py                      # this build (target/release)
     python3 bench/instructions.py --vs ../old-bin      # and an older one, beside it
     python3 bench/instructions.py --bin-dir ../old-bin # an older one alone
+    python3 bench/instructions.py --by-crate           # and where the notifier's go, by crate
 
 Each build runs bench/fanout.py twice (SMALL and LARGE devices, realistic stand-in, concurrency
 256, h2load for as many requests, before and after the event) with the notifier and h2load under
 `valgrind --tool=callgrind`; the counts of the larger run less the smaller, over the extra pushes,
 are per push, so start-up, connecting and warming cancel out. The stand-in runs natively. Needs
 valgrind (Debian: valgrind) and what bench/fanout.py needs.
+
+--by-crate splits the notifier's count by where the code was written: each function's own
+instructions (callgrind_annotate --inclusive=no, inlined code counted where its source lies), summed
+by crate, the larger run less the smaller over the extra pushes. Rust's core, alloc and std are one
+row; libc's memcpy is its own, since most of it is moving the callers' data.
 """
 
 import argparse
+import collections
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +48,7 @@ def wrapper(directory, name, target, out):
 
 
 def totals(out):
-    """Instructions of each counted process, by what it ran: the notifier's `run` and h2load's."""
+    """Each counted process's instructions and profile, by what it ran: the notifier's `run` and h2load's."""
     counted = {"notifier": [], "h2load": []}
     for path in glob.glob(os.path.join(out, "callgrind.*")):
         cmd, total = "", None
@@ -53,14 +61,55 @@ def totals(out):
         if total is None:
             continue
         if cmd.endswith("notifier run"):
-            counted["notifier"].append(total)
+            counted["notifier"].append((total, path))
         elif "h2load" in cmd.split()[0]:
-            counted["h2load"].append(total)
+            counted["h2load"].append((total, path))
     return counted
 
 
-def count(bin_dir, devices, stand_in_dir):
-    """One event of `devices` pushes and h2load's runs beside it, counted."""
+CRATE_IN_REGISTRY = re.compile(r"/index\.crates\.io-[0-9a-f]+/(.+?)-\d+\.\d+\.\d+[^/]*/")
+ANNOTATED = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+RUST_LIBRARY = {"core", "alloc", "std"}
+
+
+def crate_of(location):
+    """Whose code a callgrind_annotate `file:function [object]` line is: the crate of the Rust
+    function (code inlined into it counts as its own; drop glue counts as the dropped type's
+    crate's), or for C and assembly, the crate or library the file belongs to."""
+    source, _, function = location.partition(":")
+    function = function.split(" [", 1)[0]
+    drop = re.match(r"core::ptr::drop_in_place<(.*)>$", function)
+    if drop:
+        function = drop.group(1)
+    first = re.match(r"^[<&\s]*(?:dyn |mut )?([A-Za-z_][A-Za-z0-9_]*)::", function)
+    if first:
+        name = first.group(1)
+        return "core/alloc/std" if name in RUST_LIBRARY else name
+    found = CRATE_IN_REGISTRY.search(source)
+    if found:
+        return found.group(1)
+    if "memmove" in source or "memcpy" in function:
+        return "libc memcpy"
+    if "libc.so" in location:
+        return "libc"
+    return "other"
+
+
+def by_crate(profile):
+    """A callgrind profile's instructions, each function's own, summed by crate."""
+    listing = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no", profile],
+                             check=True, capture_output=True, text=True).stdout
+    sums = collections.Counter()
+    for line in listing.splitlines():
+        found = ANNOTATED.match(line)
+        if found and "PROGRAM TOTALS" not in line:
+            sums[crate_of(found.group(2))] += int(found.group(1).replace(",", ""))
+    return sums
+
+
+def count(bin_dir, devices, stand_in_dir, split=False):
+    """One event of `devices` pushes and h2load's runs beside it, counted; with `split`, the
+    notifier's instructions by crate too."""
     work = tempfile.mkdtemp(prefix="notifier-instructions-")
     try:
         bins, tools, out = (os.path.join(work, d) for d in ("bin", "tools", "out"))
@@ -76,15 +125,22 @@ def count(bin_dir, devices, stand_in_dir):
         counted = totals(out)
         if len(counted["notifier"]) != 1 or not counted["h2load"]:
             raise RuntimeError(f"expected one notifier run and h2load's runs, counted {counted}")
-        return counted["notifier"][0], min(counted["h2load"])
+        crates = by_crate(counted["notifier"][0][1]) if split else None
+        return counted["notifier"][0][0], min(total for total, _ in counted["h2load"]), crates
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def per_push(bin_dir, stand_in_dir):
-    small, large = count(bin_dir, SMALL, stand_in_dir), count(bin_dir, LARGE, stand_in_dir)
+def per_push(bin_dir, stand_in_dir, split=False):
+    small, large = count(bin_dir, SMALL, stand_in_dir, split), count(bin_dir, LARGE, stand_in_dir, split)
     extra = LARGE - SMALL
-    return {"notifier": round((large[0] - small[0]) / extra), "h2load": round((large[1] - small[1]) / extra)}
+    counts = {"notifier": round((large[0] - small[0]) / extra), "h2load": round((large[1] - small[1]) / extra)}
+    if split:
+        crates = {name: round((large[2][name] - small[2][name]) / extra) for name in large[2] | small[2]}
+        shown = {name: n for name, n in crates.items() if abs(n) >= 20}
+        shown["the rest"] = sum(n for name, n in crates.items() if name not in shown)
+        counts["notifier_by_crate"] = dict(sorted(shown.items(), key=lambda kv: -kv[1]))
+    return counts
 
 
 def main():
@@ -93,6 +149,7 @@ def main():
                    help="the build to count (default: this one's release build)")
     p.add_argument("--vs", metavar="DIR", help="also count the build in DIR, against the same stand-in")
     p.add_argument("--json", help="write the counts here")
+    p.add_argument("--by-crate", action="store_true", help="split the notifier's count by crate")
     args = p.parse_args()
     if not shutil.which("valgrind"):
         p.error("valgrind is needed (Debian: apt-get install valgrind)")
@@ -100,7 +157,7 @@ def main():
     builds = [("this", os.path.abspath(args.bin_dir))] + ([("vs", os.path.abspath(args.vs))] if args.vs else [])
     counts = {}
     for label, bin_dir in builds:
-        counts[label] = per_push(bin_dir, stand_in)
+        counts[label] = per_push(bin_dir, stand_in, args.by_crate)
         print(json.dumps({"build": label, "bin_dir": bin_dir, "instructions_per_push": counts[label]}), flush=True)
     if args.vs:
         ratio = counts["this"]["notifier"] / counts["vs"]["notifier"]
