@@ -102,7 +102,10 @@ async fn read_audience(
             backoff.reset();
         }
         let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() >= retry_for {
+        // A column the query does not return, or cannot be read as its type, is the query's or
+        // the schema's: read again, it fails again at the same row.
+        let permanent = matches!(e, DatabaseError::Column { .. });
+        if permanent || since.elapsed() >= retry_for {
             let _ = pages.send(Err(e)).await;
             return;
         }

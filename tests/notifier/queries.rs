@@ -1,8 +1,9 @@
 //! An app's own tables: the content and audience queries are overridden in the config file and
 //! read a differently named schema, with INT (and, on MySQL, unsigned) ids and duplicate rows.
 
-use notifier::Backend;
-use notifier::EventOutcome;
+use std::sync::Arc;
+
+use notifier::{Backend, EventOutcome, Worker};
 
 use crate::helpers::*;
 
@@ -43,7 +44,13 @@ LIMIT :limit
 """
 "#;
 
-async fn overridden_queries_read_an_apps_own_tables(backend: Backend, int_type: &str) {
+/// The app's own schema, its ids of type `int_type`, and a worker whose config file is `config`;
+/// the directory holding the file, and the database, live as long as the returned values.
+async fn own_tables_worker(
+    backend: Backend,
+    int_type: &str,
+    config: &str,
+) -> (Worker, Arc<RecordingPusher>, TestDb, tempfile::TempDir) {
     let test_db = TestDb::empty(backend).await;
     let schema: Vec<String> = OWN_SCHEMA
         .iter()
@@ -53,15 +60,20 @@ async fn overridden_queries_read_an_apps_own_tables(backend: Backend, int_type: 
         .execute(&schema.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("notifier.toml");
-    std::fs::write(&config, OWN_QUERIES).unwrap();
+    let path = dir.path().join("notifier.toml");
+    std::fs::write(&path, config).unwrap();
     let settings = settings_with(&[
         ("DATABASE_URL", &test_db.url),
-        ("NOTIFIER_CONFIG", config.to_str().unwrap()),
+        ("NOTIFIER_CONFIG", path.to_str().unwrap()),
     ]);
     assert_eq!(settings.database.page_size, 2);
     let recorder = RecordingPusher::new();
     let worker = recording_worker(settings, &test_db, &recorder);
+    (worker, recorder, test_db, dir)
+}
+
+async fn overridden_queries_read_an_apps_own_tables(backend: Backend, int_type: &str) {
+    let (worker, recorder, _db, _dir) = own_tables_worker(backend, int_type, OWN_QUERIES).await;
 
     let outcome = worker
         .handle_message(
@@ -107,4 +119,61 @@ async fn overridden_queries_read_an_apps_own_tables_on_mysql() {
 #[tokio::test]
 async fn overridden_queries_read_an_apps_own_tables_on_sqlite() {
     overridden_queries_read_an_apps_own_tables(Backend::Sqlite, "INTEGER").await;
+}
+
+/// The app's own tables on PostgreSQL, read through `audience`; the event's outcome.
+async fn own_tables_read_with(audience: &str) -> (EventOutcome, Arc<RecordingPusher>) {
+    let (content, _) = OWN_QUERIES
+        .split_once("audience = ")
+        .expect("OWN_QUERIES sets the audience query");
+    let config = format!("{content}audience = \"\"\"\n{audience}\n\"\"\"\n");
+    let (worker, recorder, _db, _dir) = own_tables_worker(Backend::Postgres, "INT", &config).await;
+    let outcome = worker
+        .handle_message(
+            br#"{"talk_id": 50}"#,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+    (outcome, recorder)
+}
+
+const OWN_AUDIENCE_FROM: &str = "FROM push_tokens t
+JOIN (SELECT DISTINCT member_no, show_no FROM follows) f ON f.member_no = t.member_no
+JOIN members m ON m.member_no = t.member_no
+WHERE f.show_no = :program_id AND t.active = 1 AND t.token_no > :after_id
+  AND (:author_id IS NULL OR t.member_no <> :author_id)
+ORDER BY t.token_no";
+
+#[tokio::test]
+async fn postgres_columns_of_every_integer_width_and_text_type_are_read_and_a_wrong_one_is_named() {
+    // Each column a type sqlx reads by another path than BIGINT and TEXT: SMALLINT, NAME,
+    // BPCHAR, VARCHAR, an untyped literal, INT.
+    let widths = format!(
+        "SELECT t.token_no::smallint AS device_id, t.kind::name AS provider,
+                t.value::bpchar AS token, m.lang AS locale, 'android' AS platform,
+                t.member_no AS user_id
+         {OWN_AUDIENCE_FROM}"
+    );
+    let (outcome, recorder) = own_tables_read_with(&widths).await;
+    assert!(matches!(outcome, EventOutcome::Processed(_)), "{outcome:?}");
+    assert_eq!(recorder.device_ids(), [2, 3, 5]);
+    let pushes = recorder.taken();
+    assert_eq!(
+        pushes.iter().map(|p| p.token.as_str()).collect::<Vec<_>>(),
+        ["own-token-2", "own-token-3", "own-token-5"]
+    );
+    assert_eq!(pushes[1].provider, "apns");
+
+    // A token that is a number is no token: the column is named, and nothing is sent.
+    let wrong = format!(
+        "SELECT t.token_no AS device_id, t.kind AS provider, t.token_no * 10 AS token
+         {OWN_AUDIENCE_FROM}"
+    );
+    let (outcome, recorder) = own_tables_read_with(&wrong).await;
+    let said = format!("{outcome:?}");
+    assert!(
+        said.contains(r#"column: "token""#) && said.contains("not compatible with SQL type `INT4`"),
+        "the column and its type are named: {said}"
+    );
+    assert!(recorder.device_ids().is_empty(), "{said}");
 }
