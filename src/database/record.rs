@@ -141,7 +141,7 @@ mod pg_type {
 
 /// The column decoded as `T` without sqlx's check that `T` can read its type, when the column's
 /// type is one of `types`, which `T` is known to read: that check builds and compares a list of
-/// type descriptions for every column of every row, a fifth of an audience row's decoding.
+/// type descriptions for every column of every row, about a quarter of an audience row's decoding.
 /// `None` for any other type, or no such column: the checked read then decodes it or names what
 /// is wrong, as before.
 fn pg_known<'r, T: Decode<'r, Postgres>>(
