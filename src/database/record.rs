@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::MySqlRow;
-use sqlx::postgres::{PgRow, Postgres};
+use sqlx::postgres::{PgRow, PgValueRef, Postgres};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Row, ValueRef};
 
@@ -139,54 +139,58 @@ mod pg_type {
     pub(super) const TEXT: [u32; 5] = [25, 1043, 1042, 19, 705];
 }
 
-/// The column decoded as `T` without sqlx's check that `T` can read its type, when the column's
-/// type is one of `types`, which `T` is known to read: that check builds and compares a list of
-/// type descriptions for every column of every row, about a quarter of an audience row's decoding.
-/// `None` for any other type, or no such column: the checked read then decodes it or names what
-/// is wrong, as before.
-fn pg_known<'r, T: Decode<'r, Postgres>>(
-    row: &'r PgRow,
-    column: &str,
-    types: &[u32],
-) -> Option<Result<Option<T>, DatabaseError>> {
+/// The column's value and its type's id, looked up once: `Some(None)` for SQL NULL, `None` for
+/// no such column or a type without a fixed id (the checked read then names what is wrong).
+/// Columns of the types in [`pg_type`] are decoded from it without sqlx's check that the Rust
+/// type can read them: that check builds and compares a list of type descriptions for every
+/// column of every row, about a quarter of an audience row's decoding.
+fn pg_typed<'r>(row: &'r PgRow, column: &str) -> Option<Option<(PgValueRef<'r>, u32)>> {
     let value = row.try_get_raw(column).ok()?;
     if value.is_null() {
-        return Some(Ok(None));
+        return Some(None);
     }
     let oid = value.type_info().oid()?.0;
-    if !types.contains(&oid) {
-        return None;
-    }
-    Some(
-        T::decode(value)
-            .map(Some)
-            .map_err(|e| DatabaseError::Column {
-                column: column.into(),
-                reason: e.to_string(),
-            }),
-    )
+    Some(Some((value, oid)))
+}
+
+/// A value decoded from a known type, its error named by column as the checked read's are.
+fn pg_decode<'r, T: Decode<'r, Postgres>>(
+    value: PgValueRef<'r>,
+    column: &str,
+) -> Result<T, DatabaseError> {
+    T::decode(value).map_err(|e| DatabaseError::Column {
+        column: column.into(),
+        reason: e.to_string(),
+    })
 }
 
 impl Record for PgRow {
     record_common!();
     fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
-        if let Some(read) = pg_known::<i64>(self, column, &[pg_type::INT8]) {
-            return read;
+        match pg_typed(self, column) {
+            Some(None) => Ok(None),
+            Some(Some((value, pg_type::INT8))) => pg_decode::<i64>(value, column).map(Some),
+            Some(Some((value, pg_type::INT4))) => {
+                pg_decode::<i32>(value, column).map(|v| Some(v.into()))
+            }
+            Some(Some((value, pg_type::INT2))) => {
+                pg_decode::<i16>(value, column).map(|v| Some(v.into()))
+            }
+            _ => first_decoding!(self, column; i32, i16),
         }
-        if let Some(read) = pg_known::<i32>(self, column, &[pg_type::INT4]) {
-            return read.map(|v| v.map(i64::from));
-        }
-        if let Some(read) = pg_known::<i16>(self, column, &[pg_type::INT2]) {
-            return read.map(|v| v.map(i64::from));
-        }
-        first_decoding!(self, column; i32, i16)
     }
     fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
-        if let Some(read) = pg_known::<&str>(self, column, &pg_type::TEXT) {
-            return read.map(|text| text.map(Cow::Borrowed));
+        match pg_typed(self, column) {
+            Some(None) => Ok(None),
+            Some(Some((value, oid))) if pg_type::TEXT.contains(&oid) => {
+                pg_decode::<&str>(value, column).map(|text| Some(Cow::Borrowed(text)))
+            }
+            _ => {
+                let text: Option<&str> =
+                    self.try_get(column).map_err(|e| column_error(column, e))?;
+                Ok(text.map(Cow::Borrowed))
+            }
         }
-        let text: Option<&str> = self.try_get(column).map_err(|e| column_error(column, e))?;
-        Ok(text.map(Cow::Borrowed))
     }
 }
 
