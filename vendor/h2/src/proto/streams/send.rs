@@ -80,25 +80,14 @@ impl Send {
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
         //
-        // notifier: one pass over the request's few names instead of six hashed lookups, two
-        // of them by string, parsed and hashed again on every request (see
-        // vendor/h2/PATCHED.md). A map too large for a pass to be cheap is looked up as before.
-        let (connection_specific, te) = if fields.keys_len() <= 16 {
-            let mut te = false;
-            let mut found = false;
-            for name in fields.keys() {
-                found |= is_connection_specific(name);
-                te |= name == http::header::TE;
-            }
-            (found, te)
-        } else {
-            let found = fields.contains_key(http::header::CONNECTION)
-                || fields.contains_key(http::header::TRANSFER_ENCODING)
-                || fields.contains_key(http::header::UPGRADE)
-                || fields.contains_key("keep-alive")
-                || fields.contains_key("proxy-connection");
-            (found, fields.contains_key(http::header::TE))
-        };
+        // notifier: one pass over the request's names instead of six hashed lookups, two of
+        // them by string, parsed and hashed again on every request (see vendor/h2/PATCHED.md).
+        let mut connection_specific = false;
+        let mut te = false;
+        for name in fields.keys() {
+            connection_specific |= is_connection_specific(name);
+            te |= name == http::header::TE;
+        }
         if connection_specific {
             tracing::debug!("illegal connection-specific headers found");
             return Err(UserError::MalformedHeaders);
