@@ -11,6 +11,7 @@ use notifier::Settings;
 use notifier::{Audience, Device, PageSink, Provider};
 use notifier::{Backend, Database, Queries, ReadEnd};
 use notifier::{Push, PushOutcome, Pusher};
+use sqlx::Row;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -173,6 +174,98 @@ async fn a_query_ordered_by_an_expression_reaches_every_device_once_in_bounded_m
 async fn a_query_ordered_by_an_expression_reaches_every_device_once_in_bounded_memory_on_sqlite() {
     a_query_ordered_by_an_expression_reaches_every_device_once_in_bounded_memory(Backend::Sqlite)
         .await;
+}
+
+/// The plan the database gives the reference audience query for `provider`'s lane (the first
+/// page, for an event whose author is not in the audience), as text: PostgreSQL's plan, the
+/// indexes MariaDB's EXPLAIN names, or SQLite's query plan.
+async fn lane_plan(test_db: &TestDb, provider: &str) -> String {
+    let query = settings_for(test_db, 100, None)
+        .queries
+        .audience
+        .replace(":after_id", "0")
+        .replace(":provider", &format!("'{provider}'"))
+        .replace(":author_id", "1")
+        .replace(":program_id", "1");
+    let lines: Vec<String> = match &test_db.db {
+        Database::Postgres(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {query}")))
+                .fetch_all(p)
+                .await
+                .expect("EXPLAIN on PostgreSQL")
+        }
+        Database::MySql(p) => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {query}")))
+                .fetch_all(p)
+                .await
+                .expect("EXPLAIN on MariaDB");
+            rows.iter()
+                .map(|row| {
+                    let key: Option<String> = row.try_get("key").expect("EXPLAIN's key column");
+                    format!(
+                        "{}: {}",
+                        row.try_get::<String, _>("table").unwrap_or_default(),
+                        key.unwrap_or_default()
+                    )
+                })
+                .collect()
+        }
+        Database::Sqlite(p) => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+                .fetch_all(p)
+                .await
+                .expect("EXPLAIN QUERY PLAN on SQLite");
+            rows.iter()
+                .map(|row| {
+                    row.try_get::<String, _>("detail")
+                        .expect("the plan's detail column")
+                })
+                .collect()
+        }
+    };
+    lines.join("\n")
+}
+
+/// A provider none of whose devices is in the audience (a deployment with no Web Push
+/// subscriber yet) has its lane's read go through the devices' index by provider, so it ends at
+/// once instead of walking the audience's devices (every event, on every lane) to find none.
+async fn a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider(
+    backend: Backend,
+    analyze: &str,
+) {
+    let test_db = audience_db(backend, 5_000, false).await;
+    test_db.execute(&[analyze]).await;
+
+    let plan = lane_plan(&test_db, "webpush").await;
+
+    assert!(plan.contains("devices_provider_id"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider_on_postgres() {
+    a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider(
+        Backend::Postgres,
+        "ANALYZE",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider_on_mariadb() {
+    a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider(
+        Backend::MySql,
+        "ANALYZE TABLE users, clips, devices",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider_on_sqlite() {
+    a_lane_whose_provider_has_no_device_reads_through_the_index_by_provider(
+        Backend::Sqlite,
+        "ANALYZE",
+    )
+    .await;
 }
 
 /// Collects what a streamed audience hands on.
