@@ -188,6 +188,27 @@ def machine_busy_seconds():
     return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
 
 
+DATABASE_SERVERS = {"postgres", "mariadbd", "mysqld"}
+
+
+def database_seconds():
+    """CPU seconds the database server's processes (PostgreSQL's backends among them) have spent
+    so far. A backend that exits meanwhile takes its share with it: the notifier keeps its pool's
+    connections open for the event, so none does."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() not in DATABASE_SERVERS:
+                    continue
+            total += cpu_seconds(int(entry))
+        except OSError:
+            continue  # gone meanwhile
+    return total
+
+
 def io_calls(pid):
     """The process's read and write system calls so far (/proc/PID/io: syscr, syscw)."""
     with open(f"/proc/{pid}/io") as f:
@@ -446,6 +467,7 @@ def measure_event(args, process, stand_in, plain_port, channel, run, log):
     cpu_before, io_before = cpu_seconds(process.pid), io_calls(process.pid)
     faults_before = minor_faults(process.pid)
     busy_before, stand_in_before = machine_busy_seconds(), cpu_seconds(stand_in.pid)
+    database_before = database_seconds()
     published_ms = publish(channel, json.dumps({"talk_id": 1, "event_id": f"bench-{run}"}))
     deadline = time.time() + args.timeout
     # Seldom: this loop runs beside what it measures, and h2load's run has no such loop. At 50 a
@@ -469,6 +491,7 @@ def measure_event(args, process, stand_in, plain_port, channel, run, log):
     faults = minor_faults(process.pid) - faults_before
     busy = machine_busy_seconds() - busy_before
     stand_in_cpu = cpu_seconds(stand_in.pid) - stand_in_before
+    database_cpu = database_seconds() - database_before
     reads, writes = (after - before for after, before in zip(io_calls(process.pid), io_before))
     first = s["first_delivered_ms"] - published_ms
     last = s["last_delivered_ms"] - published_ms
@@ -485,9 +508,10 @@ def measure_event(args, process, stand_in, plain_port, channel, run, log):
         # machine's load does not move them, so they compare builds on a busy machine.
         "reads_per_push": reads / args.devices, "writes_per_push": writes / args.devices,
         "faults_per_push": faults / args.devices,
-        # CPU microseconds per push: the notifier's, the stand-in's, the whole machine's (from the
-        # publish to the summary line), and how busy the machine's cores were meanwhile.
+        # CPU microseconds per push: the notifier's, the stand-in's, the database server's, the
+        # whole machine's (from the publish to the summary line), and how busy the machine's cores were meanwhile.
         "notifier_us": cpu / args.devices * 1e6, "stand_in_us": stand_in_cpu / args.devices * 1e6,
+        "database_us": database_cpu / args.devices * 1e6,
         "machine_us": busy / args.devices * 1e6,
         # Over the publish to the last push: the machine idles from then until this loop looks.
         "machine_busy": busy / (last / 1000) / os.cpu_count(),
