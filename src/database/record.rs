@@ -1,33 +1,38 @@
 //! Rows read by column name whatever the backend: [`Record`] accepts the integer widths real
 //! schemas use (INT, BIGINT, unsigned) and binary-collated text, so an app's own tables work
-//! without casts. A new column type, or a backend's quirk in decoding one, goes here.
+//! without casts, and a read finds each name's position once ([`Positions`]), not per row. A new
+//! column type, or a backend's quirk in decoding one, goes here.
 
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::MySqlRow;
 use sqlx::postgres::{PgRow, PgValueRef, Postgres};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, Row, ValueRef};
+use sqlx::{Column, ColumnIndex, Decode, Row, Type, ValueRef};
 
 use super::DatabaseError;
 
 /// One result row, read by column name whatever the backend.
 pub trait Record {
     /// An integer column of any width; `None` for SQL NULL.
-    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError>;
+    fn int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError>;
     /// A text column; `None` for SQL NULL.
-    fn text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+    fn text(&self, column: &'static str) -> Result<Option<String>, DatabaseError> {
         Ok(self.str(column)?.map(Cow::into_owned))
     }
     /// A timestamp column (with or without a time zone; naive ones are taken as UTC).
-    fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError>;
+    fn timestamp(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DatabaseError>;
     /// A text column read where it lies in the row, for a value that is only parsed (a
     /// provider, a platform): an audience row is read per push, and a copy each is an allocation.
-    fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError>;
-    fn has_column(&self, column: &str) -> bool;
+    fn str(&self, column: &'static str) -> Result<Option<Cow<'_, str>>, DatabaseError>;
+    fn has_column(&self, column: &'static str) -> bool;
 
-    fn optional_timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+    fn optional_timestamp(
+        &self,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>, DatabaseError> {
         if self.has_column(column) {
             self.timestamp(column)
         } else {
@@ -35,30 +40,30 @@ pub trait Record {
         }
     }
 
-    fn required_int(&self, column: &str) -> Result<i64, DatabaseError> {
+    fn required_int(&self, column: &'static str) -> Result<i64, DatabaseError> {
         self.int(column)?.ok_or_else(|| null_column(column))
     }
-    fn required_text(&self, column: &str) -> Result<String, DatabaseError> {
+    fn required_text(&self, column: &'static str) -> Result<String, DatabaseError> {
         self.text(column)?.ok_or_else(|| null_column(column))
     }
-    fn optional_int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+    fn optional_int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError> {
         if self.has_column(column) {
             self.int(column)
         } else {
             Ok(None)
         }
     }
-    fn optional_text(&self, column: &str) -> Result<Option<String>, DatabaseError> {
+    fn optional_text(&self, column: &'static str) -> Result<Option<String>, DatabaseError> {
         if self.has_column(column) {
             self.text(column)
         } else {
             Ok(None)
         }
     }
-    fn required_str(&self, column: &str) -> Result<Cow<'_, str>, DatabaseError> {
+    fn required_str(&self, column: &'static str) -> Result<Cow<'_, str>, DatabaseError> {
         self.str(column)?.ok_or_else(|| null_column(column))
     }
-    fn optional_str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+    fn optional_str(&self, column: &'static str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
         if self.has_column(column) {
             self.str(column)
         } else {
@@ -86,45 +91,108 @@ pub trait FromRecord: Sized {
     fn from_record(record: &dyn Record) -> Result<Self, DatabaseError>;
 }
 
+/// Where each column a read has asked for lies in its rows (`None`: the result has no such
+/// column). Every row of one result has the same columns, so a read looks each name up in sqlx's
+/// map once instead of for every row: by name, a column cost a keyed hash and a probe, about 100
+/// instructions, and an audience row asks for thirteen. A row's columns are asked for in the
+/// same order every time, so the one asked for is nearly always the last one found or the one
+/// after it; and a name is a `&'static str` from the same place in the code every time, so it is
+/// known by its address (one name at two addresses is two entries, each right).
+#[derive(Default)]
+pub(crate) struct Positions {
+    known: RefCell<Vec<(&'static str, Option<usize>)>>,
+    last: Cell<usize>,
+}
+
+impl Positions {
+    fn of<R: Row>(&self, row: &R, column: &'static str) -> Option<usize>
+    where
+        for<'a> &'a str: ColumnIndex<R>,
+    {
+        let same = |name: &'static str| std::ptr::eq(name, column);
+        let last = self.last.get();
+        let mut known = self.known.borrow_mut();
+        let found = [last, last + 1]
+            .into_iter()
+            .find(|&i| known.get(i).is_some_and(|&(name, _)| same(name)))
+            .or_else(|| known.iter().position(|&(name, _)| same(name)));
+        if let Some(i) = found {
+            self.last.set(i);
+            return known[i].1;
+        }
+        let at = row.try_column(column).ok().map(|c| c.ordinal());
+        self.last.set(known.len());
+        known.push((column, at));
+        at
+    }
+}
+
+/// A row of a result whose column positions are kept in `positions`: the [`Record`] of every
+/// backend.
+pub(crate) struct Positioned<'r, R> {
+    row: &'r R,
+    positions: &'r Positions,
+}
+
+impl<'r, R: Row> Positioned<'r, R>
+where
+    usize: ColumnIndex<R>,
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    pub(crate) fn new(row: &'r R, positions: &'r Positions) -> Self {
+        Self { row, positions }
+    }
+
+    /// The column decoded as `T`, read where it lies; sqlx's error, when it fails, says where.
+    fn at<T>(&self, column: &'static str) -> Result<T, sqlx::Error>
+    where
+        T: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        match self.positions.of(self.row, column) {
+            Some(at) => self.row.try_get(at),
+            None => Err(sqlx::Error::ColumnNotFound(column.into())),
+        }
+    }
+
+    /// As [`Self::at`], but an error names the column: read by name again, it fails again, and
+    /// sqlx's error then says which column rather than where it lies.
+    fn get<T>(&self, column: &'static str) -> Result<T, DatabaseError>
+    where
+        T: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        self.at(column)
+            .or_else(|_| self.row.try_get(column))
+            .map_err(|e| column_error(column, e))
+    }
+}
+
 /// Tries i64, then each narrower or unsigned type in turn: the first that decodes the column wins.
 macro_rules! first_decoding {
     ($row:expr, $col:expr; $($t:ty),*) => {{
-        match $row.try_get::<Option<i64>, _>($col) {
-            Ok(v) => Ok(v),
-            Err(first_err) => {
-                $( if let Ok(v) = $row.try_get::<Option<$t>, _>($col) {
-                    return Ok(v.and_then(|v| i64::try_from(v).ok()));
-                } )*
-                Err(column_error($col, first_err))
-            }
+        if let Ok(v) = $row.at::<Option<i64>>($col) {
+            return Ok(v);
         }
+        $( if let Ok(v) = $row.at::<Option<$t>>($col) {
+            return Ok(v.and_then(|v| i64::try_from(v).ok()));
+        } )*
+        $row.get::<Option<i64>>($col)
     }};
 }
 
 /// The `Record` methods every backend implements alike.
 macro_rules! record_common {
     () => {
-        fn timestamp(&self, column: &str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
-            match self.try_get::<Option<DateTime<Utc>>, _>(column) {
-                Ok(v) => Ok(v),
-                Err(e) => match self.try_get::<Option<NaiveDateTime>, _>(column) {
-                    Ok(v) => Ok(v.map(|n| n.and_utc())),
-                    Err(_) => Err(column_error(column, e)),
-                },
+        fn timestamp(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+            if let Ok(v) = self.at::<Option<DateTime<Utc>>>(column) {
+                return Ok(v);
+            }
+            match self.at::<Option<NaiveDateTime>>(column) {
+                Ok(v) => Ok(v.map(|n| n.and_utc())),
+                Err(_) => self.get::<Option<DateTime<Utc>>>(column),
             }
         }
-        fn has_column(&self, column: &str) -> bool {
-            self.try_column(column).is_ok()
-        }
-    };
-}
-
-/// Text as PostgreSQL and SQLite return it (MySQL needs more).
-macro_rules! record_text {
-    () => {
-        fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
-            let text: Option<&str> = self.try_get(column).map_err(|e| column_error(column, e))?;
-            Ok(text.map(Cow::Borrowed))
+        fn has_column(&self, column: &'static str) -> bool {
+            self.positions.of(self.row, column).is_some()
         }
     };
 }
@@ -139,18 +207,23 @@ mod pg_type {
     pub(super) const TEXT: [u32; 5] = [25, 1043, 1042, 19, 705];
 }
 
-/// The column's value and its type's id, looked up once: `Some(None)` for SQL NULL, `None` for
-/// no such column or a type without a fixed id (the checked read then names what is wrong).
-/// Columns of the types in [`pg_type`] are decoded from it without sqlx's check that the Rust
-/// type can read them: that check builds and compares a list of type descriptions for every
-/// column of every row, about a quarter of an audience row's decoding.
-fn pg_typed<'r>(row: &'r PgRow, column: &str) -> Option<Option<(PgValueRef<'r>, u32)>> {
-    let value = row.try_get_raw(column).ok()?;
-    if value.is_null() {
-        return Some(None);
+impl<'r> Positioned<'r, PgRow> {
+    /// The column's value and its type's id: `Some(None)` for SQL NULL, `None` for no such
+    /// column or a type without a fixed id (the checked read then names what is wrong). Columns
+    /// of the types in [`pg_type`] are decoded from it without sqlx's check that the Rust type
+    /// can read them: that check builds and compares a list of type descriptions for every
+    /// column of every row, about a quarter of an audience row's decoding.
+    fn typed(&self, column: &'static str) -> Option<Option<(PgValueRef<'r>, u32)>> {
+        let value = self
+            .row
+            .try_get_raw(self.positions.of(self.row, column)?)
+            .ok()?;
+        if value.is_null() {
+            return Some(None);
+        }
+        let oid = value.type_info().oid()?.0;
+        Some(Some((value, oid)))
     }
-    let oid = value.type_info().oid()?.0;
-    Some(Some((value, oid)))
 }
 
 /// A value decoded from a known type, its error named by column as the checked read's are.
@@ -164,10 +237,10 @@ fn pg_decode<'r, T: Decode<'r, Postgres>>(
     })
 }
 
-impl Record for PgRow {
+impl Record for Positioned<'_, PgRow> {
     record_common!();
-    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
-        match pg_typed(self, column) {
+    fn int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError> {
+        match self.typed(column) {
             Some(None) => Ok(None),
             Some(Some((value, pg_type::INT8))) => pg_decode::<i64>(value, column).map(Some),
             Some(Some((value, pg_type::INT4))) => {
@@ -179,42 +252,105 @@ impl Record for PgRow {
             _ => first_decoding!(self, column; i32, i16),
         }
     }
-    fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
-        match pg_typed(self, column) {
+    fn str(&self, column: &'static str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+        match self.typed(column) {
             Some(None) => Ok(None),
             Some(Some((value, oid))) if pg_type::TEXT.contains(&oid) => {
                 pg_decode::<&str>(value, column).map(|text| Some(Cow::Borrowed(text)))
             }
-            _ => {
-                let text: Option<&str> =
-                    self.try_get(column).map_err(|e| column_error(column, e))?;
-                Ok(text.map(Cow::Borrowed))
-            }
+            _ => Ok(self.get::<Option<&str>>(column)?.map(Cow::Borrowed)),
         }
     }
 }
 
-impl Record for MySqlRow {
+impl Record for Positioned<'_, MySqlRow> {
     record_common!();
-    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+    fn int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; u64, i32, u32, i16, u16)
     }
-    fn str(&self, column: &str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
-        match self.try_get::<Option<&str>, _>(column) {
-            Ok(v) => Ok(v.map(Cow::Borrowed)),
-            // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
-            Err(e) => match self.try_get::<Option<&[u8]>, _>(column) {
-                Ok(v) => Ok(v.map(String::from_utf8_lossy)),
-                Err(_) => Err(column_error(column, e)),
-            },
+    fn str(&self, column: &'static str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+        if let Ok(v) = self.at::<Option<&str>>(column) {
+            return Ok(v.map(Cow::Borrowed));
+        }
+        // Binary-collated VARCHAR (a common choice for tokens) arrives as bytes.
+        match self.at::<Option<&[u8]>>(column) {
+            Ok(v) => Ok(v.map(String::from_utf8_lossy)),
+            Err(_) => Ok(self.get::<Option<&str>>(column)?.map(Cow::Borrowed)),
         }
     }
 }
 
-impl Record for SqliteRow {
+impl Record for Positioned<'_, SqliteRow> {
     record_common!();
-    fn int(&self, column: &str) -> Result<Option<i64>, DatabaseError> {
+    fn int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; )
     }
-    record_text!();
+    fn str(&self, column: &'static str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
+        Ok(self.get::<Option<&str>>(column)?.map(Cow::Borrowed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::*;
+
+    /// Two rows through one [`Positions`], their columns asked for in an order that changes,
+    /// twice, and one that is not there.
+    #[tokio::test]
+    async fn each_column_is_read_from_its_own_position_whatever_order_it_is_asked_for_in() {
+        let pool = SqlitePoolOptions::new()
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let rows =
+            sqlx::query("SELECT 1 AS id, 'a' AS name, NULL AS note UNION ALL SELECT 2, 'b', 'n'")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let positions = Positions::default();
+        let read = |row| -> Vec<String> {
+            let r = Positioned::new(row, &positions);
+            vec![
+                format!("{:?}", r.int("id").unwrap()),
+                format!("{:?}", r.str("name").unwrap()),
+                format!("{:?}", r.text("note").unwrap()),
+                format!("{}", r.has_column("missing")),
+                format!("{:?}", r.str("name").unwrap()),
+                format!("{:?}", r.int("id").unwrap()),
+            ]
+        };
+
+        assert_eq!(
+            read(&rows[0]),
+            [
+                "Some(1)",
+                "Some(\"a\")",
+                "None",
+                "false",
+                "Some(\"a\")",
+                "Some(1)"
+            ]
+        );
+        assert_eq!(
+            read(&rows[1]),
+            [
+                "Some(2)",
+                "Some(\"b\")",
+                "Some(\"n\")",
+                "false",
+                "Some(\"b\")",
+                "Some(2)"
+            ]
+        );
+        let r = Positioned::new(&rows[1], &positions);
+        let missing = r.required_int("missing").unwrap_err().to_string();
+        assert!(missing.contains("missing"), "{missing}");
+        assert_eq!(
+            positions.known.borrow().len(),
+            4,
+            "each name looked up once"
+        );
+    }
 }

@@ -7,6 +7,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::pool::PoolConnection;
 
 use super::query::bind_all;
+use super::record::{Positioned, Positions};
 use super::{Database, DatabaseError, FromRecord, Param, PreparedQuery};
 
 impl Database {
@@ -19,7 +20,8 @@ impl Database {
         let (sql, binds) = query.render(values);
         with_pool!(self, pool => {
             let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(pool).await?;
-            rows.iter().map(|row| T::from_record(row)).collect()
+            let positions = Positions::default();
+            rows.iter().map(|row| T::from_record(&Positioned::new(row, &positions))).collect()
         })
     }
 
@@ -42,8 +44,11 @@ impl Database {
         with_pool!(self, pool => {
             let mut held = Held { conn: pool.acquire().await?, done: false };
             let mut rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch(&mut *held.conn);
+            // Looked up on the first row, read by position on every other.
+            let positions = Positions::default();
             while let Some(row) = rows.try_next().await? {
-                if !sink.take(T::from_record(&row)?).await? {
+                let decoded = T::from_record(&Positioned::new(&row, &positions))?;
+                if !sink.take(decoded).await? {
                     return Ok(ReadEnd::Stopped);
                 }
             }
@@ -62,7 +67,8 @@ impl Database {
         let (sql, binds) = query.render(values);
         with_pool!(self, pool => {
             let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_optional(pool).await?;
-            row.as_ref().map(|row| T::from_record(row)).transpose()
+            let positions = Positions::default();
+            row.as_ref().map(|row| T::from_record(&Positioned::new(row, &positions))).transpose()
         })
     }
 
