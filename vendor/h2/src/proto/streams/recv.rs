@@ -1293,7 +1293,7 @@ mod tests {
             data_frame_budget: DataFrameBudget::Configured(DEFAULT_DATA_FRAME_BUDGET),
         };
         let mut recv = Recv::new(peer::Dyn::Server, &config);
-        let mut store = Store::new();
+        let mut store = Store::new(peer::Dyn::Server);
         let mut stream = store.insert(
             StreamId::from(1),
             Stream::new(StreamId::from(1), 0, DEFAULT_INITIAL_WINDOW_SIZE),

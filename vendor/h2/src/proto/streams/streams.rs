@@ -462,7 +462,7 @@ impl Inner {
                 task: None,
                 conn_error: None,
             },
-            store: Store::new(),
+            store: Store::new(peer),
             refs: 1,
         }))
     }
