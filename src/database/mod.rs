@@ -10,8 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::redact::redact_url;
@@ -129,6 +130,14 @@ pub enum Database {
     MySql(MySqlPool),
     Sqlite(SqlitePool),
 }
+/// sqlx logs a statement that takes over a second as a WARN. An audience read is one statement,
+/// streamed for as long as its lane sends, so every event of more than a second's pushes logged
+/// the audience query as slow, at 3 a.m. as at noon, with nothing wrong with the database. Slow
+/// statements are logged at DEBUG (`RUST_LOG=sqlx=debug`), as every statement already is.
+fn quiet<O: ConnectOptions>(options: O) -> O {
+    options.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
+}
+
 impl Database {
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DatabaseError> {
         let url = settings.url.as_str();
@@ -149,25 +158,25 @@ impl Database {
                     .max_connections(max)
                     .min_connections(min)
                     .acquire_timeout(acquire)
-                    .connect(url)
+                    .connect_with(quiet(PgConnectOptions::from_str(url).map_err(connect_err)?))
                     .await
                     .map_err(connect_err)?,
             ),
             Some(Backend::MySql) => {
                 let url = url.replacen("mariadb:", "mysql:", 1);
+                let options = MySqlConnectOptions::from_str(&url).map_err(connect_err)?;
                 Database::MySql(
                     MySqlPoolOptions::new()
                         .max_connections(max)
                         .min_connections(min)
                         .acquire_timeout(acquire)
-                        .connect(&url)
+                        .connect_with(quiet(options))
                         .await
                         .map_err(connect_err)?,
                 )
             }
             Some(Backend::Sqlite) => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(connect_err)?
+                let options = quiet(SqliteConnectOptions::from_str(url).map_err(connect_err)?)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     // SQLite has one writer; pruning waits for it instead of failing.

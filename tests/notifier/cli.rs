@@ -297,7 +297,14 @@ async fn every_command_has_help() {
 
 /// A stand-in in this process, and the variables that point the binary at it.
 async fn stand_in(dir: &Path) -> (stand_in::StandIn, Vec<(&'static str, String)>) {
-    let stand_in = stand_in::StandIn::start(Default::default()).await.unwrap();
+    stand_in_with(dir, Default::default()).await
+}
+
+async fn stand_in_with(
+    dir: &Path,
+    config: stand_in::StandInConfig,
+) -> (stand_in::StandIn, Vec<(&'static str, String)>) {
+    let stand_in = stand_in::StandIn::start(config).await.unwrap();
     let (ca, account) = stand_in.write_files(&dir.join("stand-in")).unwrap();
     let vars = vec![
         ("FCM_ENDPOINT", stand_in.tls_endpoint()),
@@ -504,4 +511,66 @@ async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token()
             "{token} reached the log:\n{everything}"
         );
     }
+}
+
+/// An audience read is one statement, open for as long as its lane sends; sqlx's WARN for any
+/// statement over a second named the audience query slow on every event of more than a second.
+#[tokio::test]
+async fn an_audience_read_open_for_seconds_is_not_logged_as_a_slow_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stand_in::StandInConfig {
+        latency: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (stand_in, vars) = stand_in_with(dir.path(), config).await;
+    let db = scenario_db(notifier::Backend::Postgres).await;
+    // Forty more devices of a listener. In pages of two, the lane holds six of them and two in
+    // flight, so the read stays open until the last eight: two seconds at least, at 100 ms each
+    // and at most two at a time.
+    db.execute(&["INSERT INTO devices (id, user_id, provider, platform, token)
+        SELECT 100 + i, 2, 'fcm', 'android', 'tok-long-read-' || i FROM generate_series(1, 40) AS i"])
+        .await;
+    let config = format!(
+        "[claims]\nkey_prefix = \"{}:\"\n[database]\npage_size = 2\n",
+        unique("cli")
+    );
+    std::fs::write(dir.path().join("notifier.toml"), config).unwrap();
+    let channel = unique("talk_posted");
+    let all = refs(
+        &vars,
+        &[
+            ("DATABASE_URL", &db.url),
+            ("APP_ENV", "production"),
+            ("NOTIFIER_CHANNEL", &channel),
+            ("NOTIFIER_CONCURRENCY", "2"),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    let mut child = notifier(dir.path(), &all)
+        .arg("run")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    wait_for_subscriber(&redis_url(), &channel).await;
+    publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
+
+    let mut everything = String::new();
+    let mut warnings = Vec::new();
+    let summary = read_until(&mut lines, "Event processed.", &mut everything, |json| {
+        if json["level"] == "WARN" {
+            warnings.push(json.clone());
+        }
+    })
+    .await;
+    terminate(&child);
+
+    assert_eq!(summary["sent"], 42, "{summary}");
+    assert_eq!(stand_in.counters.snapshot()["delivered"], 42);
+    let elapsed_ms = summary["elapsed_ms"].as_u64().unwrap();
+    assert!(
+        elapsed_ms >= 2_000,
+        "the read was open {elapsed_ms} ms at most"
+    );
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
