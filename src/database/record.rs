@@ -105,25 +105,46 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
+    #[inline]
     fn of<R: Row>(&self, row: &R, column: &'static str) -> Option<usize>
     where
         for<'a> &'a str: ColumnIndex<R>,
     {
-        let same = |name: &'static str| std::ptr::eq(name, column);
         let last = self.last.get();
-        let mut known = self.known.borrow_mut();
-        let found = [last, last + 1]
-            .into_iter()
-            .find(|&i| known.get(i).is_some_and(|&(name, _)| same(name)))
-            .or_else(|| known.iter().position(|&(name, _)| same(name)));
-        if let Some(i) = found {
-            self.last.set(i);
-            return known[i].1;
+        {
+            let known = self.known.borrow();
+            for i in [last, last + 1] {
+                if let Some(&(name, at)) = known.get(i)
+                    && std::ptr::eq(name, column)
+                {
+                    self.last.set(i);
+                    return at;
+                }
+            }
         }
-        let at = row.try_column(column).ok().map(|c| c.ordinal());
-        self.last.set(known.len());
-        known.push((column, at));
-        at
+        self.find(row, column)
+    }
+
+    /// A column out of the usual order, or asked for the first time.
+    #[cold]
+    fn find<R: Row>(&self, row: &R, column: &'static str) -> Option<usize>
+    where
+        for<'a> &'a str: ColumnIndex<R>,
+    {
+        let mut known = self.known.borrow_mut();
+        let i = match known
+            .iter()
+            .position(|&(name, _)| std::ptr::eq(name, column))
+        {
+            Some(i) => i,
+            None => {
+                let at = row.try_column(column).ok().map(|c| c.ordinal());
+                known.push((column, at));
+                known.len() - 1
+            }
+        };
+        self.last.set(i);
+        known[i].1
     }
 }
 
@@ -179,18 +200,22 @@ macro_rules! first_decoding {
     }};
 }
 
+/// A timestamp column read through sqlx's type check: with a time zone, or naive and taken as UTC.
+macro_rules! checked_timestamp {
+    ($row:expr, $col:expr) => {{
+        if let Ok(v) = $row.at::<Option<DateTime<Utc>>>($col) {
+            return Ok(v);
+        }
+        match $row.at::<Option<NaiveDateTime>>($col) {
+            Ok(v) => Ok(v.map(|n| n.and_utc())),
+            Err(_) => $row.get::<Option<DateTime<Utc>>>($col),
+        }
+    }};
+}
+
 /// The `Record` methods every backend implements alike.
 macro_rules! record_common {
     () => {
-        fn timestamp(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
-            if let Ok(v) = self.at::<Option<DateTime<Utc>>>(column) {
-                return Ok(v);
-            }
-            match self.at::<Option<NaiveDateTime>>(column) {
-                Ok(v) => Ok(v.map(|n| n.and_utc())),
-                Err(_) => self.get::<Option<DateTime<Utc>>>(column),
-            }
-        }
         fn has_column(&self, column: &'static str) -> bool {
             self.positions.of(self.row, column).is_some()
         }
@@ -205,6 +230,8 @@ mod pg_type {
     /// `text`, `varchar`, `bpchar`, `name` and `unknown` (an untyped literal): every type sqlx
     /// reads as `&str` but `citext`, which has no fixed id.
     pub(super) const TEXT: [u32; 5] = [25, 1043, 1042, 19, 705];
+    pub(super) const TIMESTAMPTZ: u32 = 1184;
+    pub(super) const TIMESTAMP: u32 = 1114;
 }
 
 impl<'r> Positioned<'r, PgRow> {
@@ -252,6 +279,18 @@ impl Record for Positioned<'_, PgRow> {
             _ => first_decoding!(self, column; i32, i16),
         }
     }
+    fn timestamp(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        match self.typed(column) {
+            Some(None) => Ok(None),
+            Some(Some((value, pg_type::TIMESTAMPTZ))) => {
+                pg_decode::<DateTime<Utc>>(value, column).map(Some)
+            }
+            Some(Some((value, pg_type::TIMESTAMP))) => {
+                pg_decode::<NaiveDateTime>(value, column).map(|n| Some(n.and_utc()))
+            }
+            _ => checked_timestamp!(self, column),
+        }
+    }
     fn str(&self, column: &'static str) -> Result<Option<Cow<'_, str>>, DatabaseError> {
         match self.typed(column) {
             Some(None) => Ok(None),
@@ -265,6 +304,9 @@ impl Record for Positioned<'_, PgRow> {
 
 impl Record for Positioned<'_, MySqlRow> {
     record_common!();
+    fn timestamp(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        checked_timestamp!(self, column)
+    }
     fn int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; u64, i32, u32, i16, u16)
     }
@@ -282,6 +324,9 @@ impl Record for Positioned<'_, MySqlRow> {
 
 impl Record for Positioned<'_, SqliteRow> {
     record_common!();
+    fn timestamp(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DatabaseError> {
+        checked_timestamp!(self, column)
+    }
     fn int(&self, column: &'static str) -> Result<Option<i64>, DatabaseError> {
         first_decoding!(self, column; )
     }

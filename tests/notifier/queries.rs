@@ -93,6 +93,8 @@ async fn overridden_queries_read_an_apps_own_tables(backend: Backend, int_type: 
     assert_eq!(pushes[2].title, "New talk on Talk Show");
     assert_eq!(pushes[1].body, "Hello from my own tables");
     assert_eq!(pushes[1].provider, "apns");
+    let registered = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap();
+    assert_eq!(pushes[0].updated_at, Some(registered.to_utc()));
 
     // A talk without an author (a NULL :author_id) reaches every follower, the owner included.
     recorder.pushes.lock().unwrap().clear();
@@ -145,13 +147,14 @@ WHERE f.show_no = :program_id AND t.active = 1 AND t.token_no > :after_id
 ORDER BY t.token_no";
 
 #[tokio::test]
-async fn postgres_columns_of_every_integer_width_and_text_type_are_read_and_a_wrong_one_is_named() {
+async fn postgres_columns_of_every_integer_width_text_and_timestamp_type_are_read_and_a_wrong_one_is_named()
+ {
     // Each column a type sqlx reads by another path than BIGINT and TEXT: SMALLINT, NAME,
-    // BPCHAR, VARCHAR, an untyped literal, INT.
+    // BPCHAR, VARCHAR, an untyped literal, INT, and a timestamp without a time zone (UTC).
     let widths = format!(
         "SELECT t.token_no::smallint AS device_id, t.kind::name AS provider,
                 t.value::bpchar AS token, m.lang AS locale, 'android' AS platform,
-                t.member_no AS user_id
+                t.member_no AS user_id, TIMESTAMP '2026-01-02 03:04:05' AS updated_at
          {OWN_AUDIENCE_FROM}"
     );
     let (outcome, recorder) = own_tables_read_with(&widths).await;

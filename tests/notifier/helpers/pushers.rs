@@ -16,6 +16,8 @@ pub struct Recorded {
     /// The device's app, as the audience resolved it.
     pub app: Option<notifier::AppId>,
     pub token: String,
+    /// When the device's token was last registered, as the audience read it.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub title: String,
     pub body: String,
     pub data: Vec<(String, String)>,
@@ -96,6 +98,7 @@ impl Pusher for RecordingPusher {
                     .unwrap_or_default(),
                 app: push.device.app,
                 token: push.device.token.clone(),
+                updated_at: push.device.updated_at,
                 title: talk.map(|n| n.title.clone()).unwrap_or_default(),
                 body: talk.map(|n| n.body.clone()).unwrap_or_default(),
                 data: talk.map(|n| n.data.clone()).unwrap_or_default(),
