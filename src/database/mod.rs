@@ -130,6 +130,7 @@ pub enum Database {
     MySql(MySqlPool),
     Sqlite(SqlitePool),
 }
+
 /// sqlx logs a statement that takes over a second as a WARN. An audience read is one statement,
 /// streamed for as long as its lane sends, so every event of more than a second's pushes logged
 /// the audience query as slow, at 3 a.m. as at noon, with nothing wrong with the database. Slow

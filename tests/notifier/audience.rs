@@ -11,7 +11,6 @@ use notifier::Settings;
 use notifier::{Audience, Device, PageSink, Provider};
 use notifier::{Backend, Database, Queries, ReadEnd};
 use notifier::{Push, PushOutcome, Pusher};
-use sqlx::Row;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -199,31 +198,30 @@ async fn lane_plan(test_db: &TestDb, provider: &str) -> String {
                 .fetch_all(p)
                 .await
                 .expect("EXPLAIN on MariaDB");
-            rows.iter()
-                .map(|row| {
-                    let key: Option<String> = row.try_get("key").expect("EXPLAIN's key column");
-                    format!(
-                        "{}: {}",
-                        row.try_get::<String, _>("table").unwrap_or_default(),
-                        key.unwrap_or_default()
-                    )
-                })
-                .collect()
+            column_of(&rows, "key")
         }
         Database::Sqlite(p) => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
                 .fetch_all(p)
                 .await
                 .expect("EXPLAIN QUERY PLAN on SQLite");
-            rows.iter()
-                .map(|row| {
-                    row.try_get::<String, _>("detail")
-                        .expect("the plan's detail column")
-                })
-                .collect()
+            column_of(&rows, "detail")
         }
     };
     lines.join("\n")
+}
+
+/// One text column of every row (NULL as empty).
+fn column_of<R: sqlx::Row>(rows: &[R], column: &str) -> Vec<String>
+where
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    let text = |row: &R| row.try_get::<Option<String>, _>(column);
+    rows.iter()
+        .map(|row| text(row).unwrap_or_else(|e| panic!("the plan's {column}: {e}")))
+        .map(Option::unwrap_or_default)
+        .collect()
 }
 
 /// A provider none of whose devices is in the audience (a deployment with no Web Push

@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 
 use crate::helpers::*;
 
@@ -39,9 +39,21 @@ pub(crate) fn notifier(dir: &Path, vars: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// `notifier run` spawned from `command`, its stdout's lines piped back, once it has subscribed
+/// to `channel`.
+async fn run_subscribed(
+    mut command: Command,
+    channel: &str,
+) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = command.arg("run").stdout(Stdio::piped()).spawn().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    wait_for_subscriber(&redis_url(), channel).await;
+    (child, lines)
+}
+
 /// Reads JSON log lines into `everything` until one has `message`; returns that line.
 async fn read_until(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    lines: &mut Lines<BufReader<ChildStdout>>,
     message: &str,
     everything: &mut String,
     mut also: impl FnMut(&Value),
@@ -194,13 +206,7 @@ async fn every_json_line_of_an_event_carries_its_span_fields_even_in_push_tasks(
         ("NOTIFIER_CHANNEL", channel.as_str()),
         ("LOG_FORMAT", "json"),
     ];
-    let mut child = notifier(dir.path(), &vars)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    wait_for_subscriber(&redis_url(), &channel).await;
+    let (child, mut lines) = run_subscribed(notifier(dir.path(), &vars), &channel).await;
     publish(
         &redis_url(),
         &channel,
@@ -467,14 +473,9 @@ async fn a_live_run_delivers_and_its_output_holds_no_secret_and_no_whole_token()
         ],
     );
 
-    let mut child = notifier(dir.path(), &all)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    wait_for_subscriber(&redis_url(), &channel).await;
+    let mut command = notifier(dir.path(), &all);
+    command.stderr(Stdio::piped());
+    let (mut child, mut lines) = run_subscribed(command, &channel).await;
     publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
 
     let mut everything = String::new();
@@ -546,13 +547,7 @@ async fn an_audience_read_open_for_seconds_is_not_logged_as_a_slow_statement() {
             ("LOG_FORMAT", "json"),
         ],
     );
-    let mut child = notifier(dir.path(), &all)
-        .arg("run")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    wait_for_subscriber(&redis_url(), &channel).await;
+    let (child, mut lines) = run_subscribed(notifier(dir.path(), &all), &channel).await;
     publish(&redis_url(), &channel, r#"{"talk_id": 100}"#).await;
 
     let mut everything = String::new();

@@ -35,6 +35,7 @@ impl IdHashing {
     }
 }
 
+// By hand: foldhash's `RandomState` prints its seeds, and a hash's seed is no one's business.
 impl fmt::Debug for IdHashing {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(match self {
