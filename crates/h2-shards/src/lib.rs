@@ -310,10 +310,6 @@ impl Http2Client {
         std::future::poll_fn(|cx| send.poll_ready(cx))
             .await
             .map_err(unsent)?;
-        let (response, mut stream) = send
-            .send_request(request, body.is_empty())
-            .map_err(unsent)?;
-        live.give_back(send);
         let failed = |e: h2::Error| {
             if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return Http2Error::Unsent(Arc::new(e)); // RFC 9113 §8.7: not processed
@@ -329,11 +325,17 @@ impl Http2Client {
             }
             Http2Error::Transport(Arc::new(e))
         };
-        if !body.is_empty() {
-            // h2 buffers what the flow-control window does not yet allow; pushes are far below
-            // the initial 64 KiB window.
-            stream.send_data(body, true).map_err(failed)?;
-        }
+        // The request and its body in one step (`vendor/h2`'s sixth change): one lock of h2's
+        // stream table, no `SendStream` to drop. h2 buffers what the flow-control window does
+        // not yet allow; pushes are far below the initial 64 KiB window.
+        let response = if body.is_empty() {
+            send.send_request(request, true).map_err(unsent)?.0
+        } else {
+            send.send_request_with_body(request, body)
+                .map_err(unsent)?
+                .map_err(failed)?
+        };
+        live.give_back(send);
         let (parts, mut recv) = response.await.map_err(failed)?.into_parts();
         // A body in one DATA frame (every provider answer seen) is kept as h2 read it, a slice
         // of its read buffer: copied only when a second frame follows.

@@ -543,6 +543,40 @@ where
             })
     }
 
+    /// Sends a request with its whole body, in one step (notifier's patch, see PATCHED.md):
+    /// the HEADERS frame and the body's DATA frame, which ends the stream, are queued under one
+    /// lock, and there is no [`SendStream`] to lock for again and drop. For small bodies sent
+    /// whole, as pushes are; a body the flow-control window does not yet allow is buffered, as
+    /// `SendStream::send_data` buffers it.
+    ///
+    /// The outer error is [`send_request`](Self::send_request)'s: nothing was sent. The inner
+    /// one is [`SendStream::send_data`]'s: the request's HEADERS frame was queued but its body
+    /// was refused, and the stream is reset.
+    #[allow(clippy::type_complexity)]
+    pub fn send_request_with_body(
+        &mut self,
+        request: Request<()>,
+        body: B,
+    ) -> Result<Result<ResponseFuture, crate::Error>, crate::Error> {
+        let opened = self
+            .inner
+            .send_request_with_data(request, body, self.pending.as_ref())
+            .map_err(crate::Error::from)?;
+        if opened.is_pending_open && opened.is_full {
+            // Only prevent sending another request when the request queue
+            // is not full.
+            self.pending = Some(opened.stream.clone());
+        }
+        let stream = opened.stream;
+        Ok(opened
+            .body
+            .map(|()| ResponseFuture {
+                inner: stream,
+                push_promise_consumed: false,
+            })
+            .map_err(Into::into))
+    }
+
     /// Returns whether the [extended CONNECT protocol][1] is enabled or not.
     ///
     /// This setting is configured by the server peer by sending the

@@ -264,10 +264,39 @@ where
 
     pub fn send_request(
         &mut self,
-        mut request: Request<()>,
+        request: Request<()>,
         end_of_stream: bool,
         pending: Option<&OpaqueStreamRef>,
     ) -> Result<(StreamRef<B>, bool), SendError> {
+        let opened = self.open_request(request, end_of_stream, None, pending)?;
+        Ok((
+            StreamRef {
+                opaque: opened.stream,
+                send_buffer: self.send_buffer.clone(),
+            },
+            opened.is_full,
+        ))
+    }
+
+    /// `send_request` with the request's whole body queued under the same locks (notifier's
+    /// patch, see PATCHED.md): no `SendStream`, so no second reference to the stream to lock
+    /// for and drop.
+    pub fn send_request_with_data(
+        &mut self,
+        request: Request<()>,
+        data: B,
+        pending: Option<&OpaqueStreamRef>,
+    ) -> Result<OpenedRequest, SendError> {
+        self.open_request(request, false, Some(data), pending)
+    }
+
+    fn open_request(
+        &mut self,
+        mut request: Request<()>,
+        end_of_stream: bool,
+        data: Option<B>,
+        pending: Option<&OpaqueStreamRef>,
+    ) -> Result<OpenedRequest, SendError> {
         use super::stream::ContentLength;
         use http::Method;
 
@@ -348,15 +377,31 @@ where
         // TODO: ideally, OpaqueStreamRefs::new would do this, but we're holding
         // the lock, so it can't.
         me.refs += 1;
+        // Made before the body is sent: the reference keeps the stream from being released if
+        // sending the body closes it.
+        let opaque = OpaqueStreamRef::new(self.inner.clone(), &mut stream);
+
+        let mut body = Ok(());
+        if let Some(data) = data {
+            let key = stream.key();
+            let actions = &mut me.actions;
+            body = me.counts.transition(stream, |counts, stream| {
+                let mut frame = frame::Data::new(stream.id, data);
+                frame.set_end_stream(true);
+                actions
+                    .send
+                    .send_data(frame, send_buffer, stream, counts, &mut actions.task)
+            });
+            stream = me.store.resolve(key);
+        }
 
         let is_full = me.counts.next_send_stream_will_reach_capacity();
-        Ok((
-            StreamRef {
-                opaque: OpaqueStreamRef::new(self.inner.clone(), &mut stream),
-                send_buffer: self.send_buffer.clone(),
-            },
+        Ok(OpenedRequest {
+            is_pending_open: stream.is_pending_open,
+            stream: opaque,
             is_full,
-        ))
+            body,
+        })
     }
 
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
@@ -1461,6 +1506,18 @@ impl<B> Clone for StreamRef<B> {
 }
 
 // ===== impl OpaqueStreamRef =====
+
+/// A request `Streams::open_request` opened (notifier's patch).
+#[derive(Debug)]
+pub(crate) struct OpenedRequest {
+    pub stream: OpaqueStreamRef,
+    /// Whether the next stream opened will reach the peer's limit.
+    pub is_full: bool,
+    /// Whether the stream waits for the peer's limit to open.
+    pub is_pending_open: bool,
+    /// How queueing the body went, if one was given.
+    pub body: Result<(), UserError>,
+}
 
 impl OpaqueStreamRef {
     fn new(inner: Arc<Mutex<Inner>>, stream: &mut store::Ptr) -> OpaqueStreamRef {
