@@ -1599,6 +1599,53 @@ impl OpaqueStreamRef {
             })
     }
 
+    /// Called by a client for a response and its whole body, each poll under one lock (notifier's
+    /// patch, see PATCHED.md): the head into `head` once it has come, then every DATA frame to
+    /// `keep` as it comes, its capacity released at once, until the stream's end. Ready with
+    /// the head when the body has ended.
+    pub fn poll_response_with_body(
+        &mut self,
+        cx: &Context,
+        head: &mut Option<Response<()>>,
+        keep: &mut dyn FnMut(Bytes),
+    ) -> Poll<Result<Response<()>, proto::Error>> {
+        let mut me = self.inner.lock().unwrap();
+        let me = &mut *me;
+
+        let mut stream = me.store.resolve(self.key);
+
+        if head.is_none() {
+            match me.actions.recv.poll_response(cx, &mut stream) {
+                Poll::Ready(Ok(response)) => *head = Some(response),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        loop {
+            match me.actions.recv.poll_data(cx, &mut stream) {
+                Poll::Ready(Some(Ok(data))) => {
+                    if data.is_budgeted {
+                        me.counts.release_data_frame(data.payload.len());
+                    }
+                    let len = data.payload.len() as WindowSize;
+                    keep(data.payload);
+                    // As a reader of the body would: the connection's window is shared.
+                    let _ = me.actions.recv.release_capacity(
+                        len,
+                        &mut stream,
+                        &mut me.actions.task,
+                    );
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(head
+            .take()
+            .expect("a response's head is read before its body")))
+    }
+
     pub fn poll_trailers(&mut self, cx: &Context) -> Poll<Option<Result<HeaderMap, proto::Error>>> {
         let mut me = self.inner.lock().unwrap();
         let me = &mut *me;
