@@ -328,13 +328,10 @@ impl Http2Client {
         // The request and its body in one step (`vendor/h2`'s sixth change): one lock of h2's
         // stream table, no `SendStream` to drop. h2 buffers what the flow-control window does
         // not yet allow; pushes are far below the initial 64 KiB window.
-        let response = if body.is_empty() {
-            send.send_request(request, true).map_err(unsent)?.0
-        } else {
-            send.send_request_with_body(request, body)
-                .map_err(unsent)?
-                .map_err(failed)?
-        };
+        let response = send
+            .send_request_with_body(request, body)
+            .map_err(unsent)?
+            .map_err(failed)?;
         live.give_back(send);
         // The response and its body whole (`vendor/h2`'s seventh change): one lock of h2's
         // stream table a poll, where reading the body frame by frame, releasing each frame's

@@ -547,7 +547,7 @@ where
     /// the HEADERS frame and the body's DATA frame, which ends the stream, are queued under one
     /// lock, and there is no [`SendStream`] to lock for again and drop. For small bodies sent
     /// whole, as pushes are; a body the flow-control window does not yet allow is buffered, as
-    /// `SendStream::send_data` buffers it.
+    /// `SendStream::send_data` buffers it, and an empty body ends the stream with the HEADERS.
     ///
     /// The outer error is [`send_request`](Self::send_request)'s: nothing was sent. The inner
     /// one is [`SendStream::send_data`]'s: the request's HEADERS frame was queued but its body

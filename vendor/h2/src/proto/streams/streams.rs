@@ -280,14 +280,21 @@ where
 
     /// `send_request` with the request's whole body queued under the same locks (notifier's
     /// patch, see PATCHED.md): no `SendStream`, so no second reference to the stream to lock
-    /// for and drop.
+    /// for and drop. An empty body ends the stream with the HEADERS frame.
     pub fn send_request_with_data(
         &mut self,
         request: Request<()>,
         data: B,
         pending: Option<&OpaqueStreamRef>,
-    ) -> Result<OpenedRequest, SendError> {
-        self.open_request(request, false, Some(data), pending)
+    ) -> Result<OpenedRequest, SendError>
+    where
+        B: Buf,
+    {
+        if data.has_remaining() {
+            self.open_request(request, false, Some(data), pending)
+        } else {
+            self.open_request(request, true, None, pending)
+        }
     }
 
     fn open_request(
