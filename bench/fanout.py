@@ -225,6 +225,11 @@ def peak_rss_mib(pid):
 
 
 TABLES = ("users", "programs", "talks", "clips", "devices")
+# A device's token: `bench-token-`, its id in 9 digits, and this many `x`, 161 characters in all, as
+# long as an FCM registration token. h2load's is as long (H2LOAD_TOKEN), so that its requests carry
+# as many bytes for the stand-in to decrypt, parse and record as the notifier's do.
+TOKEN_PAD = 140
+H2LOAD_TOKEN = "h2load-token" + "0" * 9 + "x" * TOKEN_PAD
 ONE_TALK = """
         INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
         INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
@@ -256,7 +261,7 @@ def fill_postgres(admin, name, url, devices, provider, analyze=True):
         f"ALTER TABLE {t} SET (autovacuum_enabled = false);" for t in TABLES)
     sh(*admin, "-d", name, "-c", f"""{fresh}{ONE_TALK}
         INSERT INTO devices (id, user_id, provider, platform, token)
-          SELECT i, 2, {provider}, 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', 140)
+          SELECT i, 2, {provider}, 'android', 'bench-token-' || lpad(i::text, 9, '0') || repeat('x', {TOKEN_PAD})
           FROM generate_series(1, {devices}) AS i;
         {"ANALYZE;" if analyze else ""}""")
 
@@ -271,7 +276,7 @@ def fill_mariadb(admin, name, url, devices, provider, analyze=True):
         SET STATEMENT max_recursive_iterations = 100000000 FOR
         INSERT INTO devices (id, user_id, provider, platform, token)
           WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {devices})
-          SELECT i, 2, {provider}, 'android', CONCAT('bench-token-', LPAD(i, 9, '0'), REPEAT('x', 140)) FROM n;
+          SELECT i, 2, {provider}, 'android', CONCAT('bench-token-', LPAD(i, 9, '0'), REPEAT('x', {TOKEN_PAD})) FROM n;
         {"ANALYZE TABLE " + ", ".join(TABLES) + ";" if analyze else ""}""")
 
 
@@ -319,11 +324,11 @@ def make_audience(db, devices, workdir, apns_every, analyze=True, webpush_every=
         INSERT INTO clips (user_id, program_id) VALUES (2, 1);
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {devices})
         INSERT INTO devices (id, user_id, provider, platform, token)
-          SELECT i, 2, {provider}, 'android', 'bench-token-' || substr('000000000' || i, -9, 9) || printf('%.140c', 'x') FROM n;""")
+          SELECT i, 2, {provider}, 'android', 'bench-token-' || substr('000000000' || i, -9, 9) || printf('%.{TOKEN_PAD}c', 'x') FROM n;""")
     return url, lambda: None
 
 
-FCM_BODY = {"message": {"token": "h2load-token", "notification": {"title": "New talk on Big show", "body": "Everyone listens"},
+FCM_BODY = {"message": {"token": H2LOAD_TOKEN, "notification": {"title": "New talk on Big show", "body": "Everyone listens"},
             "data": {"type": "talk_posted", "talk_id": "1", "program_id": "1", "url": "notifier-demo://talks/1"},
             "android": {"priority": "high", "ttl": "86400s", "collapse_key": "bench", "notification": {"tag": "bench"}}}}
 APNS_BODY = {"aps": {"alert": {"title": "New talk on Big show", "body": "Everyone listens"}, "sound": "default",
@@ -340,7 +345,7 @@ def ceiling(tls_port, body_path, requests, connections, streams, stand_in_pid, a
         headers = ["authorization: bearer h2load", "apns-topic: com.example.notifier", "apns-push-type: alert",
                    "apns-priority: 10", f"apns-expiration: {int(time.time()) + 86400}", "apns-collapse-id: bench",
                    "content-type: application/json"]
-        path = "/3/device/h2load-token"
+        path = f"/3/device/{H2LOAD_TOKEN}"
     else:
         headers = ["authorization: Bearer h2load", "content-type: application/json"]
         path = "/v1/projects/stand-in-project/messages:send"
