@@ -1,7 +1,8 @@
 //! The header block a request puts on the wire: a provider's bearer token, the same on every
 //! request of a connection for up to an hour, is sent whole once and then as an index into the
-//! HPACK table, and so is FCM's one path on a client told its paths are fixed (the workspace's
-//! h2 is patched for both: `vendor/h2/PATCHED.md`).
+//! HPACK table, and so is FCM's one path on a client told its paths are fixed; and a request's
+//! authority and path, shared with the connection's last request when they match, are always its
+//! own (the workspace's h2 is patched for these: `vendor/h2/PATCHED.md`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -235,4 +236,61 @@ async fn a_request_with_a_connection_specific_header_is_refused_before_it_is_sen
         send.send_request(request, true).is_ok(),
         "te: trailers is the one value HTTP/2 allows"
     );
+}
+
+/// A bare h2 server on loopback that answers every request 200 and notes, in order, the
+/// `:authority` and `:path` each arrived with.
+async fn noting_targets() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(socket).await.unwrap();
+        while let Some(request) = connection.accept().await {
+            let (request, mut respond) = request.unwrap();
+            let uri = request.uri();
+            let target = (uri.authority().unwrap().to_string(), uri.path().to_string());
+            noted.lock().unwrap().push(target);
+            let head = http::Response::builder().status(200).body(()).unwrap();
+            respond.send_response(head, true).unwrap();
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn requests_alternating_paths_and_authorities_on_one_connection_arrive_as_sent() {
+    // The workspace's h2 shares a request's `:authority` and `:path` with the connection's last
+    // request when they match (`vendor/h2/PATCHED.md`): a stale one would show here.
+    let (addr, seen) = noting_targets().await;
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(connection);
+    let sent = [
+        ("a.example", "/3/device/one"),
+        ("a.example", "/3/device/one"),
+        ("a.example", "/3/device/two"),
+        ("b.example", "/3/device/two"),
+        ("a.example", "/3/device/one"),
+        ("a.example", "/3/device/on"),
+    ];
+    for (authority, path) in sent {
+        let request = http::Request::post(format!("http://{authority}{path}"))
+            .body(())
+            .unwrap();
+        let response = send
+            .send_request_with_body(request, Bytes::from_static(b"{}"))
+            .expect("sent")
+            .expect("the body queued")
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+    }
+    let expected: Vec<(String, String)> = sent
+        .iter()
+        .map(|(authority, path)| (authority.to_string(), path.to_string()))
+        .collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
 }

@@ -137,7 +137,7 @@
 
 use crate::codec::{Codec, SendError, UserError};
 use crate::ext::Protocol;
-use crate::frame::{Headers, Pseudo, Reason, Settings, StreamId};
+use crate::frame::{Headers, Pseudo, Reason, RequestTargets, Settings, StreamId};
 use crate::proto::{self, Error};
 use crate::{FlowControl, PingPong, RecvStream, SendStream};
 
@@ -1747,11 +1747,12 @@ impl PushedResponseFuture {
 // ===== impl Peer =====
 
 impl Peer {
-    pub fn convert_send_message(
+    pub(crate) fn convert_send_message(
         id: StreamId,
         request: Request<()>,
         protocol: Option<Protocol>,
         end_of_stream: bool,
+        targets: &mut RequestTargets,
     ) -> Result<Headers, SendError> {
         use http::request::Parts;
 
@@ -1770,7 +1771,7 @@ impl Peer {
 
         // Build the set pseudo header set. All requests will include `method`
         // and `path`.
-        let mut pseudo = Pseudo::request(method, uri, protocol);
+        let mut pseudo = Pseudo::request_sharing(method, uri, protocol, targets);
 
         if pseudo.scheme.is_none() {
             // If the scheme is not set, then there are a two options.

@@ -557,8 +557,39 @@ impl Continuation {
 
 // ===== impl Pseudo =====
 
+/// The `:authority` and `:path` a connection's last request carried (notifier's patch, see
+/// PATCHED.md). A request's pseudo-headers are copied out of its `Uri` into bytes of their own, and
+/// then freed by the connection's task, often on another thread; a connection's requests mostly
+/// go to one authority and, on FCM's connections, to one path, so one that matches shares these
+/// bytes instead (a reference count, no allocation or copy).
+#[derive(Debug, Default)]
+pub(crate) struct RequestTargets {
+    authority: Option<BytesStr>,
+    path: Option<BytesStr>,
+}
+
+impl RequestTargets {
+    fn share(kept: &mut Option<BytesStr>, value: &str) -> BytesStr {
+        match kept {
+            Some(same) if same.as_str() == value => same.clone(),
+            _ => kept.insert(BytesStr::from(value)).clone(),
+        }
+    }
+}
+
 impl Pseudo {
     pub fn request(method: Method, uri: Uri, protocol: Option<Protocol>) -> Self {
+        Self::request_sharing(method, uri, protocol, &mut RequestTargets::default())
+    }
+
+    /// `request`, its `:authority` and `:path` shared with `targets`' when they are the same
+    /// (notifier's patch, see PATCHED.md).
+    pub(crate) fn request_sharing(
+        method: Method,
+        uri: Uri,
+        protocol: Option<Protocol>,
+        targets: &mut RequestTargets,
+    ) -> Self {
         let parts = uri::Parts::from(uri);
 
         let (scheme, path) = if method == Method::CONNECT && protocol.is_none() {
@@ -566,7 +597,7 @@ impl Pseudo {
         } else {
             let path = parts
                 .path_and_query
-                .map(|v| BytesStr::from(v.as_str()))
+                .map(|v| RequestTargets::share(&mut targets.path, v.as_str()))
                 .unwrap_or(BytesStr::from_static(""));
 
             let path = if !path.is_empty() {
@@ -597,7 +628,10 @@ impl Pseudo {
         // If the URI includes an authority component, add it to the pseudo
         // headers
         if let Some(authority) = parts.authority {
-            pseudo.set_authority(BytesStr::from(authority.as_str()));
+            pseudo.set_authority(RequestTargets::share(
+                &mut targets.authority,
+                authority.as_str(),
+            ));
         }
 
         pseudo

@@ -3,7 +3,7 @@ use super::{
     Stream, StreamId, StreamIdOverflow, WindowSize,
 };
 use crate::codec::UserError;
-use crate::frame::{self, Reason};
+use crate::frame::{self, Reason, RequestTargets};
 use crate::proto::{self, Error, Initiator};
 
 use bytes::Buf;
@@ -38,6 +38,10 @@ pub(super) struct Send {
 
     /// If extended connect protocol is enabled.
     is_extended_connect_protocol_enabled: bool,
+
+    /// The last request's `:authority` and `:path`, shared by the next ones that match
+    /// (notifier's patch).
+    targets: RequestTargets,
 }
 
 /// A value to detect which public API has called `poll_reset`.
@@ -57,12 +61,18 @@ impl Send {
             prioritize: Prioritize::new(config),
             is_push_enabled: true,
             is_extended_connect_protocol_enabled: false,
+            targets: RequestTargets::default(),
         }
     }
 
     /// Returns the initial send window size
     pub fn init_window_sz(&self) -> WindowSize {
         self.init_window_sz
+    }
+
+    /// The last request's `:authority` and `:path` (notifier's patch).
+    pub(super) fn targets(&mut self) -> &mut RequestTargets {
+        &mut self.targets
     }
 
     pub fn open(&mut self) -> Result<StreamId, UserError> {

@@ -357,7 +357,13 @@ where
 
         // Convert the message
         let headers =
-            client::Peer::convert_send_message(stream_id, request, protocol, end_of_stream)?;
+            client::Peer::convert_send_message(
+                stream_id,
+                request,
+                protocol,
+                end_of_stream,
+                me.actions.send.targets(),
+            )?;
 
         let mut stream = me.store.insert(stream.id, stream);
 
