@@ -97,7 +97,7 @@ def audience(admin_url, devices, apns_every):
         raise
     terminate = lambda: sh(*admin, "-At", "-d", admin_url, "-c", "SELECT count(pg_terminate_backend(pid)) FROM "
                            f"pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
-    tokens = [f"bench-token-{i:09d}" + "x" * 140 for i in range(1, devices + 1)]
+    tokens = [fanout.device_token(i) for i in range(1, devices + 1)]
     return url, tokens, drop, terminate
 
 

@@ -226,10 +226,18 @@ def peak_rss_mib(pid):
 
 TABLES = ("users", "programs", "talks", "clips", "devices")
 # A device's token: `bench-token-`, its id in 9 digits, and this many `x`, 161 characters in all, as
-# long as an FCM registration token. h2load's is as long (H2LOAD_TOKEN), so that its requests carry
-# as many bytes for the stand-in to decrypt, parse and record as the notifier's do.
+# long as an FCM registration token (the fill_* functions write it in SQL). h2load's is as long
+# (H2LOAD_TOKEN), so that its requests carry as many bytes for the stand-in to decrypt, parse and
+# record as the notifier's do.
 TOKEN_PAD = 140
-H2LOAD_TOKEN = "h2load-token" + "0" * 9 + "x" * TOKEN_PAD
+
+
+def device_token(i, prefix="bench-token-"):
+    """The token the audience's device `i` has (or, with another 12-character prefix, one as long)."""
+    return f"{prefix}{i:09d}" + "x" * TOKEN_PAD
+
+
+H2LOAD_TOKEN = device_token(0, prefix="h2load-token")
 ONE_TALK = """
         INSERT INTO users (id, name, locale) VALUES (1, 'author', 'en'), (2, 'listener', 'en');
         INSERT INTO programs (id, user_id, title) VALUES (1, 1, 'Big show');
