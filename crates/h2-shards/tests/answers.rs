@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use h2_shards::Http2Client;
 
+mod bare;
+
 /// A push's request: a POST with a small JSON body.
 fn request(client: &Http2Client) -> (http::Request<()>, bytes::Bytes) {
     let mut request = http::Request::new(());
@@ -17,36 +19,29 @@ fn request(client: &Http2Client) -> (http::Request<()>, bytes::Bytes) {
     )
 }
 
-/// An HTTP/2 server on loopback that reads each request whole and answers 429, with a
-/// `retry-after` header and `parts` as the body, each its own DATA frame.
+/// A bare HTTP/2 server that reads each request whole and answers 429, with a `retry-after`
+/// header and `parts` as the body, each its own DATA frame.
 async fn answering_in_frames(parts: &'static [&'static [u8]]) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (socket, _) = listener.accept().await.unwrap();
-        let mut connection = h2::server::handshake(socket).await.unwrap();
-        while let Some(request) = connection.accept().await {
-            let (request, mut respond) = request.unwrap();
-            tokio::spawn(async move {
-                let mut body = request.into_body();
-                while let Some(chunk) = body.data().await {
-                    let _ = body.flow_control().release_capacity(chunk.unwrap().len());
-                }
-                let head = http::Response::builder()
-                    .status(429)
-                    .header("retry-after", "7")
-                    .body(())
+    bare::serve(move |request, mut respond| {
+        tokio::spawn(async move {
+            let mut body = request.into_body();
+            while let Some(chunk) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+            }
+            let head = http::Response::builder()
+                .status(429)
+                .header("retry-after", "7")
+                .body(())
+                .unwrap();
+            let mut send = respond.send_response(head, false).unwrap();
+            for (i, part) in parts.iter().enumerate() {
+                let last = i + 1 == parts.len();
+                send.send_data(bytes::Bytes::from_static(part), last)
                     .unwrap();
-                let mut send = respond.send_response(head, false).unwrap();
-                for (i, part) in parts.iter().enumerate() {
-                    let last = i + 1 == parts.len();
-                    send.send_data(bytes::Bytes::from_static(part), last)
-                        .unwrap();
-                }
-            });
-        }
-    });
-    addr
+            }
+        });
+    })
+    .await
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ use h2_shards::Http2Client;
 use stand_in::{StandIn, StandInConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+mod bare;
+
 /// The payload lengths of the first `count` HEADERS frames the client writes, read off the wire
 /// after the connection preface.
 async fn header_block_lengths<R: AsyncRead + Unpin>(wire: &mut R, count: usize) -> Vec<usize> {
@@ -238,25 +240,19 @@ async fn a_request_with_a_connection_specific_header_is_refused_before_it_is_sen
     );
 }
 
-/// A bare h2 server on loopback that answers every request 200 and notes, in order, the
-/// `:authority` and `:path` each arrived with.
+/// A bare HTTP/2 server that answers every request 200 and notes, in order, the `:authority`
+/// and `:path` each arrived with.
 async fn noting_targets() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let noted = Arc::clone(&seen);
-    tokio::spawn(async move {
-        let (socket, _) = listener.accept().await.unwrap();
-        let mut connection = h2::server::handshake(socket).await.unwrap();
-        while let Some(request) = connection.accept().await {
-            let (request, mut respond) = request.unwrap();
-            let uri = request.uri();
-            let target = (uri.authority().unwrap().to_string(), uri.path().to_string());
-            noted.lock().unwrap().push(target);
-            let head = http::Response::builder().status(200).body(()).unwrap();
-            respond.send_response(head, true).unwrap();
-        }
-    });
+    let addr = bare::serve(move |request, mut respond| {
+        let uri = request.uri();
+        let target = (uri.authority().unwrap().to_string(), uri.path().to_string());
+        noted.lock().unwrap().push(target);
+        let head = http::Response::builder().status(200).body(()).unwrap();
+        respond.send_response(head, true).unwrap();
+    })
+    .await;
     (addr, seen)
 }
 
