@@ -13,7 +13,7 @@ pub(crate) use crate::device::{Device, PerProvider, Platform, Provider};
 
 use std::sync::{Arc, Mutex};
 
-use tracing::warn;
+use tracing::{Span, warn};
 
 use crate::apps::{AppId, AppNames};
 use crate::database::{
@@ -48,18 +48,28 @@ impl FromRecord for DeviceRow {
 
 /// The apps an event's rows resolve against, shared by its lanes, with the unknown app names
 /// already warned about: one WARN per event and name, not one per device.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AppResolver {
     names: AppNames,
     warned: Arc<Mutex<Vec<String>>>,
+    /// The event's span, made when the resolver was: rows are read outside it (see the lane's
+    /// reader), and the warning must still name the event.
+    span: Span,
+}
+
+impl Default for AppResolver {
+    fn default() -> Self {
+        Self::new(AppNames::default())
+    }
 }
 
 impl AppResolver {
-    /// A resolver for one event (its own record of warnings).
+    /// A resolver for one event (its own record of warnings), warning in the current span.
     pub fn new(names: AppNames) -> Self {
         Self {
             names,
             warned: Arc::default(),
+            span: Span::current(),
         }
     }
 
@@ -69,8 +79,8 @@ impl AppResolver {
             let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
             if !warned.iter().any(|w| w == name) {
                 warned.push(name.to_string());
-                warn!(app = %name.escape_debug(),
-                    "Devices name an app this notifier does not serve: they are skipped and counted (configure [apps.NAME], or fix the devices' app).");
+                self.span.in_scope(|| warn!(app = %name.escape_debug(),
+                    "Devices name an app this notifier does not serve: they are skipped and counted (configure [apps.NAME], or fix the devices' app)."));
             }
         }
         app

@@ -64,16 +64,16 @@ impl Lane {
     ) -> Result<(), DatabaseError> {
         // Capacity 1: one page waits while another is sent, and the reader may hold a third.
         let (pages_tx, mut pages) = mpsc::channel(1);
-        let reader = tokio::spawn(
-            read_pages(
-                source,
-                pages_tx,
-                Arc::clone(&limits.audience_reads),
-                limits.retry_pages_for,
-                Arc::clone(&tally),
-            )
-            .in_current_span(),
-        );
+        // Outside the unit's span: sqlx enters the span current when a read starts around every
+        // row it yields, twice (two nested streams), and that was about 600 instructions a push.
+        // What the reader logs names the unit itself.
+        let reader = tokio::spawn(read_pages(
+            source,
+            pages_tx,
+            Arc::clone(&limits.audience_reads),
+            limits.retry_pages_for,
+            Arc::clone(&tally),
+        ));
         let apps = Apps::from_fn(&tally.delivery.apps, |app| LaneApp {
             pusher: tally.delivery.pushers[app][provider].clone(),
         });

@@ -110,8 +110,11 @@ async fn read_audience(
             return;
         }
         let delay = backoff.next_delay();
-        warn!(error = %e, after_id = audience.after_id(), retry_in_ms = delay.as_millis() as u64,
-            "Reading the audience failed; resuming after the last device read.");
+        tally.span.in_scope(|| {
+            warn!(error = %e, after_id = audience.after_id(),
+            retry_in_ms = delay.as_millis() as u64,
+            "Reading the audience failed; resuming after the last device read.")
+        });
         tokio::time::sleep(delay).await;
     }
 }

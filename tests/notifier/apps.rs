@@ -482,3 +482,46 @@ async fn check_names_the_app_whose_credentials_fail_and_send_takes_an_app() {
     let (ok, text) = run(unknown, vec![]).await;
     assert!(!ok && text.contains("--app gone"), "{text}");
 }
+
+/// The audience is read outside the event's span (entering it around every row was a cost per
+/// push), so the warning about an app nobody configured, written while a row is read, carries
+/// the event itself.
+#[tokio::test]
+async fn the_warning_about_an_unknown_app_names_the_event_whose_rows_named_it() {
+    // Arrange: ten devices of the default app, one of an app this notifier does not serve.
+    let mut cluster = Cluster::new(Backend::Postgres, 10, 0, "").await;
+    cluster
+        .db
+        .execute(&[
+            "INSERT INTO devices (id, user_id, provider, platform, token, app)
+             VALUES (11, 2, 'fcm', 'android', 'token-gone-android-11', 'gone')",
+        ])
+        .await;
+    cluster.start_replica(&[]).await;
+    cluster.wait_subscribed(1).await;
+
+    // Act
+    cluster.publish(r#"{"talk_id": 1}"#).await;
+
+    // Assert
+    let started = std::time::Instant::now();
+    while cluster.processed_by("talk_posted:1") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.delivered(), 10);
+    let log = cluster.log(0);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("does not serve"))
+        .unwrap_or_else(|| panic!("no warning about the app:\n{}", cluster.logs()));
+    assert!(warning.contains("\"app\":\"gone\""), "{warning}");
+    assert!(
+        warning.contains("\"event_id\":\"talk_posted:1\""),
+        "{warning}"
+    );
+}
