@@ -180,3 +180,53 @@ async fn postgres_columns_of_every_integer_width_text_and_timestamp_type_are_rea
     );
     assert!(recorder.device_ids().is_empty(), "{said}");
 }
+
+#[tokio::test]
+async fn postgres_timestamps_before_and_after_2000_with_and_without_a_zone_are_read_to_the_microsecond_and_infinity_is_named()
+ {
+    // PostgreSQL's binary timestamps count microseconds from 2000, before it negatively.
+    let cases = [
+        (
+            "TIMESTAMPTZ '1999-12-31 23:59:59.999999+09'",
+            "1999-12-31T14:59:59.999999Z",
+        ),
+        ("TIMESTAMP '1970-01-01 00:00:00'", "1970-01-01T00:00:00Z"),
+        (
+            "TIMESTAMPTZ '2026-12-07 20:15:00.000001+00'",
+            "2026-12-07T20:15:00.000001Z",
+        ),
+    ];
+    for (literal, expected) in cases {
+        let query = format!(
+            "SELECT t.token_no AS device_id, t.kind AS provider, t.value AS token,
+                    {literal} AS updated_at
+             {OWN_AUDIENCE_FROM}"
+        );
+        let (outcome, recorder) = own_tables_read_with(&query).await;
+        assert!(matches!(outcome, EventOutcome::Processed(_)), "{outcome:?}");
+        let expected = chrono::DateTime::parse_from_rfc3339(expected).unwrap();
+        let pushes = recorder.taken();
+        assert_eq!(pushes.len(), 3, "{literal}");
+        assert!(
+            pushes
+                .iter()
+                .all(|p| p.updated_at == Some(expected.to_utc())),
+            "{literal}: {:?}",
+            pushes[0].updated_at
+        );
+    }
+
+    // 'infinity' is no time a device was registered at: the column is named, nothing is sent.
+    let infinite = format!(
+        "SELECT t.token_no AS device_id, t.kind AS provider, t.value AS token,
+                'infinity'::timestamptz AS updated_at
+         {OWN_AUDIENCE_FROM}"
+    );
+    let (outcome, recorder) = own_tables_read_with(&infinite).await;
+    let said = format!("{outcome:?}");
+    assert!(
+        said.contains(r#"column: "updated_at""#) && said.contains("out of range"),
+        "{said}"
+    );
+    assert!(recorder.device_ids().is_empty(), "{said}");
+}
