@@ -397,6 +397,39 @@ def ceilings(args, tmp, tls_port, stand_in_pid):
     return out
 
 
+def floor_binary():
+    """examples/floor.rs built: in the binaries' directory (a --bin-dir copy), or this build's."""
+    beside = os.path.join(BIN, "floor")
+    return beside if os.path.exists(beside) else os.path.join(ROOT, "target", "release", "examples", "floor")
+
+
+def floor(args, tmp, tls_port, plain_port, stand_in_pid):
+    """With --floor: h2-shards alone (crates/h2-shards/examples/floor.rs) sending the notifier's
+    FCM request as many times as the event had devices, at its concurrency and over as many
+    connections as the notifier opens for it, against the same stand-in in the same run. Each
+    request a task, with a distinct token of the devices' length; no database, no rendering, no
+    bookkeeping. Its share of the ceiling is the most the notifier could reach on this stack."""
+    body = os.path.join(tmp, "fcm-body.json")
+    with open(body, "w") as f:
+        json.dump(FCM_BODY, f)
+    connections = max(-(-args.concurrency // 100), os.cpu_count())  # the notifier's connections_for
+    busy_before, stand_in_before = machine_busy_seconds(), cpu_seconds(stand_in_pid)
+    out = subprocess.run(
+        [floor_binary(), "--endpoint", f"https://localhost:{tls_port}", "--ca", os.path.join(tmp, "ca.pem"),
+         "--body", body, "--token", H2LOAD_TOKEN, "--requests", str(args.devices),
+         "--concurrency", str(args.concurrency), "--connections", str(min(connections, 16))],
+        capture_output=True, text=True, check=True).stdout
+    r = json.loads(out)
+    if r["failures"]:
+        raise RuntimeError(f"floor: {r['failures']} of {r['requests']} requests failed")
+    # Its tokens are recorded like the devices': cleared, so the ceiling after meets the stand-in
+    # as the one before did.
+    reset(plain_port)
+    return {"floor_per_s": r["per_s"], "floor_us": r["cpu_s"] / r["requests"] * 1e6,
+            "floor_machine_us": (machine_busy_seconds() - busy_before) / r["requests"] * 1e6,
+            "floor_stand_in_us": (cpu_seconds(stand_in_pid) - stand_in_before) / r["requests"] * 1e6}
+
+
 def bracketed(before, after):
     """The ceiling for an event from h2load just before it and just after: rates by their mean
     time per request, CPU costs by their mean. This machine's speed drifts (other tenants of its
@@ -610,9 +643,13 @@ def one_run(args, url, run):
             result["webpush_decrypted"] = s["webpush"]["decrypted"]
             if s["webpush"]["decrypt_failures"]:
                 raise RuntimeError(f"{s['webpush']['decrypt_failures']} Web Push bodies did not decrypt")
+        if take_ceiling and args.floor:
+            result.update(floor(args, tmp, tls_port, plain_port, stand_in.pid))
         if take_ceiling:
             result.update(bracketed(before, ceilings(args, tmp, tls_port, stand_in.pid)))
             result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
+            if args.floor:
+                result["floor_of_ceiling"] = result["floor_per_s"] / result["ceiling_per_s"]
             result["steady_of_ceiling"] = result["steady_per_s"] / result["ceiling_per_s"]
         return result
     finally:
@@ -778,6 +815,9 @@ def main():
     p.add_argument("--peer", action="store_true",
                    help="alternate the notifier with bench/peer (Node: firebase-admin sendEach, ioredis, pg), "
                         "the stand-in on 127.0.0.1:443 as fcm.googleapis.com (an /etc/hosts line, removed after)")
+    p.add_argument("--floor", action="store_true",
+                   help="after each event, h2-shards alone (its examples/floor.rs) sends as many requests, "
+                        "for the share of the ceiling the notifier's stack reaches without the notifier")
     p.add_argument("--perf", metavar="PREFIX", help="profile the notifier during each event into PREFIX-RUN.data")
     p.add_argument("--perf-freq", type=int, default=499, help="perf's samples per second with --perf")
     p.add_argument("--rust-log", default="warn,notifier::worker=info", help="the notifier's RUST_LOG")
@@ -792,6 +832,9 @@ def main():
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "notifier", "-p", "notifier-stand-in"],
                        cwd=ROOT, check=True)
+        if args.floor:
+            subprocess.run(["cargo", "build", "--release", "--locked", "-p", "h2-shards", "--example", "floor"],
+                           cwd=ROOT, check=True)
     if args.peer:
         install_peer()
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB", flush=True)
