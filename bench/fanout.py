@@ -26,12 +26,18 @@ Web Push to the same row without (--webpush-every 0) on the same machine.
     python3 bench/fanout.py --devices 100000 --runs 3 --both            # realistic and light, alternating
     python3 bench/fanout.py --devices 100000 --runs 3 --peer            # against the Node worker
     python3 bench/fanout.py --devices 100000 --runs 3 --vs ../old-bin   # this build against an older one
+    python3 bench/fanout.py --devices 100000 --runs 3 --both --floor    # and h2-shards alone, each run
 
 The stand-in is realistic by default: it parses every send's JSON, checks it as the provider does
 (FCM's message.token among the rest; APNs' payload, the device token from the path) and records
 the delivery by token, as a provider's front end must; h2load's requests pass the same checks, and
 a ceiling run with any refused request fails. --light makes it answer every send unread, as a
 floor for the server's share of the machine; --both runs each in turn and reports both.
+
+--floor adds, to each run with a ceiling, h2-shards alone (crates/h2-shards/examples/floor.rs)
+sending the notifier's FCM request as many times, a task each, at the notifier's concurrency and
+connections: no database, no rendering, no bookkeeping. Its share of the ceiling (floor_of_ceiling)
+and CPU per request (floor_us) are what the notifier's stack reaches without the notifier.
 
 --peer alternates the notifier with bench/peer, the Node worker a team would write (firebase-admin
 sendEach in batches of 500, ioredis, pg), installed with npm ci from its package-lock.json. It
