@@ -836,6 +836,8 @@ def main():
     use_bin_dir(args)
     if args.peer and (args.db != "postgres" or args.apns_every or args.webpush_every or args.both):
         p.error("--peer compares FCM sends read from PostgreSQL: no --db, --apns-every, --webpush-every or --both")
+    if args.floor and (args.apns_every or args.webpush_every or args.peer):
+        p.error("--floor sends FCM's request alone, against an FCM ceiling: no --apns-every, --webpush-every or --peer")
     if args.vs and (args.peer or args.both):
         p.error("--vs compares two notifier builds, run after run, in one stand-in mode: no --peer or --both")
 
