@@ -419,15 +419,13 @@ def floor(args, tmp, tls_port, plain_port, stand_in_pid):
     connections as the notifier opens for it, against the same stand-in in the same run. Each
     request a task, with a distinct token of the devices' length; no database, no rendering, no
     bookkeeping. Its share of the ceiling is the most the notifier could reach on this stack."""
-    body = os.path.join(tmp, "fcm-body.json")
-    with open(body, "w") as f:
-        json.dump(FCM_BODY, f)
-    connections = max(-(-args.concurrency // 100), os.cpu_count())  # the notifier's connections_for
+    body = os.path.join(tmp, "fcm-body.json")  # h2load's, written by ceilings() before the event
+    connections = min(max(-(-args.concurrency // 100), os.cpu_count()), 16)  # the notifier's connections_for
     busy_before, stand_in_before = machine_busy_seconds(), cpu_seconds(stand_in_pid)
     out = subprocess.run(
         [floor_binary(), "--endpoint", f"https://localhost:{tls_port}", "--ca", os.path.join(tmp, "ca.pem"),
          "--body", body, "--token", H2LOAD_TOKEN, "--requests", str(args.devices),
-         "--concurrency", str(args.concurrency), "--connections", str(min(connections, 16))],
+         "--concurrency", str(args.concurrency), "--connections", str(connections)],
         capture_output=True, text=True, check=True).stdout
     r = json.loads(out)
     if r["failures"]:
@@ -653,9 +651,9 @@ def one_run(args, url, run):
             result["webpush_decrypted"] = s["webpush"]["decrypted"]
             if s["webpush"]["decrypt_failures"]:
                 raise RuntimeError(f"{s['webpush']['decrypt_failures']} Web Push bodies did not decrypt")
-        if take_ceiling and args.floor:
-            result.update(floor(args, tmp, tls_port, plain_port, stand_in.pid))
         if take_ceiling:
+            if args.floor:
+                result.update(floor(args, tmp, tls_port, plain_port, stand_in.pid))
             result.update(bracketed(before, ceilings(args, tmp, tls_port, stand_in.pid)))
             result["of_ceiling"] = result["pushes_per_s"] / result["ceiling_per_s"]
             if args.floor:

@@ -19,6 +19,7 @@
 //! send to the last answer, the rate, the process's CPU seconds and the failures.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -135,39 +136,29 @@ async fn run(args: Args) {
         .collect();
     let client = Arc::new(client);
     client.warm().await;
-    let (uri, bearer) = (Arc::new(uri), Arc::new(bearer));
+    // Shared by every request, as the notifier's pusher holds them.
+    let target = Arc::new((uri, bearer));
     let slots = Arc::new(Semaphore::new(args.concurrency));
-    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
     let (cpu_before, started) = (cpu_seconds(), Instant::now());
     for (i, body) in bodies.into_iter().enumerate() {
         let slot = Arc::clone(&slots)
             .acquire_owned()
             .await
             .expect("the semaphore stays open");
-        let (client, uri, bearer) = (Arc::clone(&client), Arc::clone(&uri), Arc::clone(&bearer));
-        let failures = Arc::clone(&failures);
+        let (client, target, failures) = (
+            Arc::clone(&client),
+            Arc::clone(&target),
+            Arc::clone(&failures),
+        );
         tokio::spawn(async move {
+            let (uri, bearer) = &*target;
             let length = body.len();
-            // The notifier's request, header for header.
-            let request = || {
-                let mut request = http::Request::new(());
-                *request.method_mut() = http::Method::POST;
-                *request.uri_mut() = (*uri).clone();
-                let headers = request.headers_mut();
-                headers.insert(http::header::AUTHORIZATION, (*bearer).clone());
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
-                headers.insert(
-                    http::header::CONTENT_LENGTH,
-                    h2_shards::number(length as u64),
-                );
-                request
-            };
+            // The notifier's FCM request: the same builder.
+            let request = || h2_shards::json_post(uri, bearer, length);
             let answered = client.send(i as u64, &request, Bytes::from(body)).await;
             if !matches!(answered, Ok(ref r) if r.status.is_success()) {
-                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                failures.fetch_add(1, Ordering::Relaxed);
             }
             drop(slot);
         });
@@ -186,7 +177,7 @@ async fn run(args: Args) {
             "seconds": seconds,
             "per_s": args.requests as f64 / seconds,
             "cpu_s": cpu,
-            "failures": failures.load(std::sync::atomic::Ordering::Relaxed),
+            "failures": failures.load(Ordering::Relaxed),
         })
     );
 }

@@ -17,12 +17,13 @@
 //!
 //! Modules: `shard` (a connection slot, its stream gate, and which slot a request takes), `dial` (TCP, the proxy tunnel, TLS,
 //! the handshake, keep-alive), `tls` (the verifier), `proxy` (`HTTPS_PROXY`/`NO_PROXY`) and
-//! `unvectored` (how h2 is made to write the frames of many pushes at once) and `number`
-//! (numeric header values in one allocation). What
+//! `unvectored` (how h2 is made to write the frames of many pushes at once), `number`
+//! (numeric header values in one allocation) and `json_post` (the request JSON push APIs take). What
 //! may change here: the constants below and the dial; the public surface is what the notifier's
 //! pushers and the connection tests use.
 
 mod dial;
+mod json_post;
 mod number;
 mod proxy;
 mod shard;
@@ -39,6 +40,7 @@ use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 
 pub use dial::ConnectError;
+pub use json_post::json_post;
 pub use number::number;
 pub use proxy::Proxy;
 pub use tls::{CaFileError, Trust};

@@ -88,22 +88,7 @@ impl Pusher for FcmPusher {
         };
         let body = self.body(push);
         let length = body.len();
-        let request = || {
-            let mut request = http::Request::new(());
-            *request.method_mut() = http::Method::POST;
-            *request.uri_mut() = self.uri.clone();
-            let headers = request.headers_mut();
-            headers.insert(http::header::AUTHORIZATION, bearer.clone());
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            headers.insert(
-                http::header::CONTENT_LENGTH,
-                h2_shards::number(length as u64),
-            );
-            request
-        };
+        let request = || h2_shards::json_post(&self.uri, &bearer, length);
         let key = push.device.id.unsigned_abs();
         let response = match self.client.send(key, &request, body.into()).await {
             Ok(response) => response,
